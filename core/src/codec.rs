@@ -1,0 +1,209 @@
+//! Ballista extension codecs: Kalla's nodes behind a one-byte envelope, everything else
+//! delegated to Ballista's own codecs.
+
+use std::sync::Arc;
+
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::common::{DataFusionError, Result, TableReference};
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+
+use crate::postgres::exec::{PgScanExec, PgScanSpec};
+use crate::postgres::provider::{PgTableProvider, PgTableSpec};
+use crate::seal::ClusterKey;
+
+/// Envelope tags: what follows the first byte.
+const TAG_BALLISTA: u8 = 0;
+const TAG_POSTGRES: u8 = 1;
+
+fn envelope(tag: u8, payload: &impl serde::Serialize, buf: &mut Vec<u8>) -> Result<()> {
+    buf.push(tag);
+    serde_json::to_writer(buf, payload).map_err(|e| DataFusionError::Internal(format!("encoding {tag}: {e}")))
+}
+
+fn open<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T> {
+    serde_json::from_slice(payload).map_err(|e| {
+        DataFusionError::Internal(format!(
+            "cannot decode a Kalla plan node ({e}); client, scheduler and executors must run the same Kalla build"
+        ))
+    })
+}
+
+fn split(buf: &[u8]) -> Result<(u8, &[u8])> {
+    buf.split_first()
+        .map(|(tag, rest)| (*tag, rest))
+        .ok_or_else(|| DataFusionError::Internal("empty Kalla codec payload".into()))
+}
+
+fn unknown_tag(tag: u8) -> DataFusionError {
+    DataFusionError::Internal(format!(
+        "unknown Kalla codec tag {tag}; client, scheduler and executors must run the same Kalla build"
+    ))
+}
+
+/// Encodes Kalla table providers inside logical plans.
+#[derive(Debug, Default)]
+pub struct KallaLogicalCodec {
+    inner: BallistaLogicalExtensionCodec,
+}
+
+impl LogicalExtensionCodec for KallaLogicalCodec {
+    fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
+        self.inner.try_decode(buf, inputs, ctx)
+    }
+
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode(node, buf)
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        match split(buf)? {
+            (TAG_POSTGRES, payload) => {
+                let spec: PgTableSpec = open(payload)?;
+                Ok(Arc::new(PgTableProvider::from_spec(spec, None)))
+            }
+            (TAG_BALLISTA, payload) => self
+                .inner
+                .try_decode_table_provider(payload, table_ref, schema, ctx),
+            (tag, _) => Err(unknown_tag(tag)),
+        }
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        if let Some(provider) = node.downcast_ref::<PgTableProvider>() {
+            return envelope(TAG_POSTGRES, provider.spec(), buf);
+        }
+        buf.push(TAG_BALLISTA);
+        self.inner.try_encode_table_provider(table_ref, node, buf)
+    }
+
+    fn try_decode_file_format(&self, buf: &[u8], ctx: &TaskContext) -> Result<Arc<dyn FileFormatFactory>> {
+        self.inner.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
+        self.inner.try_encode_file_format(buf, node)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.inner.try_decode_udf(name, buf)
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.inner.try_decode_udaf(name, buf)
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udaf(node, buf)
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.inner.try_decode_udwf(name, buf)
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udwf(node, buf)
+    }
+}
+
+/// Encodes Kalla execution plans; holds the cluster key on processes that execute scans.
+#[derive(Debug, Default)]
+pub struct KallaPhysicalCodec {
+    inner: BallistaPhysicalExtensionCodec,
+    key: Option<ClusterKey>,
+}
+
+impl KallaPhysicalCodec {
+    pub fn new(key: Option<ClusterKey>) -> Self {
+        Self {
+            inner: BallistaPhysicalExtensionCodec::default(),
+            key,
+        }
+    }
+}
+
+impl PhysicalExtensionCodec for KallaPhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match split(buf)? {
+            (TAG_POSTGRES, payload) => {
+                let spec: PgScanSpec = open(payload)?;
+                let [descriptors] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "PgScanExec needs exactly one input".into(),
+                    ));
+                };
+                Ok(Arc::new(PgScanExec::try_new(
+                    Arc::new(spec),
+                    descriptors.clone(),
+                    self.key.clone(),
+                )?))
+            }
+            (TAG_BALLISTA, payload) => self.inner.try_decode(payload, inputs, ctx, proto_converter),
+            (tag, _) => Err(unknown_tag(tag)),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        if let Some(scan) = node.downcast_ref::<PgScanExec>() {
+            return envelope(TAG_POSTGRES, scan.spec(), buf);
+        }
+        buf.push(TAG_BALLISTA);
+        self.inner.try_encode(node, buf, proto_converter)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.inner.try_decode_udf(name, buf)
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.inner.try_decode_udaf(name, buf)
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udaf(node, buf)
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.inner.try_decode_udwf(name, buf)
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udwf(node, buf)
+    }
+}

@@ -1,0 +1,21 @@
+//! Kalla's shared library: everything that touches data lives here once.
+//!
+//! The scheduler, executor and runner binaries are thin wiring around this crate:
+//! - [`uri`]: parsing and redacting source URIs;
+//! - [`seal`]: the cluster key and authenticated encryption of credentials in plans;
+//! - [`postgres`]: the partitioned Postgres table provider and its binary COPY reader;
+//! - [`pool`]: the process-wide registry of bounded source connection pools;
+//! - [`codec`] and [`session`]: what every Ballista process needs to plan and run Kalla scans;
+//! - [`process`]: flag/environment handling and logging shared by the binaries.
+
+pub mod codec;
+pub mod ident;
+pub mod pool;
+pub mod postgres;
+pub mod process;
+pub mod seal;
+pub mod session;
+pub mod uri;
+
+pub use seal::ClusterKey;
+pub use uri::SourceUri;

@@ -1,0 +1,230 @@
+//! The process-wide registry of source connection pools.
+//!
+//! Every process (executor, runner, CLI) keeps one bounded pool per source, shared by all of
+//! its tasks and requests. Connections announce the process through `application_name`, so
+//! `pg_stat_activity` shows who is connected; idle connections close after a timeout and an
+//! unused pool is dropped from the registry.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{LazyLock, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use thiserror::Error;
+
+/// Postgres truncates `application_name` to this many bytes.
+const MAX_APPLICATION_NAME: usize = 63;
+
+#[derive(Debug, Error)]
+pub enum PoolError {
+    #[error("invalid Postgres connection URL for {redacted}: {reason}")]
+    InvalidUrl { redacted: String, reason: String },
+}
+
+/// How this process's source pools behave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections one process opens to one source.
+    pub max_connections: u32,
+    /// Idle connections (and then unused pools) are closed after this long.
+    pub idle_timeout: Duration,
+    /// How long a task waits for a connection before failing.
+    pub acquire_timeout: Duration,
+    /// Shown in `pg_stat_activity.application_name`.
+    pub application_name: String,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 4,
+            idle_timeout: Duration::from_secs(60),
+            acquire_timeout: Duration::from_secs(30),
+            application_name: "kalla".into(),
+        }
+    }
+}
+
+struct Entry {
+    pool: PgPool,
+    last_used: Instant,
+}
+
+/// One bounded pool per source URL.
+pub struct PoolRegistry {
+    settings: RwLock<PoolSettings>,
+    pools: Mutex<HashMap<String, Entry>>,
+}
+
+static GLOBAL: LazyLock<PoolRegistry> = LazyLock::new(|| PoolRegistry::new(PoolSettings::default()));
+
+impl PoolRegistry {
+    pub fn new(settings: PoolSettings) -> Self {
+        Self {
+            settings: RwLock::new(settings),
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The registry of this process.
+    pub fn global() -> &'static PoolRegistry {
+        &GLOBAL
+    }
+
+    /// Replaces the settings used for pools created from now on (call at start-up).
+    pub fn configure(&self, mut settings: PoolSettings) {
+        settings.application_name = truncate_to_boundary(&settings.application_name, MAX_APPLICATION_NAME);
+        *self.settings.write().expect("pool settings lock") = settings;
+    }
+
+    pub fn settings(&self) -> PoolSettings {
+        self.settings.read().expect("pool settings lock").clone()
+    }
+
+    /// The pool for `connection_url`, created (without connecting) on first use.
+    pub fn get(&self, connection_url: &str) -> Result<PgPool, PoolError> {
+        let mut pools = self.pools.lock().expect("pool registry lock");
+        self.evict_idle(&mut pools);
+        if let Some(entry) = pools.get_mut(connection_url) {
+            entry.last_used = Instant::now();
+            return Ok(entry.pool.clone());
+        }
+        let pool = self.create(connection_url)?;
+        pools.insert(
+            connection_url.to_string(),
+            Entry {
+                pool: pool.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(pool)
+    }
+
+    /// Number of pools currently held.
+    pub fn len(&self) -> usize {
+        self.pools.lock().expect("pool registry lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn create(&self, connection_url: &str) -> Result<PgPool, PoolError> {
+        let settings = self.settings();
+        let options = PgConnectOptions::from_str(connection_url)
+            .map_err(|e| PoolError::InvalidUrl {
+                redacted: redact_connection_url(connection_url),
+                reason: redact_in(&e.to_string(), connection_url),
+            })?
+            .application_name(&settings.application_name)
+            // Literals rendered into COPY statements rely on standard string quoting.
+            .options([("standard_conforming_strings", "on")]);
+        Ok(PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(0)
+            .idle_timeout(settings.idle_timeout)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options))
+    }
+
+    /// Drops pools that have had no connections checked out for the idle timeout.
+    fn evict_idle(&self, pools: &mut HashMap<String, Entry>) {
+        let idle_timeout = self.settings().idle_timeout;
+        pools.retain(|_, entry| {
+            let in_use = entry.pool.size() as usize > entry.pool.num_idle();
+            let keep = in_use || entry.last_used.elapsed() < idle_timeout;
+            if !keep {
+                let pool = entry.pool.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { pool.close().await });
+                }
+            }
+            keep
+        });
+    }
+}
+
+fn truncate_to_boundary(value: &str, max: usize) -> String {
+    let mut end = value.len().min(max);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_string()
+}
+
+/// `postgres://user:***@host/db` for a connection URL that may hold a password.
+pub fn redact_connection_url(connection_url: &str) -> String {
+    match url::Url::parse(connection_url) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+/// Removes the URL's password from a driver message that might echo it.
+fn redact_in(message: &str, connection_url: &str) -> String {
+    match url::Url::parse(connection_url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_string))
+    {
+        Some(password) if !password.is_empty() => message.replace(&password, "***"),
+        _ => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_pool_per_source_reused_across_calls() {
+        let registry = PoolRegistry::new(PoolSettings::default());
+        let a1 = registry.get("postgres://u@127.0.0.1:1/a").unwrap();
+        let a2 = registry.get("postgres://u@127.0.0.1:1/a").unwrap();
+        registry.get("postgres://u@127.0.0.1:1/b").unwrap();
+        assert_eq!(registry.len(), 2);
+        assert_eq!(a1.options().get_max_connections(), 4);
+        assert!(std::ptr::eq(a1.options(), a2.options()) || a1.size() == a2.size());
+    }
+
+    #[tokio::test]
+    async fn unused_pools_are_evicted_after_the_idle_timeout() {
+        let registry = PoolRegistry::new(PoolSettings {
+            idle_timeout: Duration::from_millis(10),
+            ..PoolSettings::default()
+        });
+        registry.get("postgres://u@127.0.0.1:1/a").unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        registry.get("postgres://u@127.0.0.1:1/b").unwrap();
+        assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn settings_truncate_long_application_names_on_a_char_boundary() {
+        let registry = PoolRegistry::new(PoolSettings::default());
+        registry.configure(PoolSettings {
+            application_name: "é".repeat(40),
+            ..PoolSettings::default()
+        });
+        let name = registry.settings().application_name;
+        assert!(name.len() <= MAX_APPLICATION_NAME);
+        assert_eq!(name, "é".repeat(31));
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact_connection_url("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_in("bad thing near pw", "postgres://u:pw@h/db"),
+            "bad thing near ***"
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! Translation of DataFusion filters into Postgres SQL, only where both give the same answer.
+//!
+//! `COPY (SELECT …)` cannot take bind parameters, so literals are rendered from their typed
+//! values: numbers and dates are formatted by Rust, strings are single-quoted with quotes
+//! doubled (connections force `standard_conforming_strings = on`, so backslashes are plain
+//! characters) and strings containing NUL are never pushed. Identifiers are always quoted.
+
+use chrono::{DateTime, NaiveDate};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, expr::InList};
+
+use super::catalog::{FilterSupport, PgColumn};
+use crate::ident::quote_ident;
+
+/// The SQL for `expr` when Postgres evaluates it exactly as DataFusion would, else `None`.
+pub fn to_sql(expr: &Expr, columns: &[PgColumn]) -> Option<String> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: op @ (Operator::And | Operator::Or),
+            right,
+        }) => Some(format!(
+            "({} {op} {})",
+            to_sql(left, columns)?,
+            to_sql(right, columns)?
+        )),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => comparison(left, *op, right, columns),
+        Expr::Not(inner) => Some(format!("(NOT {})", to_sql(inner, columns)?)),
+        Expr::IsNull(inner) => Some(format!("({} IS NULL)", any_column(inner, columns)?)),
+        Expr::IsNotNull(inner) => Some(format!("({} IS NOT NULL)", any_column(inner, columns)?)),
+        Expr::InList(InList { expr, list, negated }) => {
+            let column = filterable_column(expr, columns)?;
+            let values: Option<Vec<String>> = list.iter().map(|v| literal(v, column)).collect();
+            let not = if *negated { "NOT " } else { "" };
+            Some(format!("({} {not}IN ({}))", quoted(column), values?.join(", ")))
+        }
+        Expr::Between(between) => {
+            let column = filterable_column(&between.expr, columns)?;
+            let not = if between.negated { "NOT " } else { "" };
+            Some(format!(
+                "({}{} {not}BETWEEN {} AND {})",
+                quoted(column),
+                collation(column),
+                literal(&between.low, column)?,
+                literal(&between.high, column)?
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn comparison(left: &Expr, op: Operator, right: &Expr, columns: &[PgColumn]) -> Option<String> {
+    let (column_expr, op, value) = match (left, right) {
+        (Expr::Column(_), _) => (left, op, right),
+        (_, Expr::Column(_)) => (right, op.swap()?, left),
+        _ => return None,
+    };
+    let column = filterable_column(column_expr, columns)?;
+    let (sql_op, ordering) = match op {
+        Operator::Eq => ("=", false),
+        Operator::NotEq => ("<>", false),
+        Operator::Lt => ("<", true),
+        Operator::LtEq => ("<=", true),
+        Operator::Gt => (">", true),
+        Operator::GtEq => (">=", true),
+        _ => return None,
+    };
+    let collate = if ordering { collation(column) } else { "" };
+    Some(format!(
+        "({}{collate} {sql_op} {})",
+        quoted(column),
+        literal(value, column)?
+    ))
+}
+
+/// Byte-wise ordering, as DataFusion compares strings.
+fn collation(column: &PgColumn) -> &'static str {
+    if column.filter == FilterSupport::Text {
+        " COLLATE \"C\""
+    } else {
+        ""
+    }
+}
+
+fn column_of<'a>(expr: &Expr, columns: &'a [PgColumn]) -> Option<&'a PgColumn> {
+    let Expr::Column(column) = expr else { return None };
+    columns.iter().find(|c| c.name == column.name)
+}
+
+fn filterable_column<'a>(expr: &Expr, columns: &'a [PgColumn]) -> Option<&'a PgColumn> {
+    column_of(expr, columns).filter(|c| c.filter != FilterSupport::None)
+}
+
+/// `IS [NOT] NULL` means the same for every type.
+fn any_column(expr: &Expr, columns: &[PgColumn]) -> Option<String> {
+    column_of(expr, columns).map(quoted)
+}
+
+fn quoted(column: &PgColumn) -> String {
+    quote_ident(&column.name)
+}
+
+/// A literal rendered for comparison with `column`, when its type class matches exactly.
+fn literal(expr: &Expr, column: &PgColumn) -> Option<String> {
+    use super::types::PgType as T;
+    let Expr::Literal(value, _) = expr else {
+        return None;
+    };
+    if value.is_null() {
+        return None;
+    }
+    match (&column.pg_type, value) {
+        (T::Int2 | T::Int4 | T::Int8 | T::Numeric { .. }, v) if integer(v).is_some() => integer(v),
+        (T::Numeric { .. }, ScalarValue::Decimal128(Some(v), _, scale)) => Some(decimal(*v, *scale)),
+        (T::Bool, ScalarValue::Boolean(Some(b))) => Some(if *b { "TRUE" } else { "FALSE" }.into()),
+        (T::Date, ScalarValue::Date32(Some(days))) => {
+            let date = NaiveDate::from_ymd_opt(1970, 1, 1)?
+                .checked_add_signed(chrono::Duration::days(*days as i64))?;
+            Some(format!("'{}'::date", date.format("%Y-%m-%d")))
+        }
+        (T::Timestamp, ScalarValue::TimestampMicrosecond(Some(micros), None)) => {
+            Some(format!("'{}'::timestamp", timestamp(*micros)?))
+        }
+        (T::TimestampTz, ScalarValue::TimestampMicrosecond(Some(micros), Some(_))) => {
+            Some(format!("'{}+00'::timestamptz", timestamp(*micros)?))
+        }
+        (
+            T::Text,
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+        ) => (!s.contains('\0')).then(|| format!("'{}'", s.replace('\'', "''"))),
+        _ => None,
+    }
+}
+
+fn integer(value: &ScalarValue) -> Option<String> {
+    Some(match value {
+        ScalarValue::Int8(Some(v)) => v.to_string(),
+        ScalarValue::Int16(Some(v)) => v.to_string(),
+        ScalarValue::Int32(Some(v)) => v.to_string(),
+        ScalarValue::Int64(Some(v)) => v.to_string(),
+        ScalarValue::UInt8(Some(v)) => v.to_string(),
+        ScalarValue::UInt16(Some(v)) => v.to_string(),
+        ScalarValue::UInt32(Some(v)) => v.to_string(),
+        ScalarValue::UInt64(Some(v)) => v.to_string(),
+        _ => return None,
+    })
+}
+
+fn decimal(unscaled: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return format!("{unscaled}{}", "0".repeat((-scale) as usize));
+    }
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    let sign = if unscaled < 0 { "-" } else { "" };
+    format!("{sign}{int}.{frac}")
+}
+
+fn timestamp(micros: i64) -> Option<String> {
+    let ts = DateTime::from_timestamp_micros(micros)?.naive_utc();
+    // Postgres reads years beyond 9999 and BC dates differently; leave those to DataFusion.
+    (ts.format("%Y").to_string().len() == 4 && micros > -62_135_596_800_000_000)
+        .then(|| ts.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::types::PgType;
+    use datafusion::prelude::{col, lit};
+
+    fn columns() -> Vec<PgColumn> {
+        let column = |name: &str, pg_type, filter| PgColumn {
+            name: name.into(),
+            pg_type,
+            nullable: true,
+            filter,
+        };
+        vec![
+            column("id", PgType::Int8, FilterSupport::Exact),
+            column(
+                "amount",
+                PgType::Numeric {
+                    precision: 12,
+                    scale: 2,
+                },
+                FilterSupport::Exact,
+            ),
+            column("name", PgType::Text, FilterSupport::Text),
+            column("code", PgType::Text, FilterSupport::None),
+            column("day", PgType::Date, FilterSupport::Exact),
+            column("at", PgType::TimestampTz, FilterSupport::Exact),
+            column("we\"ird", PgType::Int4, FilterSupport::Exact),
+            column("score", PgType::Float8, FilterSupport::None),
+        ]
+    }
+
+    fn sql(expr: Expr) -> Option<String> {
+        to_sql(&expr, &columns())
+    }
+
+    #[test]
+    fn comparisons_and_boolean_logic() {
+        assert_eq!(sql(col("id").gt(lit(5i64))).unwrap(), r#"("id" > 5)"#);
+        assert_eq!(sql(lit(5i64).lt(col("id"))).unwrap(), r#"("id" > 5)"#);
+        assert_eq!(
+            sql(col("id")
+                .eq(lit(1i64))
+                .and(col("we\"ird").not_eq(lit(2i32)).or(col("id").is_null())))
+            .unwrap(),
+            r#"(("id" = 1) AND (("we""ird" <> 2) OR ("id" IS NULL)))"#
+        );
+    }
+
+    #[test]
+    fn strings_are_quoted_and_ordering_is_bytewise() {
+        assert_eq!(
+            sql(col("name").eq(lit("O'Brien"))).unwrap(),
+            r#"("name" = 'O''Brien')"#
+        );
+        assert_eq!(
+            sql(col("name").lt(lit("b\\"))).unwrap(),
+            r#"("name" COLLATE "C" < 'b\')"#
+        );
+        assert_eq!(sql(col("name").eq(lit("a\0b"))), None);
+    }
+
+    #[test]
+    fn typed_literals() {
+        let amount = Expr::Literal(ScalarValue::Decimal128(Some(-5), 12, 2), None);
+        assert_eq!(
+            sql(col("amount").gt_eq(amount)).unwrap(),
+            r#"("amount" >= -0.05)"#
+        );
+        assert_eq!(
+            sql(col("day").eq(Expr::Literal(ScalarValue::Date32(Some(19723)), None))).unwrap(),
+            r#"("day" = '2024-01-01'::date)"#
+        );
+        let at = Expr::Literal(
+            ScalarValue::TimestampMicrosecond(Some(1_704_067_200_000_001), Some("UTC".into())),
+            None,
+        );
+        assert_eq!(
+            sql(col("at").lt(at)).unwrap(),
+            r#"("at" < '2024-01-01 00:00:00.000001+00'::timestamptz)"#
+        );
+        assert_eq!(
+            sql(col("id").in_list(vec![lit(1i64), lit(2i64)], true)).unwrap(),
+            r#"("id" NOT IN (1, 2))"#
+        );
+        assert_eq!(
+            sql(col("id").between(lit(1i64), lit(9i64))).unwrap(),
+            r#"("id" BETWEEN 1 AND 9)"#
+        );
+    }
+
+    #[test]
+    fn inexact_cases_are_not_pushed() {
+        assert_eq!(
+            sql(col("score").gt(lit(1.0))),
+            None,
+            "float -0/NaN semantics differ"
+        );
+        assert_eq!(
+            sql(col("code").eq(lit("x"))),
+            None,
+            "bpchar/enum/json comparisons differ"
+        );
+        assert_eq!(sql(col("id").gt(lit(1.5))), None, "type class mismatch");
+        assert_eq!(sql(col("id").eq(lit(ScalarValue::Int64(None)))), None);
+        assert_eq!(sql(col("id").like(lit("1%"))), None);
+        assert_eq!(sql(col("missing").eq(lit(1i64))), None);
+        assert_eq!(sql(col("code").is_null()).unwrap(), r#"("code" IS NULL)"#);
+    }
+
+    #[test]
+    fn decimal_rendering() {
+        assert_eq!(decimal(12345, 2), "123.45");
+        assert_eq!(decimal(5, 3), "0.005");
+        assert_eq!(decimal(-12, 0), "-12");
+        assert_eq!(decimal(7, -2), "700");
+    }
+}

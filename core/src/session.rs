@@ -1,0 +1,24 @@
+//! The one session setup shared by the scheduler, the executors and clients.
+
+use std::sync::Arc;
+
+use ballista_core::extension::SessionConfigExt;
+use datafusion::common::Result;
+use datafusion::execution::SessionState;
+use datafusion::prelude::SessionConfig;
+
+use crate::codec::{KallaLogicalCodec, KallaPhysicalCodec};
+use crate::seal::ClusterKey;
+
+/// A Ballista session config carrying Kalla's codecs. `key` is needed only where Postgres
+/// scans execute (executors, embedded clusters).
+pub fn session_config(key: Option<ClusterKey>) -> SessionConfig {
+    SessionConfig::new_with_ballista()
+        .with_ballista_logical_extension_codec(Arc::new(KallaLogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(KallaPhysicalCodec::new(key)))
+}
+
+/// The session state every Kalla process plans with.
+pub fn session_state(config: SessionConfig) -> Result<SessionState> {
+    ballista_core::utils::default_session_builder(config)
+}
