@@ -1,0 +1,71 @@
+//! `kalla-executor`: Ballista's executor with Kalla's codecs and its own source pools.
+//!
+//! It accepts every flag of Ballista's stock `ballista-executor`, each also settable as a
+//! `KALLA_*` environment variable, plus the source pool settings below. It needs the cluster
+//! key (`KALLA_SECRET_KEY`) to unseal source credentials.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_executor::health::spawn_health_server;
+use clap::Parser;
+use kalla_core::codec::{KallaLogicalCodec, KallaPhysicalCodec};
+use kalla_core::pool::{PoolRegistry, PoolSettings};
+use kalla_core::{ClusterKey, process, session};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kalla-executor",
+    version,
+    about = "Kalla executor: Ballista's executor with Kalla's Postgres scans"
+)]
+struct Args {
+    #[command(flatten)]
+    ballista: ballista_executor::config::Config,
+    /// Most connections this executor opens to any one source.
+    #[arg(long, default_value_t = PoolSettings::default().max_connections)]
+    source_pool_max_connections: u32,
+    /// Seconds before an idle source connection is closed.
+    #[arg(long, default_value_t = PoolSettings::default().idle_timeout.as_secs())]
+    source_pool_idle_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Args = process::parse_args();
+    process::init_tracing(&args.ballista.log_level_setting);
+    let key = ClusterKey::from_env().context("kalla-executor cannot start")?;
+    let health_addr: SocketAddr = format!("{}:{}", args.ballista.bind_host, args.ballista.bind_health_port)
+        .parse()
+        .context("invalid --bind-host/--bind-health-port")?;
+
+    let mut config: ExecutorProcessConfig = args
+        .ballista
+        .try_into()
+        .context("invalid executor configuration")?;
+    PoolRegistry::global().configure(PoolSettings {
+        max_connections: args.source_pool_max_connections,
+        idle_timeout: Duration::from_secs(args.source_pool_idle_timeout_secs),
+        application_name: format!("kalla-executor-{}", config.executor_id),
+        ..PoolSettings::default()
+    });
+    config.override_logical_codec = Some(Arc::new(KallaLogicalCodec::default()));
+    config.override_physical_codec = Some(Arc::new(KallaPhysicalCodec::new(Some(key.clone()))));
+    // Ballista's default registry lacks DataFusion's nested (array) functions: build it from
+    // the same session state clients and the scheduler plan with.
+    let state = session::session_state(session::session_config(Some(key.clone())))?;
+    config.override_function_registry = Some(Arc::new(BallistaFunctionRegistry::from(&state)));
+    config.override_config_producer = Some(Arc::new(move || session::session_config(Some(key.clone()))));
+
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel();
+    let health = spawn_health_server(health_addr, config.health.clone(), health_stopped);
+    tracing::info!(executor_id = %config.executor_id, "kalla-executor starting");
+    let result = start_executor_process(Arc::new(config)).await;
+    let _ = stop_health.send(());
+    let _ = health.await;
+    result.context("executor stopped with an error")
+}
