@@ -1,0 +1,100 @@
+//! `kalla`: the command-line client.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kalla_core::pool::{PoolRegistry, PoolSettings};
+use kalla_core::postgres::PartitionOptions;
+use kalla_core::{ClusterKey, process};
+use kalla_runner::cluster::{self, TableSource};
+use kalla_runner::output::{self, Format};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kalla",
+    version,
+    about = "Kalla: distributed reconciliation and federated queries"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run SQL over Postgres tables on a Kalla cluster (or an embedded one).
+    Query(QueryArgs),
+    /// Seed a small invoices/payments data set in Postgres and reconcile it on an embedded cluster.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Postgres server to create the `kalla_demo` database on.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct QueryArgs {
+    /// Scheduler to run on, as df://HOST:PORT; without it an embedded cluster runs in this process.
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// A table to register, as NAME=postgres://user:pass@host:port/db?table=schema.table (repeatable).
+    #[arg(long = "table", value_name = "NAME=URI")]
+    tables: Vec<TableSource>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Split each Postgres table into exactly this many partitions (default: by size).
+    #[arg(long)]
+    partitions: Option<usize>,
+    /// The SQL to run.
+    sql: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli: Cli = process::parse_args();
+    process::init_tracing("warn");
+    match cli.command {
+        Command::Query(args) => query(args).await,
+        Command::Demo(args) => {
+            let batches = kalla_runner::demo::run(&args.postgres).await?;
+            println!("{}", kalla_runner::demo::DEMO_SQL.trim());
+            output::write(&batches, Format::Table, &mut std::io::stdout().lock())
+        }
+    }
+}
+
+async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let key = cluster_key(args.scheduler.is_some())?;
+    PoolRegistry::global().configure(PoolSettings {
+        application_name: "kalla-cli".into(),
+        ..PoolSettings::default()
+    });
+    let ctx = cluster::connect(args.scheduler.as_deref(), key.clone()).await?;
+    let options = PartitionOptions {
+        partitions: args.partitions,
+        ..PartitionOptions::default()
+    };
+    cluster::register_tables(&ctx, &args.tables, &key, &options).await?;
+    let batches = ctx
+        .sql(&args.sql)
+        .await
+        .context("cannot plan the query")?
+        .collect()
+        .await
+        .context("query failed")?;
+    output::write(&batches, args.format, &mut std::io::stdout().lock())
+}
+
+/// The cluster key: required to talk to a remote cluster; an embedded one can use a throwaway key.
+fn cluster_key(remote: bool) -> anyhow::Result<ClusterKey> {
+    match ClusterKey::from_env() {
+        Ok(key) => Ok(key),
+        Err(kalla_core::seal::SealError::MissingKey) if !remote => {
+            Ok(ClusterKey::from_base64(&ClusterKey::generate_base64())?)
+        }
+        Err(error) => Err(error).context("a remote cluster needs the cluster key its executors use"),
+    }
+}
