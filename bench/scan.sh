@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Scan benchmark: a 10M-row lineitem read through a 2-executor Kalla cluster, side by side
+# with binary COPY (1 connection, 2 parallel ctid ranges), DuckDB's postgres scanner and
+# ConnectorX, in the same run. Medians of RUNS runs go to bench/results/.
+#
+#   bench/scan.sh            # needs Postgres at $KALLA_BENCH_PG_URL and ../shared/data
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-3}
+SERVER_URL=${KALLA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+DATA_DIR=${KALLA_BENCH_DATA:-$ROOT/../shared/data}
+DB=kalla_bench
+DB_URL="${SERVER_URL%/*}/$DB"
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "release build"
+cargo build --release --locked --bins -q
+BIN=$ROOT/target/release
+
+step "data: lineitem (10M rows) in database $DB"
+psql "$SERVER_URL" -Xqtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
+  || psql "$SERVER_URL" -Xqc "CREATE DATABASE $DB"
+if [ "$(psql "$DB_URL" -XqtAc "SELECT obj_description('lineitem'::regclass)" 2>/dev/null)" != "kalla-bench:lineitem:v1" ]; then
+  [ -f "$DATA_DIR/10_lineitem.sql" ] || { echo "generators not found in $DATA_DIR (set KALLA_BENCH_DATA)" >&2; exit 1; }
+  psql "$DB_URL" -X -v ON_ERROR_STOP=1 -q -f "$DATA_DIR/00_helpers.sql" -f "$DATA_DIR/10_lineitem.sql"
+fi
+BLOCKS=$(psql "$DB_URL" -XtAc "SELECT pg_relation_size('lineitem') / current_setting('block_size')::int")
+HALF=$((BLOCKS / 2))
+
+step "python anchors: duckdb 1.5.5 + postgres scanner, connectorx"
+VENV=$ROOT/bench/.venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q duckdb==1.5.5 duckdb-extension-postgres-scanner==1.5.5 connectorx pyarrow
+PY=$VENV/bin/python
+
+step "cluster: kalla-scheduler + 2 kalla-executors (release)"
+export KALLA_SECRET_KEY=$(openssl rand -base64 32)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SPORT=$(free_port)
+"$BIN/kalla-scheduler" --bind-host 127.0.0.1 --external-host 127.0.0.1 --bind-port "$SPORT" \
+  --task-distribution round-robin >"$WORK/scheduler.log" 2>&1 &
+for i in 1 2; do
+  "$BIN/kalla-executor" --bind-host 127.0.0.1 --external-host 127.0.0.1 --scheduler-port "$SPORT" \
+    --bind-port "$(free_port)" --bind-grpc-port "$(free_port)" --bind-health-port "$(free_port)" \
+    --vcores 2 --work-dir "$WORK" >"$WORK/executor-$i.log" 2>&1 &
+done
+for _ in $(seq 100); do
+  [ "$(curl -fs "http://127.0.0.1:$SPORT/api/executors" | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null)" = 2 ] && break
+  sleep 0.2
+done
+
+EVERY_COLUMN="SELECT count(*), sum(l_orderkey), sum(l_partkey), sum(l_suppkey), sum(l_linenumber),
+  sum(l_quantity), sum(l_extendedprice), sum(l_discount), sum(l_tax), max(l_returnflag), max(l_linestatus),
+  max(l_shipdate), max(l_commitdate), max(l_receiptdate), max(l_shipinstruct), max(l_shipmode), max(l_comment)
+  FROM lineitem"
+
+copy_1() { psql "$DB_URL" -Xqc "COPY lineitem TO STDOUT (FORMAT binary)" >/dev/null; }
+copy_2() {
+  psql "$DB_URL" -Xqc "COPY (SELECT * FROM lineitem WHERE ctid < '($HALF,0)'::tid) TO STDOUT (FORMAT binary)" >/dev/null &
+  psql "$DB_URL" -Xqc "COPY (SELECT * FROM lineitem WHERE ctid >= '($HALF,0)'::tid) TO STDOUT (FORMAT binary)" >/dev/null
+  wait %%
+}
+kalla_cluster() {
+  "$BIN/kalla" query --scheduler "df://127.0.0.1:$SPORT" --table "lineitem=$DB_URL?table=public.lineitem" \
+    --format csv "$EVERY_COLUMN" >"$WORK/kalla.out"
+}
+duckdb_scanner() {
+  "$PY" - "$DB_URL" <<'PY'
+import sys, duckdb, duckdb_extension_postgres_scanner as ext, os, glob
+con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+path = glob.glob(os.path.join(os.path.dirname(ext.__file__), "**", "postgres_scanner.duckdb_extension"), recursive=True)[0]
+con.execute(f"LOAD '{path}'")
+con.execute(f"ATTACH '{sys.argv[1]}' AS pg (TYPE postgres, READ_ONLY)")
+table = con.execute("SELECT * FROM pg.public.lineitem").fetch_arrow_table()
+assert table.num_rows == 10_000_000, table.num_rows
+PY
+}
+connectorx_2() {
+  "$PY" - "$DB_URL" <<'PY'
+import sys, connectorx as cx
+table = cx.read_sql(sys.argv[1], "SELECT * FROM lineitem", return_type="arrow", partition_on="l_orderkey", partition_num=2)
+assert table.num_rows == 10_000_000, table.num_rows
+PY
+}
+
+ANCHORS=(copy_1 copy_2 kalla_cluster duckdb_scanner connectorx_2)
+step "warm-up (one untimed pass each)"
+for a in "${ANCHORS[@]}"; do $a; done
+head -c 300 "$WORK/kalla.out" >&2; echo >&2
+step "$RUNS timed runs, interleaved"
+for run in $(seq "$RUNS"); do
+  for a in "${ANCHORS[@]}"; do
+    start=$(date +%s.%N); $a; end=$(date +%s.%N)
+    echo "$a $(echo "$end - $start" | bc)" | tee -a "$WORK/times" >&2
+  done
+done
+
+step "results"
+OUT=$ROOT/bench/results/scan-$(date -u +%Y-%m-%d).md
+"$PY" - "$WORK/times" "$OUT" <<PY
+import statistics, sys, platform, subprocess, duckdb, connectorx
+times = {}
+for line in open(sys.argv[1]):
+    name, secs = line.split(); times.setdefault(name, []).append(float(secs))
+med = {k: statistics.median(v) for k, v in times.items()}
+labels = {
+    "copy_1": "psql binary COPY to /dev/null, 1 connection",
+    "copy_2": "psql binary COPY to /dev/null, 2 parallel ctid ranges (physical limit)",
+    "kalla_cluster": "Kalla: 2-executor cluster, every column decoded to Arrow and aggregated",
+    "duckdb_scanner": "DuckDB 1.5.5 postgres scanner, whole table to Arrow",
+    "connectorx_2": "ConnectorX %s, Arrow, 2 partitions on l_orderkey" % connectorx.__version__,
+}
+def sh(cmd):
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+rows = ["| system | median s | runs (s) | rows/s | vs parallel COPY throughput |", "|---|---|---|---|---|"]
+for k in ["copy_1", "copy_2", "kalla_cluster", "duckdb_scanner", "connectorx_2"]:
+    rows.append("| %s | %.2f | %s | %.2fM | %.0f%% |" % (labels[k], med[k], ", ".join("%.2f" % t for t in times[k]), 10 / med[k], 100 * med["copy_2"] / med[k]))
+text = "\n".join([
+    "# Scan benchmark, %s" % sh("date -u +%Y-%m-%dT%H:%MZ"),
+    "",
+    "10,000,000-row TPC-H-shaped lineitem (1.47 GB heap), warm cache, median of %d interleaved runs after one warm-up." % len(times["copy_1"]),
+    "",
+    *rows,
+    "",
+    "- machine: %s, %s cores, %s RAM, %s" % (cpu, sh("nproc"), sh("free -h | awk '/Mem:/{print $2}'"), platform.platform()),
+    "- versions: %s; kalla %s (release); %s; duckdb %s; connectorx %s" % (
+        sh("psql --version"), sh("git rev-parse --short HEAD"), sh("rustc --version"), duckdb.__version__, connectorx.__version__),
+    "- command: \`bench/scan.sh\` (RUNS=%d)" % len(times["copy_1"]),
+])
+open(sys.argv[2], "w").write(text + "\n")
+print(text)
+PY
