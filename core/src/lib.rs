@@ -5,6 +5,8 @@
 //! - [`seal`]: the cluster key and authenticated encryption of credentials in plans;
 //! - [`postgres`]: the partitioned Postgres table provider and its binary COPY reader;
 //! - [`pool`]: the process-wide registry of bounded source connection pools;
+//! - [`preview`]: load-scoped previews of one source (Postgres, CSV, Parquet);
+//! - [`storage`]: object stores for file sources and the cache (local files, S3);
 //! - [`codec`] and [`session`]: what every Ballista process needs to plan and run Kalla scans;
 //! - [`process`]: flag/environment handling and logging shared by the binaries.
 
@@ -12,9 +14,11 @@ pub mod codec;
 pub mod ident;
 pub mod pool;
 pub mod postgres;
+pub mod preview;
 pub mod process;
 pub mod seal;
 pub mod session;
+pub mod storage;
 pub mod uri;
 
 pub use seal::ClusterKey;

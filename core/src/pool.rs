@@ -46,6 +46,14 @@ impl Default for PoolSettings {
     }
 }
 
+/// One pool's connections, for metrics; `source` is the redacted connection URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    pub source: String,
+    pub size: u32,
+    pub idle: usize,
+}
+
 struct Entry {
     pool: PgPool,
     last_used: Instant,
@@ -102,6 +110,18 @@ impl PoolRegistry {
     }
 
     /// Number of pools currently held.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let pools = self.pools.lock().expect("pool registry lock");
+        pools
+            .iter()
+            .map(|(url, entry)| PoolStats {
+                source: redact_connection_url(url),
+                size: entry.pool.size(),
+                idle: entry.pool.num_idle(),
+            })
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.pools.lock().expect("pool registry lock").len()
     }

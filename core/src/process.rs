@@ -8,14 +8,17 @@ pub fn env_name(long: &str) -> String {
     format!("KALLA_{}", long.replace('-', "_").to_ascii_uppercase())
 }
 
-/// Gives every long flag of `command` a `KALLA_*` environment variable (flags win over the environment).
+/// Gives every long flag of `command` and its subcommands a `KALLA_*` environment variable
+/// (flags win over the environment).
 pub fn with_env_fallbacks(command: Command) -> Command {
-    command.mut_args(|arg| match arg.get_long().map(str::to_string) {
-        Some(long) if long != "help" && long != "version" && arg.get_env().is_none() => {
-            arg.env(env_name(&long))
-        }
-        _ => arg,
-    })
+    command
+        .mut_args(|arg| match arg.get_long().map(str::to_string) {
+            Some(long) if long != "help" && long != "version" && arg.get_env().is_none() => {
+                arg.env(env_name(&long))
+            }
+            _ => arg,
+        })
+        .mut_subcommands(with_env_fallbacks)
 }
 
 /// Parses `T` from the command line and `KALLA_*` variables; exits with clap's message on error.
@@ -50,6 +53,16 @@ mod tests {
         bind_port: u16,
         #[arg(long)]
         work_dir: Option<String>,
+        #[command(subcommand)]
+        command: Option<Sub>,
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    enum Sub {
+        Run {
+            #[arg(long)]
+            runner: Option<String>,
+        },
     }
 
     #[test]
@@ -61,5 +74,8 @@ mod tests {
             .unwrap();
         assert_eq!(port.get_env().unwrap(), "KALLA_BIND_PORT");
         assert_eq!(env_name("work-dir"), "KALLA_WORK_DIR");
+        let run = command.find_subcommand("run").unwrap();
+        let runner = run.get_arguments().find(|a| a.get_id() == "runner").unwrap();
+        assert_eq!(runner.get_env().unwrap(), "KALLA_RUNNER");
     }
 }

@@ -115,6 +115,18 @@ impl fmt::Debug for ClusterKey {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealed(String);
 
+impl Sealed {
+    /// A sealed value read back from storage; [`ClusterKey::unseal`] checks it.
+    pub fn from_stored(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The text to store.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for Sealed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Sealed(<ciphertext>)")

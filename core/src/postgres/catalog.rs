@@ -49,6 +49,8 @@ pub enum FilterSupport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgColumn {
     pub name: String,
+    /// The column's type as SQL (`format_type`), safe to splice into a cast.
+    pub sql_type: String,
     pub pg_type: PgType,
     pub nullable: bool,
     pub filter: FilterSupport,
@@ -93,8 +95,8 @@ pub async fn describe(pool: &PgPool, table: &QualifiedName) -> Result<RelationIn
         }
     };
 
-    let rows: Vec<(String, bool, i64, i32)> = sqlx::query_as(
-        "SELECT attname::text, attnotnull, atttypid::int8, atttypmod \
+    let rows: Vec<(String, String, bool, i64, i32)> = sqlx::query_as(
+        "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull, atttypid::int8, atttypmod \
          FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped \
          ORDER BY attnum",
     )
@@ -106,12 +108,13 @@ pub async fn describe(pool: &PgPool, table: &QualifiedName) -> Result<RelationIn
         return Err(CatalogError::NoColumns(table.clone()));
     }
     let mut columns = Vec::with_capacity(rows.len());
-    for (name, not_null, type_oid, typmod) in rows {
+    for (name, sql_type, not_null, type_oid, typmod) in rows {
         let (pg_type, filter) = resolve_type(pool, type_oid as u32, typmod, 0)
             .await
             .map_err(db_err)?;
         columns.push(PgColumn {
             name,
+            sql_type,
             pg_type,
             nullable: !not_null,
             filter,

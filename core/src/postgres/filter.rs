@@ -174,6 +174,7 @@ mod tests {
     fn columns() -> Vec<PgColumn> {
         let column = |name: &str, pg_type, filter| PgColumn {
             name: name.into(),
+            sql_type: "unused".into(),
             pg_type,
             nullable: true,
             filter,
