@@ -27,6 +27,15 @@ pub async fn connect(scheduler: Option<&str>, key: ClusterKey) -> anyhow::Result
     }
 }
 
+/// The scheduler's REST address for a `df://host:port` URL.
+pub fn scheduler_rest_url(scheduler: &str) -> anyhow::Result<String> {
+    let address = scheduler
+        .strip_prefix("df://")
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+        .with_context(|| format!("scheduler URL {scheduler:?} must look like df://HOST:PORT"))?;
+    Ok(format!("http://{address}"))
+}
+
 /// A table to register: `NAME=URI` on the command line.
 #[derive(Debug, Clone)]
 pub struct TableSource {

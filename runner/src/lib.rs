@@ -1,10 +1,22 @@
 //! The Kalla runner: the service users talk to, and the `kalla` command-line client.
 //!
-//! - [`cluster`]: connecting to a Ballista cluster (remote, or an embedded in-process one)
-//!   and registering sources as tables;
+//! - [`config`]: the runner's settings (flags, `KALLA_*` variables, TOML file);
+//! - [`server`] and [`api`]: start-up and the HTTP API;
+//! - [`metadata`]: the metadata DB (SQLite or Postgres) — only the runner touches it;
+//! - [`sources`]: registering sources with sealed secrets, and previewing them;
+//! - [`local_state`]: the token and key the runner generates into its data dir;
+//! - [`client`]: the `kalla` CLI's HTTP client for a runner;
+//! - [`cluster`]: connecting to a Ballista cluster (remote, or an embedded in-process one);
 //! - [`demo`]: the quickstart data set and query;
 //! - [`output`]: printing query results as a table, CSV or JSON.
 
+pub mod api;
+pub mod client;
 pub mod cluster;
+pub mod config;
 pub mod demo;
+pub mod local_state;
+pub mod metadata;
 pub mod output;
+pub mod server;
+pub mod sources;

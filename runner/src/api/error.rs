@@ -1,0 +1,124 @@
+//! API errors: a status and `{"error": {"code", "message"}}`, with every message fit for users.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kalla_core::preview::PreviewError;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::metadata::MetadataError;
+use crate::sources::SourceError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<MetadataError> for ApiError {
+    fn from(error: MetadataError) -> Self {
+        let status = match &error {
+            MetadataError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            MetadataError::Duplicate { .. } => (StatusCode::CONFLICT, "conflict"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "metadata_unavailable"),
+        };
+        Self::new(status.0, status.1, error.to_string())
+    }
+}
+
+impl From<PreviewError> for ApiError {
+    fn from(error: PreviewError) -> Self {
+        let (status, code) = match &error {
+            PreviewError::UnknownColumn { .. } => (StatusCode::BAD_REQUEST, "unknown_column"),
+            PreviewError::InvalidCondition { .. } | PreviewError::InvalidValue(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_condition")
+            }
+            PreviewError::InvalidLimit(_) => (StatusCode::BAD_REQUEST, "invalid_limit"),
+            PreviewError::Unreachable(_) | PreviewError::Gone(_) => {
+                (StatusCode::BAD_GATEWAY, "source_unavailable")
+            }
+            PreviewError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+impl From<SourceError> for ApiError {
+    fn from(error: SourceError) -> Self {
+        match error {
+            SourceError::Metadata(error) => error.into(),
+            SourceError::Preview(error) => error.into(),
+            SourceError::InvalidAlias(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_alias", error.to_string())
+            }
+            SourceError::UnknownType(_)
+            | SourceError::CannotInferType(_)
+            | SourceError::TypeMismatch { .. }
+            | SourceError::InvalidUri(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_source", error.to_string())
+            }
+            SourceError::Secret(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "secret_unreadable",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+/// `Json<T>` whose rejections are API errors (400 naming the problem, 413 for oversized bodies).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            rejection.body_text(),
+        );
+    }
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", rejection.body_text())
+}
+
+pub async fn no_such_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}

@@ -1,0 +1,65 @@
+//! Liveness, readiness and the metrics endpoint.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kalla_core::pool::PoolRegistry;
+use serde_json::json;
+
+use super::{AppState, ClusterEndpoint};
+
+const CLUSTER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the metadata DB answers and the cluster is reachable; 503 says which is not.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let metadata = state.metadata.ping().await.map_err(|e| e.to_string());
+    let cluster = probe_cluster(&state.cluster).await;
+    let status = if metadata.is_ok() && cluster.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let describe = |result: Result<(), String>| result.err().unwrap_or_else(|| "ok".into());
+    let body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+        "metadata": describe(metadata),
+        "cluster": describe(cluster),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn probe_cluster(cluster: &ClusterEndpoint) -> Result<(), String> {
+    let ClusterEndpoint::Remote(rest_url) = cluster else {
+        return Ok(());
+    };
+    let client = reqwest::Client::builder()
+        .timeout(CLUSTER_PROBE_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("{rest_url}/api/state");
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(format!("scheduler answered {} at {url}", response.status())),
+        Err(error) => Err(format!("scheduler unreachable at {url}: {error}")),
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> String {
+    let pool = state.metadata.pool();
+    metrics::gauge!("kalla_metadata_pool_connections").set(pool.size() as f64);
+    metrics::gauge!("kalla_metadata_pool_idle_connections").set(pool.num_idle() as f64);
+    for stats in PoolRegistry::global().stats() {
+        metrics::gauge!("kalla_source_pool_connections", "source" => stats.source.clone())
+            .set(stats.size as f64);
+        metrics::gauge!("kalla_source_pool_idle_connections", "source" => stats.source)
+            .set(stats.idle as f64);
+    }
+    state.metrics.render()
+}

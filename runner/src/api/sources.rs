@@ -1,0 +1,113 @@
+//! `/api/sources`: register, list, show and delete sources, and preview one with conditions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use kalla_core::preview::{Condition, PreviewColumn};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiJson;
+use super::{ApiError, AppState};
+use crate::metadata::SourceRecord;
+use crate::sources::display_uri;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSource {
+    alias: String,
+    uri: String,
+    source_type: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceView {
+    id: String,
+    alias: String,
+    /// Redacted: `***` stands where a password was.
+    uri: String,
+    source_type: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<SourceRecord> for SourceView {
+    fn from(record: SourceRecord) -> Self {
+        Self {
+            uri: display_uri(&record),
+            id: record.id,
+            alias: record.alias,
+            source_type: record.source_type,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateSource>,
+) -> Result<(StatusCode, Json<SourceView>), ApiError> {
+    let record = state
+        .sources
+        .register(&request.alias, &request.uri, request.source_type.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<SourceView>>, ApiError> {
+    let records = state.sources.list().await?;
+    Ok(Json(records.into_iter().map(SourceView::from).collect()))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(alias): Path<String>,
+) -> Result<Json<SourceView>, ApiError> {
+    Ok(Json(state.sources.get(&alias).await?.into()))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(alias): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.sources.delete(&alias).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadScoped {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadScopedView {
+    alias: String,
+    columns: Vec<PreviewColumn>,
+    rows: Vec<Vec<Option<String>>>,
+    /// Rows matching the conditions; a lower bound when `total_rows_exact` is false.
+    total_rows: u64,
+    total_rows_exact: bool,
+    preview_rows: usize,
+}
+
+pub async fn load_scoped(
+    State(state): State<AppState>,
+    Path(alias): Path<String>,
+    ApiJson(request): ApiJson<LoadScoped>,
+) -> Result<Json<LoadScopedView>, ApiError> {
+    let preview = state
+        .sources
+        .preview(&alias, &request.conditions, request.limit)
+        .await?;
+    Ok(Json(LoadScopedView {
+        alias,
+        preview_rows: preview.rows.len(),
+        columns: preview.columns,
+        rows: preview.rows,
+        total_rows: preview.total_rows,
+        total_rows_exact: preview.total_rows_exact,
+    }))
+}

@@ -1,0 +1,217 @@
+//! The runner's configuration: flags, then `KALLA_*` environment variables, then an optional TOML
+//! file (`--config`), then defaults.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+use kalla_core::process::with_env_fallbacks;
+use kalla_core::storage::S3Settings;
+
+/// A setting that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SecretString {
+    type Err = std::convert::Infallible;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self(value.to_string()))
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "kalla-runner",
+    version,
+    about = "The Kalla runner: HTTP API, metadata and job submission"
+)]
+pub struct RunnerConfig {
+    /// TOML file with any of these settings (`bind = "0.0.0.0:8080"`); flags and environment win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address the HTTP API listens on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Where the runner keeps its SQLite metadata, generated token and key.
+    #[arg(long, default_value = "./.kalla")]
+    pub data_dir: PathBuf,
+    /// Metadata database: sqlite://… or postgres://… (default: kalla.db in the data dir).
+    #[arg(long, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    /// Ballista scheduler as df://HOST:PORT; unset runs an embedded in-process cluster.
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Bearer token for the API (default: generated into the data dir on first start).
+    #[arg(long, hide_env_values = true)]
+    pub api_token: Option<SecretString>,
+    /// Cluster key: 32 random bytes, base64 (default in embedded mode: generated into the data dir).
+    #[arg(long, hide_env_values = true)]
+    pub secret_key: Option<SecretString>,
+    /// S3-compatible endpoint for s3:// sources (default: AWS).
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    #[arg(long, hide_env_values = true)]
+    pub s3_access_key_id: Option<SecretString>,
+    #[arg(long, hide_env_values = true)]
+    pub s3_secret_access_key: Option<SecretString>,
+    /// Allow plain-HTTP S3 endpoints (local servers).
+    #[arg(long)]
+    pub s3_allow_http: bool,
+    /// Most connections the runner opens to one source.
+    #[arg(long, default_value_t = 4)]
+    pub source_pool_max_connections: u32,
+    /// Idle source connections (then unused pools) close after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub source_pool_idle_timeout_secs: u64,
+    /// Previews count matching rows up to this many; beyond it the total is a lower bound.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub preview_count_cap: u64,
+}
+
+impl RunnerConfig {
+    /// Reads the process's arguments and environment; exits with clap's message on a bad flag.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::load_from(std::env::args_os())
+    }
+
+    pub fn load_from<I, T>(args: I) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let command = with_env_fallbacks(Self::command());
+        let matches = command
+            .clone()
+            .try_get_matches_from(&args)
+            .unwrap_or_else(|e| e.exit());
+        let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+            return Ok(Self::from_arg_matches(&matches)?);
+        };
+        let command = with_file_defaults(command, &matches, &path)?;
+        let matches = command.try_get_matches_from(&args).unwrap_or_else(|e| e.exit());
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+
+    pub fn s3(&self) -> S3Settings {
+        S3Settings {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.as_ref().map(|s| s.expose().to_string()),
+            secret_access_key: self.s3_secret_access_key.as_ref().map(|s| s.expose().to_string()),
+            allow_http: self.s3_allow_http,
+        }
+    }
+
+    /// The metadata database URL: the configured one, or a SQLite file in the data dir.
+    pub fn metadata_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_string(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("kalla.db").display()),
+        }
+    }
+}
+
+/// Makes each setting in the TOML file the default of its flag, unless a flag or variable set it.
+fn with_file_defaults(mut command: Command, matches: &ArgMatches, path: &PathBuf) -> anyhow::Result<Command> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        if id == "config" || !command.get_arguments().any(|a| a.get_id() == id.as_str()) {
+            bail!("unknown setting {key:?} in {}", path.display());
+        }
+        let value = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            other => bail!(
+                "setting {key:?} in {} must be a string, number or boolean, not {other}",
+                path.display()
+            ),
+        };
+        if matches!(matches.value_source(&id), Some(ValueSource::DefaultValue) | None) {
+            command = command.mut_arg(id, |arg| arg.default_value(value));
+        }
+    }
+    Ok(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults() {
+        let config = RunnerConfig::load_from(["kalla-runner"]).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./.kalla"));
+        assert!(config.metadata_url().starts_with("sqlite://./.kalla/kalla.db"));
+        assert!(config.scheduler.is_none());
+    }
+
+    #[test]
+    fn file_settings_apply_unless_a_flag_sets_them() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "bind = \"0.0.0.0:9000\"\ndata-dir = \"/var/lib/kalla\"\ns3_allow_http = true"
+        )
+        .unwrap();
+        let path = file.path().to_str().unwrap();
+        let config =
+            RunnerConfig::load_from(["kalla-runner", "--config", path, "--bind", "127.0.0.1:1"]).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:1");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/kalla"));
+        assert!(config.s3_allow_http);
+    }
+
+    #[test]
+    fn unknown_file_settings_are_named() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "bnid = \"0.0.0.0:9000\"").unwrap();
+        let error = RunnerConfig::load_from(["kalla-runner", "--config", file.path().to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bnid"), "{error}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let config = RunnerConfig::load_from([
+            "kalla-runner",
+            "--api-token",
+            "tok-123",
+            "--secret-key",
+            "key-456",
+        ])
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("tok-123") && !shown.contains("key-456"),
+            "{shown}"
+        );
+    }
+}

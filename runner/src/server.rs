@@ -1,0 +1,128 @@
+//! Starting the runner: credentials, metadata DB, cluster, and the HTTP server until SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kalla_core::ClusterKey;
+use kalla_core::pool::{PoolRegistry, PoolSettings};
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiToken, AppState, ClusterEndpoint};
+use crate::cluster;
+use crate::config::RunnerConfig;
+use crate::local_state::{self, Origin};
+use crate::metadata::MetadataDb;
+use crate::sources::Sources;
+
+pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
+    let key = cluster_key(&config)?;
+    let token = api_token(&config)?;
+    PoolRegistry::global().configure(PoolSettings {
+        max_connections: config.source_pool_max_connections,
+        idle_timeout: Duration::from_secs(config.source_pool_idle_timeout_secs),
+        application_name: "kalla-runner".into(),
+        ..PoolSettings::default()
+    });
+    let metadata = MetadataDb::open(&config.metadata_url())
+        .await
+        .context("metadata database")?;
+    tracing::info!(backend = ?metadata.backend(), "metadata database ready");
+    let cluster = start_cluster(&config, &key).await?;
+
+    let state = AppState {
+        sources: Sources::new(metadata.clone(), key, config.s3(), config.preview_count_cap),
+        metadata,
+        token: Arc::new(ApiToken::new(token)),
+        cluster,
+        metrics: api::install_recorder(),
+    };
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "kalla-runner listening");
+    println!("kalla-runner listening on http://{address}");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("kalla-runner stopped");
+    Ok(())
+}
+
+/// The configured key; in embedded mode one generated into the data dir; in cluster mode an error,
+/// since executors must share the key.
+fn cluster_key(config: &RunnerConfig) -> anyhow::Result<ClusterKey> {
+    let configured = config.secret_key.as_ref().map(|k| k.expose());
+    if configured.is_none() && config.scheduler.is_some() {
+        bail!(
+            "KALLA_SECRET_KEY (or --secret-key) is required with a remote scheduler: set it to the key \
+             the executors use (generate one with `openssl rand -base64 32`)"
+        );
+    }
+    let (key, origin) = local_state::load_or_generate(
+        &config.data_dir,
+        local_state::KEY_FILE,
+        configured,
+        local_state::generate_key,
+    )?;
+    announce("cluster key", &origin);
+    ClusterKey::from_base64(&key).context("KALLA_SECRET_KEY")
+}
+
+fn api_token(config: &RunnerConfig) -> anyhow::Result<String> {
+    let configured = config.api_token.as_ref().map(|t| t.expose());
+    let (token, origin) = local_state::load_or_generate(
+        &config.data_dir,
+        local_state::TOKEN_FILE,
+        configured,
+        local_state::generate_token,
+    )?;
+    if token.is_empty() {
+        bail!("the API token is empty; set KALLA_API_TOKEN or delete the empty token file");
+    }
+    announce("API token", &origin);
+    Ok(token)
+}
+
+fn announce(what: &str, origin: &Origin) {
+    match origin {
+        Origin::Configured => tracing::info!("{what}: configured"),
+        Origin::Stored(path) => tracing::info!("{what}: read from {}", path.display()),
+        Origin::Generated(path) => {
+            tracing::info!("{what}: generated into {}", path.display());
+            println!("generated the {what} into {} (mode 0600)", path.display());
+        }
+    }
+}
+
+async fn start_cluster(config: &RunnerConfig, key: &ClusterKey) -> anyhow::Result<ClusterEndpoint> {
+    match &config.scheduler {
+        Some(url) => Ok(ClusterEndpoint::Remote(cluster::scheduler_rest_url(url)?)),
+        None => {
+            let context = cluster::connect(None, key.clone()).await?;
+            tracing::info!("embedded cluster started");
+            Ok(ClusterEndpoint::Embedded(context))
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
