@@ -1,8 +1,10 @@
 //! Harness for Kalla's end-to-end tests: a real Postgres database per test, and the real
-//! `kalla-scheduler`, `kalla-executor` and `kalla` binaries as separate processes.
+//! `kalla-scheduler`, `kalla-executor`, `kalla-runner` and `kalla` binaries as separate processes.
 
 pub mod cluster;
 pub mod postgres;
+pub mod runner;
+pub mod s3;
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T

@@ -1,0 +1,156 @@
+//! The real `kalla-runner` binary as a child process, and an HTTP client for it.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::cluster::{bin_path, free_port};
+
+/// A running `kalla-runner` (embedded cluster) with its own data dir; killed when dropped.
+pub struct Runner {
+    pub base_url: String,
+    pub data_dir: TempDir,
+    pub token: String,
+    child: Child,
+    http: reqwest::Client,
+}
+
+impl Runner {
+    /// Starts a runner on a free port; `database_url` `None` means SQLite in the data dir.
+    pub async fn start(database_url: Option<&str>) -> Self {
+        Self::start_in(TempDir::new().expect("data dir"), database_url, &[]).await
+    }
+
+    pub async fn start_in(data_dir: TempDir, database_url: Option<&str>, extra_args: &[&str]) -> Self {
+        let port = free_port();
+        let mut child = spawn(data_dir.path(), port, database_url, extra_args);
+        let base_url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("runner status") {
+                panic!(
+                    "kalla-runner exited with {status}:\n{}",
+                    read_log(data_dir.path())
+                );
+            }
+            if http.get(format!("{base_url}/health")).send().await.is_ok() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "kalla-runner did not come up:\n{}",
+                read_log(data_dir.path())
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let token = std::fs::read_to_string(data_dir.path().join("api-token"))
+            .expect("generated token")
+            .trim()
+            .to_string();
+        Self {
+            base_url,
+            data_dir,
+            token,
+            child,
+            http,
+        }
+    }
+
+    /// Sends a request with the runner's token; returns the status and the JSON body (`Null` if none).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("runner answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Registers a source and returns the runner's answer; panics unless it is 201 Created.
+    pub async fn register_source(&self, alias: &str, uri: &str) -> Value {
+        let body = serde_json::json!({"alias": alias, "uri": uri});
+        let (status, body) = self.call(Method::POST, "/api/sources", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "registering {alias}: {body}");
+        body
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn logs(&self) -> String {
+        read_log(self.data_dir.path())
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> (ExitStatus, TempDir) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let status = self.child.wait().expect("runner exits");
+        let data_dir = std::mem::replace(&mut self.data_dir, TempDir::new().expect("placeholder dir"));
+        (status, data_dir)
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(data_dir: &Path, port: u16, database_url: Option<&str>, extra_args: &[&str]) -> Child {
+    let log = File::create(data_dir.join("runner.log")).expect("runner log");
+    let mut command = Command::new(bin_path("kalla-runner"));
+    command
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("KALLA_API_TOKEN")
+        .env_remove("KALLA_SECRET_KEY")
+        .env_remove("KALLA_SCHEDULER")
+        .env_remove("KALLA_DATABASE_URL")
+        .args(extra_args)
+        .env("RUST_LOG", "debug,sqlx=debug,hyper=info,h2=info,tower=info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log handle"))
+        .stderr(log);
+    if let Some(url) = database_url {
+        command.arg("--database-url").arg(url);
+    }
+    command.spawn().expect("start kalla-runner")
+}
+
+/// Runs `kalla-runner` expecting it to refuse to start; returns its exit status and output.
+pub fn run_to_exit(data_dir: &Path, database_url: Option<&str>, extra_args: &[&str]) -> (ExitStatus, String) {
+    let mut child = spawn(data_dir, free_port(), database_url, extra_args);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("runner status") {
+            return (status, read_log(data_dir));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "kalla-runner was expected to exit but kept running:\n{}",
+                read_log(data_dir)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read_log(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("runner.log")).unwrap_or_default()
+}

@@ -1,0 +1,98 @@
+//! A throwaway S3-compatible server (`moto_server`) on a free port, with one bucket.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::cluster::free_port;
+
+pub const MOTO_ENV: &str = "KALLA_TEST_MOTO_SERVER";
+
+pub struct S3Server {
+    pub endpoint: String,
+    pub bucket: String,
+    child: Child,
+    http: reqwest::Client,
+}
+
+impl S3Server {
+    /// Starts `moto_server` (from `KALLA_TEST_MOTO_SERVER`, else `PATH`) and creates a bucket.
+    pub async fn start() -> Self {
+        let binary = std::env::var_os(MOTO_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("moto_server"));
+        let port = free_port();
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): install an S3-compatible test server with \
+                     `pip install 'moto[server]'` or point {MOTO_ENV} at moto_server",
+                    binary.display()
+                )
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let server = Self {
+            endpoint,
+            bucket: "kalla-test".into(),
+            child,
+            http,
+        };
+        crate::wait_for("moto_server", Duration::from_secs(30), || async {
+            server.http.get(&server.endpoint).send().await.ok().map(|_| ())
+        })
+        .await;
+        server.put(&format!("/{}", server.bucket), Vec::new()).await;
+        server
+    }
+
+    /// Uploads `body` as `key`; moto accepts unsigned requests.
+    pub async fn put_object(&self, key: &str, body: Vec<u8>) {
+        self.put(&format!("/{}/{key}", self.bucket), body).await;
+    }
+
+    async fn put(&self, path: &str, body: Vec<u8>) {
+        let response = self
+            .http
+            .put(format!("{}{path}", self.endpoint))
+            .body(body)
+            .send()
+            .await
+            .expect("moto answers");
+        assert!(
+            response.status().is_success(),
+            "PUT {path}: {}",
+            response.status()
+        );
+    }
+
+    /// The runner flags that point it at this server.
+    pub fn runner_args(&self) -> Vec<String> {
+        [
+            "--s3-endpoint",
+            &self.endpoint,
+            "--s3-region",
+            "us-east-1",
+            "--s3-access-key-id",
+            "test-access-key",
+            "--s3-secret-access-key",
+            "test-secret-key",
+            "--s3-allow-http",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,583 @@
+//! The `kalla-runner` binary over HTTP: auth, sources, load-scoped previews on both metadata
+//! backends, injection attempts, and where a source's password may (not) appear.
+
+use kalla_e2e::postgres::TestDatabase;
+use kalla_e2e::runner::{Runner, run_to_exit};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const ITEMS: &str = "
+CREATE TABLE items AS
+SELECT i::int8 AS id,
+       (CASE WHEN i % 7 = 0 THEN NULL ELSE i * 1.25 END)::numeric(12,2) AS amount,
+       CASE WHEN i % 7 = 0 THEN NULL ELSE (i / 100.0)::float8 END AS ratio,
+       CASE WHEN i % 7 = 0 THEN NULL ELSE format('name_%s', lpad(i::text, 3, '0')) END AS name,
+       CASE WHEN i % 7 = 0 THEN NULL ELSE i % 2 = 0 END AS flag,
+       CASE WHEN i % 7 = 0 THEN NULL ELSE DATE '2024-01-01' + i END AS day,
+       CASE WHEN i % 7 = 0 THEN NULL ELSE TIMESTAMPTZ '2024-01-01 00:00:00+00' + i * interval '1 day' END AS at,
+       CASE WHEN i % 7 = 0 THEN NULL ELSE ('00000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid END AS ref
+FROM generate_series(1, 100) AS i;
+ALTER TABLE items ADD PRIMARY KEY (id);
+CREATE TABLE canary (id int PRIMARY KEY);
+INSERT INTO canary SELECT generate_series(1, 3);
+";
+
+/// Per type class: a column, two values as JSON (low < high), and the same values as SQL literals.
+fn type_classes() -> Vec<(&'static str, Value, Value, &'static str, &'static str)> {
+    vec![
+        ("id", json!(10), json!(20), "10", "20"),
+        ("amount", json!("12.50"), json!("42.5"), "12.50", "42.5"),
+        ("ratio", json!(0.25), json!(0.75), "0.25::float8", "0.75::float8"),
+        (
+            "name",
+            json!("name_010"),
+            json!("name_050"),
+            "'name_010'",
+            "'name_050'",
+        ),
+        ("flag", json!(false), json!(true), "false", "true"),
+        (
+            "day",
+            json!("2024-01-11"),
+            json!("2024-02-01"),
+            "DATE '2024-01-11'",
+            "DATE '2024-02-01'",
+        ),
+        (
+            "at",
+            json!("2024-01-11T00:00:00Z"),
+            json!("2024-01-21 12:00:00+00"),
+            "TIMESTAMPTZ '2024-01-11 00:00:00+00'",
+            "TIMESTAMPTZ '2024-01-21 12:00:00+00'",
+        ),
+        (
+            "ref",
+            json!("00000000-0000-0000-0000-000000000010"),
+            json!("00000000-0000-0000-0000-000000000020"),
+            "'00000000-0000-0000-0000-000000000010'::uuid",
+            "'00000000-0000-0000-0000-000000000020'::uuid",
+        ),
+    ]
+}
+
+/// Every operator on `column`, as a request condition and the SQL predicate Postgres should agree with.
+fn cases(column: &str, low: &Value, high: &Value, sql_low: &str, sql_high: &str) -> Vec<(Value, String)> {
+    let c = format!("\"{column}\"");
+    vec![
+        (
+            json!({"column": column, "op": "eq", "value": low}),
+            format!("{c} = {sql_low}"),
+        ),
+        (
+            json!({"column": column, "op": "neq", "value": low}),
+            format!("{c} <> {sql_low}"),
+        ),
+        (
+            json!({"column": column, "op": "gt", "value": low}),
+            format!("{c} > {sql_low}"),
+        ),
+        (
+            json!({"column": column, "op": "gte", "value": low}),
+            format!("{c} >= {sql_low}"),
+        ),
+        (
+            json!({"column": column, "op": "lt", "value": high}),
+            format!("{c} < {sql_high}"),
+        ),
+        (
+            json!({"column": column, "op": "lte", "value": high}),
+            format!("{c} <= {sql_high}"),
+        ),
+        (
+            json!({"column": column, "op": "between", "value": [low, high]}),
+            format!("{c} BETWEEN {sql_low} AND {sql_high}"),
+        ),
+        (
+            json!({"column": column, "op": "in", "value": [low, high]}),
+            format!("{c} IN ({sql_low}, {sql_high})"),
+        ),
+        (
+            json!({"column": column, "op": "like", "value": "%1%"}),
+            format!("CAST({c} AS text) LIKE '%1%'"),
+        ),
+        (json!({"column": column, "op": "is_null"}), format!("{c} IS NULL")),
+        (
+            json!({"column": column, "op": "is_not_null"}),
+            format!("{c} IS NOT NULL"),
+        ),
+    ]
+}
+
+async fn preview(runner: &Runner, alias: &str, body: Value) -> (StatusCode, Value) {
+    runner
+        .call(
+            Method::POST,
+            &format!("/api/sources/{alias}/load-scoped"),
+            Some(body),
+        )
+        .await
+}
+
+/// Every operator on every type class agrees with Postgres, through both metadata backends.
+#[tokio::test]
+async fn every_operator_on_every_type_class_on_both_metadata_backends() {
+    let source = TestDatabase::create().await;
+    source.execute(ITEMS).await;
+    let metadata = TestDatabase::create().await;
+    for database_url in [None, Some(metadata.url.as_str())] {
+        let runner = Runner::start(database_url).await;
+        runner
+            .register_source("items", &source.source_uri("public.items"))
+            .await;
+        for (column, low, high, sql_low, sql_high) in type_classes() {
+            for (condition, predicate) in cases(column, &low, &high, sql_low, sql_high) {
+                let expected: i64 =
+                    sqlx::query_scalar(&format!("SELECT count(*) FROM items WHERE {predicate}"))
+                        .fetch_one(&source.pool)
+                        .await
+                        .unwrap_or_else(|e| panic!("{predicate}: {e}"));
+                let (status, body) =
+                    preview(&runner, "items", json!({"conditions": [condition], "limit": 5})).await;
+                assert_eq!(status, StatusCode::OK, "{condition}: {body}");
+                assert_eq!(
+                    body["total_rows"],
+                    json!(expected),
+                    "{condition} vs {predicate} ({database_url:?})"
+                );
+                assert_eq!(body["total_rows_exact"], json!(true));
+                assert_eq!(body["preview_rows"], json!(expected.min(5)), "{condition}");
+                assert_eq!(body["rows"].as_array().unwrap().len() as i64, expected.min(5));
+            }
+        }
+        let (_, body) = preview(
+            &runner,
+            "items",
+            json!({"conditions": [{"column": "id", "op": "eq", "value": 10}]}),
+        )
+        .await;
+        assert_eq!(
+            body["rows"][0],
+            json!([
+                "10",
+                "12.50",
+                "0.1",
+                "name_010",
+                "true",
+                "2024-01-11",
+                "2024-01-11 00:00:00+00",
+                "00000000-0000-0000-0000-000000000010"
+            ])
+        );
+        let types: Vec<&str> = body["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["data_type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types[..3], ["Int64", "Decimal128(12, 2)", "Float64"]);
+        assert_eq!(body["columns"][0]["nullable"], json!(false));
+        let (_, all) = preview(&runner, "items", json!({})).await;
+        assert_eq!(
+            (all["total_rows"].clone(), all["preview_rows"].clone()),
+            (json!(100), json!(100))
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_4xx_naming_the_problem_and_sources_gone_get_502() {
+    let source = TestDatabase::create().await;
+    source.execute(ITEMS).await;
+    let runner = Runner::start(None).await;
+    runner
+        .register_source("items", &source.source_uri("public.items"))
+        .await;
+    let cases = [
+        (
+            json!({"limit": 1001}),
+            StatusCode::BAD_REQUEST,
+            "limit must be between 1 and 1000",
+        ),
+        (json!({"limit": 0}), StatusCode::BAD_REQUEST, "limit"),
+        (
+            json!({"conditions": [{"column": "nope", "op": "eq", "value": 1}]}),
+            StatusCode::BAD_REQUEST,
+            "unknown column \"nope\"",
+        ),
+        (
+            json!({"conditions": [{"column": "id", "op": "contains", "value": 1}]}),
+            StatusCode::BAD_REQUEST,
+            "unknown variant `contains`",
+        ),
+        (
+            json!({"conditions": [{"column": "id", "op": "between", "value": [1]}]}),
+            StatusCode::BAD_REQUEST,
+            "exactly two",
+        ),
+        (
+            json!({"conditions": [{"column": "id", "op": "in", "value": 1}]}),
+            StatusCode::BAD_REQUEST,
+            "non-empty list",
+        ),
+        (
+            json!({"conditions": [{"column": "id", "op": "eq", "value": "ten"}]}),
+            StatusCode::BAD_REQUEST,
+            "ten",
+        ),
+        (
+            json!({"conditions": [{"column": "day", "op": "gt", "value": "2024-13-45"}]}),
+            StatusCode::BAD_REQUEST,
+            "2024-13-45",
+        ),
+        (
+            json!({"conditions": "id = 1"}),
+            StatusCode::BAD_REQUEST,
+            "conditions",
+        ),
+    ];
+    for (body, status, message) in cases {
+        let (got, response) = preview(&runner, "items", body.clone()).await;
+        assert_eq!(got, status, "{body}: {response}");
+        let text = response["error"]["message"].as_str().unwrap_or_default();
+        assert!(text.contains(message), "{body}: {response}");
+    }
+    let (status, body) = preview(&runner, "nobody", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let (status, body) = runner
+        .call(
+            Method::POST,
+            "/api/sources",
+            Some(json!({"alias": "items", "uri": source.source_uri("items")})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    for (alias, uri, message) in [
+        ("bad-alias", source.source_uri("items"), "invalid alias"),
+        ("ok", "mysql://h/db".to_string(), "cannot tell the type"),
+        ("ok", source.url.clone(), "no `table` parameter"),
+        ("ok", "file:///tmp/x.xlsx".to_string(), "give source_type"),
+    ] {
+        let (status, body) = runner
+            .call(
+                Method::POST,
+                "/api/sources",
+                Some(json!({"alias": alias, "uri": uri})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{alias} {uri}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(message),
+            "{body}"
+        );
+    }
+
+    runner
+        .register_source("nowhere", "postgres://app:topsecret@127.0.0.1:1/db?table=t")
+        .await;
+    let (status, body) = preview(&runner, "nowhere", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(!body.to_string().contains("topsecret"), "{body}");
+
+    source.execute("DROP TABLE items").await;
+    let (status, body) = preview(&runner, "items", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("gone"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn injection_attempts_are_refused_or_taken_literally() {
+    let source = TestDatabase::create().await;
+    source.execute(ITEMS).await;
+    source.execute("CREATE TABLE \"odd \"\"name\"\" ; --\" (\"we\"\"ird col\" text); INSERT INTO \"odd \"\"name\"\" ; --\" VALUES ('x''y')").await;
+    let runner = Runner::start(None).await;
+    runner
+        .register_source("items", &source.source_uri("public.items"))
+        .await;
+    let hostile = [
+        "'; DROP TABLE canary; --",
+        "x' OR '1'='1",
+        "1; DELETE FROM canary",
+        "/* comment */ 1",
+        "\\'; DROP TABLE canary; --",
+        "ünïcödé ' ☃",
+        "%' OR 1=1 --",
+        "$1",
+        "\0",
+    ];
+    for value in hostile {
+        for column in ["id", "name", "amount", "day"] {
+            for op in ["eq", "like", "gt"] {
+                let condition = json!({"column": column, "op": op, "value": value});
+                let (status, body) = preview(&runner, "items", json!({"conditions": [condition]})).await;
+                assert!(
+                    status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+                    "{condition}: {status} {body}"
+                );
+                if status == StatusCode::OK {
+                    assert!(body["total_rows"].as_u64().unwrap() <= 100, "{condition}: {body}");
+                }
+            }
+        }
+        let condition = json!({"column": value, "op": "eq", "value": 1});
+        let (status, _) = preview(&runner, "items", json!({"conditions": [condition]})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{condition}");
+        let (status, _) = runner
+            .call(
+                Method::POST,
+                "/api/sources",
+                Some(json!({"alias": value, "uri": source.source_uri("items")})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "alias {value:?}");
+    }
+    // Table names are always quoted, so a hostile one is refused or looked up literally and not found.
+    for (i, table) in [
+        "canary; DROP TABLE canary",
+        "public.canary--",
+        "\"canary; DROP TABLE canary\"",
+        "a.b.c",
+        "x\"y",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let alias = format!("hostile_{i}");
+        let uri = format!("{}?table={}", source.url, urlencode(table));
+        let (status, body) = runner
+            .call(
+                Method::POST,
+                "/api/sources",
+                Some(json!({"alias": alias, "uri": uri})),
+            )
+            .await;
+        if status == StatusCode::BAD_REQUEST {
+            continue;
+        }
+        assert_eq!(status, StatusCode::CREATED, "{table}: {body}");
+        let (status, body) = preview(&runner, &alias, json!({})).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{table}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not exist"),
+            "{body}"
+        );
+    }
+    // Identifiers with spaces, quotes and comment markers work when they are real.
+    runner
+        .register_source(
+            "odd",
+            &format!(
+                "{}?table={}",
+                source.url,
+                urlencode("public.\"odd \"\"name\"\" ; --\"")
+            ),
+        )
+        .await;
+    let (status, body) = preview(
+        &runner,
+        "odd",
+        json!({"conditions": [{"column": "we\"ird col", "op": "eq", "value": "x'y"}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["total_rows"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{body}"
+    );
+
+    let canary: i64 = sqlx::query_scalar("SELECT count(*) FROM canary")
+        .fetch_one(&source.pool)
+        .await
+        .unwrap();
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&source.pool)
+        .await
+        .unwrap();
+    assert_eq!((canary, items), (3, 100), "hostile input changed data");
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn a_sources_password_appears_in_no_response_log_or_metadata_file() {
+    let source = TestDatabase::create().await;
+    source.execute(ITEMS).await;
+    let role = format!("kalla_pw_{}", &source.name[11..]);
+    let password = format!("Pw-{}-never-leaks", &source.name[11..]);
+    source
+        .execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{password}'; GRANT SELECT ON items TO {role};"
+        ))
+        .await;
+    let runner = Runner::start(None).await;
+    let server = url::Url::parse(&source.url).unwrap();
+    let uri = format!(
+        "postgres://{role}:{password}@{}:{}{}?table=public.items",
+        server.host_str().unwrap(),
+        server.port().unwrap_or(5432),
+        server.path()
+    );
+    let mut responses = vec![runner.register_source("guarded", &uri).await];
+    assert!(
+        responses[0]["uri"].as_str().unwrap().contains(":***@"),
+        "{}",
+        responses[0]
+    );
+    responses.push(runner.call(Method::GET, "/api/sources", None).await.1);
+    responses.push(runner.call(Method::GET, "/api/sources/guarded", None).await.1);
+    let (status, body) = preview(
+        &runner,
+        "guarded",
+        json!({"conditions": [{"column": "id", "op": "lt", "value": 3}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["total_rows"].clone()),
+        (StatusCode::OK, json!(2)),
+        "{body}"
+    );
+    responses.push(body);
+    responses.push(
+        preview(
+            &runner,
+            "guarded",
+            json!({"conditions": [{"column": "id", "op": "eq", "value": "x"}]}),
+        )
+        .await
+        .1,
+    );
+    responses.push(json!(
+        runner
+            .http()
+            .get(format!("{}/metrics", runner.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    ));
+    let backends: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND application_name = 'kalla-runner'",
+    )
+    .bind(&role)
+    .fetch_one(&source.pool)
+    .await
+    .unwrap();
+    assert!(
+        backends >= 1,
+        "the preview should have used the runner's pool for {role}"
+    );
+
+    for response in &responses {
+        assert!(!response.to_string().contains(&password), "{response}");
+    }
+    let logs = runner.logs();
+    assert!(logs.contains("request"), "the runner should have logged requests");
+    let (_, data_dir) = runner.terminate();
+    for entry in std::fs::read_dir(data_dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let found = bytes.windows(password.len()).any(|w| w == password.as_bytes());
+        assert!(!found, "the password is in {}", path.display());
+    }
+    assert!(!logs.contains(&password), "the password is in the runner's log");
+    source
+        .execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .await;
+}
+
+#[tokio::test]
+async fn auth_health_readiness_metrics_and_graceful_shutdown() {
+    let runner = Runner::start(None).await;
+    let http = runner.http();
+    for (path, token) in [("/api/sources", None), ("/api/sources", Some("wrong"))] {
+        let mut request = http.get(format!("{}{path}", runner.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(runner.data_dir.path().join("api-token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    for path in ["/health", "/ready"] {
+        let response = http
+            .get(format!("{}{path}", runner.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let (status, _) = runner.call(Method::GET, "/api/sources", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = http
+        .get(format!("{}/metrics", runner.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kalla_http_requests_total{method=\"GET\",route=\"/api/sources\",status=\"401\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kalla_http_request_duration_seconds"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kalla_metadata_pool_connections"), "{metrics}");
+
+    let (status, body) = runner
+        .call(
+            Method::POST,
+            "/api/sources",
+            Some(json!({"alias": "x", "uri": "file:///x.csv", "extra": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let big = "x".repeat(2 * 1024 * 1024);
+    let (status, _) = runner
+        .call(
+            Method::POST,
+            "/api/sources",
+            Some(json!({"alias": "x", "uri": big})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let (status, data_dir) = runner.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM should stop the runner cleanly: {status}"
+    );
+    // The same data dir starts again with the same token and migrated database.
+    let runner = Runner::start_in(data_dir, None, &[]).await;
+    let (status, _) = runner.call(Method::GET, "/api/sources", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_remote_scheduler_needs_a_configured_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, output) = run_to_exit(dir.path(), None, &["--scheduler", "df://127.0.0.1:1"]);
+    assert!(!status.success());
+    assert!(output.contains("KALLA_SECRET_KEY"), "{output}");
+    assert!(!dir.path().join("secret.key").exists());
+}
