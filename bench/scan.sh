@@ -4,27 +4,12 @@
 # ConnectorX, in the same run. Medians of RUNS runs go to bench/results/.
 #
 #   bench/scan.sh            # needs Postgres at $KALLA_BENCH_PG_URL and ../shared/data
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+source "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
-SERVER_URL=${KALLA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DATA_DIR=${KALLA_BENCH_DATA:-$ROOT/../shared/data}
-DB=kalla_bench
-DB_URL="${SERVER_URL%/*}/$DB"
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-
-step() { printf '\n== %s\n' "$*" >&2; }
-
-step "release build"
-cargo build --release --locked --bins -q
-BIN=$ROOT/target/release
 
 step "data: lineitem (10M rows) in database $DB"
-psql "$SERVER_URL" -Xqtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
-  || psql "$SERVER_URL" -Xqc "CREATE DATABASE $DB"
-if [ "$(psql "$DB_URL" -XqtAc "SELECT obj_description('lineitem'::regclass)" 2>/dev/null)" != "kalla-bench:lineitem:v1" ]; then
+if ! table_is_current lineitem kalla-bench:lineitem:v1; then
   [ -f "$DATA_DIR/10_lineitem.sql" ] || { echo "generators not found in $DATA_DIR (set KALLA_BENCH_DATA)" >&2; exit 1; }
   psql "$DB_URL" -X -v ON_ERROR_STOP=1 -q -f "$DATA_DIR/00_helpers.sql" -f "$DATA_DIR/10_lineitem.sql"
 fi
@@ -39,7 +24,6 @@ PY=$VENV/bin/python
 
 step "cluster: kalla-scheduler + 2 kalla-executors (release)"
 export KALLA_SECRET_KEY=$(openssl rand -base64 32)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SPORT=$(free_port)
 "$BIN/kalla-scheduler" --bind-host 127.0.0.1 --external-host 127.0.0.1 --bind-port "$SPORT" \
   --task-distribution round-robin >"$WORK/scheduler.log" 2>&1 &
