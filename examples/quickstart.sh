@@ -15,7 +15,8 @@ step() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 step "build (debug)"
-cargo build --workspace --bins --locked -q
+# All targets, so the binaries share one feature set (and one build) with the tests.
+cargo build --workspace --all-targets --locked -q
 BIN=$ROOT/target/debug
 export PATH=$BIN:$PATH
 
@@ -23,11 +24,12 @@ step "reconcile the demo tables on an embedded cluster"
 run kalla demo --postgres "$PG_URL"
 
 step "start an embedded runner on 127.0.0.1:$PORT (data dir $DATA_DIR)"
-kalla-runner --bind "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$DATA_DIR.log" 2>&1 &
+mkdir -p "$DATA_DIR"
+kalla-runner --bind "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$DATA_DIR/runner.log" 2>&1 &
 RUNNER=$!
 [ -n "${KEEP_RUNNING:-}" ] || trap 'kill $RUNNER 2>/dev/null; wait $RUNNER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
-curl -fs "http://127.0.0.1:$PORT/ready" || { cat "$DATA_DIR.log"; exit 1; }
+curl -fs "http://127.0.0.1:$PORT/ready" || { cat "$DATA_DIR/runner.log"; exit 1; }
 echo
 export KALLA_API_TOKEN=$(cat "$DATA_DIR/api-token")
 RUNNER_URL=http://127.0.0.1:$PORT
@@ -45,8 +47,9 @@ run kalla sources preview invoices_csv --where "currency eq USD" --where "amount
 run kalla sources preview invoices_pg --where "issued_on between 2024-01-10,2024-01-12" --limit 5 --runner "$RUNNER_URL"
 
 step "the same through the HTTP API"
-run curl -fsS -H "Authorization: Bearer $KALLA_API_TOKEN" -H 'Content-Type: application/json' \
-  -d '{"conditions":[{"column":"amount","op":"between","value":[100,101]}],"limit":3}' \
+BODY='{"conditions":[{"column":"amount","op":"between","value":[100,101]}],"limit":3}'
+echo "\$ curl -H \"Authorization: Bearer \$KALLA_API_TOKEN\" -H 'Content-Type: application/json' -d '$BODY' $RUNNER_URL/api/sources/invoices_pg/load-scoped"
+curl -fsS -H "Authorization: Bearer $KALLA_API_TOKEN" -H 'Content-Type: application/json' -d "$BODY" \
   "$RUNNER_URL/api/sources/invoices_pg/load-scoped"
 echo
 if [ -n "${KEEP_RUNNING:-}" ]; then
