@@ -85,7 +85,7 @@ done
 
 step "results"
 OUT=$ROOT/bench/results/scan-$(date -u +%Y-%m-%d).md
-"$PY" - "$WORK/times" "$OUT" <<PY
+"$PY" - "$WORK/times" "$OUT" <<'PY'
 import statistics, sys, platform, subprocess, duckdb, connectorx
 times = {}
 for line in open(sys.argv[1]):
@@ -114,7 +114,7 @@ text = "\n".join([
     "- machine: %s, %s cores, %s RAM, %s" % (cpu, sh("nproc"), sh("free -h | awk '/Mem:/{print $2}'"), platform.platform()),
     "- versions: %s; kalla %s (release); %s; duckdb %s; connectorx %s" % (
         sh("psql --version"), sh("git rev-parse --short HEAD"), sh("rustc --version"), duckdb.__version__, connectorx.__version__),
-    "- command: \`bench/scan.sh\` (RUNS=%d)" % len(times["copy_1"]),
+    "- command: `bench/scan.sh` (RUNS=%d)" % len(times["copy_1"]),
 ])
 open(sys.argv[2], "w").write(text + "\n")
 print(text)
