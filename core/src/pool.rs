@@ -174,19 +174,31 @@ fn truncate_to_boundary(value: &str, max: usize) -> String {
 }
 
 /// `postgres://user:***@host/db` for a connection URL that may hold a password.
+/// The URL with its password (user-info or a `password=` parameter) replaced by `***`.
 pub fn redact_connection_url(connection_url: &str) -> String {
-    match url::Url::parse(connection_url) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Err(_) => "<unparseable URL>".into(),
+    let Ok(mut url) = url::Url::parse(connection_url) else {
+        return "<unparseable URL>".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
+    if url.query_pairs().any(|(key, _)| key == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key == "password" {
+                    "***".into()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
-/// Removes the URL's password from a driver message that might echo it.
 fn redact_in(message: &str, connection_url: &str) -> String {
     match url::Url::parse(connection_url)
         .ok()

@@ -88,13 +88,10 @@ impl SourceUri {
     /// The URI with its password replaced by `***`, safe to show and log.
     pub fn redacted(&self) -> String {
         let mut shown = self.connection.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
         shown
             .query_pairs_mut()
             .append_pair("table", &self.table.to_string());
-        shown.to_string()
+        crate::pool::redact_connection_url(shown.as_str())
     }
 }
 

@@ -1,11 +1,12 @@
 //! Registering sources (a password in a URI moves into a sealed secret) and previewing them.
 
 use datafusion::prelude::SessionContext;
+use kalla_core::pool::{PoolRegistry, redact_connection_url};
 use kalla_core::preview::files::{self, FileFormat};
 use kalla_core::preview::{self, Condition, Preview, PreviewError};
 use kalla_core::seal::SealError;
 use kalla_core::storage::{self, S3Settings, StorageError};
-use kalla_core::{ClusterKey, SourceUri, pool::PoolRegistry};
+use kalla_core::{ClusterKey, SourceUri};
 use thiserror::Error;
 use url::Url;
 
@@ -109,8 +110,8 @@ impl Sources {
         source_type: Option<&str>,
     ) -> Result<SourceRecord, SourceError> {
         check_alias(alias)?;
-        let mut url =
-            Url::parse(uri).map_err(|e| SourceError::InvalidUri(format!("{e} (in {})", redact(uri))))?;
+        let mut url = Url::parse(uri)
+            .map_err(|e| SourceError::InvalidUri(format!("{e} (in {})", redact_connection_url(uri))))?;
         let source_type = resolve_type(&url, source_type)?;
         match source_type {
             SourceType::Postgres => {
@@ -216,7 +217,7 @@ fn check_alias(alias: &str) -> Result<(), SourceError> {
 fn resolve_type(url: &Url, declared: Option<&str>) -> Result<SourceType, SourceError> {
     let inferred = SourceType::infer(url);
     let Some(declared) = declared else {
-        return inferred.ok_or_else(|| SourceError::CannotInferType(redact(url.as_str())));
+        return inferred.ok_or_else(|| SourceError::CannotInferType(redact_connection_url(url.as_str())));
     };
     let declared = SourceType::parse(declared)?;
     let fits = match declared {
@@ -256,33 +257,6 @@ fn take_password(url: &mut Url) -> Option<String> {
         }
     }
     password.filter(|p| !p.is_empty())
-}
-
-/// A URI fit for messages and responses: the password replaced by `***`.
-pub fn redact(uri: &str) -> String {
-    match Url::parse(uri) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            if url.query_pairs().any(|(k, _)| k == "password") {
-                let pairs: Vec<(String, String)> = url
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let value = if k == "password" {
-                            "***".into()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), value)
-                    })
-                    .collect();
-                url.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            url.to_string()
-        }
-        Err(_) => "<unparseable URI>".into(),
-    }
 }
 
 /// The URI shown to users: `***` where a stored secret stands in for the password.
@@ -363,7 +337,7 @@ mod tests {
 
     #[test]
     fn redaction_covers_both_password_places() {
-        let shown = redact("postgres://u:pw1@h/db?password=pw2&table=t");
+        let shown = redact_connection_url("postgres://u:pw1@h/db?password=pw2&table=t");
         assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
     }
 }
