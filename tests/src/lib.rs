@@ -2,6 +2,7 @@
 //! `kalla-scheduler`, `kalla-executor`, `kalla-runner` and `kalla` binaries as separate processes.
 
 pub mod cluster;
+pub mod ports;
 pub mod postgres;
 pub mod runner;
 pub mod s3;

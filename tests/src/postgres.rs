@@ -144,7 +144,7 @@ fn start_throwaway_cluster() -> ThrowawayCluster {
         .expect("temp dir")
         .keep();
     let data_dir = dir.join("data");
-    let port = crate::cluster::free_port();
+    let port = crate::ports::free_port();
     let status = Command::new("initdb")
         .arg("-D")
         .arg(&data_dir)

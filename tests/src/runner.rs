@@ -9,7 +9,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::cluster::{bin_path, free_port};
+use crate::cluster::bin_path;
+use crate::ports::free_port;
 
 /// A running `kalla-runner` (embedded cluster) with its own data dir; killed when dropped.
 pub struct Runner {
