@@ -34,7 +34,7 @@ pub enum UriError {
 /// A parsed Postgres source: where to connect and which relation to read.
 ///
 /// `Display` and `Debug` show the redacted form; only [`SourceUri::connection_url`] reveals the password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SourceUri {
     connection: Url,
     table: QualifiedName,

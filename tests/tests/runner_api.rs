@@ -108,6 +108,17 @@ fn cases(column: &str, low: &Value, high: &Value, sql_low: &str, sql_high: &str)
     ]
 }
 
+/// A database with `items` and `canary`, and an embedded runner with `items` registered.
+async fn items_source_and_runner() -> (TestDatabase, Runner) {
+    let source = TestDatabase::create().await;
+    source.execute(ITEMS).await;
+    let runner = Runner::start(None).await;
+    runner
+        .register_source("items", &source.source_uri("public.items"))
+        .await;
+    (source, runner)
+}
+
 async fn preview(runner: &Runner, alias: &str, body: Value) -> (StatusCode, Value) {
     runner
         .call(
@@ -186,12 +197,7 @@ async fn every_operator_on_every_type_class_on_both_metadata_backends() {
 
 #[tokio::test]
 async fn bad_requests_get_4xx_naming_the_problem_and_sources_gone_get_502() {
-    let source = TestDatabase::create().await;
-    source.execute(ITEMS).await;
-    let runner = Runner::start(None).await;
-    runner
-        .register_source("items", &source.source_uri("public.items"))
-        .await;
+    let (source, runner) = items_source_and_runner().await;
     let cases = [
         (
             json!({"limit": 1001}),
@@ -286,6 +292,68 @@ async fn bad_requests_get_4xx_naming_the_problem_and_sources_gone_get_502() {
     assert!(
         body["error"]["message"].as_str().unwrap().contains("gone"),
         "{body}"
+    );
+}
+
+/// The runner remembers a table's columns between previews; a table altered since must still be
+/// previewed correctly on the very next request.
+#[tokio::test]
+async fn previews_follow_schema_changes_at_once() {
+    let (source, runner) = items_source_and_runner().await;
+    let by_id = json!({"conditions": [{"column": "id", "op": "eq", "value": 3}]});
+    let (status, body) = preview(&runner, "items", by_id.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    source
+        .execute("ALTER TABLE items ADD COLUMN note text DEFAULT 'fresh'")
+        .await;
+    let (status, body) = preview(
+        &runner,
+        "items",
+        json!({"conditions": [{"column": "note", "op": "eq", "value": "fresh"}], "limit": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "a new column is filterable: {body}");
+    assert_eq!(body["total_rows"], json!(100));
+
+    source.execute("ALTER TABLE items DROP COLUMN ratio").await;
+    let (status, body) = preview(&runner, "items", by_id.clone()).await;
+    assert_eq!(status, StatusCode::OK, "a dropped column is not selected: {body}");
+    let names: Vec<&str> = body["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"ratio") && names.contains(&"note"), "{names:?}");
+
+    source
+        .execute("ALTER TABLE items ALTER COLUMN id TYPE text USING 'k' || id")
+        .await;
+    let (status, body) = preview(
+        &runner,
+        "items",
+        json!({"conditions": [{"column": "id", "op": "eq", "value": "k3"}]}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a retyped column compares as its new type: {body}"
+    );
+    assert_eq!(body["total_rows"], json!(1));
+    assert_eq!(body["columns"][0]["data_type"], json!("Utf8"));
+
+    let (status, body) = preview(
+        &runner,
+        "items",
+        json!({"conditions": [{"column": "id", "op": "eq", "value": "k3"}, {"column": "amount", "op": "gt", "value": "many"}]}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a user's bad value stays a 400: {body}"
     );
 }
 

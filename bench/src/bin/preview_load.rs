@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use kalla_core::ident::QualifiedName;
-use kalla_core::preview::{self, Condition};
-use kalla_core::uri::parse_table_name;
+use kalla_core::SourceUri;
+use kalla_core::preview::Condition;
+use kalla_core::preview::postgres::Previewer;
 use rand::Rng;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
@@ -62,7 +62,7 @@ struct Totals {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
-    let table = parse_table_name(&args.table)?;
+    let source = SourceUri::parse(&format!("{}?table={}", args.source_url, args.table))?;
     let stop = Arc::new(AtomicBool::new(false));
     let totals = Arc::new(Totals::default());
     let watcher = tokio::spawn(watch_connections(args.clone(), stop.clone(), totals.clone()));
@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let clients: Vec<_> = (0..args.clients)
-        .map(|_| tokio::spawn(client(args.clone(), table.clone(), deadline, totals.clone())))
+        .map(|_| tokio::spawn(client(args.clone(), source.clone(), deadline, totals.clone())))
         .collect();
     let mut latencies = Vec::new();
     for client in clients {
@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn client(
     args: Arc<Args>,
-    table: QualifiedName,
+    source: SourceUri,
     deadline: Instant,
     totals: Arc<Totals>,
 ) -> anyhow::Result<Vec<Duration>> {
@@ -114,7 +114,7 @@ async fn client(
         let started = Instant::now();
         let ok = match args.mode {
             Mode::Runner => runner_request(&http, &args, account).await?,
-            Mode::FreshPool => fresh_pool_request(&args, &table, account).await?,
+            Mode::FreshPool => fresh_pool_request(&args, &source, account).await?,
         };
         if ok {
             latencies.push(started.elapsed());
@@ -139,17 +139,21 @@ async fn runner_request(http: &reqwest::Client, args: &Args, account: u64) -> an
     Ok(ok)
 }
 
-async fn fresh_pool_request(args: &Args, table: &QualifiedName, account: u64) -> anyhow::Result<bool> {
+async fn fresh_pool_request(args: &Args, source: &SourceUri, account: u64) -> anyhow::Result<bool> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(&format!(
             "{}?application_name={}",
-            args.source_url, args.application_name
+            source.connection_url(),
+            args.application_name
         ))
         .await?;
     let conditions: Vec<Condition> =
         serde_json::from_value(json!([{"column": "account_id", "op": "eq", "value": account}]))?;
-    let result = preview::postgres::preview(&pool, table, &conditions, 200, 1_000_000).await;
+    // A new Previewer per request: the older engine described the table every time, too.
+    let result = Previewer::default()
+        .preview(&pool, source, &conditions, 200, 1_000_000)
+        .await;
     pool.close().await;
     Ok(result.is_ok())
 }

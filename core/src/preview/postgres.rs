@@ -4,10 +4,15 @@
 //! its column's own type (`CAST($1 AS numeric(12,2))`), so a date compares as a date and a numeric as
 //! a numeric, and nothing a user sends is ever spliced into SQL.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Arguments, PgPool, Row};
 
 use super::{Condition, Op, Operand, Preview, PreviewColumn, PreviewError, find_column};
+use crate::SourceUri;
 use crate::ident::{QualifiedName, quote_ident};
 use crate::postgres::catalog::{self, CatalogError, PgColumn};
 
@@ -76,51 +81,148 @@ impl WhereClause {
     }
 }
 
-/// The first `limit` rows of `table` matching `conditions`, and how many match (counted up to
-/// `count_cap`; beyond it the total is reported as a lower bound).
-pub async fn preview(
+/// How long a relation's description is trusted before the catalog is asked again. A preview that
+/// fails on a remembered description describes the relation again at once, so this only bounds how
+/// long a newly added column stays invisible.
+pub const DESCRIPTION_TTL: Duration = Duration::from_secs(30);
+
+/// Answers previews of Postgres sources. It remembers each relation's columns for
+/// [`DESCRIPTION_TTL`], so a preview costs two statements on one pooled connection and no catalog
+/// round trips.
+#[derive(Debug, Default)]
+pub struct Previewer {
+    descriptions: Mutex<HashMap<SourceUri, Description>>,
+}
+
+#[derive(Debug)]
+struct Description {
+    columns: Arc<Vec<PgColumn>>,
+    described_at: Instant,
+}
+
+impl Previewer {
+    /// The first `limit` rows of the source's table matching `conditions`, and how many match
+    /// (counted up to `count_cap`; beyond it the total is reported as a lower bound).
+    pub async fn preview(
+        &self,
+        pool: &PgPool,
+        source: &SourceUri,
+        conditions: &[Condition],
+        limit: usize,
+        count_cap: u64,
+    ) -> Result<Preview, PreviewError> {
+        let table = source.table();
+        let Some(remembered) = self.remembered(source) else {
+            let columns = self.describe(pool, source).await?;
+            return query(pool, table, &columns, conditions, limit, count_cap).await;
+        };
+        match query(pool, table, &remembered, conditions, limit, count_cap).await {
+            Err(error @ PreviewError::Unreachable(_)) => Err(error),
+            Err(error) => {
+                // An unknown column, a failed cast or a vanished table may come from a stale
+                // description: retry only if the relation really changed.
+                let columns = self.describe(pool, source).await?;
+                if columns == remembered {
+                    return Err(error);
+                }
+                query(pool, table, &columns, conditions, limit, count_cap).await
+            }
+            answer => answer,
+        }
+    }
+
+    fn remembered(&self, source: &SourceUri) -> Option<Arc<Vec<PgColumn>>> {
+        let descriptions = self.descriptions.lock().unwrap_or_else(PoisonError::into_inner);
+        descriptions
+            .get(source)
+            .filter(|d| d.described_at.elapsed() < DESCRIPTION_TTL)
+            .map(|d| d.columns.clone())
+    }
+
+    async fn describe(&self, pool: &PgPool, source: &SourceUri) -> Result<Arc<Vec<PgColumn>>, PreviewError> {
+        let described = catalog::describe(pool, source.table()).await;
+        let mut descriptions = self.descriptions.lock().unwrap_or_else(PoisonError::into_inner);
+        descriptions.retain(|_, d| d.described_at.elapsed() < DESCRIPTION_TTL);
+        let relation = match described {
+            Ok(relation) => relation,
+            Err(error) => {
+                descriptions.remove(source);
+                return Err(catalog_error(error));
+            }
+        };
+        let columns = Arc::new(relation.columns);
+        descriptions.insert(
+            source.clone(),
+            Description {
+                columns: columns.clone(),
+                described_at: Instant::now(),
+            },
+        );
+        Ok(columns)
+    }
+}
+
+/// Runs one preview as one statement: the rows, then a row flagged `true` carrying the capped
+/// count, so a preview costs one round trip.
+async fn query(
     pool: &PgPool,
     table: &QualifiedName,
+    columns: &[PgColumn],
     conditions: &[Condition],
     limit: usize,
     count_cap: u64,
 ) -> Result<Preview, PreviewError> {
-    let relation = catalog::describe(pool, table).await.map_err(catalog_error)?;
-    let filter = WhereClause::build(&relation.columns, conditions)?;
-    let from = table.quoted();
-    let select_list: Vec<String> = relation
-        .columns
-        .iter()
-        .map(|c| format!("CAST({} AS text)", quote_ident(&c.name)))
-        .collect();
-    let rows_sql = format!(
-        "SELECT {} FROM {from}{} LIMIT {limit}",
-        select_list.join(", "),
-        filter.sql
-    );
-    let count_sql = format!(
-        "SELECT count(*) FROM (SELECT FROM {from}{} LIMIT {}) AS matching",
-        filter.sql,
-        count_cap.saturating_add(1)
-    );
-
-    let mut connection = pool.acquire().await.map_err(query_error)?;
-    let rows = sqlx::query_with(&rows_sql, filter.arguments()?)
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(query_error)?;
-    let matching: i64 = sqlx::query_scalar_with(&count_sql, filter.arguments()?)
-        .fetch_one(&mut *connection)
+    let filter = WhereClause::build(columns, conditions)?;
+    let sql = preview_sql(table, columns, &filter.sql, limit, count_cap);
+    let rows = sqlx::query_with(&sql, filter.arguments()?)
+        .fetch_all(pool)
         .await
         .map_err(query_error)?;
 
-    let matching = matching.max(0) as u64;
+    let mut values = Vec::with_capacity(rows.len());
+    let mut matching = None;
+    for row in &rows {
+        let is_count: bool = row.try_get(0).map_err(internal)?;
+        if is_count {
+            let count: Option<String> = row.try_get(1).map_err(internal)?;
+            matching = count.and_then(|c| c.parse::<u64>().ok());
+        } else {
+            values.push(text_values(row)?);
+        }
+    }
+    let matching = matching.ok_or_else(|| PreviewError::Internal("the preview returned no count".into()))?;
     Ok(Preview {
-        columns: relation.columns.iter().map(preview_column).collect(),
-        rows: rows.iter().map(text_values).collect::<Result<_, _>>()?,
+        columns: columns.iter().map(preview_column).collect(),
+        rows: values,
         total_rows: matching.min(count_cap),
         total_rows_exact: matching <= count_cap,
     })
+}
+
+/// `SELECT false, <columns as text> … LIMIT n UNION ALL SELECT true, <count up to cap+1>, NULL, …`.
+fn preview_sql(
+    table: &QualifiedName,
+    columns: &[PgColumn],
+    filter: &str,
+    limit: usize,
+    count_cap: u64,
+) -> String {
+    let from = table.quoted();
+    let as_text: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("CAST({} AS text) AS c{i}", quote_ident(&c.name)))
+        .collect();
+    let names: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+    let padding = ", NULL".repeat(columns.len().saturating_sub(1));
+    format!(
+        "SELECT false, {names} FROM (SELECT {as_text} FROM {from}{filter} LIMIT {limit}) AS preview \
+         UNION ALL \
+         SELECT true, CAST((SELECT count(*) FROM (SELECT FROM {from}{filter} LIMIT {over_cap}) AS matching) AS text){padding}",
+        names = names.join(", "),
+        as_text = as_text.join(", "),
+        over_cap = count_cap.saturating_add(1),
+    )
 }
 
 fn preview_column(column: &PgColumn) -> PreviewColumn {
@@ -131,11 +233,16 @@ fn preview_column(column: &PgColumn) -> PreviewColumn {
     }
 }
 
+/// A row's values after its leading flag.
 fn text_values(row: &PgRow) -> Result<Vec<Option<String>>, PreviewError> {
-    (0..row.len())
+    (1..row.len())
         .map(|i| row.try_get::<Option<String>, _>(i))
         .collect::<Result<_, _>>()
-        .map_err(|e| PreviewError::Internal(e.to_string()))
+        .map_err(internal)
+}
+
+fn internal(error: sqlx::Error) -> PreviewError {
+    PreviewError::Internal(error.to_string())
 }
 
 fn catalog_error(error: CatalogError) -> PreviewError {
@@ -180,6 +287,7 @@ fn query_error(error: sqlx::Error) -> PreviewError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ident::Ident;
     use crate::postgres::catalog::FilterSupport;
     use crate::postgres::types::PgType;
     use serde_json::json;
@@ -222,6 +330,22 @@ mod tests {
         );
         assert_eq!(clause.params[5], "2024-%'; DROP TABLE x; --");
         assert_eq!(clause.params.len(), 6);
+    }
+
+    #[test]
+    fn one_statement_carries_rows_and_count() {
+        let table = QualifiedName {
+            schema: Ident::new("s").unwrap(),
+            name: Ident::new("t").unwrap(),
+        };
+        let columns = [column("id", "int8"), column("a \"b\"", "text")];
+        let sql = preview_sql(&table, &columns, " WHERE x", 5, 100);
+        assert_eq!(
+            sql,
+            "SELECT false, c0, c1 FROM (SELECT CAST(\"id\" AS text) AS c0, CAST(\"a \"\"b\"\"\" AS text) AS c1 \
+             FROM \"s\".\"t\" WHERE x LIMIT 5) AS preview UNION ALL SELECT true, CAST((SELECT count(*) FROM \
+             (SELECT FROM \"s\".\"t\" WHERE x LIMIT 101) AS matching) AS text), NULL"
+        );
     }
 
     #[test]
