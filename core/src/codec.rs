@@ -14,6 +14,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
+use crate::cache::refresh::{CacheRefreshSpec, CacheRefreshTable};
+use crate::cache::sink::{PartitionParquetSinkExec, SinkSpec};
 use crate::postgres::exec::{PgScanExec, PgScanSpec};
 use crate::postgres::provider::{PgTableProvider, PgTableSpec};
 use crate::seal::ClusterKey;
@@ -21,6 +23,8 @@ use crate::seal::ClusterKey;
 /// Envelope tags: what follows the first byte.
 const TAG_BALLISTA: u8 = 0;
 const TAG_POSTGRES: u8 = 1;
+const TAG_CACHE_REFRESH: u8 = 2;
+const TAG_PARQUET_SINK: u8 = 3;
 
 fn envelope(tag: u8, payload: &impl serde::Serialize, buf: &mut Vec<u8>) -> Result<()> {
     buf.push(tag);
@@ -74,6 +78,10 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
                 let spec: PgTableSpec = open(payload)?;
                 Ok(Arc::new(PgTableProvider::from_spec(spec, None)))
             }
+            (TAG_CACHE_REFRESH, payload) => {
+                let spec: CacheRefreshSpec = open(payload)?;
+                Ok(Arc::new(CacheRefreshTable::new(spec, None)))
+            }
             (TAG_BALLISTA, payload) => self
                 .inner
                 .try_decode_table_provider(payload, table_ref, schema, ctx),
@@ -89,6 +97,9 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
     ) -> Result<()> {
         if let Some(provider) = node.downcast_ref::<PgTableProvider>() {
             return envelope(TAG_POSTGRES, provider.spec(), buf);
+        }
+        if let Some(refresh) = node.downcast_ref::<CacheRefreshTable>() {
+            return envelope(TAG_CACHE_REFRESH, refresh.spec(), buf);
         }
         buf.push(TAG_BALLISTA);
         self.inner.try_encode_table_provider(table_ref, node, buf)
@@ -165,6 +176,18 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
                     self.key.clone(),
                 )?))
             }
+            (TAG_PARQUET_SINK, payload) => {
+                let spec: SinkSpec = open(payload)?;
+                let [input] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "PartitionParquetSinkExec needs exactly one input".into(),
+                    ));
+                };
+                Ok(Arc::new(PartitionParquetSinkExec::new(
+                    Arc::new(spec),
+                    input.clone(),
+                )))
+            }
             (TAG_BALLISTA, payload) => self.inner.try_decode(payload, inputs, ctx, proto_converter),
             (tag, _) => Err(unknown_tag(tag)),
         }
@@ -178,6 +201,9 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
     ) -> Result<()> {
         if let Some(scan) = node.downcast_ref::<PgScanExec>() {
             return envelope(TAG_POSTGRES, scan.spec(), buf);
+        }
+        if let Some(sink) = node.downcast_ref::<PartitionParquetSinkExec>() {
+            return envelope(TAG_PARQUET_SINK, sink.spec(), buf);
         }
         buf.push(TAG_BALLISTA);
         self.inner.try_encode(node, buf, proto_converter)

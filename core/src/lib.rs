@@ -10,6 +10,7 @@
 //! - [`codec`] and [`session`]: what every Ballista process needs to plan and run Kalla scans;
 //! - [`process`]: flag/environment handling and logging shared by the binaries.
 
+pub mod cache;
 pub mod codec;
 pub mod ident;
 pub mod pool;

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use ballista_core::extension::SessionConfigExt;
 use datafusion::common::Result;
-use datafusion::execution::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 
 use crate::codec::{KallaLogicalCodec, KallaPhysicalCodec};
 use crate::seal::ClusterKey;
+use crate::storage::ObjectStores;
 
 /// A Ballista session config carrying Kalla's codecs. `key` is needed only where Postgres
 /// scans execute (executors, embedded clusters).
@@ -21,4 +23,15 @@ pub fn session_config(key: Option<ClusterKey>) -> SessionConfig {
 /// The session state every Kalla process plans with.
 pub fn session_state(config: SessionConfig) -> Result<SessionState> {
     ballista_core::utils::default_session_builder(config)
+}
+
+/// [`session_state`] whose runtime opens `s3://` buckets through `stores` (the scheduler lists
+/// cached files there; clients and embedded executors read and write them).
+pub fn session_state_with_stores(config: SessionConfig, stores: Arc<ObjectStores>) -> Result<SessionState> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(stores)
+        .build_arc()?;
+    Ok(SessionStateBuilder::new_from_existing(session_state(config)?)
+        .with_runtime_env(runtime)
+        .build())
 }

@@ -3,8 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::common::DataFusionError;
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::prelude::SessionContext;
+use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
 use thiserror::Error;
 use url::Url;
 
@@ -44,11 +48,60 @@ impl fmt::Debug for S3Settings {
     }
 }
 
+/// [`S3Settings`] as command-line flags (each also a `KALLA_S3_*` variable where the binary
+/// enables environment fallbacks).
+#[derive(Clone, Default, clap::Args)]
+pub struct S3Args {
+    /// S3-compatible endpoint for s3:// locations (default: AWS).
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    #[arg(long, hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Allow plain-HTTP S3 endpoints (local servers).
+    #[arg(long)]
+    pub s3_allow_http: bool,
+}
+
+impl S3Args {
+    pub fn settings(&self) -> S3Settings {
+        S3Settings {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            allow_http: self.s3_allow_http,
+        }
+    }
+}
+
+impl fmt::Debug for S3Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.settings().fmt(f)
+    }
+}
+
 /// Parses a file location and makes sure `ctx` can read it (registering the bucket's store for `s3://`).
 pub fn register_location(ctx: &SessionContext, location: &str, s3: &S3Settings) -> Result<Url, StorageError> {
     let url = Url::parse(location).map_err(|_| StorageError::InvalidLocation(location.to_string()))?;
+    if url.scheme() == "s3" {
+        let store = object_store_for(&url, s3)?;
+        let bucket_url = Url::parse(&url[..url::Position::BeforePath]).expect("a bucket URL is a URL");
+        ctx.register_object_store(&bucket_url, store);
+    } else {
+        object_store_for(&url, s3)?;
+    }
+    Ok(url)
+}
+
+/// The store holding `url`: the local file system for `file://`, the bucket for `s3://`.
+pub fn object_store_for(url: &Url, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    let location = url.as_str();
     match url.scheme() {
-        "file" => Ok(url),
+        "file" => Ok(Arc::new(LocalFileSystem::new())),
         "s3" => {
             let bucket = url
                 .host_str()
@@ -73,11 +126,46 @@ pub fn register_location(ctx: &SessionContext, location: &str, s3: &S3Settings) 
                 location: location.to_string(),
                 reason: e.to_string(),
             })?;
-            let bucket_url = Url::parse(&format!("s3://{bucket}")).expect("a bucket name forms a URL");
-            ctx.register_object_store(&bucket_url, Arc::new(store));
-            Ok(url)
+            Ok(Arc::new(store))
         }
         other => Err(StorageError::UnknownScheme(other.to_string())),
+    }
+}
+
+/// Object stores for a process: `file://` and anything registered explicitly, plus every `s3://`
+/// bucket opened on first use with this process's [`S3Settings`]. Executors use it so they can
+/// write and read whatever cache location a plan names.
+#[derive(Debug)]
+pub struct ObjectStores {
+    registered: DefaultObjectStoreRegistry,
+    s3: S3Settings,
+}
+
+impl ObjectStores {
+    pub fn new(s3: S3Settings) -> Self {
+        Self {
+            registered: DefaultObjectStoreRegistry::new(),
+            s3,
+        }
+    }
+}
+
+impl ObjectStoreRegistry for ObjectStores {
+    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+        self.registered.register_store(url, store)
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::common::Result<Arc<dyn ObjectStore>> {
+        if url.scheme() != "s3" {
+            return self.registered.get_store(url);
+        }
+        if let Ok(store) = self.registered.get_store(url) {
+            return Ok(store);
+        }
+        let store = object_store_for(url, &self.s3).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let bucket = Url::parse(&url[..url::Position::BeforePath]).expect("a bucket URL is a URL");
+        self.registered.register_store(&bucket, store.clone());
+        Ok(store)
     }
 }
 

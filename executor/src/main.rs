@@ -2,7 +2,8 @@
 //!
 //! It accepts every flag of Ballista's stock `ballista-executor`, each also settable as a
 //! `KALLA_*` environment variable, plus the source pool settings below. It needs the cluster
-//! key (`KALLA_SECRET_KEY`) to unseal source credentials.
+//! key (`KALLA_SECRET_KEY`) to unseal source credentials, and S3 settings (`--s3-*`, else the
+//! standard `AWS_*` variables) to reach an `s3://` cache.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +14,10 @@ use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_executor::health::spawn_health_server;
 use clap::Parser;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use kalla_core::codec::{KallaLogicalCodec, KallaPhysicalCodec};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
+use kalla_core::storage::{ObjectStores, S3Args};
 use kalla_core::{ClusterKey, process, session};
 
 #[derive(Parser, Debug)]
@@ -32,6 +35,8 @@ struct Args {
     /// Seconds before an idle source connection is closed.
     #[arg(long, default_value_t = PoolSettings::default().idle_timeout.as_secs())]
     source_pool_idle_timeout_secs: u64,
+    #[command(flatten)]
+    s3: S3Args,
 }
 
 #[tokio::main]
@@ -59,6 +64,19 @@ async fn main() -> anyhow::Result<()> {
     // the same session state clients and the scheduler plan with.
     let state = session::session_state(session::session_config(Some(key.clone())))?;
     config.override_function_registry = Some(Arc::new(BallistaFunctionRegistry::from(&state)));
+    // Cache and result locations on s3:// are opened on first use with this executor's settings.
+    let stores = Arc::new(ObjectStores::new(args.s3.settings()));
+    let spill_dir = config
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().display().to_string());
+    config.override_runtime_producer = Some(Arc::new(move |_| {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_temp_file_path(spill_dir.clone())
+            .with_object_store_registry(stores.clone())
+            .build()?;
+        Ok(Arc::new(runtime))
+    }));
     config.override_config_producer = Some(Arc::new(move || session::session_config(Some(key.clone()))));
 
     let (stop_health, health_stopped) = tokio::sync::oneshot::channel();

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use thiserror::Error;
 
 use super::types::PgType;
-use crate::ident::QualifiedName;
+use crate::ident::{Ident, QualifiedName};
 
 /// Domains and arrays nest; real schemas never come near this depth.
 const MAX_TYPE_DEPTH: usize = 8;
@@ -63,6 +63,31 @@ pub struct RelationInfo {
     pub heap_blocks: u64,
     pub heap_bytes: u64,
     pub columns: Vec<PgColumn>,
+}
+
+/// Every table, view and materialized view of the database this user may read, outside the
+/// system schemas (partitions are read through their parent), in name order.
+pub async fn list_relations(pool: &PgPool) -> Result<Vec<QualifiedName>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f') AND NOT c.relispartition \
+           AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+           AND has_table_privilege(c.oid, 'SELECT') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    // Names the catalog holds are valid identifiers; one that is not (too long) is skipped.
+    Ok(rows
+        .into_iter()
+        .filter_map(|(schema, name)| {
+            Some(QualifiedName {
+                schema: Ident::new(schema).ok()?,
+                name: Ident::new(name).ok()?,
+            })
+        })
+        .collect())
 }
 
 /// Looks `table` up with bound parameters and describes it.

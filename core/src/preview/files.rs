@@ -44,14 +44,7 @@ pub async fn preview(
         .await
         .map_err(read_error)?;
     Ok(Preview {
-        columns: fields
-            .iter()
-            .map(|f| PreviewColumn {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-                nullable: f.is_nullable(),
-            })
-            .collect(),
+        columns: fields.iter().map(|f| PreviewColumn::from_field(f)).collect(),
         rows: text_rows(&batches)?,
         total_rows,
         total_rows_exact: true,
@@ -112,7 +105,8 @@ fn typed_literal(value: String, field: &Field) -> Result<Expr, PreviewError> {
         })
 }
 
-fn text_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Option<String>>>, PreviewError> {
+/// Every value of `batches` in its text form, `None` for null, row by row.
+pub fn text_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Option<String>>>, PreviewError> {
     let options = FormatOptions::default();
     let mut rows = Vec::new();
     for batch in batches {

@@ -29,6 +29,17 @@ pub struct PreviewColumn {
     pub nullable: bool,
 }
 
+impl PreviewColumn {
+    /// The column as DataFusion sees it.
+    pub fn from_field(field: &datafusion::arrow::datatypes::Field) -> Self {
+        Self {
+            name: field.name().clone(),
+            data_type: field.data_type().to_string(),
+            nullable: field.is_nullable(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Preview {
     pub columns: Vec<PreviewColumn>,
