@@ -4,14 +4,27 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ballista::prelude::SessionContextExt;
+use datafusion::catalog::MemoryCatalogProviderList;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use kalla_core::postgres::{PartitionOptions, PgTableProvider};
+use kalla_core::storage::{ObjectStores, S3Settings};
 use kalla_core::{ClusterKey, SourceUri, session};
 
 /// A session on a remote cluster (`df://host:port`), or on an embedded one when `scheduler` is `None`.
 pub async fn connect(scheduler: Option<&str>, key: ClusterKey) -> anyhow::Result<SessionContext> {
+    connect_with_stores(scheduler, key, S3Settings::default()).await
+}
+
+/// [`connect`], opening `s3://` buckets with `s3` (in this process, and in the embedded cluster's
+/// executors, which share its runtime).
+pub async fn connect_with_stores(
+    scheduler: Option<&str>,
+    key: ClusterKey,
+    s3: S3Settings,
+) -> anyhow::Result<SessionContext> {
     let config = session::session_config(Some(key));
-    let state = session::session_state(config)?;
+    let state = session::session_state_with_stores(config, Arc::new(ObjectStores::new(s3)))?;
     match scheduler {
         Some(url) => {
             if !url.starts_with("df://") {
@@ -24,6 +37,32 @@ pub async fn connect(scheduler: Option<&str>, key: ClusterKey) -> anyhow::Result
         None => SessionContext::standalone_with_state(state)
             .await
             .context("cannot start the embedded cluster"),
+    }
+}
+
+/// The runner's cluster: a fresh session for each job, and where to probe the scheduler.
+#[derive(Clone)]
+pub struct ClusterEndpoint {
+    base: SessionContext,
+    /// The scheduler's REST address; `None` for the embedded cluster.
+    pub rest_url: Option<String>,
+}
+
+impl ClusterEndpoint {
+    /// Connects to `scheduler` (`df://host:port`), or starts the embedded cluster.
+    pub async fn start(scheduler: Option<&str>, key: ClusterKey, s3: S3Settings) -> anyhow::Result<Self> {
+        let rest_url = scheduler.map(scheduler_rest_url).transpose()?;
+        let base = connect_with_stores(scheduler, key, s3).await?;
+        Ok(Self { base, rest_url })
+    }
+
+    /// A session on the cluster with an empty catalog of its own, so one job's tables never
+    /// show up in another's.
+    pub fn session(&self) -> SessionContext {
+        let state = SessionStateBuilder::new_from_existing(self.base.state())
+            .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
+            .build();
+        SessionContext::new_with_state(state)
     }
 }
 

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+use kalla_core::cache::CacheDir;
+use kalla_core::postgres::PartitionOptions;
 use kalla_core::process::with_env_fallbacks;
 use kalla_core::storage::S3Settings;
 
@@ -84,6 +86,19 @@ pub struct RunnerConfig {
     /// Previews count matching rows up to this many; beyond it the total is a lower bound.
     #[arg(long, default_value_t = 1_000_000)]
     pub preview_count_cap: u64,
+    /// Postgres tables are scanned (and cached) in partitions of about this many MiB of heap.
+    #[arg(long, default_value_t = 128)]
+    pub scan_partition_mib: u64,
+    /// Where the parquet cache lives: file:///path or s3://bucket/prefix (default: the data dir).
+    /// Executors must reach the same place.
+    #[arg(long)]
+    pub cache_dir: Option<String>,
+    /// Seconds a replaced or purged cache version stays readable before its files are deleted.
+    #[arg(long, default_value_t = 600)]
+    pub cache_grace_period_secs: u64,
+    /// Seconds between sweeps that delete cache versions whose grace period is over.
+    #[arg(long, default_value_t = 30)]
+    pub cache_sweep_interval_secs: u64,
 }
 
 impl RunnerConfig {
@@ -118,6 +133,29 @@ impl RunnerConfig {
             access_key_id: self.s3_access_key_id.as_ref().map(|s| s.expose().to_string()),
             secret_access_key: self.s3_secret_access_key.as_ref().map(|s| s.expose().to_string()),
             allow_http: self.s3_allow_http,
+        }
+    }
+
+    /// The cache root: the configured one, or `cache/`'s parent in the data dir as a file:// URL.
+    pub fn cache_root(&self) -> anyhow::Result<CacheDir> {
+        let location = match &self.cache_dir {
+            Some(location) => location.clone(),
+            None => {
+                std::fs::create_dir_all(&self.data_dir)
+                    .with_context(|| format!("cannot create the data dir {}", self.data_dir.display()))?;
+                let dir = std::fs::canonicalize(&self.data_dir)?;
+                url::Url::from_directory_path(&dir)
+                    .map_err(|()| anyhow::anyhow!("the data dir {} is not an absolute path", dir.display()))?
+                    .to_string()
+            }
+        };
+        CacheDir::parse(&location).context("--cache-dir / KALLA_CACHE_DIR")
+    }
+
+    pub fn partition_options(&self) -> PartitionOptions {
+        PartitionOptions {
+            target_partition_bytes: self.scan_partition_mib.max(1) * 1024 * 1024,
+            ..PartitionOptions::default()
         }
     }
 

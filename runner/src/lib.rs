@@ -3,7 +3,11 @@
 //! - [`config`]: the runner's settings (flags, `KALLA_*` variables, TOML file);
 //! - [`server`] and [`api`]: start-up and the HTTP API;
 //! - [`metadata`]: the metadata DB (SQLite or Postgres) — only the runner touches it;
-//! - [`sources`]: registering sources with sealed secrets, and previewing them;
+//! - [`secrets`]: passwords sealed under the cluster key, put back only to connect;
+//! - [`sources`]: registering sources, and previewing them;
+//! - [`connections`]: databases registered once, and the discovery of their tables;
+//! - [`cache`]: refreshing tables into versioned parquet on the cluster, and deleting old versions;
+//! - [`query`]: SQL on the cluster over connection tables, sources and `information_schema`;
 //! - [`local_state`]: the token and key the runner generates into its data dir;
 //! - [`client`]: the `kalla` CLI's HTTP client for a runner;
 //! - [`cluster`]: connecting to a Ballista cluster (remote, or an embedded in-process one);
@@ -11,12 +15,16 @@
 //! - [`output`]: printing query results as a table, CSV or JSON.
 
 pub mod api;
+pub mod cache;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod local_state;
 pub mod metadata;
 pub mod output;
+pub mod query;
+pub mod secrets;
 pub mod server;
 pub mod sources;

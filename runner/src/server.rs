@@ -8,11 +8,15 @@ use kalla_core::ClusterKey;
 use kalla_core::pool::{PoolRegistry, PoolSettings};
 use tokio::net::TcpListener;
 
-use crate::api::{self, ApiToken, AppState, ClusterEndpoint};
-use crate::cluster;
+use crate::api::{self, ApiToken, AppState};
+use crate::cache::{Cache, CacheSettings};
+use crate::cluster::ClusterEndpoint;
 use crate::config::RunnerConfig;
+use crate::connections::Connections;
 use crate::local_state::{self, Origin};
 use crate::metadata::MetadataDb;
+use crate::query::Queries;
+use crate::secrets::Secrets;
 use crate::sources::Sources;
 
 pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
@@ -30,8 +34,47 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     tracing::info!(backend = ?metadata.backend(), "metadata database ready");
     let cluster = start_cluster(&config, &key).await?;
 
+    let secrets = Secrets::new(metadata.clone(), key.clone());
+    let grace = Duration::from_secs(config.cache_grace_period_secs);
+    let sources = Sources::new(
+        metadata.clone(),
+        secrets.clone(),
+        config.s3(),
+        config.preview_count_cap,
+    );
+    let connections = Connections::new(metadata.clone(), secrets, grace);
+    let cache_settings = CacheSettings {
+        root: config.cache_root()?,
+        grace,
+        s3: config.s3(),
+        partitions: config.partition_options(),
+    };
+    tracing::info!(cache = %cache_settings.root.as_str(), "parquet cache");
+    let cache = Cache::new(
+        metadata.clone(),
+        connections.clone(),
+        cluster.clone(),
+        key.clone(),
+        cache_settings,
+    );
+    tokio::spawn(
+        cache
+            .clone()
+            .run_deletions(Duration::from_secs(config.cache_sweep_interval_secs.max(1))),
+    );
+    let queries = Queries::new(
+        metadata.clone(),
+        connections.clone(),
+        sources.clone(),
+        cache.clone(),
+        cluster.clone(),
+        key,
+    );
     let state = AppState {
-        sources: Sources::new(metadata.clone(), key, config.s3(), config.preview_count_cap),
+        sources,
+        connections,
+        cache,
+        queries,
         metadata,
         token: Arc::new(ApiToken::new(token)),
         cluster,
@@ -98,14 +141,12 @@ fn announce(what: &str, origin: &Origin) {
 }
 
 async fn start_cluster(config: &RunnerConfig, key: &ClusterKey) -> anyhow::Result<ClusterEndpoint> {
-    match &config.scheduler {
-        Some(url) => Ok(ClusterEndpoint::Remote(cluster::scheduler_rest_url(url)?)),
-        None => {
-            let context = cluster::connect(None, key.clone()).await?;
-            tracing::info!("embedded cluster started");
-            Ok(ClusterEndpoint::Embedded(context))
-        }
+    let cluster = ClusterEndpoint::start(config.scheduler.as_deref(), key.clone(), config.s3()).await?;
+    match &cluster.rest_url {
+        Some(url) => tracing::info!(scheduler = %url, "using the remote cluster"),
+        None => tracing::info!("embedded cluster started"),
     }
+    Ok(cluster)
 }
 
 async fn shutdown_signal() {

@@ -1,18 +1,21 @@
 //! Registering sources (a password in a URI moves into a sealed secret) and previewing them.
 
+use std::sync::Arc;
+
 use datafusion::prelude::SessionContext;
+use kalla_core::SourceUri;
 use kalla_core::pool::{PoolRegistry, redact_connection_url};
 use kalla_core::preview::files::{self, FileFormat};
+use kalla_core::preview::postgres::Previewer;
 use kalla_core::preview::{self, Condition, Preview, PreviewError};
-use kalla_core::seal::SealError;
 use kalla_core::storage::{self, S3Settings, StorageError};
-use kalla_core::{ClusterKey, SourceUri};
 use thiserror::Error;
 use url::Url;
 
 use crate::metadata::{MetadataDb, MetadataError, NewSource, SourceRecord};
+use crate::secrets::{SecretError, Secrets, take_password};
 
-const MAX_ALIAS_LEN: usize = 63;
+pub(crate) const MAX_ALIAS_LEN: usize = 63;
 
 #[derive(Debug, Error)]
 pub enum SourceError {
@@ -33,8 +36,8 @@ pub enum SourceError {
     Metadata(#[from] MetadataError),
     #[error(transparent)]
     Preview(#[from] PreviewError),
-    #[error("the source's stored secret cannot be opened with this runner's KALLA_SECRET_KEY: {0}")]
-    Secret(#[from] SealError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,24 +85,32 @@ fn is_postgres_scheme(scheme: &str) -> bool {
     matches!(scheme, "postgres" | "postgresql")
 }
 
+/// Where a source's rows are.
+pub enum SourceLocation {
+    Postgres(SourceUri),
+    File { url: Url, format: FileFormat },
+}
+
 /// Sources: their metadata, their secrets, and previews read through each source's own pool.
 #[derive(Clone)]
 pub struct Sources {
     db: MetadataDb,
-    key: ClusterKey,
+    secrets: Secrets,
     files: SessionContext,
     s3: S3Settings,
     count_cap: u64,
+    previewer: Arc<Previewer>,
 }
 
 impl Sources {
-    pub fn new(db: MetadataDb, key: ClusterKey, s3: S3Settings, count_cap: u64) -> Self {
+    pub fn new(db: MetadataDb, secrets: Secrets, s3: S3Settings, count_cap: u64) -> Self {
         Self {
             db,
-            key,
+            secrets,
             files: SessionContext::new(),
             s3,
             count_cap,
+            previewer: Arc::default(),
         }
     }
 
@@ -121,11 +132,7 @@ impl Sources {
                 storage::register_location(&self.files, uri, &self.s3).map_err(storage_error)?;
             }
         }
-        let secret = take_password(&mut url).map(|password| {
-            let id = MetadataDb::new_secret_id();
-            let sealed = self.key.seal(&secret_purpose(&id), &password);
-            (id, sealed)
-        });
+        let secret = take_password(&mut url).map(|password| self.secrets.seal(&password));
         let record = self
             .db
             .insert_source(NewSource {
@@ -159,59 +166,63 @@ impl Sources {
         limit: Option<usize>,
     ) -> Result<Preview, SourceError> {
         let limit = preview::checked_limit(limit)?;
-        let record = self.db.source(alias).await?;
-        match SourceType::parse(&record.source_type)? {
-            SourceType::Postgres => {
-                let source = self.postgres_uri(&record).await?;
+        let preview = match self.locate(alias).await? {
+            SourceLocation::Postgres(source) => {
                 let pool = PoolRegistry::global()
                     .get(source.connection_url())
                     .map_err(|e| PreviewError::Unreachable(e.to_string()))?;
-                Ok(
-                    preview::postgres::preview(&pool, source.table(), conditions, limit, self.count_cap)
-                        .await?,
-                )
+                self.previewer
+                    .preview(&pool, &source, conditions, limit, self.count_cap)
+                    .await?
             }
-            format @ (SourceType::Csv | SourceType::Parquet) => {
-                let url =
-                    storage::register_location(&self.files, &record.uri, &self.s3).map_err(storage_error)?;
-                let format = if format == SourceType::Csv {
-                    FileFormat::Csv
-                } else {
-                    FileFormat::Parquet
-                };
-                Ok(files::preview(&self.files, url.as_str(), format, conditions, limit).await?)
+            SourceLocation::File { url, format } => {
+                files::preview(&self.files, url.as_str(), format, conditions, limit).await?
             }
-        }
+        };
+        Ok(preview)
+    }
+
+    /// Where the source's data is: a Postgres table (password included) or files, whose object
+    /// store is registered on `files` sessions of this runner.
+    pub async fn locate(&self, alias: &str) -> Result<SourceLocation, SourceError> {
+        let record = self.db.source(alias).await?;
+        let format = match SourceType::parse(&record.source_type)? {
+            SourceType::Postgres => return Ok(SourceLocation::Postgres(self.postgres_uri(&record).await?)),
+            SourceType::Csv => FileFormat::Csv,
+            SourceType::Parquet => FileFormat::Parquet,
+        };
+        let url = storage::register_location(&self.files, &record.uri, &self.s3).map_err(storage_error)?;
+        Ok(SourceLocation::File { url, format })
+    }
+
+    pub fn s3(&self) -> &S3Settings {
+        &self.s3
     }
 
     /// The stored URI with its password put back from the secret.
     async fn postgres_uri(&self, record: &SourceRecord) -> Result<SourceUri, SourceError> {
-        let mut url = Url::parse(&record.uri).map_err(|e| SourceError::InvalidUri(e.to_string()))?;
-        if let Some(secret_id) = &record.secret_id {
-            let sealed = self.db.secret(secret_id).await?;
-            let password = self.key.unseal(&secret_purpose(secret_id), &sealed)?;
-            url.set_password(Some(&password))
-                .map_err(|()| SourceError::InvalidUri("stored URI cannot hold a password".into()))?;
-        }
+        let url = self
+            .secrets
+            .with_password(&record.uri, record.secret_id.as_deref())
+            .await?;
         SourceUri::parse(url.as_str()).map_err(|e| SourceError::InvalidUri(e.to_string()))
     }
 }
 
-/// What a source's password is sealed for, so a sealed value cannot be moved to another row.
-fn secret_purpose(secret_id: &str) -> String {
-    format!("kalla-secret:{secret_id}")
-}
-
 fn check_alias(alias: &str) -> Result<(), SourceError> {
-    let mut chars = alias.chars();
-    let valid = alias.len() <= MAX_ALIAS_LEN
-        && chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
+    if is_identifier(alias) {
         Ok(())
     } else {
         Err(SourceError::InvalidAlias(alias.to_string()))
     }
+}
+
+/// The rule for names users give (source aliases, connection names): a plain SQL identifier.
+pub(crate) fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_ALIAS_LEN
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn resolve_type(url: &Url, declared: Option<&str>) -> Result<SourceType, SourceError> {
@@ -231,32 +242,6 @@ fn resolve_type(url: &Url, declared: Option<&str>) -> Result<SourceType, SourceE
         });
     }
     Ok(declared)
-}
-
-/// Removes the password (userinfo or `password=` parameter) from `url` and returns it.
-fn take_password(url: &mut Url) -> Option<String> {
-    let mut password = url.password().map(|p| {
-        percent_encoding::percent_decode_str(p)
-            .decode_utf8_lossy()
-            .into_owned()
-    });
-    let _ = url.set_password(None);
-    let pairs: Vec<(String, String)> = url
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if pairs.iter().any(|(k, _)| k == "password") {
-        url.set_query(None);
-        let mut query = url.query_pairs_mut();
-        for (key, value) in pairs {
-            if key == "password" {
-                password.get_or_insert(value);
-            } else {
-                query.append_pair(&key, &value);
-            }
-        }
-    }
-    password.filter(|p| !p.is_empty())
 }
 
 /// The URI shown to users: `***` where a stored secret stands in for the password.
@@ -319,20 +304,6 @@ mod tests {
             resolve_type(&url("file:///x.csv"), Some("excel")),
             Err(SourceError::UnknownType(_))
         ));
-    }
-
-    #[test]
-    fn passwords_leave_the_uri() {
-        let mut url = Url::parse("postgres://app:p%40s+s@h:5432/db?table=s.t&sslmode=disable").unwrap();
-        assert_eq!(take_password(&mut url).as_deref(), Some("p@s+s"));
-        assert_eq!(url.as_str(), "postgres://app@h:5432/db?table=s.t&sslmode=disable");
-
-        let mut url = Url::parse("postgres://app@h/db?password=hunter2&table=t").unwrap();
-        assert_eq!(take_password(&mut url).as_deref(), Some("hunter2"));
-        assert_eq!(url.as_str(), "postgres://app@h/db?table=t");
-
-        let mut url = Url::parse("postgres://app@h/db?table=t").unwrap();
-        assert_eq!(take_password(&mut url), None);
     }
 
     #[test]

@@ -1,20 +1,13 @@
 //! The real Kalla binaries as child processes on free loopback ports.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+use crate::ports::free_port;
 
 /// Where cargo put the workspace binaries: `KALLA_BIN_DIR`, else next to this test's `deps/`.
 pub fn bin_path(name: &str) -> PathBuf {
@@ -46,6 +39,10 @@ pub struct ClusterOptions {
     pub executors: usize,
     pub vcores: usize,
     pub pool_cap: u32,
+    /// Notice a dead executor within seconds instead of minutes (for fault tests).
+    pub fast_failure_detection: bool,
+    /// More flags for the scheduler and every executor (e.g. S3 settings).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +51,8 @@ impl Default for ClusterOptions {
             executors: 2,
             vcores: 2,
             pool_cap: 2,
+            fast_failure_detection: false,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -81,16 +80,28 @@ impl Cluster {
         let port = cluster.scheduler_port.to_string();
         cluster.spawn(
             "scheduler",
-            Command::new(bin_path("kalla-scheduler")).args([
-                "--bind-host",
-                "127.0.0.1",
-                "--external-host",
-                "127.0.0.1",
-                "--bind-port",
-                &port,
-                "--task-distribution",
-                "round-robin",
-            ]),
+            Command::new(bin_path("kalla-scheduler"))
+                .args([
+                    "--bind-host",
+                    "127.0.0.1",
+                    "--external-host",
+                    "127.0.0.1",
+                    "--bind-port",
+                    &port,
+                    "--task-distribution",
+                    "round-robin",
+                ])
+                .args(if options.fast_failure_detection {
+                    &[
+                        "--executor-timeout-seconds",
+                        "4",
+                        "--expire-dead-executor-interval-seconds",
+                        "1",
+                    ][..]
+                } else {
+                    &[][..]
+                })
+                .args(&options.extra_args),
         );
         for i in 0..options.executors {
             let work_dir = cluster.logs.path().join(format!("executor-{i}-work"));
@@ -106,6 +117,12 @@ impl Cluster {
                 .args(["--source-pool-max-connections", &options.pool_cap.to_string()])
                 .arg("--work-dir")
                 .arg(&work_dir)
+                .args(if options.fast_failure_detection {
+                    &["--executor-heartbeat-interval-seconds", "1"][..]
+                } else {
+                    &[][..]
+                })
+                .args(&options.extra_args)
                 .env("KALLA_SECRET_KEY", &cluster.key);
             cluster.spawn(&format!("executor-{i}"), &mut command);
         }
@@ -150,6 +167,17 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Kills the named process (`scheduler`, `executor-0`, …) with SIGKILL.
+    pub fn kill(&mut self, name: &str) {
+        let (_, child) = self
+            .processes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Panics with the logs if any process has exited.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::cluster::free_port;
+use crate::ports::free_port;
 
 pub const MOTO_ENV: &str = "KALLA_TEST_MOTO_SERVER";
 
@@ -71,7 +71,27 @@ impl S3Server {
         );
     }
 
-    /// The runner flags that point it at this server.
+    /// The keys of the bucket's objects below `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let url = format!("{}/{}?list-type=2&prefix={prefix}", self.endpoint, self.bucket);
+        let listing = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("moto answers")
+            .text()
+            .await
+            .expect("a listing");
+        listing
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The runner (and executor) flags that point it at this server.
     pub fn runner_args(&self) -> Vec<String> {
         [
             "--s3-endpoint",

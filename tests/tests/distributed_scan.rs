@@ -303,6 +303,7 @@ async fn every_type_every_row_exactly_once_through_two_executors() {
         executors: 2,
         vcores: 4,
         pool_cap: POOL_CAP,
+        ..ClusterOptions::default()
     })
     .await;
     let (uri, password) = uri_with_password(&db);

@@ -2,7 +2,11 @@
 
 use kalla_core::ClusterKey;
 use kalla_e2e::postgres::TestDatabase;
-use kalla_runner::metadata::{MetadataDb, MetadataError, NewSource};
+use std::time::Duration;
+
+use kalla_runner::metadata::{
+    DiscoveredTable, MetadataDb, MetadataError, NewConnection, NewSource, NewVersion, TableSync,
+};
 
 /// Runs `check` with a freshly migrated SQLite database, then a Postgres one, and their URLs.
 async fn each_backend(check: impl AsyncFn(MetadataDb, &str)) {
@@ -114,4 +118,279 @@ async fn an_edited_migration_is_refused_by_name() {
         );
     })
     .await;
+}
+
+fn discovered(schema: &str, name: &str, columns: &str) -> DiscoveredTable {
+    DiscoveredTable {
+        schema_name: schema.into(),
+        table_name: name.into(),
+        arrow_schema_json: columns.into(),
+    }
+}
+
+/// Connections, their tables and cache versions: ids are `conn_…`/`tbl_…` text, discovery syncs
+/// tables, a version is published only under its lease, and replaced versions are queued.
+#[tokio::test]
+async fn connections_tables_and_cache_versions() {
+    each_backend(async |db: MetadataDb, _: &str| {
+        let key = ClusterKey::from_base64(&ClusterKey::generate_base64()).unwrap();
+        let secret_id = MetadataDb::new_secret_id();
+        let connection = db
+            .insert_connection(NewConnection {
+                name: "shop",
+                source_type: "postgres",
+                config_json: r#"{"uri":"postgres://app@h/db"}"#,
+                secret: Some((secret_id.clone(), key.seal(&secret_id, "pw"))),
+            })
+            .await
+            .unwrap();
+        assert!(
+            connection.id.starts_with("conn_") && connection.id.len() == 26,
+            "{}",
+            connection.id
+        );
+        let duplicate = db
+            .insert_connection(NewConnection {
+                name: "shop",
+                source_type: "postgres",
+                config_json: "{}",
+                secret: None,
+            })
+            .await;
+        assert!(
+            matches!(duplicate, Err(MetadataError::Duplicate { .. })),
+            "{duplicate:?}"
+        );
+
+        let grace = Duration::ZERO;
+        let sync = db
+            .sync_tables(
+                &connection.id,
+                &[
+                    discovered("public", "orders", "[1]"),
+                    discovered("public", "items", "[2]"),
+                ],
+                grace,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            sync,
+            TableSync {
+                added: 2,
+                ..TableSync::default()
+            }
+        );
+        let orders = db.table(&connection.id, "public", "orders").await.unwrap();
+        assert!(orders.id.starts_with("tbl_"), "{}", orders.id);
+        assert_eq!(orders.cache_url, None);
+
+        // Only the lease holder publishes; a second refresh cannot take the lease meanwhile.
+        assert!(
+            db.take_refresh_lease(&orders.id, "lease_a", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.take_refresh_lease(&orders.id, "lease_b", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        let v1 = NewVersion {
+            version: "v1",
+            url: "file:///c/v1/",
+            rows: 10,
+        };
+        assert!(
+            !db.publish_version(&orders.id, "lease_b", v1, grace)
+                .await
+                .unwrap()
+        );
+        let v1 = NewVersion {
+            version: "v1",
+            url: "file:///c/v1/",
+            rows: 10,
+        };
+        assert!(
+            db.publish_version(&orders.id, "lease_a", v1, grace)
+                .await
+                .unwrap()
+        );
+        let orders = db.table(&connection.id, "public", "orders").await.unwrap();
+        assert_eq!(
+            (orders.cache_version.as_deref(), orders.row_count),
+            (Some("v1"), Some(10))
+        );
+        assert!(orders.last_sync.is_some());
+        assert!(db.due_deletions(10).await.unwrap().is_empty());
+
+        assert!(
+            db.take_refresh_lease(&orders.id, "lease_c", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        let v2 = NewVersion {
+            version: "v2",
+            url: "file:///c/v2/",
+            rows: 11,
+        };
+        assert!(
+            db.publish_version(&orders.id, "lease_c", v2, grace)
+                .await
+                .unwrap()
+        );
+        let due = db.due_deletions(10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|d| d.url.as_str()).collect::<Vec<_>>(),
+            ["file:///c/v1/"]
+        );
+        db.deletion_failed(&due[0].id, "disk on fire", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert!(
+            db.due_deletions(10).await.unwrap().is_empty(),
+            "retried later, not now"
+        );
+        assert_eq!(db.pending_deletion_count().await.unwrap(), 1);
+
+        // A released lease can be taken again; an expired one too.
+        assert!(
+            db.take_refresh_lease(&orders.id, "lease_d", Duration::ZERO)
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            db.take_refresh_lease(&orders.id, "lease_e", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        db.release_refresh_lease(&orders.id, "lease_e").await.unwrap();
+
+        // Discovery: a changed table is updated, a vanished one removed with its cache queued.
+        let sync = db
+            .sync_tables(&connection.id, &[discovered("public", "items", "[3]")], grace)
+            .await
+            .unwrap();
+        assert_eq!(
+            sync,
+            TableSync {
+                changed: 1,
+                removed: 1,
+                ..TableSync::default()
+            }
+        );
+        assert!(matches!(
+            db.table(&connection.id, "public", "orders").await,
+            Err(MetadataError::NotFound { .. })
+        ));
+        assert_eq!(db.pending_deletion_count().await.unwrap(), 2);
+
+        let items = db.table(&connection.id, "public", "items").await.unwrap();
+        assert!(
+            db.take_refresh_lease(&items.id, "lease_f", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        let v = NewVersion {
+            version: "v1",
+            url: "file:///i/v1/",
+            rows: 1,
+        };
+        assert!(db.publish_version(&items.id, "lease_f", v, grace).await.unwrap());
+        assert!(db.purge_table_cache(&items.id, grace).await.unwrap());
+        assert!(
+            !db.purge_table_cache(&items.id, grace).await.unwrap(),
+            "nothing left to purge"
+        );
+        assert_eq!(db.pending_deletion_count().await.unwrap(), 3);
+
+        assert!(
+            db.take_refresh_lease(&items.id, "lease_g", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        let v = NewVersion {
+            version: "v2",
+            url: "file:///i/v2/",
+            rows: 1,
+        };
+        assert!(db.publish_version(&items.id, "lease_g", v, grace).await.unwrap());
+        db.delete_connection(&connection.id, grace).await.unwrap();
+        assert_eq!(
+            db.pending_deletion_count().await.unwrap(),
+            4,
+            "the served version is queued too"
+        );
+        assert!(db.list_tables(Some(&connection.id)).await.unwrap().is_empty());
+        assert!(matches!(
+            db.secret(&secret_id).await,
+            Err(MetadataError::NotFound { .. })
+        ));
+        assert!(matches!(
+            db.delete_connection(&connection.id, grace).await,
+            Err(MetadataError::NotFound { .. })
+        ));
+    })
+    .await;
+}
+
+/// The connection-id invariant: the schema and the code never give a connection id an integer type.
+#[test]
+fn connection_ids_are_never_integers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for backend in ["sqlite", "postgres"] {
+        for entry in std::fs::read_dir(root.join("migrations").join(backend)).unwrap() {
+            let path = entry.unwrap().path();
+            let sql = std::fs::read_to_string(&path).unwrap().to_lowercase();
+            let mut table = String::new();
+            for line in sql.lines().map(|l| l.split("--").next().unwrap().trim()) {
+                if let Some(rest) = line.strip_prefix("create table ") {
+                    table = rest.split_whitespace().next().unwrap_or_default().to_string();
+                }
+                let mut words = line.split_whitespace();
+                let (Some(column), Some(column_type)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                if column == "connection_id" || (table == "connections" && column == "id") {
+                    assert_eq!(
+                        column_type.trim_end_matches(','),
+                        "text",
+                        "{}: {line}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    let integer = integer_connection_ids(&root);
+    assert!(integer.is_empty(), "integer connection ids in code: {integer:?}");
+}
+
+/// `connection_id: <integer type>` anywhere in the workspace's Rust sources.
+fn integer_connection_ids(root: &std::path::Path) -> Vec<String> {
+    const INTEGERS: [&str; 8] = ["i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"];
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if path.is_dir() && !name.starts_with('.') && name != "target" {
+                pending.push(path);
+            } else if name.ends_with(".rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for line in text.lines() {
+                    let compact: String = line.split_whitespace().collect();
+                    if INTEGERS.iter().any(|t| {
+                        compact.contains(&format!("connection_id:{t}"))
+                            || compact.contains(&format!("connection_id:Option<{t}>"))
+                    }) {
+                        found.push(format!("{}: {}", path.display(), line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    found
 }

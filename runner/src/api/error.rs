@@ -9,7 +9,11 @@ use kalla_core::preview::PreviewError;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::cache::CacheError;
+use crate::connections::ConnectionError;
 use crate::metadata::MetadataError;
+use crate::query::QueryError;
+use crate::secrets::SecretError;
 use crate::sources::SourceError;
 
 #[derive(Debug)]
@@ -81,11 +85,97 @@ impl From<SourceError> for ApiError {
             | SourceError::InvalidUri(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_source", error.to_string())
             }
-            SourceError::Secret(_) => Self::new(
+            SourceError::Secret(error) => error.into(),
+        }
+    }
+}
+
+impl From<SecretError> for ApiError {
+    fn from(error: SecretError) -> Self {
+        match error {
+            SecretError::Metadata(error) => error.into(),
+            SecretError::Unseal(_) | SecretError::NoPasswordSlot(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "secret_unreadable",
                 error.to_string(),
             ),
+        }
+    }
+}
+
+impl From<ConnectionError> for ApiError {
+    fn from(error: ConnectionError) -> Self {
+        match error {
+            ConnectionError::Metadata(error) => error.into(),
+            ConnectionError::Secret(error) => error.into(),
+            ConnectionError::InvalidName(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_name", error.to_string())
+            }
+            ConnectionError::UnknownType(_) | ConnectionError::InvalidConfig(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_connection", error.to_string())
+            }
+            ConnectionError::Unreachable(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "source_unavailable", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<CacheError> for ApiError {
+    fn from(error: CacheError) -> Self {
+        match error {
+            CacheError::Connection(error) => error.into(),
+            CacheError::Metadata(error) => error.into(),
+            CacheError::RefreshRunning(_) => {
+                Self::new(StatusCode::CONFLICT, "refresh_running", error.to_string())
+            }
+            CacheError::RefreshFailed { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, "refresh_failed", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::Cache(error) => error.into(),
+            QueryError::Connection(error) => error.into(),
+            QueryError::Source(error) => error.into(),
+            QueryError::Metadata(error) => error.into(),
+            QueryError::InvalidLimit(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_limit", error.to_string())
+            }
+            QueryError::InvalidSql(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_sql", error.to_string()),
+            QueryError::UnknownTable(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_table", error.to_string())
+            }
+            QueryError::Failed(_) => Self::new(StatusCode::BAD_GATEWAY, "query_failed", error.to_string()),
+        }
+    }
+}
+
+/// `Query<T>` whose rejections are API errors (400 naming the bad parameter).
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            )),
         }
     }
 }

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use kalla_core::pool::PoolRegistry;
 use serde_json::json;
 
-use super::{AppState, ClusterEndpoint};
+use super::AppState;
+use crate::cluster::ClusterEndpoint;
 
 const CLUSTER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -36,7 +37,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn probe_cluster(cluster: &ClusterEndpoint) -> Result<(), String> {
-    let ClusterEndpoint::Remote(rest_url) = cluster else {
+    let Some(rest_url) = &cluster.rest_url else {
         return Ok(());
     };
     let client = reqwest::Client::builder()

@@ -1,6 +1,7 @@
 //! The runner's HTTP API: routes, shared state, and the layers every request passes through.
 
 mod auth;
+mod connections;
 mod error;
 mod health;
 mod metrics;
@@ -9,10 +10,14 @@ mod sources;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Router, middleware};
 
+use crate::cache::Cache;
+use crate::cluster::ClusterEndpoint;
+use crate::connections::Connections;
 use crate::metadata::MetadataDb;
+use crate::query::Queries;
 use crate::sources::Sources;
 
 pub use auth::ApiToken;
@@ -22,19 +27,13 @@ pub use metrics::install_recorder;
 /// Request bodies larger than this are refused with 413.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Where the runner's cluster is.
-#[derive(Clone)]
-pub enum ClusterEndpoint {
-    /// A session on the in-process scheduler and executor, which live as long as it does.
-    Embedded(datafusion::prelude::SessionContext),
-    /// A remote scheduler's REST address (`http://host:port`).
-    Remote(String),
-}
-
 #[derive(Clone)]
 pub struct AppState {
     pub metadata: MetadataDb,
     pub sources: Sources,
+    pub connections: Connections,
+    pub cache: Cache,
+    pub queries: Queries,
     pub token: Arc<ApiToken>,
     pub cluster: ClusterEndpoint,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -45,6 +44,27 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sources", get(sources::list).post(sources::create))
         .route("/api/sources/{alias}", get(sources::show).delete(sources::remove))
         .route("/api/sources/{alias}/load-scoped", post(sources::load_scoped))
+        .route(
+            "/api/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route(
+            "/api/connections/{id}",
+            get(connections::show).delete(connections::remove),
+        )
+        .route("/api/connections/{id}/health", get(connections::health))
+        .route("/api/connections/{id}/refresh", post(connections::refresh))
+        .route("/api/connections/{id}/cache", delete(connections::purge))
+        .route(
+            "/api/connections/{id}/tables/{schema}/{table}/refresh",
+            post(connections::refresh_table),
+        )
+        .route(
+            "/api/connections/{id}/tables/{schema}/{table}/cache",
+            delete(connections::purge_table),
+        )
+        .route("/api/information_schema", get(connections::information_schema))
+        .route("/api/query", post(connections::query))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/health", get(health::health))

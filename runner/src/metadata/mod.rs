@@ -4,15 +4,22 @@
 //! transaction and recorded with its checksum, and an applied migration that was edited since
 //! stops the runner with its name.
 
+mod connections;
+mod deletions;
 mod secrets;
 mod sources;
+mod tables;
 
+use kalla_core::seal::Sealed;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::{AnyPool, Error as SqlxError};
+use sqlx::{Any, AnyPool, Error as SqlxError, Transaction};
 use thiserror::Error;
 
+pub use connections::{ConnectionRecord, NewConnection};
+pub use deletions::PendingDeletion;
 pub use sources::{NewSource, SourceRecord};
+pub use tables::{DiscoveredTable, NewVersion, TableRecord, TableSync};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -110,6 +117,52 @@ impl MetadataDb {
     }
 }
 
+/// One row of text values to insert, after its sealed secret if it has one.
+struct RowInsert<'a> {
+    table: &'static str,
+    columns: &'static str,
+    values: Vec<Option<&'a str>>,
+    secret: Option<&'a (String, Sealed)>,
+    /// What a unique violation is reported as: a duplicate `kind` named `name`.
+    kind: &'static str,
+    name: &'a str,
+}
+
+impl MetadataDb {
+    /// Inserts the row and its secret in one transaction.
+    async fn insert_with_secret(&self, row: RowInsert<'_>) -> Result<(), MetadataError> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = Self::insert_rows(&mut tx, &row).await;
+        if let Err(error) = inserted {
+            // Roll back now rather than when the connection is next used: until then SQLite
+            // would keep this transaction's write lock and refuse the next writer.
+            tx.rollback().await?;
+            return Err(unique_violation(error, row.kind, row.name));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_rows(tx: &mut Transaction<'_, Any>, row: &RowInsert<'_>) -> Result<(), SqlxError> {
+        if let Some((id, sealed)) = row.secret {
+            Self::insert_secret(tx, id, sealed).await?;
+        }
+        let placeholders: Vec<String> = (1..=row.values.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            row.table,
+            row.columns,
+            placeholders.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for value in &row.values {
+            insert = insert.bind(*value);
+        }
+        insert.execute(&mut **tx).await?;
+        Ok(())
+    }
+}
+
 /// Sorts a failed insert into a duplicate name or a real error.
 fn unique_violation(error: SqlxError, kind: &'static str, name: &str) -> MetadataError {
     match &error {
@@ -122,7 +175,20 @@ fn unique_violation(error: SqlxError, kind: &'static str, name: &str) -> Metadat
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    timestamp(chrono::Utc::now())
+}
+
+/// The time `delay` from now, as stored.
+fn after(delay: std::time::Duration) -> String {
+    // Capped so the result keeps the fixed width of a four-digit year.
+    let cap = chrono::Duration::days(365 * 100);
+    let delay = chrono::Duration::from_std(delay).unwrap_or(cap).min(cap);
+    timestamp(chrono::Utc::now() + delay)
+}
+
+/// Fixed width, so text comparison is time order in both backends.
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// A new id: `prefix_` and 21 URL-safe random characters.

@@ -3,9 +3,9 @@
 use kalla_core::seal::Sealed;
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::{Any, FromRow, Row, Transaction};
+use sqlx::{FromRow, Row};
 
-use super::{MetadataDb, MetadataError, new_id, now, unique_violation};
+use super::{MetadataDb, MetadataError, RowInsert, new_id, now};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceRecord {
@@ -57,39 +57,24 @@ impl MetadataDb {
             created_at: now.clone(),
             updated_at: now,
         };
-        let mut tx = self.pool().begin().await?;
-        let inserted = Self::insert_source_rows(&mut tx, &record, source.secret.as_ref()).await;
-        if let Err(error) = inserted {
-            // Roll back now rather than when the connection is next used: until then SQLite
-            // would keep this transaction's write lock and refuse the next writer.
-            tx.rollback().await?;
-            return Err(unique_violation(error, "source", source.alias));
-        }
-        tx.commit().await?;
-        Ok(record)
-    }
-
-    async fn insert_source_rows(
-        tx: &mut Transaction<'_, Any>,
-        record: &SourceRecord,
-        secret: Option<&(String, Sealed)>,
-    ) -> Result<(), sqlx::Error> {
-        if let Some((id, sealed)) = secret {
-            Self::insert_secret(tx, id, sealed).await?;
-        }
-        sqlx::query(&format!(
-            "INSERT INTO sources ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
-        .bind(&record.id)
-        .bind(&record.alias)
-        .bind(&record.uri)
-        .bind(&record.source_type)
-        .bind(&record.secret_id)
-        .bind(&record.created_at)
-        .bind(&record.updated_at)
-        .execute(&mut **tx)
+        self.insert_with_secret(RowInsert {
+            table: "sources",
+            columns: COLUMNS,
+            values: vec![
+                Some(record.id.as_str()),
+                Some(record.alias.as_str()),
+                Some(record.uri.as_str()),
+                Some(record.source_type.as_str()),
+                record.secret_id.as_deref(),
+                Some(record.created_at.as_str()),
+                Some(record.updated_at.as_str()),
+            ],
+            secret: source.secret.as_ref(),
+            kind: "source",
+            name: source.alias,
+        })
         .await?;
-        Ok(())
+        Ok(record)
     }
 
     pub async fn list_sources(&self) -> Result<Vec<SourceRecord>, MetadataError> {

@@ -1,0 +1,615 @@
+//! Connections, the parquet cache and SQL through the real runner, scheduler and two executors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kalla_e2e::cluster::{Cluster, ClusterOptions};
+use kalla_e2e::postgres::TestDatabase;
+use kalla_e2e::runner::Runner;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const ORDERS: &str = "
+CREATE TABLE orders AS
+SELECT i::int8 AS id, (i % 997)::int4 AS customer, (i * 1.25)::numeric(12,2) AS amount,
+       DATE '2024-01-01' + (i % 365) AS placed_on,
+       CASE WHEN i % 11 = 0 THEN NULL ELSE repeat(md5(i::text), 2) END AS note
+FROM generate_series(1, 200000) AS i;
+CREATE TABLE items (sku text PRIMARY KEY, price numeric(8,2));
+INSERT INTO items VALUES ('a', 1.50), ('b', 2.25), ('c', NULL);
+CREATE VIEW big_orders AS SELECT id, amount FROM orders WHERE amount > 1000;
+";
+
+/// A cluster of a scheduler and two executors, with a runner using it and a shared cache dir.
+struct Setup {
+    runner: Runner,
+    cluster: Cluster,
+    cache: TempDir,
+}
+
+async fn setup(extra: &[&str]) -> Setup {
+    setup_on(Cluster::start(ClusterOptions::default()).await, extra).await
+}
+
+async fn setup_on(cluster: Cluster, extra: &[&str]) -> Setup {
+    let cache = tempfile::Builder::new().prefix("kalla-cache-").tempdir().unwrap();
+    let cache_url = url::Url::from_directory_path(cache.path()).unwrap().to_string();
+    let scheduler = cluster.scheduler_url();
+    let mut args = vec![
+        "--scheduler",
+        &scheduler,
+        "--secret-key",
+        &cluster.key,
+        "--cache-dir",
+        &cache_url,
+        "--cache-grace-period-secs",
+        "2",
+        "--cache-sweep-interval-secs",
+        "1",
+        "--scan-partition-mib",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    let runner = Runner::start_in(TempDir::new().unwrap(), None, &args).await;
+    Setup {
+        runner,
+        cluster,
+        cache,
+    }
+}
+
+async fn create_connection(runner: &Runner, name: &str, db: &TestDatabase) -> Value {
+    let (status, body) = runner
+        .call(
+            Method::POST,
+            "/api/connections",
+            Some(json!({"name": name, "source_type": "postgres", "config": {"uri": db.url}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+async fn query(runner: &Runner, body: Value) -> Value {
+    let (status, response) = runner.call(Method::POST, "/api/query", Some(body.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}: {response}");
+    response
+}
+
+/// Postgres's own answer to `SELECT <columns> FROM <rest>`, as text.
+async fn postgres_row(db: &TestDatabase, query: &str) -> Vec<Option<String>> {
+    let (columns, rest) = query.split_once(" FROM ").expect("columns FROM rest");
+    let as_text: Vec<String> = columns
+        .split(", ")
+        .map(|c| format!("CAST({c} AS text)"))
+        .collect();
+    let sql = format!("SELECT ARRAY[{}] FROM {rest}", as_text.join(", "));
+    sqlx::query_scalar(&sql)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The version directories under the cache root for one table.
+fn versions(cache: &Path, connection_id: &str, table: &str) -> Vec<String> {
+    let dir = cache.join("cache").join(connection_id).join("public").join(table);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    kalla_e2e::wait_for(what, Duration::from_secs(30), || {
+        let ready = done();
+        async move { ready.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster() {
+    let db = TestDatabase::create().await;
+    db.execute(ORDERS).await;
+    let Setup {
+        runner,
+        mut cluster,
+        cache,
+    } = setup(&[]).await;
+
+    let created = create_connection(&runner, "shop", &db).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("conn_"), "{created}");
+    assert_eq!(created["discovery"]["status"], "succeeded", "{created}");
+    assert_eq!(created["discovery"]["tables"], 3, "{created}");
+    assert!(
+        created["config"]["password"].is_null(),
+        "no password was given: {created}"
+    );
+
+    for (body, status, message) in [
+        (
+            json!({"name": "bad-name", "source_type": "postgres", "config": {"uri": db.url}}),
+            400,
+            "invalid connection name",
+        ),
+        (
+            json!({"name": "x", "source_type": "mysql", "config": {"uri": db.url}}),
+            400,
+            "source_type",
+        ),
+        (
+            json!({"name": "x", "source_type": "postgres", "config": {"host": "h"}}),
+            400,
+            "database is required",
+        ),
+        (
+            json!({"name": "shop", "source_type": "postgres", "config": {"uri": db.url}}),
+            409,
+            "already exists",
+        ),
+    ] {
+        let (got, response) = runner
+            .call(Method::POST, "/api/connections", Some(body.clone()))
+            .await;
+        assert_eq!(got.as_u16(), status, "{body}: {response}");
+        assert!(
+            response["error"]["message"].as_str().unwrap().contains(message),
+            "{response}"
+        );
+    }
+
+    let (_, shown) = runner
+        .call(Method::GET, &format!("/api/connections/{id}"), None)
+        .await;
+    assert_eq!(
+        (shown["table_count"].clone(), shown["cached_table_count"].clone()),
+        (json!(3), json!(0))
+    );
+    let (_, health) = runner
+        .call(Method::GET, &format!("/api/connections/{id}/health"), None)
+        .await;
+    assert_eq!(health["reachable"], true, "{health}");
+
+    // First use caches the table: a distributed refresh, one parquet file per partition.
+    let totals = "SELECT count(*) AS n, sum(amount) AS total, min(placed_on) AS first, count(note) AS notes \
+                  FROM shop.public.orders";
+    let answer = query(&runner, json!({"sql": totals})).await;
+    let expected = postgres_row(
+        &db,
+        "count(*), sum(amount), min(placed_on), count(note) FROM orders",
+    )
+    .await;
+    assert_eq!(answer["rows"][0], json!(expected), "{answer}");
+    assert_eq!(answer["tables"][0]["read"], "cache", "{answer}");
+    let v1 = answer["tables"][0]["version"].as_str().unwrap().to_string();
+    let v1_dir = cache
+        .path()
+        .join("cache")
+        .join(&id)
+        .join("public")
+        .join("orders")
+        .join(&v1);
+    let files: Vec<_> = std::fs::read_dir(&v1_dir).unwrap().flatten().collect();
+    assert!(
+        files.len() >= 3,
+        "one file per partition of a ~25 MiB table at 4 MiB: {files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .all(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+    );
+
+    let by_bucket = "SELECT customer % 7 AS bucket, count(*) AS n, sum(amount) AS total \
+                     FROM shop.public.orders GROUP BY customer % 7 ORDER BY bucket";
+    let answer = query(&runner, json!({"sql": by_bucket})).await;
+    let expected: Vec<Vec<Option<String>>> = sqlx::query_scalar::<_, Vec<Option<String>>>(
+        "SELECT ARRAY[(customer % 7)::text, count(*)::text, sum(amount)::text] FROM orders \
+         GROUP BY customer % 7 ORDER BY customer % 7",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(answer["rows"], json!(expected));
+    assert_eq!(
+        answer["tables"][0]["version"],
+        json!(v1),
+        "served from the same version"
+    );
+
+    // Change rows at the source, refresh, and see the new values; the old version goes after the grace period.
+    db.execute(
+        "UPDATE orders SET amount = amount + 1 WHERE id <= 1000; DELETE FROM orders WHERE id > 199990",
+    )
+    .await;
+    let (status, refreshed) = runner
+        .call(
+            Method::POST,
+            &format!("/api/connections/{id}/tables/public/orders/refresh"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(refreshed["rows"], 199_990, "{refreshed}");
+    let v2 = refreshed["version"].as_str().unwrap().to_string();
+    assert_ne!(v1, v2);
+    let answer = query(&runner, json!({"sql": totals})).await;
+    let expected = postgres_row(
+        &db,
+        "count(*), sum(amount), min(placed_on), count(note) FROM orders",
+    )
+    .await;
+    assert_eq!(answer["rows"][0], json!(expected), "{answer}");
+    assert_eq!(answer["tables"][0]["version"], json!(v2));
+    wait_until("the replaced version's files to be deleted", || {
+        versions(cache.path(), &id, "orders") == [v2.clone()]
+    })
+    .await;
+
+    // The catalog, through the API and through SQL.
+    let (_, catalog) = runner
+        .call(
+            Method::GET,
+            &format!("/api/information_schema?connection_id={id}"),
+            None,
+        )
+        .await;
+    let orders = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table_name"] == "orders")
+        .unwrap();
+    assert_eq!(
+        orders["columns"][2],
+        json!({"name": "amount", "data_type": "Decimal128(12, 2)", "nullable": true, "sql_type": "numeric(12,2)"})
+    );
+    assert_eq!(orders["cache_version"], json!(v2));
+    let answer = query(
+        &runner,
+        json!({"sql": "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'shop' AND table_schema = 'public' ORDER BY table_name"}),
+    )
+    .await;
+    assert_eq!(
+        answer["rows"],
+        json!([["big_orders"], ["items"], ["orders"]]),
+        "{answer}"
+    );
+    let answer = query(
+        &runner,
+        json!({"sql": "SELECT data_type FROM information_schema.columns WHERE table_catalog = 'shop' AND table_name = 'orders' AND column_name = 'placed_on'"}),
+    )
+    .await;
+    assert_eq!(answer["rows"], json!([["Date32"]]), "{answer}");
+
+    // Live reads go straight to Postgres through the partitioned scan; joins mix both.
+    let answer = query(
+        &runner,
+        json!({"sql": "SELECT sku, price FROM shop.public.items ORDER BY sku", "live": true}),
+    )
+    .await;
+    assert_eq!(answer["rows"], json!([["a", "1.50"], ["b", "2.25"], ["c", null]]));
+    assert_eq!(answer["tables"][0]["read"], "live");
+    let answer = query(
+        &runner,
+        json!({"sql": "SELECT id FROM shop.public.orders ORDER BY id", "limit": 5}),
+    )
+    .await;
+    assert_eq!(answer["rows"], json!([["1"], ["2"], ["3"], ["4"], ["5"]]));
+    assert_eq!(
+        (answer["row_count"].clone(), answer["truncated"].clone()),
+        (json!(5), json!(true))
+    );
+    assert_eq!(answer["columns"][0]["data_type"], "Int64");
+
+    for (body, status, message) in [
+        (
+            json!({"sql": "SELECT * FROM shop.public.nope"}),
+            404,
+            "unknown table",
+        ),
+        (
+            json!({"sql": "SELECT * FROM nowhere.public.orders"}),
+            404,
+            "unknown table",
+        ),
+        (
+            json!({"sql": "SELECT * FROM public.orders"}),
+            404,
+            "connection.schema.table",
+        ),
+        (json!({"sql": "SELEKT 1"}), 400, "SELEKT"),
+        (json!({"sql": "CREATE TABLE t (a int)"}), 400, "DDL"),
+        (json!({"sql": "SELECT 1", "limit": 0}), 400, "limit"),
+    ] {
+        let (got, response) = runner.call(Method::POST, "/api/query", Some(body.clone())).await;
+        assert_eq!(got.as_u16(), status, "{body}: {response}");
+        assert!(
+            response["error"]["message"].as_str().unwrap().contains(message),
+            "{body}: {response}"
+        );
+    }
+
+    // Purge, delete: the files follow after the grace period.
+    let (status, purged) = runner
+        .call(
+            Method::DELETE,
+            &format!("/api/connections/{id}/tables/public/orders/cache"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, purged["purged_tables"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{purged}"
+    );
+    wait_until("the purged version's files to be deleted", || {
+        versions(cache.path(), &id, "orders").is_empty()
+    })
+    .await;
+    let answer = query(&runner, json!({"sql": "SELECT count(*) FROM shop.public.orders"})).await;
+    assert_eq!(answer["rows"], json!([["199990"]]), "cached again on use");
+    let (status, _) = runner
+        .call(Method::DELETE, &format!("/api/connections/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    wait_until("a deleted connection's cache to be deleted", || {
+        versions(cache.path(), &id, "orders").is_empty()
+    })
+    .await;
+    let (status, _) = runner
+        .call(Method::GET, &format!("/api/connections/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    cluster.assert_running();
+}
+
+/// Waits until an executor is copying from `db`, i.e. a refresh is mid-way.
+async fn wait_for_copy(db: &TestDatabase) {
+    kalla_e2e::wait_for("an executor's COPY", Duration::from_secs(60), || async {
+        let copying: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'COPY%' AND state = 'active'",
+        )
+        .bind(&db.name)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (copying > 0).then_some(())
+    })
+    .await;
+}
+
+/// Refreshes in the background, so a fault can be injected while it runs.
+fn spawn_refresh(runner: &Runner, id: &str) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let (http, url, token) = (
+        runner.http().clone(),
+        format!(
+            "{}/api/connections/{id}/tables/public/orders/refresh",
+            runner.base_url
+        ),
+        runner.token.clone(),
+    );
+    tokio::spawn(async move {
+        let response = http
+            .post(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("runner answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// After a fault: exactly one version remains (the served one), it answers correctly, and the
+/// scheduler runs no job.
+async fn assert_one_serving_version(setup: &Setup, id: &str, served: &str, totals: &Value) {
+    wait_until("only the served version's files to remain", || {
+        versions(setup.cache.path(), id, "orders") == [served.to_string()]
+    })
+    .await;
+    let answer = query(
+        &setup.runner,
+        json!({"sql": "SELECT count(*), sum(amount) FROM shop.public.orders"}),
+    )
+    .await;
+    assert_eq!(answer["tables"][0]["version"], served, "{answer}");
+    assert_eq!(&answer["rows"][0], totals, "the served version's own data");
+    let dir = setup
+        .cache
+        .path()
+        .join("cache")
+        .join(id)
+        .join("public")
+        .join("orders")
+        .join(served);
+    for file in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = file.file_name().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("part-") && name.ends_with(".parquet"),
+            "stray file {name}"
+        );
+    }
+    let jobs: Value = reqwest::get(setup.cluster.rest_url("/api/jobs"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !jobs.to_string().contains("Running") && !jobs.to_string().contains("Queued"),
+        "{jobs}"
+    );
+}
+
+/// Faults mid-refresh — an executor killed, the source's backends terminated — never leave a
+/// half-written version served, a job running, or partial files behind.
+#[tokio::test]
+async fn faults_mid_refresh_leave_the_previous_version_serving() {
+    let db = TestDatabase::create().await;
+    db.execute(&ORDERS.replace("200000", "600000")).await;
+    let cluster = Cluster::start(ClusterOptions {
+        fast_failure_detection: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let setup = setup_on(cluster, &[]).await;
+    let id = create_connection(&setup.runner, "shop", &db).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, first) = setup
+        .runner
+        .call(
+            Method::POST,
+            &format!("/api/connections/{id}/tables/public/orders/refresh"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let mut served = first["version"].as_str().unwrap().to_string();
+    let totals_of = |db: &TestDatabase| {
+        let db_pool = db.pool.clone();
+        async move {
+            let row: Vec<Option<String>> =
+                sqlx::query_scalar("SELECT ARRAY[count(*)::text, sum(amount)::text] FROM orders")
+                    .fetch_one(&db_pool)
+                    .await
+                    .unwrap();
+            json!(row)
+        }
+    };
+    let mut served_totals = totals_of(&db).await;
+
+    // The source's backends terminated mid-refresh: the refresh fails and v1 keeps serving
+    // (or, if Ballista retried the failed tasks, the new version does).
+    db.execute("UPDATE orders SET amount = amount + 1 WHERE id <= 10")
+        .await;
+    let refresh = spawn_refresh(&setup.runner, &id);
+    wait_for_copy(&db).await;
+    db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'").await;
+    let (status, outcome) = refresh.await.unwrap();
+    eprintln!("source backends terminated mid-refresh: {status} {outcome}");
+    if status == StatusCode::OK {
+        served = outcome["version"].as_str().unwrap().to_string();
+        served_totals = totals_of(&db).await;
+    } else {
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{outcome}");
+        assert_eq!(outcome["error"]["code"], "refresh_failed", "{outcome}");
+    }
+    assert_one_serving_version(&setup, &id, &served, &served_totals).await;
+
+    // An executor killed mid-refresh: the refresh fails or is retried on the other executor; either
+    // way one complete version serves.
+    let mut setup = setup;
+    let refresh = spawn_refresh(&setup.runner, &id);
+    wait_for_copy(&db).await;
+    setup.cluster.kill("executor-0");
+    let (status, outcome) = tokio::time::timeout(Duration::from_secs(120), refresh)
+        .await
+        .expect("the refresh ends")
+        .unwrap();
+    eprintln!("executor killed mid-refresh: {status} {outcome}");
+    if status == StatusCode::OK {
+        assert_eq!(outcome["rows"], 600_000, "{outcome}");
+        served = outcome["version"].as_str().unwrap().to_string();
+        served_totals = totals_of(&db).await;
+    } else {
+        assert_eq!(outcome["error"]["code"], "refresh_failed", "{outcome}");
+    }
+    assert_one_serving_version(&setup, &id, &served, &served_totals).await;
+}
+
+/// In clusters the cache lives on S3: executors write the parquet files there, queries read them,
+/// and replaced versions are deleted from the bucket.
+#[tokio::test]
+async fn the_cache_can_live_on_s3() {
+    let s3 = kalla_e2e::s3::S3Server::start().await;
+    let db = TestDatabase::create().await;
+    db.execute(ORDERS).await;
+    let cluster = Cluster::start(ClusterOptions {
+        extra_args: s3.runner_args(),
+        ..ClusterOptions::default()
+    })
+    .await;
+    let cache_dir = format!("s3://{}/kalla", s3.bucket);
+    let mut args: Vec<String> = [
+        "--scheduler",
+        &cluster.scheduler_url(),
+        "--secret-key",
+        &cluster.key,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(s3.runner_args());
+    args.extend(
+        [
+            "--cache-dir",
+            &cache_dir,
+            "--cache-grace-period-secs",
+            "1",
+            "--cache-sweep-interval-secs",
+            "1",
+            "--scan-partition-mib",
+            "4",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let runner = Runner::start_in(TempDir::new().unwrap(), None, &args).await;
+    let id = create_connection(&runner, "shop", &db).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let totals = "SELECT count(*), sum(amount) FROM shop.public.orders";
+    let (status, answer) = runner
+        .call(Method::POST, "/api/query", Some(json!({"sql": totals})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}\n{}", cluster.log_tails());
+    assert_eq!(
+        answer["rows"][0],
+        json!(postgres_row(&db, "count(*), sum(amount) FROM orders").await)
+    );
+    let v1 = answer["tables"][0]["version"].as_str().unwrap().to_string();
+    let prefix = format!("kalla/cache/{id}/public/orders/");
+    let keys = s3.keys(&prefix).await;
+    assert!(
+        keys.len() >= 3 && keys.iter().all(|k| k.starts_with(&format!("{prefix}{v1}/part-"))),
+        "{keys:?}"
+    );
+
+    db.execute("UPDATE orders SET amount = 0 WHERE id = 1").await;
+    let (status, refreshed) = runner
+        .call(
+            Method::POST,
+            &format!("/api/connections/{id}/tables/public/orders/refresh"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let v2 = refreshed["version"].as_str().unwrap().to_string();
+    let answer = query(&runner, json!({"sql": totals})).await;
+    assert_eq!(
+        answer["rows"][0],
+        json!(postgres_row(&db, "count(*), sum(amount) FROM orders").await)
+    );
+    kalla_e2e::wait_for(
+        "the replaced version to leave the bucket",
+        Duration::from_secs(30),
+        || async {
+            let keys = s3.keys(&prefix).await;
+            (!keys.is_empty() && keys.iter().all(|k| k.starts_with(&format!("{prefix}{v2}/")))).then_some(())
+        },
+    )
+    .await;
+}
