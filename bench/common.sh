@@ -23,3 +23,60 @@ cargo build --release --locked --workspace --bins -q
 
 psql "$SERVER_URL" -Xqtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
   || psql "$SERVER_URL" -Xqc "CREATE DATABASE $DB"
+
+# Loads the 10M-row TPC-H-shaped lineitem from ../shared/data (once) into the bench database.
+load_lineitem() {
+  local data_dir=${KALLA_BENCH_DATA:-$ROOT/../shared/data}
+  step "data: lineitem (10M rows) in database $DB"
+  table_is_current lineitem kalla-bench:lineitem:v1 && return
+  [ -f "$data_dir/10_lineitem.sql" ] || { echo "generators not found in $data_dir (set KALLA_BENCH_DATA)" >&2; exit 1; }
+  psql "$DB_URL" -X -v ON_ERROR_STOP=1 -q -f "$data_dir/00_helpers.sql" -f "$data_dir/10_lineitem.sql"
+}
+
+# The Python anchors (DuckDB with its postgres scanner, ConnectorX) in bench/.venv; sets PY.
+python_anchors() {
+  step "python anchors: duckdb 1.5.5 + postgres scanner, connectorx"
+  local venv=$ROOT/bench/.venv
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q duckdb==1.5.5 duckdb-extension-postgres-scanner==1.5.5 connectorx pyarrow
+  PY=$venv/bin/python
+}
+
+# Starts kalla-scheduler and two kalla-executors (2 vcores each) with a fresh cluster key; sets
+# SPORT and KALLA_SECRET_KEY. Extra arguments go to each executor.
+start_cluster() {
+  step "cluster: kalla-scheduler + 2 kalla-executors (release)"
+  export KALLA_SECRET_KEY=$(openssl rand -base64 32)
+  SPORT=$(free_port)
+  "$BIN/kalla-scheduler" --bind-host 127.0.0.1 --external-host 127.0.0.1 --bind-port "$SPORT" \
+    --task-distribution round-robin >"$WORK/scheduler.log" 2>&1 &
+  for i in 1 2; do
+    "$BIN/kalla-executor" --bind-host 127.0.0.1 --external-host 127.0.0.1 --scheduler-port "$SPORT" \
+      --bind-port "$(free_port)" --bind-grpc-port "$(free_port)" --bind-health-port "$(free_port)" \
+      --vcores 2 --work-dir "$WORK" "$@" >"$WORK/executor-$i.log" 2>&1 &
+  done
+  for _ in $(seq 100); do
+    [ "$(curl -fs "http://127.0.0.1:$SPORT/api/executors" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null)" = 2 ] && return
+    sleep 0.2
+  done
+  echo "executors did not register; see $WORK/*.log" >&2
+  exit 1
+}
+
+# Writes the machine and versions lines every result file ends with.
+machine_lines() {
+  echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores, $(free -h | awk '/Mem:/{print $2}') RAM, $(uname -srm)"
+  echo "- versions: $(psql --version); kalla $(git rev-parse --short HEAD) (release); $(rustc --version)"
+}
+
+# An aggregate over every lineitem column, so that every value is decoded.
+EVERY_COLUMN="SELECT count(*), sum(l_orderkey), sum(l_partkey), sum(l_suppkey), sum(l_linenumber),
+  sum(l_quantity), sum(l_extendedprice), sum(l_discount), sum(l_tax), max(l_returnflag), max(l_linestatus),
+  max(l_shipdate), max(l_commitdate), max(l_receiptdate), max(l_shipinstruct), max(l_shipmode), max(l_comment)
+  FROM lineitem"
+
+# The distributed scan of the live lineitem through the cluster started by start_cluster.
+kalla_scan() {
+  "$BIN/kalla" query --scheduler "df://127.0.0.1:$SPORT" --table "lineitem=$DB_URL?table=public.lineitem" \
+    --format csv "$EVERY_COLUMN" >"$WORK/kalla.out"
+}

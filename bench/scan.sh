@@ -6,41 +6,13 @@
 #   bench/scan.sh            # needs Postgres at $KALLA_BENCH_PG_URL and ../shared/data
 source "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
-DATA_DIR=${KALLA_BENCH_DATA:-$ROOT/../shared/data}
-
-step "data: lineitem (10M rows) in database $DB"
-if ! table_is_current lineitem kalla-bench:lineitem:v1; then
-  [ -f "$DATA_DIR/10_lineitem.sql" ] || { echo "generators not found in $DATA_DIR (set KALLA_BENCH_DATA)" >&2; exit 1; }
-  psql "$DB_URL" -X -v ON_ERROR_STOP=1 -q -f "$DATA_DIR/00_helpers.sql" -f "$DATA_DIR/10_lineitem.sql"
-fi
+load_lineitem
 BLOCKS=$(psql "$DB_URL" -XtAc "SELECT pg_relation_size('lineitem') / current_setting('block_size')::int")
 HALF=$((BLOCKS / 2))
 
-step "python anchors: duckdb 1.5.5 + postgres scanner, connectorx"
-VENV=$ROOT/bench/.venv
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q duckdb==1.5.5 duckdb-extension-postgres-scanner==1.5.5 connectorx pyarrow
-PY=$VENV/bin/python
+python_anchors
+start_cluster
 
-step "cluster: kalla-scheduler + 2 kalla-executors (release)"
-export KALLA_SECRET_KEY=$(openssl rand -base64 32)
-SPORT=$(free_port)
-"$BIN/kalla-scheduler" --bind-host 127.0.0.1 --external-host 127.0.0.1 --bind-port "$SPORT" \
-  --task-distribution round-robin >"$WORK/scheduler.log" 2>&1 &
-for i in 1 2; do
-  "$BIN/kalla-executor" --bind-host 127.0.0.1 --external-host 127.0.0.1 --scheduler-port "$SPORT" \
-    --bind-port "$(free_port)" --bind-grpc-port "$(free_port)" --bind-health-port "$(free_port)" \
-    --vcores 2 --work-dir "$WORK" >"$WORK/executor-$i.log" 2>&1 &
-done
-for _ in $(seq 100); do
-  [ "$(curl -fs "http://127.0.0.1:$SPORT/api/executors" | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null)" = 2 ] && break
-  sleep 0.2
-done
-
-EVERY_COLUMN="SELECT count(*), sum(l_orderkey), sum(l_partkey), sum(l_suppkey), sum(l_linenumber),
-  sum(l_quantity), sum(l_extendedprice), sum(l_discount), sum(l_tax), max(l_returnflag), max(l_linestatus),
-  max(l_shipdate), max(l_commitdate), max(l_receiptdate), max(l_shipinstruct), max(l_shipmode), max(l_comment)
-  FROM lineitem"
 
 copy_1() { psql "$DB_URL" -Xqc "COPY lineitem TO STDOUT (FORMAT binary)" >/dev/null; }
 copy_2() {
@@ -48,10 +20,7 @@ copy_2() {
   psql "$DB_URL" -Xqc "COPY (SELECT * FROM lineitem WHERE ctid >= '($HALF,0)'::tid) TO STDOUT (FORMAT binary)" >/dev/null
   wait %%
 }
-kalla_cluster() {
-  "$BIN/kalla" query --scheduler "df://127.0.0.1:$SPORT" --table "lineitem=$DB_URL?table=public.lineitem" \
-    --format csv "$EVERY_COLUMN" >"$WORK/kalla.out"
-}
+kalla_cluster() { kalla_scan; }
 duckdb_scanner() {
   "$PY" - "$DB_URL" <<'PY'
 import sys, duckdb, duckdb_extension_postgres_scanner as ext, os, glob

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Kalla quickstart: builds Kalla, seeds a small invoices/payments demo in Postgres and reconciles it
 # on an embedded cluster, then starts an embedded runner, registers the example CSV and the demo's
-# Postgres table, and previews each with a filter through the `kalla` CLI and curl.
+# Postgres table, and previews each with a filter through the `kalla` CLI and curl; finally registers
+# the demo database as a connection and queries it with SQL (cached as parquet on first use).
 #
 #   examples/quickstart.sh            # KALLA_DEMO_PG_URL picks the Postgres server
 #   KEEP_RUNNING=1 examples/quickstart.sh   # leave the runner up afterwards
@@ -51,6 +52,19 @@ BODY='{"conditions":[{"column":"amount","op":"between","value":[100,101]}],"limi
 echo "\$ curl -H \"Authorization: Bearer \$KALLA_API_TOKEN\" -H 'Content-Type: application/json' -d '$BODY' $RUNNER_URL/api/sources/invoices_pg/load-scoped"
 curl -fsS -H "Authorization: Bearer $KALLA_API_TOKEN" -H 'Content-Type: application/json' -d "$BODY" \
   "$RUNNER_URL/api/sources/invoices_pg/load-scoped"
+echo
+
+step "a connection: the whole demo database, queried with SQL on the cluster"
+api() { curl -fsS -H "Authorization: Bearer $KALLA_API_TOKEN" -H 'Content-Type: application/json' "$@"; }
+OLD=$(api "$RUNNER_URL/api/connections" | python3 -c 'import json,sys; print(" ".join(c["id"] for c in json.load(sys.stdin) if c["name"] == "demo"))')
+for id in $OLD; do api -X DELETE "$RUNNER_URL/api/connections/$id"; done
+BODY="{\"name\":\"demo\",\"source_type\":\"postgres\",\"config\":{\"uri\":\"$DEMO_DB_URL\"}}"
+echo "\$ curl … -d '$BODY' $RUNNER_URL/api/connections"
+api -d "$BODY" "$RUNNER_URL/api/connections"
+echo
+BODY='{"sql":"SELECT date_trunc('"'"'month'"'"', i.issued_on) AS month, count(*) AS invoices, sum(i.amount) AS invoiced, sum(p.amount) AS paid FROM demo.public.invoices i JOIN demo.public.payments p ON p.invoice_ref = i.invoice_id GROUP BY 1 ORDER BY 1"}'
+echo "\$ curl … -d '$BODY' $RUNNER_URL/api/query"
+api -d "$BODY" "$RUNNER_URL/api/query"
 echo
 if [ -n "${KEEP_RUNNING:-}" ]; then
   echo "runner left running (pid $RUNNER) at $RUNNER_URL; token in $DATA_DIR/api-token"
