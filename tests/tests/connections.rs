@@ -225,6 +225,25 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
         "served from the same version"
     );
 
+    // Two refreshes of one table at once: one runs, the other is refused.
+    let (first, second) = (spawn_refresh(&runner, &id), spawn_refresh(&runner, &id));
+    let mut statuses = [first.await.unwrap(), second.await.unwrap()];
+    statuses.sort_by_key(|(status, _)| *status);
+    assert_eq!(statuses[0].0, StatusCode::OK, "{statuses:?}");
+    assert_eq!(statuses[1].0, StatusCode::CONFLICT, "{statuses:?}");
+    assert!(
+        statuses[1].1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already running")
+    );
+    let v1 = statuses[0].1["version"].as_str().unwrap().to_string();
+    wait_until(
+        "the version replaced by the concurrent refresh to be deleted",
+        || versions(cache.path(), &id, "orders") == [v1.clone()],
+    )
+    .await;
+
     // Change rows at the source, refresh, and see the new values; the old version goes after the grace period.
     db.execute(
         "UPDATE orders SET amount = amount + 1 WHERE id <= 1000; DELETE FROM orders WHERE id > 199990",
