@@ -632,3 +632,85 @@ async fn the_cache_can_live_on_s3() {
     )
     .await;
 }
+
+/// A connection's password is sealed: it shows as `***`, never in a response, the runner's log or
+/// any file of its data dir (metadata DB and parquet cache included), yet queries still work.
+#[tokio::test]
+async fn a_connections_password_appears_nowhere() {
+    let db = TestDatabase::create().await;
+    db.execute(ORDERS).await;
+    let role = format!("kalla_conn_{}", &db.name[11..]);
+    let password = format!("Conn-{}-never-leaks", &db.name[11..]);
+    db.execute(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD '{password}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
+    ))
+    .await;
+    let server = url::Url::parse(&db.url).unwrap();
+    let runner = Runner::start(None).await;
+    let config = json!({"host": server.host_str(), "port": server.port().unwrap_or(5432),
+        "database": db.name, "user": role, "password": password});
+    let (status, created) = runner
+        .call(
+            Method::POST,
+            "/api/connections",
+            Some(json!({"name": "guarded", "source_type": "postgres", "config": config})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["config"]["password"], "***");
+    assert_eq!(created["discovery"]["status"], "succeeded", "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut responses = vec![created];
+    for path in [
+        "/api/connections".to_string(),
+        format!("/api/connections/{id}"),
+        format!("/api/connections/{id}/health"),
+    ] {
+        responses.push(runner.call(Method::GET, &path, None).await.1);
+    }
+    responses.push(
+        query(
+            &runner,
+            json!({"sql": "SELECT count(*) FROM guarded.public.orders"}),
+        )
+        .await,
+    );
+    responses.push(
+        query(
+            &runner,
+            json!({"sql": "SELECT count(*) FROM guarded.public.items", "live": true}),
+        )
+        .await,
+    );
+    assert_eq!(responses[4]["rows"], json!([["200000"]]));
+    for response in &responses {
+        assert!(!response.to_string().contains(&password), "{response}");
+    }
+    assert!(
+        !runner.logs().contains(&password),
+        "the runner's log holds the password"
+    );
+    let (_, data_dir) = runner.terminate();
+    let mut pending = vec![data_dir.path().to_path_buf()];
+    let mut files = 0;
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
+                "{} holds the password",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        files > 3,
+        "the metadata DB and the cache's parquet files were searched"
+    );
+}
