@@ -357,6 +357,53 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
         );
     }
 
+    // A schema refresh drops vanished tables; with data=true every cached table is refreshed too.
+    db.execute("DROP VIEW big_orders; DROP TABLE items; CREATE TABLE refunds (id int8)")
+        .await;
+    let (status, refreshed) = runner
+        .call(
+            Method::POST,
+            &format!("/api/connections/{id}/refresh?data=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_eq!(
+        (
+            refreshed["discovery"]["added"].clone(),
+            refreshed["discovery"]["removed"].clone()
+        ),
+        (json!(1), json!(2)),
+        "{refreshed}"
+    );
+    let refreshed_tables: Vec<&str> = refreshed["refreshed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(refreshed_tables, ["orders"], "only cached tables get new data");
+    let (status, _) = runner
+        .call(
+            Method::POST,
+            "/api/query",
+            Some(json!({"sql": "SELECT * FROM shop.public.items", "live": true})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a vanished table is gone from the catalog"
+    );
+    let (status, bad) = runner
+        .call(
+            Method::POST,
+            &format!("/api/connections/{id}/refresh?data=maybe"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+
     // Purge, delete: the files follow after the grace period.
     let (status, purged) = runner
         .call(
