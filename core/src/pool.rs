@@ -33,6 +33,10 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// Shown in `pg_stat_activity.application_name`.
     pub application_name: String,
+    /// Ping each connection before handing it out. Off where every use is one short statement
+    /// that retries itself on a broken connection (the runner's previews): it saves a round trip,
+    /// and sqlx still pings connections as they return to the pool.
+    pub ping_before_use: bool,
 }
 
 impl Default for PoolSettings {
@@ -42,6 +46,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(60),
             acquire_timeout: Duration::from_secs(30),
             application_name: "kalla".into(),
+            ping_before_use: true,
         }
     }
 }
@@ -145,6 +150,7 @@ impl PoolRegistry {
             .min_connections(0)
             .idle_timeout(settings.idle_timeout)
             .acquire_timeout(settings.acquire_timeout)
+            .test_before_acquire(settings.ping_before_use)
             .connect_lazy_with(options))
     }
 

@@ -83,6 +83,9 @@ pub struct RunnerConfig {
     /// Idle source connections (then unused pools) close after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub source_pool_idle_timeout_secs: u64,
+    /// Seconds a request waits for a source connection (an unreachable source fails after this).
+    #[arg(long, default_value_t = 5)]
+    pub source_connect_timeout_secs: u64,
     /// Previews count matching rows up to this many; beyond it the total is a lower bound.
     #[arg(long, default_value_t = 1_000_000)]
     pub preview_count_cap: u64,

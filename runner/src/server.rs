@@ -25,7 +25,9 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     PoolRegistry::global().configure(PoolSettings {
         max_connections: config.source_pool_max_connections,
         idle_timeout: Duration::from_secs(config.source_pool_idle_timeout_secs),
+        acquire_timeout: Duration::from_secs(config.source_connect_timeout_secs.max(1)),
         application_name: "kalla-runner".into(),
+        ping_before_use: false,
         ..PoolSettings::default()
     });
     let metadata = MetadataDb::open(&config.metadata_url())

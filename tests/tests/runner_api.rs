@@ -357,6 +357,31 @@ async fn previews_follow_schema_changes_at_once() {
     );
 }
 
+/// Previews survive the source closing every pooled connection of the runner (a restart, a
+/// DBA's `pg_terminate_backend`): the next request finds a live connection by itself.
+#[tokio::test]
+async fn previews_survive_terminated_connections() {
+    let (source, runner) = items_source_and_runner().await;
+    let body = json!({"conditions": [{"column": "id", "op": "lte", "value": 10}]});
+    let previews = (0..8).map(|_| preview(&runner, "items", body.clone()));
+    for (status, body) in futures::future::join_all(previews).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let terminated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'kalla-runner') AS t",
+    )
+    .fetch_one(&source.pool)
+    .await
+    .unwrap();
+    assert!(terminated >= 1, "the runner should have pooled connections");
+    for _ in 0..4 {
+        let (status, body) = preview(&runner, "items", body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["total_rows"], json!(10), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn injection_attempts_are_refused_or_taken_literally() {
     let source = TestDatabase::create().await;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::{Arguments, PgPool, Row};
+use sqlx::{Arguments, Connection, PgPool, Row};
 
 use super::{Condition, Op, Operand, Preview, PreviewColumn, PreviewError, find_column};
 use crate::SourceUri;
@@ -174,10 +174,7 @@ async fn query(
 ) -> Result<Preview, PreviewError> {
     let filter = WhereClause::build(columns, conditions)?;
     let sql = preview_sql(table, columns, &filter.sql, limit, count_cap);
-    let rows = sqlx::query_with(&sql, filter.arguments()?)
-        .fetch_all(pool)
-        .await
-        .map_err(query_error)?;
+    let rows = fetch(pool, &sql, &filter).await.map_err(query_error)?;
 
     let mut values = Vec::with_capacity(rows.len());
     let mut matching = None;
@@ -197,6 +194,32 @@ async fn query(
         total_rows: matching.min(count_cap),
         total_rows_exact: matching <= count_cap,
     })
+}
+
+/// Runs the statement; if its connection turns out dead (a restarted source, a terminated
+/// backend), runs it again on one that answers a ping, as the pool's other idle connections
+/// may be just as dead. Dead ones are discarded as they return to the pool.
+async fn fetch(pool: &PgPool, sql: &str, filter: &WhereClause) -> Result<Vec<PgRow>, sqlx::Error> {
+    let error = match sqlx::query_with(sql, filter.arguments().map_err(protocol)?)
+        .fetch_all(pool)
+        .await
+    {
+        Err(error) if connection_lost(&error) => error,
+        answer => return answer,
+    };
+    for _ in 0..=pool.size() {
+        let mut connection = pool.acquire().await?;
+        if connection.ping().await.is_ok() {
+            return sqlx::query_with(sql, filter.arguments().map_err(protocol)?)
+                .fetch_all(&mut *connection)
+                .await;
+        }
+    }
+    Err(error)
+}
+
+fn protocol(error: PreviewError) -> sqlx::Error {
+    sqlx::Error::Protocol(error.to_string())
 }
 
 /// `SELECT false, <columns as text> … LIMIT n UNION ALL SELECT true, <count up to cap+1>, NULL, …`.
@@ -252,6 +275,17 @@ fn catalog_error(error: CatalogError) -> PreviewError {
         @ (CatalogError::NotFound(_) | CatalogError::NotReadable { .. } | CatalogError::NoColumns(_)) => {
             PreviewError::Gone(gone.to_string())
         }
+    }
+}
+
+/// Whether `error` means the connection died rather than the statement failing.
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+        _ => false,
     }
 }
 
