@@ -28,7 +28,6 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         acquire_timeout: Duration::from_secs(config.source_connect_timeout_secs.max(1)),
         application_name: "kalla-runner".into(),
         ping_before_use: false,
-        ..PoolSettings::default()
     });
     let metadata = MetadataDb::open(&config.metadata_url())
         .await

@@ -249,13 +249,7 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
         "UPDATE orders SET amount = amount + 1 WHERE id <= 1000; DELETE FROM orders WHERE id > 199990",
     )
     .await;
-    let (status, refreshed) = runner
-        .call(
-            Method::POST,
-            &format!("/api/connections/{id}/tables/public/orders/refresh"),
-            None,
-        )
-        .await;
+    let (status, refreshed) = refresh_orders(&runner, &id).await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert_eq!(refreshed["rows"], 199_990, "{refreshed}");
     let v2 = refreshed["version"].as_str().unwrap().to_string();
@@ -453,6 +447,12 @@ async fn wait_for_copy(db: &TestDatabase) {
     .await;
 }
 
+/// Refreshes the cache of `orders` and returns the runner's answer.
+async fn refresh_orders(runner: &Runner, id: &str) -> (StatusCode, Value) {
+    let path = format!("/api/connections/{id}/tables/public/orders/refresh");
+    runner.call(Method::POST, &path, None).await
+}
+
 /// Refreshes in the background, so a fault can be injected while it runs.
 fn spawn_refresh(runner: &Runner, id: &str) -> tokio::task::JoinHandle<(StatusCode, Value)> {
     let (http, url, token) = (
@@ -532,14 +532,7 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
         .as_str()
         .unwrap()
         .to_string();
-    let (status, first) = setup
-        .runner
-        .call(
-            Method::POST,
-            &format!("/api/connections/{id}/tables/public/orders/refresh"),
-            None,
-        )
-        .await;
+    let (status, first) = refresh_orders(&setup.runner, &id).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     let mut served = first["version"].as_str().unwrap().to_string();
     let totals_of = |db: &TestDatabase| {
@@ -655,13 +648,7 @@ async fn the_cache_can_live_on_s3() {
     );
 
     db.execute("UPDATE orders SET amount = 0 WHERE id = 1").await;
-    let (status, refreshed) = runner
-        .call(
-            Method::POST,
-            &format!("/api/connections/{id}/tables/public/orders/refresh"),
-            None,
-        )
-        .await;
+    let (status, refreshed) = refresh_orders(&runner, &id).await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     let v2 = refreshed["version"].as_str().unwrap().to_string();
     let answer = query(&runner, json!({"sql": totals})).await;

@@ -120,6 +120,14 @@ async fn an_edited_migration_is_refused_by_name() {
     .await;
 }
 
+/// Publishes `version` at `url` under `lease`; whether the table took it.
+async fn publish(db: &MetadataDb, table_id: &str, lease: &str, version: &str, url: &str, rows: i64) -> bool {
+    let version = NewVersion { version, url, rows };
+    db.publish_version(table_id, lease, version, Duration::ZERO)
+        .await
+        .unwrap()
+}
+
 fn discovered(schema: &str, name: &str, columns: &str) -> DiscoveredTable {
     DiscoveredTable {
         schema_name: schema.into(),
@@ -196,26 +204,8 @@ async fn connections_tables_and_cache_versions() {
                 .await
                 .unwrap()
         );
-        let v1 = NewVersion {
-            version: "v1",
-            url: "file:///c/v1/",
-            rows: 10,
-        };
-        assert!(
-            !db.publish_version(&orders.id, "lease_b", v1, grace)
-                .await
-                .unwrap()
-        );
-        let v1 = NewVersion {
-            version: "v1",
-            url: "file:///c/v1/",
-            rows: 10,
-        };
-        assert!(
-            db.publish_version(&orders.id, "lease_a", v1, grace)
-                .await
-                .unwrap()
-        );
+        assert!(!publish(&db, &orders.id, "lease_b", "v1", "file:///c/v1/", 10).await);
+        assert!(publish(&db, &orders.id, "lease_a", "v1", "file:///c/v1/", 10).await);
         let orders = db.table(&connection.id, "public", "orders").await.unwrap();
         assert_eq!(
             (orders.cache_version.as_deref(), orders.row_count),
@@ -229,16 +219,7 @@ async fn connections_tables_and_cache_versions() {
                 .await
                 .unwrap()
         );
-        let v2 = NewVersion {
-            version: "v2",
-            url: "file:///c/v2/",
-            rows: 11,
-        };
-        assert!(
-            db.publish_version(&orders.id, "lease_c", v2, grace)
-                .await
-                .unwrap()
-        );
+        assert!(publish(&db, &orders.id, "lease_c", "v2", "file:///c/v2/", 11).await);
         let due = db.due_deletions(10).await.unwrap();
         assert_eq!(
             due.iter().map(|d| d.url.as_str()).collect::<Vec<_>>(),
@@ -292,12 +273,7 @@ async fn connections_tables_and_cache_versions() {
                 .await
                 .unwrap()
         );
-        let v = NewVersion {
-            version: "v1",
-            url: "file:///i/v1/",
-            rows: 1,
-        };
-        assert!(db.publish_version(&items.id, "lease_f", v, grace).await.unwrap());
+        assert!(publish(&db, &items.id, "lease_f", "v1", "file:///i/v1/", 1).await);
         assert!(db.purge_table_cache(&items.id, grace).await.unwrap());
         assert!(
             !db.purge_table_cache(&items.id, grace).await.unwrap(),
@@ -310,12 +286,7 @@ async fn connections_tables_and_cache_versions() {
                 .await
                 .unwrap()
         );
-        let v = NewVersion {
-            version: "v2",
-            url: "file:///i/v2/",
-            rows: 1,
-        };
-        assert!(db.publish_version(&items.id, "lease_g", v, grace).await.unwrap());
+        assert!(publish(&db, &items.id, "lease_g", "v2", "file:///i/v2/", 1).await);
         db.delete_connection(&connection.id, grace).await.unwrap();
         assert_eq!(
             db.pending_deletion_count().await.unwrap(),
