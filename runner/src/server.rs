@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use kalla_core::ClusterKey;
 use kalla_core::pool::{PoolRegistry, PoolSettings};
 use tokio::net::TcpListener;
@@ -87,6 +88,12 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, "kalla-runner listening");
     println!("kalla-runner listening on http://{address}");
+    // Small JSON answers must not wait for Nagle's algorithm and the client's delayed ACK.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
