@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ballista::prelude::SessionContextExt;
-use datafusion::catalog::MemoryCatalogProviderList;
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
+};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use kalla_core::postgres::{PartitionOptions, PgTableProvider};
@@ -62,6 +64,16 @@ impl ClusterEndpoint {
         let state = SessionStateBuilder::new_from_existing(self.base.state())
             .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
             .build();
+        // A new catalog list starts empty: bare table names need the default catalog and schema.
+        let options = &state.config().options().catalog;
+        let schema = Arc::new(MemorySchemaProvider::new());
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog
+            .register_schema(&options.default_schema, schema)
+            .expect("a memory catalog takes any schema");
+        state
+            .catalog_list()
+            .register_catalog(options.default_catalog.clone(), catalog);
         SessionContext::new_with_state(state)
     }
 }

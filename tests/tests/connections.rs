@@ -303,6 +303,24 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
     .await;
     assert_eq!(answer["rows"], json!([["Date32"]]), "{answer}");
 
+    // Sources are queried by alias, next to connection tables.
+    runner
+        .register_source("orders_src", &db.source_uri("public.orders"))
+        .await;
+    let answer = query(
+        &runner,
+        json!({"sql": "SELECT count(*) FROM orders_src s JOIN shop.public.orders o ON o.id = s.id WHERE s.amount = o.amount"}),
+    )
+    .await;
+    assert_eq!(answer["rows"], json!([["199990"]]), "{answer}");
+    let reads: Vec<&str> = answer["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["read"].as_str().unwrap())
+        .collect();
+    assert_eq!(reads, ["source", "cache"], "{answer}");
+
     // Live reads go straight to Postgres through the partitioned scan; joins mix both.
     let answer = query(
         &runner,
