@@ -12,7 +12,7 @@ use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, parser::
 use kalla_core::cache::CacheDir;
 use kalla_core::postgres::PartitionOptions;
 use kalla_core::process::with_env_fallbacks;
-use kalla_core::storage::S3Settings;
+use kalla_core::storage::{S3Args, S3Settings};
 
 /// A setting that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,18 +65,9 @@ pub struct RunnerConfig {
     /// Cluster key: 32 random bytes, base64 (default in embedded mode: generated into the data dir).
     #[arg(long, hide_env_values = true)]
     pub secret_key: Option<SecretString>,
-    /// S3-compatible endpoint for s3:// sources (default: AWS).
-    #[arg(long)]
-    pub s3_endpoint: Option<String>,
-    #[arg(long)]
-    pub s3_region: Option<String>,
-    #[arg(long, hide_env_values = true)]
-    pub s3_access_key_id: Option<SecretString>,
-    #[arg(long, hide_env_values = true)]
-    pub s3_secret_access_key: Option<SecretString>,
-    /// Allow plain-HTTP S3 endpoints (local servers).
-    #[arg(long)]
-    pub s3_allow_http: bool,
+    /// S3 settings for s3:// sources and the cache (default: AWS and the `AWS_*` variables).
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Most connections the runner opens to one source.
     #[arg(long, default_value_t = 4)]
     pub source_pool_max_connections: u32,
@@ -130,13 +121,7 @@ impl RunnerConfig {
     }
 
     pub fn s3(&self) -> S3Settings {
-        S3Settings {
-            endpoint: self.s3_endpoint.clone(),
-            region: self.s3_region.clone(),
-            access_key_id: self.s3_access_key_id.as_ref().map(|s| s.expose().to_string()),
-            secret_access_key: self.s3_secret_access_key.as_ref().map(|s| s.expose().to_string()),
-            allow_http: self.s3_allow_http,
-        }
+        self.s3.settings()
     }
 
     /// The cache root: the configured one, or `cache/`'s parent in the data dir as a file:// URL.
@@ -226,7 +211,7 @@ mod tests {
             RunnerConfig::load_from(["kalla-runner", "--config", path, "--bind", "127.0.0.1:1"]).unwrap();
         assert_eq!(config.bind.to_string(), "127.0.0.1:1");
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/kalla"));
-        assert!(config.s3_allow_http);
+        assert!(config.s3.s3_allow_http);
     }
 
     #[test]
