@@ -14,9 +14,11 @@ use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::Statement;
 use kalla_core::ClusterKey;
 use kalla_core::ident::{Ident, QualifiedName};
@@ -130,7 +132,6 @@ impl Queries {
         };
         let mut references = table_references(&request.sql)?;
         references.sort_by_key(|r| r.to_string());
-        references.dedup();
         let catalog_only = !references.is_empty() && references.iter().all(is_information_schema);
         let (session, tables) = if catalog_only {
             (self.catalog_session().await?, vec![catalog_read()])
@@ -279,22 +280,21 @@ impl Queries {
     }
 }
 
-/// The tables `sql` names, or why it cannot be parsed.
+/// The tables `sql` names (deduplicated, without CTE names), or why it cannot be parsed.
 fn table_references(sql: &str) -> Result<Vec<TableReference>, QueryError> {
-    let state = SessionContext::new().state();
-    let dialect = state.config().options().sql_parser.dialect;
-    let statement = state
-        .sql_to_statement(sql, &dialect)
-        .map_err(|e| QueryError::InvalidSql(e.to_string()))?;
+    let invalid = |e: DataFusionError| QueryError::InvalidSql(e.to_string());
+    let mut statements = DFParser::parse_sql(sql).map_err(invalid)?;
+    let (Some(statement), None) = (statements.pop_front(), statements.pop_front()) else {
+        return Err(QueryError::InvalidSql("send exactly one SQL statement".into()));
+    };
     let is_query = matches!(&statement, DFStatement::Statement(s) if matches!(**s, Statement::Query(_)));
     if !is_query {
         return Err(QueryError::InvalidSql(
             "only queries (SELECT …) run here: DDL, DML and other statements are not supported".into(),
         ));
     }
-    state
-        .resolve_table_references(&statement)
-        .map_err(|e| QueryError::InvalidSql(e.to_string()))
+    let (tables, _ctes) = resolve_table_references(&statement, true).map_err(invalid)?;
+    Ok(tables)
 }
 
 fn is_information_schema(reference: &TableReference) -> bool {

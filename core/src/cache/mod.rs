@@ -93,22 +93,8 @@ impl CacheDir {
         store: &Arc<dyn ObjectStore>,
         keep: &[&str],
     ) -> Result<usize, CacheError> {
-        let prefix = self.path()?;
-        let store_error = |source| CacheError::Store {
-            location: self.url.to_string(),
-            source,
-        };
-        let strays: Vec<Path> = store
-            .list(Some(&prefix))
-            .map_ok(|meta| meta.location)
-            .try_filter(|path| futures::future::ready(!keep.contains(&path.as_ref())))
-            .try_collect()
-            .await
-            .map_err(store_error)?;
-        for stray in &strays {
-            store.delete(stray).await.map_err(store_error)?;
-        }
-        Ok(strays.len() + self.remove_local_staging_files(keep))
+        let deleted = self.delete_listed(store, keep).await?;
+        Ok(deleted + self.remove_local_staging_files(keep))
     }
 
     /// A local store does not list the staging files of uploads that never completed (a killed
@@ -132,30 +118,37 @@ impl CacheDir {
 
     /// Deletes every object below this directory; returns how many there were.
     pub async fn delete_all(&self, store: &Arc<dyn ObjectStore>) -> Result<usize, CacheError> {
-        let prefix = self.path()?;
-        let store_error = |source| CacheError::Store {
-            location: self.url.to_string(),
-            source,
-        };
-        let objects: Vec<Path> = store
-            .list(Some(&prefix))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await
-            .map_err(store_error)?;
-        for object in &objects {
-            match store.delete(object).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(error) => return Err(store_error(error)),
-            }
-        }
+        let deleted = self.delete_listed(store, &[]).await?;
         // A local directory tree is left behind by object deletes; tidy it when there is one.
         if self.url.scheme() == "file"
             && let Ok(dir) = self.url.to_file_path()
         {
             let _ = std::fs::remove_dir_all(dir);
         }
-        Ok(objects.len())
+        Ok(deleted)
+    }
+
+    /// Deletes the objects the store lists below this directory, but `keep`; one already gone
+    /// (a concurrent sweep) counts as deleted.
+    async fn delete_listed(&self, store: &Arc<dyn ObjectStore>, keep: &[&str]) -> Result<usize, CacheError> {
+        let store_error = |source| CacheError::Store {
+            location: self.url.to_string(),
+            source,
+        };
+        let doomed: Vec<Path> = store
+            .list(Some(&self.path()?))
+            .map_ok(|meta| meta.location)
+            .try_filter(|path| futures::future::ready(!keep.contains(&path.as_ref())))
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        for object in &doomed {
+            match store.delete(object).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        Ok(doomed.len())
     }
 }
 
