@@ -16,6 +16,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 
 use crate::cache::refresh::{CacheRefreshSpec, CacheRefreshTable};
 use crate::cache::sink::{PartitionParquetSinkExec, SinkSpec};
+use crate::cache::write::{WritePlanTable, WriteSpec};
 use crate::postgres::exec::{PgScanExec, PgScanSpec};
 use crate::postgres::provider::{PgTableProvider, PgTableSpec};
 use crate::seal::ClusterKey;
@@ -25,6 +26,7 @@ const TAG_BALLISTA: u8 = 0;
 const TAG_POSTGRES: u8 = 1;
 const TAG_CACHE_REFRESH: u8 = 2;
 const TAG_PARQUET_SINK: u8 = 3;
+const TAG_WRITE_PLAN: u8 = 4;
 
 fn envelope(tag: u8, payload: &impl serde::Serialize, buf: &mut Vec<u8>) -> Result<()> {
     buf.push(tag);
@@ -82,6 +84,10 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
                 let spec: CacheRefreshSpec = open(payload)?;
                 Ok(Arc::new(CacheRefreshTable::new(spec, None)))
             }
+            (TAG_WRITE_PLAN, payload) => {
+                let spec: WriteSpec = open(payload)?;
+                Ok(Arc::new(WritePlanTable::from_spec(spec, ctx)?))
+            }
             (TAG_BALLISTA, payload) => self
                 .inner
                 .try_decode_table_provider(payload, table_ref, schema, ctx),
@@ -100,6 +106,9 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
         }
         if let Some(refresh) = node.downcast_ref::<CacheRefreshTable>() {
             return envelope(TAG_CACHE_REFRESH, refresh.spec(), buf);
+        }
+        if let Some(write) = node.downcast_ref::<WritePlanTable>() {
+            return envelope(TAG_WRITE_PLAN, &write.spec()?, buf);
         }
         buf.push(TAG_BALLISTA);
         self.inner.try_encode_table_provider(table_ref, node, buf)

@@ -6,6 +6,7 @@
 //! - [`postgres`]: the partitioned Postgres table provider and its binary COPY reader;
 //! - [`pool`]: the process-wide registry of bounded source connection pools;
 //! - [`preview`]: load-scoped previews of one source (Postgres, CSV, Parquet);
+//! - [`recon`]: reconciliation recipes and the plans that classify two sources' rows;
 //! - [`storage`]: object stores for file sources and the cache (local files, S3);
 //! - [`codec`] and [`session`]: what every Ballista process needs to plan and run Kalla scans;
 //! - [`process`]: flag/environment handling and logging shared by the binaries.
@@ -17,6 +18,7 @@ pub mod pool;
 pub mod postgres;
 pub mod preview;
 pub mod process;
+pub mod recon;
 pub mod seal;
 pub mod session;
 pub mod storage;

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use ballista_core::extension::SessionConfigExt;
 use datafusion::common::Result;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::execution::{FunctionRegistry, SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 
 use crate::codec::{KallaLogicalCodec, KallaPhysicalCodec};
+use crate::recon::udf::tolerance_match;
 use crate::seal::ClusterKey;
 use crate::storage::ObjectStores;
 
@@ -20,9 +21,11 @@ pub fn session_config(key: Option<ClusterKey>) -> SessionConfig {
         .with_ballista_physical_extension_codec(Arc::new(KallaPhysicalCodec::new(key)))
 }
 
-/// The session state every Kalla process plans with.
+/// The session state every Kalla process plans with, with Kalla's functions registered.
 pub fn session_state(config: SessionConfig) -> Result<SessionState> {
-    ballista_core::utils::default_session_builder(config)
+    let mut state = ballista_core::utils::default_session_builder(config)?;
+    state.register_udf(tolerance_match())?;
+    Ok(state)
 }
 
 /// [`session_state`] whose runtime opens `s3://` buckets through `stores` (the scheduler lists

@@ -6,6 +6,7 @@
 
 pub mod refresh;
 pub mod sink;
+pub mod write;
 
 use std::sync::Arc;
 
@@ -186,6 +187,16 @@ pub fn written_files_schema() -> SchemaRef {
         Field::new("rows", DataType::UInt64, false),
         Field::new("bytes", DataType::UInt64, false),
     ]))
+}
+
+/// Tables that write when scanned ([`refresh::CacheRefreshTable`], [`write::WritePlanTable`])
+/// are read whole: a projection would drop summary columns the caller needs.
+pub(crate) fn read_whole(projection: Option<&Vec<usize>>, what: &str) -> datafusion::common::Result<()> {
+    let whole = (0..written_files_schema().fields().len()).collect::<Vec<_>>();
+    if projection.is_some_and(|p| *p != whole) {
+        return datafusion::common::not_impl_err!("{what} is read whole, as SELECT * of its table");
+    }
+    Ok(())
 }
 
 /// Reads the sink's summary rows back.

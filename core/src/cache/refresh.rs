@@ -9,14 +9,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{Result, not_impl_err};
+use datafusion::common::Result;
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 
 use super::sink::{PartitionParquetSinkExec, SinkSpec};
-use super::written_files_schema;
+use super::{read_whole, written_files_schema};
 use crate::postgres::provider::{PgTableProvider, PgTableSpec};
 use crate::seal::ClusterKey;
 
@@ -62,10 +62,7 @@ impl TableProvider for CacheRefreshTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let whole = (0..written_files_schema().fields().len()).collect::<Vec<_>>();
-        if projection.is_some_and(|p| *p != whole) {
-            return not_impl_err!("a cache refresh is read whole, as SELECT * of its table");
-        }
+        read_whole(projection, "a cache refresh")?;
         let scan = self.source.scan(state, None, &[], None).await?;
         Ok(Arc::new(PartitionParquetSinkExec::new(
             Arc::new(self.spec.sink.clone()),

@@ -7,11 +7,17 @@
 //! partitions, so the partition index is no unique name; and a retried task must not overwrite a
 //! file another attempt may still be writing. Files no summary row names are removed before the
 //! version is published.
+//!
+//! With a [`Split`], the rows are routed into several outputs (one subdirectory each, its own
+//! columns) by a route column, so one pass over the input writes every output of a job.
 
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{RecordBatch, StringArray, UInt32Array, UInt64Array};
+use datafusion::arrow::array::{RecordBatch, StringArray, UInt8Array, UInt32Array, UInt64Array};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -24,8 +30,9 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use super::{CacheDir, written_files_schema};
@@ -38,6 +45,24 @@ const ROW_GROUP_ROWS: usize = 256 * 1024;
 pub struct SinkSpec {
     /// The target directory's URL (`file:///…/` or `s3://bucket/…/`).
     pub directory: String,
+    /// Route rows into several outputs instead of writing them all into `directory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+/// Rows go to `outputs[route]`, where `route` is the row's value in the `UInt8` column
+/// `route_column`; rows whose route names no output are an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Split {
+    pub route_column: usize,
+    pub outputs: Vec<SplitOutput>,
+}
+
+/// One output of a split: written to `directory/name/`, with these input columns in this order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitOutput {
+    pub name: String,
+    pub columns: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -119,29 +144,50 @@ impl ExecutionPlan for PartitionParquetSinkExec {
         let store = context
             .runtime_env()
             .object_store(ObjectStoreUrl::parse(directory.store_url())?)?;
-        let path = directory
-            .path()
-            .map_err(external)?
-            .join(format!("part-{:016x}.parquet", rand::random::<u64>()).as_str());
+        let base = directory.path().map_err(external)?;
+        let split = self.spec.split.clone();
         let input = self.input.execute(partition, context)?;
         let write = async move {
-            let schema = input.schema();
-            let properties = WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-                .build();
-            let object = BufWriter::new(store.clone(), path.clone());
-            let mut writer = AsyncArrowWriter::try_new(object, schema, Some(properties))?;
-            let mut rows = 0_u64;
+            let mut outputs = match &split {
+                // Without a split every partition writes a file, even an empty one: a cache
+                // version has one file per partition, and an empty table still has a schema.
+                None => {
+                    let mut whole = OutputFile::new(base, input.schema());
+                    whole.ensure_open(&store)?;
+                    vec![whole]
+                }
+                Some(split) => split
+                    .outputs
+                    .iter()
+                    .map(|output| {
+                        Ok(OutputFile::new(
+                            base.clone().join(output.name.as_str()),
+                            Arc::new(input.schema().project(&output.columns)?),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            };
             let mut input = input;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
-                rows += batch.num_rows() as u64;
-                writer.write(&batch).await?;
+                match &split {
+                    None => outputs[0].write(&store, batch).await?,
+                    Some(split) => {
+                        for (output, rows) in outputs.iter_mut().zip(route(&batch, split)?) {
+                            if rows.num_rows() > 0 {
+                                output.write(&store, rows).await?;
+                            }
+                        }
+                    }
+                }
             }
-            writer.close().await?;
-            let bytes = store.head(&path).await?.size;
-            summary(partition, path.as_ref(), rows, bytes)
+            let mut written = Vec::new();
+            for output in outputs {
+                if let Some(file) = output.close(&store).await? {
+                    written.push(file);
+                }
+            }
+            summary(partition, &written)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             written_files_schema(),
@@ -150,14 +196,111 @@ impl ExecutionPlan for PartitionParquetSinkExec {
     }
 }
 
-fn summary(partition: usize, path: &str, rows: u64, bytes: u64) -> Result<RecordBatch> {
+/// `batch` cut into one batch per output of `split`, each with that output's columns.
+fn route(batch: &RecordBatch, split: &Split) -> Result<Vec<RecordBatch>> {
+    let routes = batch
+        .column(split.route_column)
+        .as_any()
+        .downcast_ref::<UInt8Array>()
+        .ok_or_else(|| DataFusionError::Internal("the route column must be UInt8".into()))?;
+    let routed: usize = (0..split.outputs.len())
+        .map(|i| routes.iter().filter(|r| *r == Some(i as u8)).count())
+        .sum();
+    if routed != batch.num_rows() {
+        return Err(DataFusionError::Internal(format!(
+            "{} rows have a route that names no output",
+            batch.num_rows() - routed
+        )));
+    }
+    split
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, output)| {
+            let mask = eq(routes, &UInt8Array::new_scalar(i as u8))?;
+            Ok(filter_record_batch(&batch.project(&output.columns)?, &mask)?)
+        })
+        .collect()
+}
+
+/// Writes a parquet file with no rows into `directory`, so an output that got no rows still
+/// has a schema; returns its path, rows (0) and bytes.
+pub async fn write_empty(
+    store: &Arc<dyn ObjectStore>,
+    directory: Path,
+    schema: SchemaRef,
+) -> Result<(String, u64, u64)> {
+    let mut file = OutputFile::new(directory, schema);
+    file.ensure_open(store)?;
+    Ok(file.close(store).await?.expect("opened above"))
+}
+
+/// One parquet file of one output, opened when its first rows arrive.
+struct OutputFile {
+    directory: Path,
+    schema: SchemaRef,
+    open: Option<(Path, AsyncArrowWriter<BufWriter>, u64)>,
+}
+
+impl OutputFile {
+    fn new(directory: Path, schema: SchemaRef) -> Self {
+        Self {
+            directory,
+            schema,
+            open: None,
+        }
+    }
+
+    async fn write(&mut self, store: &Arc<dyn ObjectStore>, batch: RecordBatch) -> Result<()> {
+        self.ensure_open(store)?;
+        let (_, writer, rows) = self.open.as_mut().expect("opened above");
+        *rows += batch.num_rows() as u64;
+        writer.write(&batch).await?;
+        Ok(())
+    }
+
+    fn ensure_open(&mut self, store: &Arc<dyn ObjectStore>) -> Result<()> {
+        if self.open.is_none() {
+            let path = self
+                .directory
+                .clone()
+                .join(format!("part-{:016x}.parquet", rand::random::<u64>()).as_str());
+            let properties = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                .build();
+            let object = BufWriter::new(store.clone(), path.clone());
+            let writer = AsyncArrowWriter::try_new(object, self.schema.clone(), Some(properties))?;
+            self.open = Some((path, writer, 0));
+        }
+        Ok(())
+    }
+
+    /// The file's path, rows and bytes; `None` when no rows came.
+    async fn close(self, store: &Arc<dyn ObjectStore>) -> Result<Option<(String, u64, u64)>> {
+        let Some((path, writer, rows)) = self.open else {
+            return Ok(None);
+        };
+        writer.close().await?;
+        let bytes = store.head(&path).await?.size;
+        Ok(Some((path.to_string(), rows, bytes)))
+    }
+}
+
+fn summary(partition: usize, written: &[(String, u64, u64)]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(
         written_files_schema(),
         vec![
-            Arc::new(UInt32Array::from(vec![partition as u32])),
-            Arc::new(StringArray::from(vec![path])),
-            Arc::new(UInt64Array::from(vec![rows])),
-            Arc::new(UInt64Array::from(vec![bytes])),
+            Arc::new(UInt32Array::from(vec![partition as u32; written.len()])),
+            Arc::new(StringArray::from_iter_values(
+                written.iter().map(|(path, _, _)| path),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                written.iter().map(|(_, rows, _)| *rows),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                written.iter().map(|(_, _, bytes)| *bytes),
+            )),
         ],
     )?)
 }

@@ -59,8 +59,8 @@ async fn read(ctx: &SessionContext, url: &str, format: FileFormat) -> Result<Dat
     frame.map_err(read_error)
 }
 
-/// All conditions ANDed, each value converted to its column's type.
-fn predicate(fields: &[Arc<Field>], conditions: &[Condition]) -> Result<Option<Expr>, PreviewError> {
+/// All conditions ANDed, each value converted to its column's type (also the filters of recipes).
+pub fn predicate(fields: &[Arc<Field>], conditions: &[Condition]) -> Result<Option<Expr>, PreviewError> {
     let mut predicates = Vec::with_capacity(conditions.len());
     for condition in conditions {
         let field = find_column(fields, &condition.column, |f| f.name())?;

@@ -1,0 +1,91 @@
+//! `WritePlanTable`: scanning it runs a logical plan on the cluster and writes its rows with a
+//! [`PartitionParquetSinkExec`] (one or several outputs), returning one row per written file.
+//!
+//! Like [`super::refresh::CacheRefreshTable`], a write travels to the scheduler as a table in
+//! an ordinary query: the logical codec carries the plan to run (as datafusion-proto bytes, with
+//! Kalla's codec for its sources) and the sink's spec; the scheduler plans the input where it
+//! plans the scan, so the input's stages are distributed as usual and every task of the last
+//! stage writes its own files.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::TableType;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::bytes::{
+    logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+};
+use serde::{Deserialize, Serialize};
+
+use super::sink::{PartitionParquetSinkExec, SinkSpec};
+use super::{read_whole, written_files_schema};
+use crate::codec::KallaLogicalCodec;
+
+/// What a write carries through the logical plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteSpec {
+    /// The input plan, datafusion-proto encoded with Kalla's logical codec, in base64.
+    pub plan: String,
+    pub sink: SinkSpec,
+}
+
+#[derive(Debug)]
+pub struct WritePlanTable {
+    plan: LogicalPlan,
+    sink: SinkSpec,
+}
+
+impl WritePlanTable {
+    pub fn new(plan: LogicalPlan, sink: SinkSpec) -> Self {
+        Self { plan, sink }
+    }
+
+    pub fn spec(&self) -> Result<WriteSpec> {
+        let bytes = logical_plan_to_bytes_with_extension_codec(&self.plan, &KallaLogicalCodec::default())?;
+        Ok(WriteSpec {
+            plan: STANDARD.encode(bytes),
+            sink: self.sink.clone(),
+        })
+    }
+
+    pub fn from_spec(spec: WriteSpec, ctx: &TaskContext) -> Result<Self> {
+        let bytes = STANDARD
+            .decode(&spec.plan)
+            .map_err(|e| DataFusionError::Internal(format!("a write's plan is not base64: {e}")))?;
+        let plan = logical_plan_from_bytes_with_extension_codec(&bytes, ctx, &KallaLogicalCodec::default())?;
+        Ok(Self::new(plan, spec.sink))
+    }
+}
+
+#[async_trait]
+impl TableProvider for WritePlanTable {
+    fn schema(&self) -> SchemaRef {
+        written_files_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        read_whole(projection, "a write")?;
+        let input = state.create_physical_plan(&self.plan).await?;
+        Ok(Arc::new(PartitionParquetSinkExec::new(
+            Arc::new(self.sink.clone()),
+            input,
+        )))
+    }
+}

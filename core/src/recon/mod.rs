@@ -1,0 +1,17 @@
+//! Reconciliation: recipes and their validation ([`recipe`]), the plans that classify every
+//! row of two sources into matched, mismatched, left only, right only and duplicates ([`plan`]),
+//! and the `tolerance_match` function every session registers ([`udf`]).
+
+pub mod plan;
+pub mod recipe;
+pub mod udf;
+
+use thiserror::Error;
+
+pub use recipe::{CheckedRecipe, Recipe, Rule, Side, Tolerance};
+
+#[derive(Debug, Error)]
+pub enum ReconError {
+    #[error("invalid recipe: {0}")]
+    InvalidRecipe(String),
+}
