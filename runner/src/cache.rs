@@ -237,6 +237,7 @@ impl Cache {
                 source: source.spec().clone(),
                 sink: SinkSpec {
                     directory: dir.as_str().to_string(),
+                    split: None,
                 },
             },
             None,

@@ -61,6 +61,45 @@ impl RunnerClient {
         Ok(serde_json::from_value(body)?)
     }
 
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
+    /// Streams the body of `path` into `out`.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (impl std::io::Write + ?Sized),
+    ) -> anyhow::Result<u64> {
+        let mut response = self
+            .request(Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the runner at {}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            bail!(
+                "runner answered {status}: {}",
+                body["error"]["message"].as_str().unwrap_or("no details")
+            );
+        }
+        let mut written = 0;
+        while let Some(chunk) = response.chunk().await? {
+            out.write_all(&chunk)?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+
     pub async fn add_source(
         &self,
         alias: &str,
@@ -105,7 +144,8 @@ impl RunnerClient {
     }
 }
 
-fn path_segment(text: &str) -> String {
+/// `text` percent-encoded as one URL path segment.
+pub fn path_segment(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

@@ -1,61 +1,67 @@
 //! Connecting a session to a Kalla cluster and registering Postgres sources as tables.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
-use ballista::prelude::SessionContextExt;
+use anyhow::Context;
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
 };
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 use kalla_core::postgres::{PartitionOptions, PgTableProvider};
+use kalla_core::recon::udf::tolerance_match;
 use kalla_core::storage::{ObjectStores, S3Settings};
 use kalla_core::{ClusterKey, SourceUri, session};
+use tonic::transport::Channel;
 
 /// A session on a remote cluster (`df://host:port`), or on an embedded one when `scheduler` is `None`.
 pub async fn connect(scheduler: Option<&str>, key: ClusterKey) -> anyhow::Result<SessionContext> {
-    connect_with_stores(scheduler, key, S3Settings::default()).await
+    Ok(ClusterEndpoint::start(scheduler, key, S3Settings::default())
+        .await?
+        .base)
 }
 
-/// [`connect`], opening `s3://` buckets with `s3` (in this process, and in the embedded cluster's
-/// executors, which share its runtime).
-pub async fn connect_with_stores(
-    scheduler: Option<&str>,
-    key: ClusterKey,
-    s3: S3Settings,
-) -> anyhow::Result<SessionContext> {
-    let config = session::session_config(Some(key));
-    let state = session::session_state_with_stores(config, Arc::new(ObjectStores::new(s3)))?;
-    match scheduler {
-        Some(url) => {
-            if !url.starts_with("df://") {
-                bail!("scheduler URL {url:?} must look like df://HOST:PORT");
-            }
-            SessionContext::remote_with_state(url, state)
-                .await
-                .with_context(|| format!("cannot connect to the scheduler at {url}"))
-        }
-        None => SessionContext::standalone_with_state(state)
-            .await
-            .context("cannot start the embedded cluster"),
-    }
-}
-
-/// The runner's cluster: a fresh session for each job, and where to probe the scheduler.
+/// The runner's cluster: a fresh session for each job, and where to reach the scheduler.
 #[derive(Clone)]
 pub struct ClusterEndpoint {
     base: SessionContext,
+    /// The scheduler's gRPC address (`http://host:port`), embedded or remote.
+    grpc_url: String,
     /// The scheduler's REST address; `None` for the embedded cluster.
     pub rest_url: Option<String>,
 }
 
 impl ClusterEndpoint {
-    /// Connects to `scheduler` (`df://host:port`), or starts the embedded cluster.
+    /// Connects to `scheduler` (`df://host:port`), or starts the embedded cluster; `s3` opens
+    /// `s3://` buckets in this process and in the embedded cluster's executors.
     pub async fn start(scheduler: Option<&str>, key: ClusterKey, s3: S3Settings) -> anyhow::Result<Self> {
-        let rest_url = scheduler.map(scheduler_rest_url).transpose()?;
-        let base = connect_with_stores(scheduler, key, s3).await?;
-        Ok(Self { base, rest_url })
+        let config = session::session_config(Some(key));
+        let state = session::session_state_with_stores(config, Arc::new(ObjectStores::new(s3)))?;
+        let (grpc_url, rest_url) = match scheduler {
+            Some(url) => (scheduler_rest_url(url)?, Some(scheduler_rest_url(url)?)),
+            None => (start_embedded(&state).await?, None),
+        };
+        let state = state
+            .upgrade_for_ballista(grpc_url.clone())
+            .context("cannot set up a Ballista session")?;
+        let base = SessionContext::new_with_state(state);
+        // Ballista's upgrade replaces the function list; Kalla's own functions go back in.
+        base.register_udf(tolerance_match().as_ref().clone());
+        Ok(Self {
+            base,
+            grpc_url,
+            rest_url,
+        })
+    }
+
+    /// A client of the scheduler's gRPC API (job status, cancellation).
+    pub async fn scheduler(&self) -> anyhow::Result<SchedulerGrpcClient<Channel>> {
+        SchedulerGrpcClient::connect(self.grpc_url.clone())
+            .await
+            .with_context(|| format!("cannot reach the scheduler at {}", self.grpc_url))
     }
 
     /// A session on the cluster with an empty catalog of its own, so one job's tables never
@@ -76,6 +82,33 @@ impl ClusterEndpoint {
             .register_catalog(options.default_catalog.clone(), catalog);
         SessionContext::new_with_state(state)
     }
+}
+
+/// Starts an in-process scheduler and executor (Ballista's standalone mode, set up here so that
+/// the scheduler's address is known) and returns the scheduler's gRPC URL.
+async fn start_embedded(state: &SessionState) -> anyhow::Result<String> {
+    let address = ballista_scheduler::standalone::new_standalone_scheduler_from_state(state)
+        .await
+        .context("cannot start the embedded scheduler")?;
+    let url = format!("http://localhost:{}", address.port());
+    let mut attempts = 0;
+    let scheduler = loop {
+        match SchedulerGrpcClient::connect(url.clone()).await {
+            Ok(client) => break client,
+            Err(error) if attempts >= 50 => {
+                return Err(error).context("the embedded scheduler does not answer");
+            }
+            Err(_) => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let parallelism = state.config().ballista_standalone_parallelism();
+    ballista_executor::new_standalone_executor_from_state(scheduler, parallelism, state)
+        .await
+        .context("cannot start the embedded executor")?;
+    Ok(url)
 }
 
 /// The scheduler's REST address for a `df://host:port` URL.

@@ -83,8 +83,8 @@ pub struct RunnerConfig {
     /// Postgres tables are scanned (and cached) in partitions of about this many MiB of heap.
     #[arg(long, default_value_t = 128)]
     pub scan_partition_mib: u64,
-    /// Where the parquet cache lives: file:///path or s3://bucket/prefix (default: the data dir).
-    /// Executors must reach the same place.
+    /// Where the parquet cache (`cache/`) and job results (`results/`) live: file:///path or
+    /// s3://bucket/prefix (default: the data dir). Executors must reach the same place.
     #[arg(long)]
     pub cache_dir: Option<String>,
     /// Seconds a replaced or purged cache version stays readable before its files are deleted.
@@ -93,6 +93,12 @@ pub struct RunnerConfig {
     /// Seconds between sweeps that delete cache versions whose grace period is over.
     #[arg(long, default_value_t = 30)]
     pub cache_sweep_interval_secs: u64,
+    /// Jobs that run at once; more wait in the queue.
+    #[arg(long, default_value_t = 2)]
+    pub job_concurrency: usize,
+    /// Jobs that may wait; beyond this `POST /api/jobs` answers 429 and `/ready` reports the queue full.
+    #[arg(long, default_value_t = 64)]
+    pub job_queue_capacity: usize,
 }
 
 impl RunnerConfig {

@@ -8,23 +8,29 @@
 //! - [`connections`]: databases registered once, and the discovery of their tables;
 //! - [`cache`]: refreshing tables into versioned parquet on the cluster, and deleting old versions;
 //! - [`query`]: SQL on the cluster over connection tables, sources and `information_schema`;
+//! - [`recipes`] and [`jobs`]: reconciliation recipes, and the job queue that runs them (and large
+//!   queries) on the cluster; [`results`] reads their outputs back;
 //! - [`local_state`]: the token and key the runner generates into its data dir;
-//! - [`client`]: the `kalla` CLI's HTTP client for a runner;
+//! - [`client`] and [`cli`]: the `kalla` CLI's HTTP client for a runner, and its commands;
 //! - [`cluster`]: connecting to a Ballista cluster (remote, or an embedded in-process one);
 //! - [`demo`]: the quickstart data set and query;
 //! - [`output`]: printing query results as a table, CSV or JSON.
 
 pub mod api;
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod demo;
+pub mod jobs;
 pub mod local_state;
 pub mod metadata;
 pub mod output;
 pub mod query;
+pub mod recipes;
+pub mod results;
 pub mod secrets;
 pub mod server;
 pub mod sources;

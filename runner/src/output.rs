@@ -44,28 +44,7 @@ pub fn write_json_table(keys: &[&str], objects: &[Value], out: &mut impl Write) 
 
 /// Prints a load-scoped preview response: its rows, then how many rows match.
 pub fn write_preview(preview: &Value, out: &mut impl Write) -> anyhow::Result<()> {
-    let headers = preview["columns"]
-        .as_array()
-        .map(|columns| {
-            columns
-                .iter()
-                .map(|c| c["name"].as_str().unwrap_or("?").to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    let rows = preview["rows"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|row| {
-                    row.as_array()
-                        .map(|v| v.iter().map(text).collect())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    write_strings(headers, rows, out)?;
+    write_rows(preview, out)?;
     let bound = if preview["total_rows_exact"] == Value::Bool(false) {
         "at least "
     } else {
@@ -77,6 +56,32 @@ pub fn write_preview(preview: &Value, out: &mut impl Write) -> anyhow::Result<()
         preview["preview_rows"], preview["total_rows"]
     )?;
     Ok(())
+}
+
+/// Prints a response's `rows` as a table headed by its `columns` names.
+pub fn write_rows(response: &Value, out: &mut impl Write) -> anyhow::Result<()> {
+    let headers = response["columns"]
+        .as_array()
+        .map(|columns| {
+            columns
+                .iter()
+                .map(|c| c["name"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let rows = response["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    row.as_array()
+                        .map(|v| v.iter().map(text).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    write_strings(headers, rows, out)
 }
 
 fn text(value: &Value) -> Option<String> {

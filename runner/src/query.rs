@@ -16,7 +16,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -130,32 +130,7 @@ impl Queries {
             Some(limit) if (1..=MAX_QUERY_ROWS).contains(&limit) => limit,
             Some(limit) => return Err(QueryError::InvalidLimit(limit)),
         };
-        let mut references = table_references(&request.sql)?;
-        references.sort_by_key(|r| r.to_string());
-        let catalog_only = !references.is_empty() && references.iter().all(is_information_schema);
-        let (session, tables) = if catalog_only {
-            (self.catalog_session().await?, vec![catalog_read()])
-        } else {
-            if references.iter().any(is_information_schema) {
-                return Err(QueryError::InvalidSql(
-                    "information_schema cannot be joined with data tables; query it on its own".into(),
-                ));
-            }
-            let session = self.cluster.session();
-            let mut tables = Vec::with_capacity(references.len());
-            for reference in &references {
-                tables.push(self.register(&session, reference, request.live).await?);
-            }
-            (session, tables)
-        };
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = session
-            .sql_with_options(&request.sql, options)
-            .await
-            .map_err(|e| QueryError::InvalidSql(e.to_string()))?;
+        let (frame, tables) = self.prepare(&request.sql, request.live).await?;
         let schema = frame.schema().as_arrow().clone();
         let batches = frame
             .limit(0, Some(limit + 1))
@@ -178,6 +153,61 @@ impl Queries {
             duration_ms: started.elapsed().as_millis() as u64,
             tables,
         })
+    }
+
+    /// The statement `sql` planned on a cluster session with the tables it names registered
+    /// (see [`Queries::run`]), and how each is read.
+    pub async fn prepare(&self, sql: &str, live: bool) -> Result<(DataFrame, Vec<TableRead>), QueryError> {
+        let mut references = table_references(sql)?;
+        references.sort_by_key(|r| r.to_string());
+        let catalog_only = !references.is_empty() && references.iter().all(is_information_schema);
+        let (session, tables) = if catalog_only {
+            (self.catalog_session().await?, vec![catalog_read()])
+        } else {
+            if references.iter().any(is_information_schema) {
+                return Err(QueryError::InvalidSql(
+                    "information_schema cannot be joined with data tables; query it on its own".into(),
+                ));
+            }
+            let session = self.cluster.session();
+            let mut tables = Vec::with_capacity(references.len());
+            for reference in &references {
+                tables.push(self.register(&session, reference, live).await?);
+            }
+            (session, tables)
+        };
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = session
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| QueryError::InvalidSql(e.to_string()))?;
+        Ok((frame, tables))
+    }
+
+    /// The source `name` (an alias, or `connection.schema.table`) registered in `session` and
+    /// read whole. With `live`, an uncached connection table is read from Postgres (its schema
+    /// is then known without caching it).
+    pub async fn read_source(
+        &self,
+        session: &SessionContext,
+        name: &str,
+        live: bool,
+    ) -> Result<(DataFrame, TableRead), QueryError> {
+        let parts: Vec<&str> = name.split('.').collect();
+        let reference = match parts.as_slice() {
+            [table] => TableReference::bare(*table),
+            [catalog, schema, table] => TableReference::full(*catalog, *schema, *table),
+            _ => return Err(QueryError::UnknownTable(name.to_string())),
+        };
+        let read = self.register(session, &reference, live).await?;
+        let frame = session
+            .table(reference)
+            .await
+            .map_err(|e| QueryError::Failed(e.to_string()))?;
+        Ok((frame, read))
     }
 
     /// Makes `reference` readable in `session` and says how it will be read.
@@ -281,7 +311,7 @@ impl Queries {
 }
 
 /// The tables `sql` names (deduplicated, without CTE names), or why it cannot be parsed.
-fn table_references(sql: &str) -> Result<Vec<TableReference>, QueryError> {
+pub(crate) fn table_references(sql: &str) -> Result<Vec<TableReference>, QueryError> {
     let invalid = |e: DataFusionError| QueryError::InvalidSql(e.to_string());
     let mut statements = DFParser::parse_sql(sql).map_err(invalid)?;
     let (Some(statement), None) = (statements.pop_front(), statements.pop_front()) else {

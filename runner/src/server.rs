@@ -14,9 +14,11 @@ use crate::cache::{Cache, CacheSettings};
 use crate::cluster::ClusterEndpoint;
 use crate::config::RunnerConfig;
 use crate::connections::Connections;
+use crate::jobs::{JobSettings, Jobs};
 use crate::local_state::{self, Origin};
 use crate::metadata::MetadataDb;
 use crate::query::Queries;
+use crate::recipes::Recipes;
 use crate::secrets::Secrets;
 use crate::sources::Sources;
 
@@ -72,7 +74,24 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         cluster.clone(),
         key,
     );
+    let recipes = Recipes::new(metadata.clone(), queries.clone(), cluster.clone());
+    let jobs = Jobs::start(
+        metadata.clone(),
+        queries.clone(),
+        recipes.clone(),
+        cluster.clone(),
+        JobSettings {
+            root: config.cache_root()?,
+            s3: config.s3(),
+            concurrency: config.job_concurrency,
+            queue_capacity: config.job_queue_capacity,
+        },
+    )
+    .await
+    .context("cannot take up unfinished jobs")?;
     let state = AppState {
+        recipes,
+        jobs,
         sources,
         connections,
         cache,

@@ -11,8 +11,11 @@ use serde_json::json;
 
 use crate::cache::CacheError;
 use crate::connections::ConnectionError;
+use crate::jobs::JobError;
 use crate::metadata::MetadataError;
 use crate::query::QueryError;
+use crate::recipes::RecipeError;
+use crate::results::ResultsError;
 use crate::secrets::SecretError;
 use crate::sources::SourceError;
 
@@ -35,6 +38,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            let body = json!({"error": {"code": self.code, "message": self.message}});
+            return (self.status, [(axum::http::header::RETRY_AFTER, "5")], Json(body)).into_response();
+        }
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
@@ -151,6 +158,69 @@ impl From<QueryError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, "unknown_table", error.to_string())
             }
             QueryError::Failed(_) => Self::new(StatusCode::BAD_GATEWAY, "query_failed", error.to_string()),
+        }
+    }
+}
+
+impl From<RecipeError> for ApiError {
+    fn from(error: RecipeError) -> Self {
+        match error {
+            RecipeError::Metadata(error) => error.into(),
+            RecipeError::Invalid(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_recipe", error.to_string())
+            }
+            // A source the recipe names that does not exist is the recipe's mistake.
+            RecipeError::Source {
+                error:
+                    QueryError::UnknownTable(_)
+                    | QueryError::Source(SourceError::Metadata(MetadataError::NotFound { .. })),
+                ..
+            } => Self::new(StatusCode::BAD_REQUEST, "invalid_recipe", error.to_string()),
+            RecipeError::Source { side, error } => {
+                let mut api: ApiError = error.into();
+                api.message = format!("{side}.source: {}", api.message);
+                api
+            }
+            RecipeError::Unreadable(..) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(error: JobError) -> Self {
+        match error {
+            JobError::Recipe(error) => error.into(),
+            JobError::Query(error) => error.into(),
+            JobError::Metadata(error) => error.into(),
+            JobError::QueueFull(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", error.to_string())
+            }
+            JobError::InvalidRequest(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_request", error.to_string())
+            }
+            JobError::Finished { .. } => Self::new(StatusCode::CONFLICT, "job_finished", error.to_string()),
+            JobError::UnknownOutput { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_output", error.to_string())
+            }
+            JobError::NoResults(_) => Self::new(StatusCode::CONFLICT, "no_results", error.to_string()),
+            JobError::Failed(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "job_failed", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<ResultsError> for ApiError {
+    fn from(error: ResultsError) -> Self {
+        match error {
+            ResultsError::InvalidLimit(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_limit", error.to_string())
+            }
+            ResultsError::Read(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "results_unavailable", error.to_string())
+            }
         }
     }
 }

@@ -18,11 +18,17 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the metadata DB answers and the cluster is reachable; 503 says which is not.
+/// Ready when the metadata DB answers, the cluster is reachable and the job queue has room;
+/// 503 says which is not.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let metadata = state.metadata.ping().await.map_err(|e| e.to_string());
     let cluster = probe_cluster(&state.cluster).await;
-    let status = if metadata.is_ok() && cluster.is_ok() {
+    let jobs = if state.jobs.queue_full() {
+        Err("the job queue is full".to_string())
+    } else {
+        Ok(())
+    };
+    let status = if metadata.is_ok() && cluster.is_ok() && jobs.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -32,6 +38,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
         "metadata": describe(metadata),
         "cluster": describe(cluster),
+        "jobs": describe(jobs),
     });
     (status, Json(body)).into_response()
 }

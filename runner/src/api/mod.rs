@@ -4,7 +4,9 @@ mod auth;
 mod connections;
 mod error;
 mod health;
+mod jobs;
 mod metrics;
+mod recipes;
 mod sources;
 
 use std::sync::Arc;
@@ -16,8 +18,10 @@ use axum::{Router, middleware};
 use crate::cache::Cache;
 use crate::cluster::ClusterEndpoint;
 use crate::connections::Connections;
+use crate::jobs::Jobs;
 use crate::metadata::MetadataDb;
 use crate::query::Queries;
+use crate::recipes::Recipes;
 use crate::sources::Sources;
 
 pub use auth::ApiToken;
@@ -34,6 +38,8 @@ pub struct AppState {
     pub connections: Connections,
     pub cache: Cache,
     pub queries: Queries,
+    pub recipes: Recipes,
+    pub jobs: Jobs,
     pub token: Arc<ApiToken>,
     pub cluster: ClusterEndpoint,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -65,6 +71,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/information_schema", get(connections::information_schema))
         .route("/api/query", post(connections::query))
+        .route("/api/recipes", get(recipes::list).post(recipes::create))
+        .route(
+            "/api/recipes/{id}",
+            get(recipes::show).put(recipes::replace).delete(recipes::remove),
+        )
+        .route("/api/jobs", get(jobs::list).post(jobs::submit))
+        .route("/api/jobs/{id}", get(jobs::show).delete(jobs::cancel))
+        .route("/api/jobs/{id}/results/{output}", get(jobs::output))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/health", get(health::health))

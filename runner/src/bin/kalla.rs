@@ -5,9 +5,8 @@ use clap::{Parser, Subcommand};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
 use kalla_core::postgres::PartitionOptions;
 use kalla_core::{ClusterKey, process};
-use std::io::Write;
 
-use kalla_runner::client::{RunnerClient, parse_condition};
+use kalla_runner::cli::{self, JobsCommand, RecipesCommand, RunArgs, RunnerArgs, SourcesCommand};
 use kalla_runner::cluster::{self, TableSource};
 use kalla_runner::output::{self, Format};
 
@@ -28,49 +27,34 @@ enum Command {
     Query(QueryArgs),
     /// Seed a small invoices/payments data set in Postgres and reconcile it on an embedded cluster.
     Demo(DemoArgs),
-    /// Register, list, preview and remove sources on a runner.
-    Sources(SourcesArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct SourcesArgs {
-    /// The runner's URL.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
-    runner: String,
-    /// API token (default: the one a local runner generated into --data-dir).
-    #[arg(long, global = true, hide_env_values = true)]
-    api_token: Option<String>,
-    /// The local runner's data dir, where it keeps a generated token.
-    #[arg(long, global = true, default_value = "./.kalla")]
-    data_dir: std::path::PathBuf,
-    #[command(subcommand)]
-    command: SourcesCommand,
-}
-
-#[derive(Subcommand, Debug)]
-enum SourcesCommand {
-    /// Register a source: kalla sources add ALIAS URI [--type csv].
-    Add {
-        alias: String,
-        uri: String,
-        /// postgres, csv or parquet (default: from the URI).
-        #[arg(long = "type")]
-        source_type: Option<String>,
+    /// Register, list, show, preview and remove sources on a runner.
+    Sources {
+        #[command(flatten)]
+        runner: RunnerArgs,
+        #[command(subcommand)]
+        command: SourcesCommand,
     },
-    /// List registered sources.
-    List,
-    /// Show the first rows of a source matching conditions.
-    Preview {
-        alias: String,
-        /// A condition `COLUMN OP [VALUE]` (repeatable), e.g. --where "amount gte 100".
-        #[arg(long = "where", value_name = "CONDITION")]
-        conditions: Vec<String>,
-        /// Rows to show (at most 1000).
-        #[arg(long)]
-        limit: Option<usize>,
+    /// Store, list and show reconciliation recipes on a runner.
+    Recipes {
+        #[command(flatten)]
+        runner: RunnerArgs,
+        #[command(subcommand)]
+        command: RecipesCommand,
     },
-    /// Remove a source and its stored secret.
-    Remove { alias: String },
+    /// Run a recipe on the runner's cluster: kalla run RECIPE [--wait].
+    Run {
+        #[command(flatten)]
+        runner: RunnerArgs,
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// List, show and cancel jobs, and fetch their results.
+    Jobs {
+        #[command(flatten)]
+        runner: RunnerArgs,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -109,51 +93,11 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", kalla_runner::demo::DEMO_SQL.trim());
             output::write(&batches, Format::Table, &mut std::io::stdout().lock())
         }
-        Command::Sources(args) => sources(args).await,
+        Command::Sources { runner, command } => cli::sources(&runner, command).await,
+        Command::Recipes { runner, command } => cli::recipes(&runner, command).await,
+        Command::Run { runner, args } => cli::run(&runner, args).await,
+        Command::Jobs { runner, command } => cli::jobs(&runner, command).await,
     }
-}
-
-async fn sources(args: SourcesArgs) -> anyhow::Result<()> {
-    let client = RunnerClient::new(&args.runner, args.api_token.as_deref(), &args.data_dir)?;
-    let mut stdout = std::io::stdout().lock();
-    match args.command {
-        SourcesCommand::Add {
-            alias,
-            uri,
-            source_type,
-        } => {
-            let source = client.add_source(&alias, &uri, source_type.as_deref()).await?;
-            let field = |name: &str| source[name].as_str().unwrap_or_default().to_string();
-            writeln!(
-                stdout,
-                "registered {} ({}): {}",
-                field("alias"),
-                field("source_type"),
-                field("uri")
-            )?;
-        }
-        SourcesCommand::List => {
-            let sources = client.list_sources().await?;
-            output::write_json_table(&["alias", "source_type", "uri", "id"], &sources, &mut stdout)?;
-        }
-        SourcesCommand::Preview {
-            alias,
-            conditions,
-            limit,
-        } => {
-            let conditions = conditions
-                .iter()
-                .map(|c| parse_condition(c))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let preview = client.preview(&alias, conditions, limit).await?;
-            output::write_preview(&preview, &mut stdout)?;
-        }
-        SourcesCommand::Remove { alias } => {
-            client.remove_source(&alias).await?;
-            writeln!(stdout, "removed {alias}")?;
-        }
-    }
-    Ok(())
 }
 
 async fn query(args: QueryArgs) -> anyhow::Result<()> {

@@ -6,6 +6,8 @@
 
 mod connections;
 mod deletions;
+mod jobs;
+mod recipes;
 mod secrets;
 mod sources;
 mod tables;
@@ -18,6 +20,8 @@ use thiserror::Error;
 
 pub use connections::{ConnectionRecord, NewConnection};
 pub use deletions::PendingDeletion;
+pub use jobs::{JobEnd, JobRecord, JobStatus, NewJob};
+pub use recipes::RecipeRecord;
 pub use sources::{NewSource, SourceRecord};
 pub use tables::{DiscoveredTable, NewVersion, TableRecord, TableSync};
 

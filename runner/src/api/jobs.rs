@@ -1,0 +1,105 @@
+//! `/api/jobs`: submit (202, or 429 when the queue is full), list, show, cancel, and read results.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio_util::io::ReaderStream;
+
+use super::error::{ApiJson, ApiQuery};
+use super::{ApiError, AppState};
+use crate::jobs::{JobRequest, JobView};
+use crate::metadata::JobStatus;
+use crate::results::{self, ResultFormat};
+
+/// Most jobs one list page returns.
+const MAX_LIST: i64 = 1000;
+
+pub async fn submit(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<JobRequest>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(state.jobs.submit(request).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<JobStatus>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIST}, got {limit}"),
+        ));
+    }
+    let offset = query.offset.unwrap_or(0).max(0);
+    Ok(Json(state.jobs.list(query.status, limit, offset).await?))
+}
+
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(state.jobs.get(&id).await?))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(state.jobs.cancel(&id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsQuery {
+    #[serde(default)]
+    format: ResultFormat,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+pub async fn output(
+    State(state): State<AppState>,
+    Path((id, output)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<ResultsQuery>,
+) -> Result<Response, ApiError> {
+    let dir = state.jobs.output_dir(&id, &output).await?;
+    let s3 = state.jobs.s3();
+    if query.format == ResultFormat::Json {
+        let mut page = serde_json::to_value(results::page(&dir, s3, query.offset, query.limit).await?)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        page["job_id"] = id.into();
+        page["output"] = output.into();
+        return Ok(Json(page).into_response());
+    }
+    let file = results::export(&dir, s3, query.format, query.offset, query.limit).await?;
+    let (content_type, extension) = match query.format {
+        ResultFormat::Parquet => ("application/vnd.apache.parquet", "parquet"),
+        _ => ("text/csv; charset=utf-8", "csv"),
+    };
+    let reader = tokio::fs::File::open(file.path())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    // The open handle keeps the data readable after the temporary file's name is removed.
+    drop(file);
+    let disposition = format!("attachment; filename=\"{id}-{output}.{extension}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(ReaderStream::new(reader)),
+    )
+        .into_response())
+}

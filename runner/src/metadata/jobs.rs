@@ -1,0 +1,241 @@
+//! The `jobs` table: every submitted job, its state, and what it produced.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
+
+use super::{MetadataDb, MetadataError, now};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: String,
+    pub job_type: String,
+    pub status: JobStatus,
+    pub recipe_id: Option<String>,
+    pub spec_json: String,
+    pub callback_url: Option<String>,
+    pub phase: Option<String>,
+    /// Ballista job ids, oldest first.
+    pub ballista_job_ids: Vec<String>,
+    pub attempts: i64,
+    pub counts_json: Option<String>,
+    pub result_url: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl FromRow<'_, AnyRow> for JobRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        let status: String = row.try_get("status")?;
+        let ballista: String = row.try_get("ballista_job_ids")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            job_type: row.try_get("job_type")?,
+            status: JobStatus::parse(&status).ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "status".into(),
+                source: format!("unknown job status {status:?}").into(),
+            })?,
+            recipe_id: row.try_get("recipe_id")?,
+            spec_json: row.try_get("spec_json")?,
+            callback_url: row.try_get("callback_url")?,
+            phase: row.try_get("phase")?,
+            ballista_job_ids: ballista
+                .split(',')
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .collect(),
+            attempts: row.try_get("attempts")?,
+            counts_json: row.try_get("counts_json")?,
+            result_url: row.try_get("result_url")?,
+            error: row.try_get("error")?,
+            created_at: row.try_get("created_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, job_type, status, recipe_id, spec_json, callback_url, phase, ballista_job_ids, \
+                       attempts, counts_json, result_url, error, created_at, started_at, finished_at";
+
+/// A job to queue.
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub job_type: &'a str,
+    pub recipe_id: Option<&'a str>,
+    pub spec_json: &'a str,
+    pub callback_url: Option<&'a str>,
+}
+
+/// How a job ended.
+pub struct JobEnd<'a> {
+    pub status: JobStatus,
+    pub counts_json: Option<&'a str>,
+    pub result_url: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+fn not_found(id: &str) -> MetadataError {
+    MetadataError::NotFound {
+        kind: "job",
+        name: id.to_string(),
+    }
+}
+
+impl MetadataDb {
+    pub async fn insert_job(&self, job: NewJob<'_>) -> Result<JobRecord, MetadataError> {
+        sqlx::query(
+            "INSERT INTO jobs (id, job_type, status, recipe_id, spec_json, callback_url, created_at) \
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6)",
+        )
+        .bind(job.id)
+        .bind(job.job_type)
+        .bind(job.recipe_id)
+        .bind(job.spec_json)
+        .bind(job.callback_url)
+        .bind(now())
+        .execute(self.pool())
+        .await?;
+        self.job(job.id).await
+    }
+
+    pub async fn job(&self, id: &str) -> Result<JobRecord, MetadataError> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Newest first; `status` filters.
+    pub async fn list_jobs(
+        &self,
+        status: Option<JobStatus>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<JobRecord>, MetadataError> {
+        let query = match status {
+            Some(_) => format!(
+                "SELECT {COLUMNS} FROM jobs WHERE status = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
+            ),
+            None => format!("SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"),
+        };
+        let mut query = sqlx::query_as(&query);
+        if let Some(status) = status {
+            query = query.bind(status.as_str());
+        }
+        Ok(query.bind(limit).bind(offset).fetch_all(self.pool()).await?)
+    }
+
+    /// Jobs no runner has finished: queued, or running when a runner stopped.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, MetadataError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
+        ))
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Queued → running; false if the job is no longer queued (cancelled meanwhile).
+    pub async fn start_job(&self, id: &str) -> Result<bool, MetadataError> {
+        let started = sqlx::query(
+            "UPDATE jobs SET status = 'running', started_at = $1, attempts = attempts + 1, phase = 'planning' \
+             WHERE id = $2 AND status = 'queued'",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(started.rows_affected() == 1)
+    }
+
+    /// Running → queued again, for a job whose runner stopped before it finished.
+    pub async fn requeue_job(&self, id: &str) -> Result<(), MetadataError> {
+        sqlx::query("UPDATE jobs SET status = 'queued', phase = NULL WHERE id = $1 AND status = 'running'")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_job_phase(&self, id: &str, phase: &str) -> Result<(), MetadataError> {
+        sqlx::query("UPDATE jobs SET phase = $1 WHERE id = $2")
+            .bind(phase)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn add_ballista_job(&self, id: &str, ballista_job_id: &str) -> Result<(), MetadataError> {
+        let job = self.job(id).await?;
+        let mut ids = job.ballista_job_ids;
+        ids.push(ballista_job_id.to_string());
+        sqlx::query("UPDATE jobs SET ballista_job_ids = $1 WHERE id = $2")
+            .bind(ids.join(","))
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Records how an unfinished job ended; false if it had already ended (e.g. was cancelled).
+    pub async fn finish_job(&self, id: &str, end: JobEnd<'_>) -> Result<bool, MetadataError> {
+        let finished = sqlx::query(
+            "UPDATE jobs SET status = $1, counts_json = $2, result_url = $3, error = $4, finished_at = $5, \
+             phase = NULL WHERE id = $6 AND status IN ('queued', 'running')",
+        )
+        .bind(end.status.as_str())
+        .bind(end.counts_json)
+        .bind(end.result_url)
+        .bind(end.error)
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(finished.rows_affected() == 1)
+    }
+}

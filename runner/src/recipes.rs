@@ -1,0 +1,106 @@
+//! Recipes: stored after they check against their sources' real schemas.
+
+use datafusion::arrow::datatypes::Schema;
+use kalla_core::recon::{CheckedRecipe, Recipe, ReconError};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::cluster::ClusterEndpoint;
+use crate::metadata::{MetadataDb, MetadataError, RecipeRecord};
+use crate::query::{Queries, QueryError};
+
+#[derive(Debug, Error)]
+pub enum RecipeError {
+    #[error(transparent)]
+    Invalid(#[from] ReconError),
+    #[error("{side}.source: {error}")]
+    Source { side: &'static str, error: QueryError },
+    #[error("stored recipe {0} cannot be read: {1}")]
+    Unreadable(String, String),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+/// A stored recipe as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipeView {
+    pub id: String,
+    pub name: String,
+    pub recipe: Recipe,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone)]
+pub struct Recipes {
+    db: MetadataDb,
+    queries: Queries,
+    cluster: ClusterEndpoint,
+}
+
+impl Recipes {
+    pub fn new(db: MetadataDb, queries: Queries, cluster: ClusterEndpoint) -> Self {
+        Self { db, queries, cluster }
+    }
+
+    pub async fn create(&self, recipe: Recipe) -> Result<RecipeView, RecipeError> {
+        self.check(&recipe).await?;
+        let record = self.db.insert_recipe(&recipe.name, &body(&recipe)).await?;
+        view(record)
+    }
+
+    pub async fn update(&self, id: &str, recipe: Recipe) -> Result<RecipeView, RecipeError> {
+        let existing = self.db.recipe(id).await?;
+        self.check(&recipe).await?;
+        view(
+            self.db
+                .update_recipe(&existing.id, &recipe.name, &body(&recipe))
+                .await?,
+        )
+    }
+
+    pub async fn list(&self) -> Result<Vec<RecipeView>, RecipeError> {
+        self.db.list_recipes().await?.into_iter().map(view).collect()
+    }
+
+    /// By id or name.
+    pub async fn get(&self, id: &str) -> Result<RecipeView, RecipeError> {
+        view(self.db.recipe(id).await?)
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), RecipeError> {
+        let existing = self.db.recipe(id).await?;
+        Ok(self.db.delete_recipe(&existing.id).await?)
+    }
+
+    /// The recipe checked against its sources' current schemas (read without caching anything).
+    pub async fn check(&self, recipe: &Recipe) -> Result<CheckedRecipe, RecipeError> {
+        let session = self.cluster.session();
+        let mut schemas: Vec<Schema> = Vec::with_capacity(2);
+        for (side, source) in [("left", &recipe.left.source), ("right", &recipe.right.source)] {
+            let (frame, _) = self
+                .queries
+                .read_source(&session, source, true)
+                .await
+                .map_err(|error| RecipeError::Source { side, error })?;
+            schemas.push(frame.schema().as_arrow().clone());
+        }
+        Ok(recipe.check(&schemas[0], &schemas[1])?)
+    }
+}
+
+fn body(recipe: &Recipe) -> String {
+    serde_json::to_string(recipe).expect("a recipe serializes")
+}
+
+fn view(record: RecipeRecord) -> Result<RecipeView, RecipeError> {
+    let recipe = serde_json::from_str(&record.body_json)
+        .map_err(|e| RecipeError::Unreadable(record.id.clone(), e.to_string()))?;
+    Ok(RecipeView {
+        id: record.id,
+        name: record.name,
+        recipe,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+    })
+}
