@@ -57,11 +57,6 @@ for q in Q1 Q6 JOIN; do kalla_query "${!q}" "$q"; duckdb_query "${!q}" "$q"; don
 head -c 600 "$WORK/kalla-Q1.json" >&2; echo >&2; cat "$WORK/duckdb-Q1.json" >&2; echo >&2
 
 step "$RUNS timed runs, interleaved"
-time_it() {
-  local name=$1; shift
-  start=$(date +%s.%N); "$@"; end=$(date +%s.%N)
-  echo "$name $(echo "$end - $start" | bc)" | tee -a "$WORK/times" >&2
-}
 for run in $(seq "$RUNS"); do
   time_it scan kalla_scan
   time_it refresh refresh

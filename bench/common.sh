@@ -80,3 +80,10 @@ kalla_scan() {
   "$BIN/kalla" query --scheduler "df://127.0.0.1:$SPORT" --table "lineitem=$DB_URL?table=public.lineitem" \
     --format csv "$EVERY_COLUMN" >"$WORK/kalla.out"
 }
+
+# Runs "$@", appending "NAME SECONDS" to $WORK/times.
+time_it() {
+  local name=$1; shift
+  start=$(date +%s.%N); "$@"; end=$(date +%s.%N)
+  echo "$name $(echo "$end - $start" | bc)" | tee -a "$WORK/times" >&2
+}

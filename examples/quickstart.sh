@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Kalla quickstart: builds Kalla, seeds a small invoices/payments demo in Postgres and reconciles it
 # on an embedded cluster, then starts an embedded runner, registers the example CSV and the demo's
-# Postgres table, and previews each with a filter through the `kalla` CLI and curl; finally registers
-# the demo database as a connection and queries it with SQL (cached as parquet on first use).
+# Postgres table, and previews each with a filter through the `kalla` CLI and curl; registers the
+# demo database as a connection and queries it with SQL (cached as parquet on first use); finally
+# reconciles invoices with payments from a recipe (examples/recipes/) and reads the job's results.
 #
 #   examples/quickstart.sh            # KALLA_DEMO_PG_URL picks the Postgres server
 #   KEEP_RUNNING=1 examples/quickstart.sh   # leave the runner up afterwards
@@ -66,6 +67,16 @@ BODY='{"sql":"SELECT date_trunc('"'"'month'"'"', i.issued_on) AS month, count(*)
 echo "\$ curl … -d '$BODY' $RUNNER_URL/api/query"
 api -d "$BODY" "$RUNNER_URL/api/query"
 echo
+step "reconcile invoices with payments: a recipe, a job on the cluster, its results"
+kalla sources remove payments_pg --runner "$RUNNER_URL" >/dev/null 2>&1 || true
+run kalla sources add payments_pg "$DEMO_DB_URL?table=public.payments" --runner "$RUNNER_URL"
+kalla recipes delete invoices-vs-payments --runner "$RUNNER_URL" >/dev/null 2>&1 || true
+run kalla recipes create -f examples/recipes/invoices-vs-payments.json --runner "$RUNNER_URL"
+run kalla run invoices-vs-payments --wait --runner "$RUNNER_URL"
+JOB=$(api "$RUNNER_URL/api/jobs?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+run kalla jobs results "$JOB" mismatched --limit 5 --runner "$RUNNER_URL"
+run kalla jobs results "$JOB" left_only --format csv -o "$DATA_DIR/left_only.csv" --runner "$RUNNER_URL"
+
 if [ -n "${KEEP_RUNNING:-}" ]; then
   echo "runner left running (pid $RUNNER) at $RUNNER_URL; token in $DATA_DIR/api-token"
 fi
