@@ -426,15 +426,11 @@ async fn start_job(runner: &Runner, body: Value) -> String {
 }
 
 #[tokio::test]
-async fn jobs_are_cancelled_survive_a_lost_executor_and_a_runner_restart() {
+async fn jobs_are_cancelled_and_survive_a_runner_restart() {
     let db = TestDatabase::create().await;
     db.execute(DATA).await;
     let truth = truth(&db).await;
-    let options = ClusterOptions {
-        fast_failure_detection: true,
-        ..ClusterOptions::default()
-    };
-    let mut setup = setup(options).await;
+    let setup = setup(ClusterOptions::default()).await;
     setup
         .runner
         .register_source("invoices", &db.source_uri("public.invoices"))
@@ -481,25 +477,6 @@ async fn jobs_are_cancelled_survive_a_lost_executor_and_a_runner_restart() {
         .call(Method::DELETE, &format!("/api/jobs/{id}"), None)
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "cancelling twice");
-
-    // An executor killed mid-run: Ballista reruns its tasks on the other one, or the job fails
-    // cleanly; never a succeeded job with partial outputs.
-    let id = start_job(&setup.runner, job.clone()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    setup.cluster.kill("executor-0");
-    let ended = wait_for_job(&setup.runner, &id, Duration::from_secs(300)).await;
-    match ended["status"].as_str() {
-        Some("succeeded") => assert_matches_truth(&setup, &db, &ended, &truth).await,
-        _ => {
-            assert_eq!(ended["status"], "failed", "{ended}");
-            assert!(
-                ended["summary"].is_null() && ended["error"].is_string(),
-                "{ended}"
-            );
-            assert!(!setup.results.path().join("results").join(&id).exists());
-        }
-    }
-    eprintln!("after losing an executor the job {}", ended["status"]);
 
     // The runner stopped mid-run and started again: the job runs again to the end.
     let id = start_job(&setup.runner, job).await;
