@@ -110,6 +110,9 @@ impl Cluster {
             command
                 .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
                 .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &port])
+                // A loaded machine may start the scheduler after its executors, which by default
+                // try to reach it once and exit.
+                .args(["--scheduler-connect-timeout-seconds", "60"])
                 .args(["--bind-port", &free_port().to_string()])
                 .args(["--bind-grpc-port", &free_port().to_string()])
                 .args(["--bind-health-port", &free_port().to_string()])

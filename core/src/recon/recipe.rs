@@ -330,6 +330,9 @@ fn parse_match_sql(sql: &str, left: &Schema, right: &Schema) -> datafusion::comm
             side.push(field);
         }
     }
+    // `column_refs` is a set: order the columns by name so outputs do not change between runs.
+    columns.0.sort_by(|a, b| a.name().cmp(b.name()));
+    columns.1.sort_by(|a, b| a.name().cmp(b.name()));
     Ok(MatchSql {
         expr,
         left: columns.0,
