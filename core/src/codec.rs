@@ -14,7 +14,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
-use crate::cache::refresh::{CacheRefreshSpec, CacheRefreshTable};
 use crate::cache::sink::{PartitionParquetSinkExec, SinkSpec};
 use crate::cache::write::{WritePlanTable, WriteSpec};
 use crate::postgres::exec::{PgScanExec, PgScanSpec};
@@ -24,7 +23,6 @@ use crate::seal::ClusterKey;
 /// Envelope tags: what follows the first byte.
 const TAG_BALLISTA: u8 = 0;
 const TAG_POSTGRES: u8 = 1;
-const TAG_CACHE_REFRESH: u8 = 2;
 const TAG_PARQUET_SINK: u8 = 3;
 const TAG_WRITE_PLAN: u8 = 4;
 
@@ -80,10 +78,6 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
                 let spec: PgTableSpec = open(payload)?;
                 Ok(Arc::new(PgTableProvider::from_spec(spec, None)))
             }
-            (TAG_CACHE_REFRESH, payload) => {
-                let spec: CacheRefreshSpec = open(payload)?;
-                Ok(Arc::new(CacheRefreshTable::new(spec, None)))
-            }
             (TAG_WRITE_PLAN, payload) => {
                 let spec: WriteSpec = open(payload)?;
                 Ok(Arc::new(WritePlanTable::from_spec(spec, ctx)?))
@@ -103,9 +97,6 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
     ) -> Result<()> {
         if let Some(provider) = node.downcast_ref::<PgTableProvider>() {
             return envelope(TAG_POSTGRES, provider.spec(), buf);
-        }
-        if let Some(refresh) = node.downcast_ref::<CacheRefreshTable>() {
-            return envelope(TAG_CACHE_REFRESH, refresh.spec(), buf);
         }
         if let Some(write) = node.downcast_ref::<WritePlanTable>() {
             return envelope(TAG_WRITE_PLAN, &write.spec()?, buf);

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kalla_core::ClusterKey;
-use kalla_core::cache::refresh::{CacheRefreshSpec, CacheRefreshTable};
 use kalla_core::cache::sink::SinkSpec;
+use kalla_core::cache::write::WritePlanTable;
 use kalla_core::cache::{CacheDir, WrittenFile, written_files};
 use kalla_core::ident::{Ident, QualifiedName};
 use kalla_core::postgres::{PartitionOptions, PgTableProvider};
@@ -232,17 +232,17 @@ impl Cache {
             .await
             .map_err(|e| failed(e.to_string()))?;
         let partitions = source.spec().partitions.len();
-        let refresh = CacheRefreshTable::new(
-            CacheRefreshSpec {
-                source: source.spec().clone(),
-                sink: SinkSpec {
-                    directory: dir.as_str().to_string(),
-                    split: None,
-                },
-            },
-            None,
-        );
         let session = self.cluster.session();
+        let scan = session
+            .read_table(Arc::new(source))
+            .map_err(|e| failed(e.to_string()))?;
+        let refresh = WritePlanTable::new(
+            scan.logical_plan().clone(),
+            SinkSpec {
+                directory: dir.as_str().to_string(),
+                split: None,
+            },
+        );
         let batches = session
             .read_table(Arc::new(refresh))
             .map_err(|e| failed(e.to_string()))?

@@ -2,9 +2,9 @@
 //! the executors themselves.
 //!
 //! - [`sink`]: the operator that writes each partition of its input to its own parquet file;
-//! - [`refresh`]: a table whose scan reads a Postgres relation and writes it into a new version.
+//! - [`write`]: a table whose scan runs a plan on the cluster and writes its rows (a cache
+//!   refresh, a job's outputs).
 
-pub mod refresh;
 pub mod sink;
 pub mod write;
 
@@ -169,8 +169,8 @@ pub fn path_segment(name: &str) -> String {
     format!("{readable}-{hash:016x}")
 }
 
-/// One parquet file a refresh wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One parquet file a write produced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WrittenFile {
     pub partition: u32,
     /// The object's path in its store.
@@ -187,16 +187,6 @@ pub fn written_files_schema() -> SchemaRef {
         Field::new("rows", DataType::UInt64, false),
         Field::new("bytes", DataType::UInt64, false),
     ]))
-}
-
-/// Tables that write when scanned ([`refresh::CacheRefreshTable`], [`write::WritePlanTable`])
-/// are read whole: a projection would drop summary columns the caller needs.
-pub(crate) fn read_whole(projection: Option<&Vec<usize>>, what: &str) -> datafusion::common::Result<()> {
-    let whole = (0..written_files_schema().fields().len()).collect::<Vec<_>>();
-    if projection.is_some_and(|p| *p != whole) {
-        return datafusion::common::not_impl_err!("{what} is read whole, as SELECT * of its table");
-    }
-    Ok(())
 }
 
 /// Reads the sink's summary rows back.

@@ -1,8 +1,7 @@
 //! `WritePlanTable`: scanning it runs a logical plan on the cluster and writes its rows with a
 //! [`PartitionParquetSinkExec`] (one or several outputs), returning one row per written file.
 //!
-//! Like [`super::refresh::CacheRefreshTable`], a write travels to the scheduler as a table in
-//! an ordinary query: the logical codec carries the plan to run (as datafusion-proto bytes, with
+//! A write travels to the scheduler as a table in an ordinary query: the logical codec carries the plan to run (as datafusion-proto bytes, with
 //! Kalla's codec for its sources) and the sink's spec; the scheduler plans the input where it
 //! plans the scan, so the input's stages are distributed as usual and every task of the last
 //! stage writes its own files.
@@ -25,7 +24,7 @@ use datafusion_proto::bytes::{
 use serde::{Deserialize, Serialize};
 
 use super::sink::{PartitionParquetSinkExec, SinkSpec};
-use super::{read_whole, written_files_schema};
+use super::written_files_schema;
 use crate::codec::KallaLogicalCodec;
 
 /// What a write carries through the logical plan.
@@ -81,7 +80,11 @@ impl TableProvider for WritePlanTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        read_whole(projection, "a write")?;
+        // Read whole: a projection would drop summary columns the caller needs.
+        let whole = (0..written_files_schema().fields().len()).collect::<Vec<_>>();
+        if projection.is_some_and(|p| *p != whole) {
+            return datafusion::common::not_impl_err!("a write is read whole, as SELECT * of its table");
+        }
         let input = state.create_physical_plan(&self.plan).await?;
         Ok(Arc::new(PartitionParquetSinkExec::new(
             Arc::new(self.sink.clone()),
