@@ -1,7 +1,7 @@
 //! Connecting a session to a Kalla cluster and registering Postgres sources as tables.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
@@ -32,13 +32,36 @@ pub struct ClusterEndpoint {
     grpc_url: String,
     /// The scheduler's REST address; `None` for the embedded cluster.
     pub rest_url: Option<String>,
+    http: reqwest::Client,
+    /// The executors' vcores as last asked, and when.
+    vcores: Arc<Mutex<Option<(Instant, usize)>>>,
+}
+
+/// How long the executors' vcores are taken as known.
+const VCORES_TTL: Duration = Duration::from_secs(10);
+
+#[derive(serde::Deserialize)]
+struct Executor {
+    specification: ExecutorSpecification,
+}
+
+#[derive(serde::Deserialize)]
+struct ExecutorSpecification {
+    vcores: usize,
 }
 
 impl ClusterEndpoint {
     /// Connects to `scheduler` (`df://host:port`), or starts the embedded cluster; `s3` opens
     /// `s3://` buckets in this process and in the embedded cluster's executors.
     pub async fn start(scheduler: Option<&str>, key: ClusterKey, s3: S3Settings) -> anyhow::Result<Self> {
-        let config = session::session_config(Some(key));
+        let mut config = session::session_config(Some(key));
+        // Poll for job status instead of waiting for pushed updates: the job id is known as soon
+        // as the scheduler accepts a query (pushed, it can arrive only at the end), so a job can
+        // be recorded, watched for stalls and cancelled while it runs.
+        config
+            .options_mut()
+            .set("ballista.client.pull", "true")
+            .context("cannot configure the Ballista client")?;
         let state = session::session_state_with_stores(config, Arc::new(ObjectStores::new(s3)))?;
         let (grpc_url, rest_url) = match scheduler {
             Some(url) => (scheduler_rest_url(url)?, Some(scheduler_rest_url(url)?)),
@@ -54,6 +77,8 @@ impl ClusterEndpoint {
             base,
             grpc_url,
             rest_url,
+            http: reqwest::Client::new(),
+            vcores: Arc::default(),
         })
     }
 
@@ -62,6 +87,46 @@ impl ClusterEndpoint {
         SchedulerGrpcClient::connect(self.grpc_url.clone())
             .await
             .with_context(|| format!("cannot reach the scheduler at {}", self.grpc_url))
+    }
+
+    /// [`Self::session`] for running queries: on a remote cluster its shuffles have as many
+    /// partitions as the executors have vcores now (DataFusion would take the runner's own core
+    /// count, however small its machine and however large the cluster).
+    pub async fn query_session(&self) -> SessionContext {
+        let session = self.session();
+        if let Some(vcores) = self.executor_vcores().await {
+            let state = session.state_ref();
+            let mut state = state.write();
+            state.config_mut().options_mut().execution.target_partitions = vcores.max(1);
+        }
+        session
+    }
+
+    /// The vcores of the executors registered with a remote scheduler (as of a few seconds ago).
+    async fn executor_vcores(&self) -> Option<usize> {
+        let rest = self.rest_url.as_ref()?;
+        let known = *self.vcores.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((asked, vcores)) = known
+            && asked.elapsed() < VCORES_TTL
+        {
+            return Some(vcores);
+        }
+        let answer = self
+            .http
+            .get(format!("{rest}/api/executors"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        let executors: Vec<Executor> = match answer {
+            Ok(response) => response.json().await.ok()?,
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask the scheduler for its executors");
+                return None;
+            }
+        };
+        let vcores = executors.iter().map(|e| e.specification.vcores).sum();
+        *self.vcores.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), vcores));
+        Some(vcores)
     }
 
     /// A session on the cluster with an empty catalog of its own, so one job's tables never

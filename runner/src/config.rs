@@ -99,6 +99,10 @@ pub struct RunnerConfig {
     /// Jobs that may wait; beyond this `POST /api/jobs` answers 429 and `/ready` reports the queue full.
     #[arg(long, default_value_t = 64)]
     pub job_queue_capacity: usize,
+    /// After the cluster loses an executor, a job whose tasks make no progress for this many
+    /// seconds is cancelled on the cluster and run again (Ballista cannot always recover it).
+    #[arg(long, default_value_t = 60)]
+    pub job_stall_timeout_secs: u64,
 }
 
 impl RunnerConfig {

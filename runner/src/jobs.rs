@@ -4,6 +4,10 @@
 //! A job is marked succeeded only after every output is completely written: each pass returns
 //! one summary row per file its tasks wrote, files no summary names (left by retried tasks) are
 //! removed, and only then are the counts stored with the job.
+//!
+//! Each finished pass is recorded with what it wrote. A job interrupted by a runner restart takes
+//! over its running Ballista job if the scheduler still has it, else runs again from the pass
+//! that was interrupted; so does a job that stalled after the cluster lost an executor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,7 +16,8 @@ use std::time::{Duration, Instant};
 use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::serde::protobuf::CancelJobParams;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::collect;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion_proto::protobuf::LogicalPlanNode;
 use kalla_core::cache::sink::{SinkSpec, Split, write_empty};
@@ -31,11 +36,13 @@ use tokio::task::AbortHandle;
 use crate::cluster::ClusterEndpoint;
 use crate::metadata::{JobEnd, JobRecord, JobStatus, MetadataDb, MetadataError, NewJob, new_id};
 use crate::query::{Queries, QueryError};
+use crate::reattach;
 use crate::recipes::{RecipeError, Recipes};
+use crate::stall::StallWatch;
 
 /// The output of a query job.
 pub const QUERY_OUTPUT: &str = "result";
-/// A job interrupted this many times (runner restarts) is failed instead of run again.
+/// A job interrupted this many times (runner restarts, lost executors) is failed instead of run again.
 const MAX_ATTEMPTS: i64 = 3;
 const CALLBACK_ATTEMPTS: u32 = 5;
 
@@ -59,6 +66,9 @@ pub enum JobError {
     Metadata(#[from] MetadataError),
     #[error("{0}")]
     Failed(String),
+    /// The cluster lost an executor and the job stopped progressing: worth running again.
+    #[error("{0}")]
+    Stalled(String),
 }
 
 fn failed(error: impl std::fmt::Display) -> JobError {
@@ -119,6 +129,8 @@ pub struct JobSettings {
     pub s3: S3Settings,
     pub concurrency: usize,
     pub queue_capacity: usize,
+    /// After an executor is lost, a job with no finished task for this long is run again.
+    pub stall_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -137,6 +149,8 @@ struct Inner {
     /// Jobs running in this runner, to abort on cancel.
     running: Mutex<HashMap<String, AbortHandle>>,
     http: reqwest::Client,
+    /// `None` on the embedded cluster, whose executor cannot be lost on its own.
+    stall: Option<StallWatch>,
 }
 
 impl Jobs {
@@ -149,6 +163,14 @@ impl Jobs {
         settings: JobSettings,
     ) -> Result<Self, JobError> {
         let (queue, waiting) = mpsc::channel(settings.queue_capacity.max(1));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(failed)?;
+        let stall = cluster
+            .rest_url
+            .clone()
+            .map(|rest| StallWatch::new(http.clone(), rest, settings.stall_timeout));
         let jobs = Self {
             inner: Arc::new(Inner {
                 db,
@@ -158,10 +180,8 @@ impl Jobs {
                 queue,
                 waiting: tokio::sync::Mutex::new(waiting),
                 running: Mutex::default(),
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .map_err(failed)?,
+                http,
+                stall,
                 settings,
             }),
         };
@@ -246,11 +266,11 @@ impl Jobs {
             .await?;
         permit.send(id);
         tracing::info!(job = %record.id, job_type, "job queued");
-        Ok(self.view(record).await)
+        Ok(view(record))
     }
 
     pub async fn get(&self, id: &str) -> Result<JobView, JobError> {
-        Ok(self.view(self.inner.db.job(id).await?).await)
+        Ok(self.detailed_view(self.inner.db.job(id).await?).await)
     }
 
     pub async fn list(
@@ -259,11 +279,8 @@ impl Jobs {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<JobView>, JobError> {
-        let mut views = Vec::new();
-        for record in self.inner.db.list_jobs(status, limit, offset).await? {
-            views.push(self.view(record).await);
-        }
-        Ok(views)
+        let records = self.inner.db.list_jobs(status, limit, offset).await?;
+        Ok(records.into_iter().map(view).collect())
     }
 
     /// Cancels a queued or running job, including its Ballista jobs; its partial outputs are removed.
@@ -309,7 +326,7 @@ impl Jobs {
         self.discard_results(id).await;
         tracing::info!(job = %id, "job cancelled");
         self.notify(&job, "error").await;
-        Ok(self.view(job).await)
+        Ok(view(job))
     }
 
     /// The directory of a job's results.
@@ -337,31 +354,15 @@ impl Jobs {
         &self.inner.settings.s3
     }
 
-    async fn view(&self, record: JobRecord) -> JobView {
+    /// The job with, while it runs on a remote cluster, its Ballista job's stages.
+    async fn detailed_view(&self, record: JobRecord) -> JobView {
         let progress = match record.status {
             JobStatus::Running => Some(self.progress(&record).await),
             _ => None,
         };
         JobView {
-            outputs: outputs_of(&record.job_type)
-                .iter()
-                .map(|o| o.to_string())
-                .collect(),
-            summary: record
-                .counts_json
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok()),
-            id: record.id,
-            job_type: record.job_type,
-            status: record.status,
-            recipe_id: record.recipe_id,
             progress,
-            error: record.error,
-            ballista_job_ids: record.ballista_job_ids,
-            attempts: record.attempts,
-            created_at: record.created_at,
-            started_at: record.started_at,
-            finished_at: record.finished_at,
+            ..view(record)
         }
     }
 
@@ -398,9 +399,9 @@ impl Jobs {
         let mut resumed = Vec::new();
         for job in self.inner.db.unfinished_jobs().await? {
             if job.status == JobStatus::Running {
-                self.cancel_ballista_jobs(&job).await;
-                self.discard_results(&job.id).await;
                 if job.attempts >= MAX_ATTEMPTS {
+                    self.cancel_ballista_jobs(&job).await;
+                    self.discard_results(&job.id).await;
                     let reason = format!(
                         "the runner stopped during this job {} times; not retrying",
                         job.attempts
@@ -408,7 +409,16 @@ impl Jobs {
                     self.end(&job, JobStatus::Failed, None, Some(&reason)).await;
                     continue;
                 }
-                tracing::warn!(job = %job.id, attempt = job.attempts, "the runner stopped during this job; running it again");
+                match self.followable(&PassLog::of(&job)).await {
+                    Some(ballista) => {
+                        tracing::warn!(job = %job.id, ballista, "the runner stopped during this job; taking over its Ballista job")
+                    }
+                    None => {
+                        tracing::warn!(job = %job.id, attempt = job.attempts, "the runner stopped during this job; running it again after its last finished pass");
+                        self.cancel_ballista_jobs(&job).await;
+                        self.keep_finished_passes(&job).await?;
+                    }
+                }
                 self.inner.db.requeue_job(&job.id).await?;
             }
             resumed.push(job.id);
@@ -459,12 +469,30 @@ impl Jobs {
                 self.end(&job, JobStatus::Succeeded, Some(&summary), None).await;
             }
             Ok(Err(error)) => {
-                self.cancel_ballista_jobs(&self.inner.db.job(id).await?).await;
+                let latest = self.inner.db.job(id).await?;
+                self.cancel_ballista_jobs(&latest).await;
+                if let JobError::Stalled(reason) = &error
+                    && job.attempts < MAX_ATTEMPTS
+                {
+                    tracing::warn!(job = %id, attempt = job.attempts, %reason, "running the job again after its last finished pass");
+                    self.keep_finished_passes(&latest).await?;
+                    return self.run_again(id).await;
+                }
                 self.discard_results(id).await;
                 self.end(&job, JobStatus::Failed, None, Some(&error.to_string()))
                     .await;
             }
         }
+        Ok(())
+    }
+
+    /// Puts a running job back at the end of the queue.
+    async fn run_again(&self, id: &str) -> Result<(), JobError> {
+        self.inner.db.requeue_job(id).await?;
+        let queue = self.inner.queue.clone();
+        let id = id.to_string();
+        // Not awaited here: this worker is one of those that empty the queue.
+        tokio::spawn(async move { queue.send(id).await });
         Ok(())
     }
 
@@ -523,7 +551,7 @@ impl Jobs {
 
     async fn reconcile(&self, job: &JobRecord, recipe: &Recipe) -> Result<RunSummary, JobError> {
         let mut summary = RunSummary::default();
-        let session = self.inner.cluster.session();
+        let session = self.inner.cluster.query_session().await;
         let left = self.side(&session, &recipe.left).await?;
         let right = self.side(&session, &recipe.right).await?;
         let checked = recipe
@@ -532,12 +560,14 @@ impl Jobs {
         let left = filtered(left, &recipe.left)?;
         let right = filtered(right, &recipe.right)?;
         let dir = self.results_dir(&job.id);
+        let mut log = PassLog::of(job);
 
         let timer = Instant::now();
         let (classified, split) = plan::classify(left.clone(), right.clone(), &checked).map_err(failed)?;
         let mut schemas = output_schemas(classified.schema().as_arrow(), &split);
+        let table = split_write(&classified, &dir, split);
         let mut written = self
-            .write(&session, job, "classifying", classified.clone(), &dir, split)
+            .run_pass(&session, job, &mut log, "classifying", table)
             .await?;
         summary
             .timings
@@ -561,17 +591,9 @@ impl Jobs {
         let (rows, split) = plan::problem_rows(left, right, keys, &checked).map_err(failed)?;
         schemas.extend(output_schemas(rows.schema().as_arrow(), &split));
         if problem_keys > 0 {
-            written.extend(
-                self.write(
-                    &session,
-                    job,
-                    "reading duplicate and null keys",
-                    rows,
-                    &dir,
-                    split,
-                )
-                .await?,
-            );
+            let table = split_write(&rows, &dir, split);
+            let phase = "reading duplicate and null keys";
+            written.extend(self.run_pass(&session, job, &mut log, phase, table).await?);
             summary
                 .timings
                 .insert("problem_rows".into(), timer.elapsed().as_millis() as u64);
@@ -591,7 +613,7 @@ impl Jobs {
         let dir = self.results_dir(&job.id);
         let output = dir.join(&[QUERY_OUTPUT]);
         let schema = Arc::new(frame.schema().as_arrow().clone());
-        let session = self.inner.cluster.session();
+        let session = self.inner.cluster.query_session().await;
         let table = WritePlanTable::new(
             frame.logical_plan().clone(),
             SinkSpec {
@@ -600,7 +622,9 @@ impl Jobs {
             },
         );
         let timer = Instant::now();
-        let written = self.run_write(&session, job, "running", table).await?;
+        let written = self
+            .run_pass(&session, job, &mut PassLog::of(job), "running", table)
+            .await?;
         let mut summary = RunSummary::default();
         summary
             .timings
@@ -619,50 +643,141 @@ impl Jobs {
             .0)
     }
 
-    /// Runs one pass writing `frame` into `dir` split by `split`.
-    async fn write(
+    /// Runs the job's next pass, unless an earlier run finished it; takes over the Ballista job of
+    /// an interrupted run if the scheduler still runs it. Once the pass is done, files its tasks
+    /// wrote that no summary names (retried tasks) are removed, and the pass is recorded.
+    async fn run_pass(
         &self,
         session: &SessionContext,
         job: &JobRecord,
-        phase: &str,
-        frame: DataFrame,
-        dir: &CacheDir,
-        split: Split,
-    ) -> Result<Vec<WrittenFile>, JobError> {
-        let table = WritePlanTable::new(
-            frame.logical_plan().clone(),
-            SinkSpec {
-                directory: dir.as_str().to_string(),
-                split: Some(split),
-            },
-        );
-        self.run_write(session, job, phase, table).await
-    }
-
-    async fn run_write(
-        &self,
-        session: &SessionContext,
-        job: &JobRecord,
+        log: &mut PassLog,
         phase: &str,
         table: WritePlanTable,
     ) -> Result<Vec<WrittenFile>, JobError> {
+        if let Some(pass) = log.finished.get(log.next) {
+            log.next += 1;
+            return Ok(pass.written.clone());
+        }
         self.inner.db.set_job_phase(&job.id, phase).await?;
-        self.notify(&self.inner.db.job(&job.id).await?, "progress").await;
+        if job.callback_url.is_some() {
+            self.notify(&self.inner.db.job(&job.id).await?, "progress").await;
+        }
+        let followed = match self.followable(log).await {
+            // It may still end without a result: e.g. one cancelled after a stall that read as
+            // running a moment longer.
+            Some(ballista) => self.follow(&ballista).await.inspect_err(|error| {
+                tracing::warn!(job = %job.id, %error, "cannot take over the Ballista job; running the pass again");
+            }),
+            None => Err(failed("no Ballista job to take over")),
+        };
+        log.follow = None;
+        let pass = match followed {
+            Ok(pass) => pass,
+            Err(_) => {
+                self.keep_files(&job.id, &log.finished).await?;
+                self.run_on_cluster(session, job, table).await?
+            }
+        };
+        log.finished.push(pass.clone());
+        log.next += 1;
+        let record = serde_json::to_string(&log.finished).map_err(failed)?;
+        self.keep_files(&job.id, &log.finished).await?;
+        self.inner.db.set_job_passes(&job.id, &record).await?;
+        Ok(pass.written)
+    }
+
+    /// The Ballista job an interrupted run left, if the scheduler still runs it (or has finished it).
+    async fn followable(&self, log: &PassLog) -> Option<String> {
+        let ballista = log.follow.clone()?;
+        let mut scheduler = self.inner.cluster.scheduler().await.ok()?;
+        reattach::state(&mut scheduler, &ballista)
+            .await
+            .can_follow()
+            .then_some(ballista)
+    }
+
+    async fn follow(&self, ballista: &str) -> Result<Pass, JobError> {
+        let mut scheduler = self.inner.cluster.scheduler().await.map_err(failed)?;
+        let batches = reattach::wait_for_result(&mut scheduler, ballista)
+            .await
+            .map_err(failed)?;
+        pass(ballista, &batches)
+    }
+
+    /// Submits a pass to the cluster and waits for it; gives up on it if it stalls after the
+    /// cluster lost an executor.
+    async fn run_on_cluster(
+        &self,
+        session: &SessionContext,
+        job: &JobRecord,
+        table: WritePlanTable,
+    ) -> Result<Pass, JobError> {
         let plan = session
             .read_table(Arc::new(table))
             .map_err(failed)?
             .create_physical_plan()
             .await
             .map_err(failed)?;
-        let recorder = tokio::spawn(record_ballista_job(
-            self.inner.db.clone(),
-            job.id.clone(),
-            plan.clone(),
-        ));
-        let batches = collect(plan, session.task_ctx()).await;
-        // The job id arrives before any result; give the recorder its last chance to see it.
-        let _ = tokio::time::timeout(Duration::from_secs(1), recorder).await;
-        written_files(&batches.map_err(failed)?).map_err(failed)
+        let distributed = plan
+            .downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()
+            .ok_or_else(|| failed("the runner's plan is not a Ballista plan"))?;
+        let executors = match &self.inner.stall {
+            Some(watch) => watch.executors().await.ok(),
+            None => None,
+        };
+        let query = collect(plan.clone(), session.task_ctx());
+        tokio::pin!(query);
+        // Until the scheduler has accepted the query: its Ballista job id, recorded at once so
+        // that the job can be cancelled or taken over.
+        let ballista = tokio::select! {
+            ballista = accepted(distributed) => ballista,
+            finished = &mut query => {
+                let batches = finished.map_err(failed)?;
+                let ballista = distributed
+                    .job_id()
+                    .ok_or_else(|| failed("the cluster did not say which Ballista job ran this pass"))?;
+                self.record_ballista_job(job, ballista.as_str()).await;
+                return pass(ballista.as_str(), &batches);
+            }
+        };
+        self.record_ballista_job(job, &ballista).await;
+        let stalled = async {
+            match (&self.inner.stall, executors) {
+                (Some(watch), Some(executors)) => watch.stalled(&ballista, executors).await,
+                _ => std::future::pending().await,
+            }
+        };
+        let batches = tokio::select! {
+            batches = &mut query => batches.map_err(failed)?,
+            reason = stalled => return Err(JobError::Stalled(reason)),
+        };
+        pass(&ballista, &batches)
+    }
+
+    async fn record_ballista_job(&self, job: &JobRecord, ballista: &str) {
+        if let Err(error) = self.inner.db.add_ballista_job(&job.id, ballista).await {
+            tracing::warn!(job = %job.id, %error, "cannot record the Ballista job id");
+        }
+    }
+
+    /// Removes every file of the job's results but those its finished passes wrote.
+    async fn keep_files(&self, id: &str, finished: &[Pass]) -> Result<(), JobError> {
+        let dir = self.results_dir(id);
+        let store = storage::object_store_for(dir.url(), &self.inner.settings.s3).map_err(failed)?;
+        let keep: Vec<&str> = finished
+            .iter()
+            .flat_map(|pass| &pass.written)
+            .map(|file| file.path.as_str())
+            .collect();
+        let removed = dir.retain_only(&store, &keep).await.map_err(failed)?;
+        if removed > 0 {
+            tracing::info!(job = %id, removed, "removed files of retried or interrupted tasks");
+        }
+        Ok(())
+    }
+
+    async fn keep_finished_passes(&self, job: &JobRecord) -> Result<(), JobError> {
+        self.keep_files(&job.id, &PassLog::of(job).finished).await
     }
 
     /// Keeps exactly the files the summaries name, gives every output without rows an empty
@@ -682,7 +797,7 @@ impl Jobs {
             .collect();
         let removed = dir.retain_only(&store, &keep).await.map_err(failed)?;
         if removed > 0 {
-            tracing::info!(dir = %dir.as_str(), removed, "removed files of retried tasks and internal outputs");
+            tracing::info!(dir = %dir.as_str(), removed, "removed internal outputs");
         }
         let mut counts: BTreeMap<String, u64> = outputs.iter().map(|o| (o.to_string(), 0)).collect();
         for file in &written {
@@ -746,7 +861,7 @@ impl Jobs {
         };
         let body = json!({
             "event": event,
-            "job": self.view(job.clone()).await,
+            "job": self.detailed_view(job.clone()).await,
         });
         let http = self.inner.http.clone();
         let id = job.id.clone();
@@ -762,6 +877,67 @@ impl Jobs {
                 tokio::time::sleep(Duration::from_millis(500) * 2_u32.pow(attempt)).await;
             }
         });
+    }
+}
+
+/// The job as the API shows it; while it runs, its phase.
+fn view(record: JobRecord) -> JobView {
+    JobView {
+        progress: (record.status == JobStatus::Running).then(|| json!({"phase": record.phase})),
+        outputs: outputs_of(&record.job_type)
+            .iter()
+            .map(|o| o.to_string())
+            .collect(),
+        summary: record
+            .counts_json
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok()),
+        id: record.id,
+        job_type: record.job_type,
+        status: record.status,
+        recipe_id: record.recipe_id,
+        error: record.error,
+        ballista_job_ids: record.ballista_job_ids,
+        attempts: record.attempts,
+        created_at: record.created_at,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+    }
+}
+
+/// A finished pass of a job: its Ballista job and the files it wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pass {
+    ballista_job_id: String,
+    written: Vec<WrittenFile>,
+}
+
+/// The passes of one run of a job: those an earlier run finished are not run again, and the
+/// first unfinished one may take over the Ballista job the interrupted run left.
+struct PassLog {
+    finished: Vec<Pass>,
+    /// The next pass the run asks for.
+    next: usize,
+    /// The interrupted run's last Ballista job, if it is not a finished pass.
+    follow: Option<String>,
+}
+
+impl PassLog {
+    fn of(job: &JobRecord) -> Self {
+        let finished: Vec<Pass> = serde_json::from_str(&job.passes_json).unwrap_or_else(|error| {
+            tracing::warn!(job = %job.id, %error, "unreadable record of finished passes; running them again");
+            Vec::new()
+        });
+        let follow = job
+            .ballista_job_ids
+            .last()
+            .filter(|last| !finished.iter().any(|p| &p.ballista_job_id == *last))
+            .cloned();
+        Self {
+            finished,
+            next: 0,
+            follow,
+        }
     }
 }
 
@@ -801,19 +977,31 @@ fn filtered(frame: DataFrame, side: &Side) -> Result<DataFrame, JobError> {
     }
 }
 
-/// Stores the Ballista job id of `plan` (Ballista's client plan) once the scheduler has accepted it.
-async fn record_ballista_job(db: MetadataDb, job_id: String, plan: Arc<dyn ExecutionPlan>) {
-    let Some(distributed) = plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>() else {
-        tracing::warn!(job = %job_id, "not a Ballista plan; the job cannot be followed on the scheduler");
-        return;
-    };
+/// The Ballista job id of a query once the scheduler has accepted it.
+async fn accepted(query: &DistributedQueryExec<LogicalPlanNode>) -> String {
     loop {
-        if let Some(ballista) = distributed.job_id() {
-            if let Err(error) = db.add_ballista_job(&job_id, ballista.as_str()).await {
-                tracing::warn!(job = %job_id, %error, "cannot record the Ballista job id");
-            }
-            return;
+        if let Some(ballista) = query.job_id() {
+            return ballista.as_str().to_string();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Writing `frame` into `dir`, its rows routed to outputs by `split`.
+fn split_write(frame: &DataFrame, dir: &CacheDir, split: Split) -> WritePlanTable {
+    WritePlanTable::new(
+        frame.logical_plan().clone(),
+        SinkSpec {
+            directory: dir.as_str().to_string(),
+            split: Some(split),
+        },
+    )
+}
+
+/// A finished pass: the files its summary rows name.
+fn pass(ballista: &str, summary: &[RecordBatch]) -> Result<Pass, JobError> {
+    Ok(Pass {
+        ballista_job_id: ballista.to_string(),
+        written: written_files(summary).map_err(failed)?,
+    })
 }

@@ -9,7 +9,8 @@
 //! - [`cache`]: refreshing tables into versioned parquet on the cluster, and deleting old versions;
 //! - [`query`]: SQL on the cluster over connection tables, sources and `information_schema`;
 //! - [`recipes`] and [`jobs`]: reconciliation recipes, and the job queue that runs them (and large
-//!   queries) on the cluster; [`results`] reads their outputs back;
+//!   queries) on the cluster; [`results`] reads their outputs back; [`stall`] notices a job that
+//!   a lost executor left hanging; [`reattach`] follows a job an earlier runner submitted;
 //! - [`local_state`]: the token and key the runner generates into its data dir;
 //! - [`client`] and [`cli`]: the `kalla` CLI's HTTP client for a runner, and its commands;
 //! - [`cluster`]: connecting to a Ballista cluster (remote, or an embedded in-process one);
@@ -29,8 +30,10 @@ pub mod local_state;
 pub mod metadata;
 pub mod output;
 pub mod query;
+pub mod reattach;
 pub mod recipes;
 pub mod results;
 pub mod secrets;
 pub mod server;
 pub mod sources;
+pub mod stall;

@@ -169,7 +169,7 @@ impl Queries {
                     "information_schema cannot be joined with data tables; query it on its own".into(),
                 ));
             }
-            let session = self.cluster.session();
+            let session = self.cluster.query_session().await;
             let mut tables = Vec::with_capacity(references.len());
             for reference in &references {
                 tables.push(self.register(&session, reference, live).await?);

@@ -85,6 +85,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
             s3: config.s3(),
             concurrency: config.job_concurrency,
             queue_capacity: config.job_queue_capacity,
+            stall_timeout: Duration::from_secs(config.job_stall_timeout_secs),
         },
     )
     .await

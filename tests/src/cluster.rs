@@ -183,6 +183,21 @@ impl Cluster {
         let _ = child.wait();
     }
 
+    /// Stops `name` without killing it (SIGSTOP): a frozen node that holds its connections and
+    /// shuffle files but answers nothing.
+    pub fn freeze(&mut self, name: &str) {
+        let (_, child) = self
+            .processes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        let stopped = Command::new("kill")
+            .args(["-STOP", &child.id().to_string()])
+            .status()
+            .expect("kill -STOP");
+        assert!(stopped.success(), "cannot stop {name}");
+    }
+
     /// Panics with the logs if any process has exited.
     pub fn assert_running(&mut self) {
         let exited: Vec<String> = self

@@ -8,6 +8,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use kalla_e2e::cluster::{Cluster, ClusterOptions};
 use kalla_e2e::postgres::TestDatabase;
 use kalla_e2e::runner::Runner;
+use kalla_runner::stall::StallWatch;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -166,6 +167,8 @@ async fn start_runner(data_dir: TempDir, cluster: &Cluster, results: &TempDir) -
         &results_url,
         "--scan-partition-mib",
         "16",
+        "--job-stall-timeout-secs",
+        "10",
     ];
     Runner::start_in(data_dir, None, &args).await
 }
@@ -426,11 +429,16 @@ async fn start_job(runner: &Runner, body: Value) -> String {
 }
 
 #[tokio::test]
-async fn jobs_are_cancelled_and_survive_a_runner_restart() {
+async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
     let db = TestDatabase::create().await;
     db.execute(DATA).await;
     let truth = truth(&db).await;
-    let setup = setup(ClusterOptions::default()).await;
+    let options = ClusterOptions {
+        executors: 3,
+        fast_failure_detection: true,
+        ..ClusterOptions::default()
+    };
+    let mut setup = setup(options).await;
     setup
         .runner
         .register_source("invoices", &db.source_uri("public.invoices"))
@@ -478,8 +486,51 @@ async fn jobs_are_cancelled_and_survive_a_runner_restart() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "cancelling twice");
 
-    // The runner stopped mid-run and started again: the job runs again to the end.
+    // The stall watch reads the real scheduler: its executors, a job's stages, and a stall once
+    // an executor it saw is gone (here one that never existed) and nothing moves.
+    let watch = StallWatch::new(rest.clone(), setup.cluster.rest_url(""), Duration::from_secs(2));
+    let executors = watch.executors().await.expect("executors");
+    assert_eq!(executors.len(), 3, "{executors:?}");
+    let stages = watch.progress(&ballista).await.expect("stages");
+    assert!(!stages.is_empty(), "{stages:?}");
+    let mut before = executors.clone();
+    before.insert("gone".into());
+    let reason = tokio::time::timeout(Duration::from_secs(30), watch.stalled(&ballista, before))
+        .await
+        .expect("a stall is noticed");
+    assert!(reason.contains("executor gone"), "{reason}");
+
+    // An executor killed mid-run: Ballista reruns its tasks, or, where it cannot, the runner
+    // notices the stall, cancels the Ballista job and runs the job again on the executor left.
+    let id = start_job(&setup.runner, job.clone()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    setup.cluster.kill("executor-0");
+    let ended = wait_for_job(&setup.runner, &id, Duration::from_secs(300)).await;
+    assert_matches_truth(&setup, &db, &ended, &truth).await;
+    eprintln!(
+        "after losing an executor the job succeeded in {} attempts",
+        ended["attempts"]
+    );
+
+    // An executor frozen mid-run (it keeps its connections and answers nothing): the same.
+    let id = start_job(&setup.runner, job.clone()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    setup.cluster.freeze("executor-1");
+    let ended = wait_for_job(&setup.runner, &id, Duration::from_secs(300)).await;
+    assert_matches_truth(&setup, &db, &ended, &truth).await;
+    eprintln!(
+        "after an executor froze the job succeeded in {} attempts",
+        ended["attempts"]
+    );
+
+    // The runner stopped mid-run and started again: the new runner takes over the running
+    // Ballista job (or, had it ended, runs the job again from the interrupted pass).
     let id = start_job(&setup.runner, job).await;
+    let (_, before) = setup
+        .runner
+        .call(Method::GET, &format!("/api/jobs/{id}"), None)
+        .await;
+    let first_pass = before["ballista_job_ids"][0].clone();
     let Setup {
         runner,
         cluster,
@@ -495,4 +546,10 @@ async fn jobs_are_cancelled_and_survive_a_runner_restart() {
     let ended = wait_for_job(&setup.runner, &id, Duration::from_secs(300)).await;
     assert_matches_truth(&setup, &db, &ended, &truth).await;
     assert_eq!(ended["attempts"], 2, "{ended}");
+    assert_eq!(ended["ballista_job_ids"][0], first_pass, "{ended}");
+    assert_eq!(
+        ended["ballista_job_ids"].as_array().unwrap().len(),
+        2,
+        "the first pass ran only once, then the second: {ended}"
+    );
 }

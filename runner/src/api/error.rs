@@ -205,7 +205,7 @@ impl From<JobError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, "unknown_output", error.to_string())
             }
             JobError::NoResults(_) => Self::new(StatusCode::CONFLICT, "no_results", error.to_string()),
-            JobError::Failed(_) => {
+            JobError::Failed(_) | JobError::Stalled(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "job_failed", error.to_string())
             }
         }

@@ -58,6 +58,8 @@ pub struct JobRecord {
     pub phase: Option<String>,
     /// Ballista job ids, oldest first.
     pub ballista_job_ids: Vec<String>,
+    /// The passes that finished and what they wrote (JSON, the jobs module's format).
+    pub passes_json: String,
     pub attempts: i64,
     pub counts_json: Option<String>,
     pub result_url: Option<String>,
@@ -87,6 +89,7 @@ impl FromRow<'_, AnyRow> for JobRecord {
                 .filter(|id| !id.is_empty())
                 .map(str::to_string)
                 .collect(),
+            passes_json: row.try_get("passes_json")?,
             attempts: row.try_get("attempts")?,
             counts_json: row.try_get("counts_json")?,
             result_url: row.try_get("result_url")?,
@@ -99,7 +102,7 @@ impl FromRow<'_, AnyRow> for JobRecord {
 }
 
 const COLUMNS: &str = "id, job_type, status, recipe_id, spec_json, callback_url, phase, ballista_job_ids, \
-                       attempts, counts_json, result_url, error, created_at, started_at, finished_at";
+                       passes_json, attempts, counts_json, result_url, error, created_at, started_at, finished_at";
 
 /// A job to queue.
 pub struct NewJob<'a> {
@@ -211,11 +214,21 @@ impl MetadataDb {
     }
 
     pub async fn add_ballista_job(&self, id: &str, ballista_job_id: &str) -> Result<(), MetadataError> {
-        let job = self.job(id).await?;
-        let mut ids = job.ballista_job_ids;
-        ids.push(ballista_job_id.to_string());
-        sqlx::query("UPDATE jobs SET ballista_job_ids = $1 WHERE id = $2")
-            .bind(ids.join(","))
+        // One statement, so ids recorded at the same time are all kept.
+        sqlx::query(
+            "UPDATE jobs SET ballista_job_ids = CASE WHEN ballista_job_ids = '' THEN $1 \
+             ELSE ballista_job_ids || ',' || $1 END WHERE id = $2",
+        )
+        .bind(ballista_job_id)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_job_passes(&self, id: &str, passes_json: &str) -> Result<(), MetadataError> {
+        sqlx::query("UPDATE jobs SET passes_json = $1 WHERE id = $2")
+            .bind(passes_json)
             .bind(id)
             .execute(self.pool())
             .await?;
