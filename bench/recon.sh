@@ -18,7 +18,7 @@ fi
 step "python anchors: duckdb, datacompy (polars, pandas)"
 VENV=$ROOT/bench/.venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q duckdb==1.5.5 pyarrow 'datacompy[polars]' polars pandas
+"$VENV/bin/pip" install -q duckdb==1.5.5 pyarrow datacompy==1.1.0 polars pandas
 PY=$VENV/bin/python
 start_cluster
 
@@ -96,7 +96,7 @@ else:
         cmp = datacompy.PolarsCompare(l.select(["invoice_id", "amount"]), r.select(["invoice_id", "amount"]), join_columns="invoice_id", abs_tol=0.01)
     else:
         l = pd.read_parquet(invoices); r = pd.read_parquet(payments).rename(columns={"invoice_ref": "invoice_id"})
-        cmp = datacompy.Compare(l[["invoice_id", "amount"]], r[["invoice_id", "amount"]], join_columns="invoice_id", abs_tol=0.01)
+        cmp = datacompy.PandasCompare(l[["invoice_id", "amount"]], r[["invoice_id", "amount"]], join_columns="invoice_id", abs_tol=0.01)
     both = cmp.intersect_rows
     mismatched = len(cmp.all_mismatch())
     print(json.dumps({"matched": len(both) - mismatched, "mismatched": mismatched,
@@ -114,6 +114,12 @@ step "$RUNS timed runs, interleaved"
 for run in $(seq "$RUNS"); do
   time_it kalla kalla_recon
   for a in duckdb_counts duckdb_outputs datacompy_polars datacompy_pandas; do time_it $a anchor $a; done
+done
+
+step "where the time goes: the last Kalla run's Ballista jobs, stage by stage"
+for b in $(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["ballista_job_ids"]))' "$WORK/kalla-job.json"); do
+  curl -fsS "http://127.0.0.1:$SPORT/api/job/$b" >"$WORK/ballista-$b.json"
+  curl -fsS "http://127.0.0.1:$SPORT/api/job/$b/stages?plan_format=metrics" >"$WORK/stages-$b.json"
 done
 
 step "results"
@@ -146,6 +152,23 @@ for a, label in [("duckdb_counts", "DuckDB SQL, counts only"), ("duckdb_outputs"
 print("\nWhere Kalla's time goes (median of the job's own timings): job %.2f s, of which the classifying pass %.2f s;" %
       (med(inner, "kalla_job"), med(inner, "kalla_classify")))
 print("timings of the last run: `%s`.\n" % json.dumps(job["summary"]["timings_ms"]))
+print("Its Ballista jobs, stage by stage (from the scheduler's REST API; task times are medians / maxima):\n")
+print("| Ballista job | wall s | stage | tasks | input rows | output rows | task s (median / max) | operators |")
+print("|---|---|---|---|---|---|---|---|")
+plans = []
+for b in job["ballista_job_ids"]:
+    head = json.load(open("%s/ballista-%s.json" % (sys.argv[4], b)))
+    wall = (head["end_time"] - head["start_time"]) / 1000
+    for stage in json.load(open("%s/stages-%s.json" % (sys.argv[4], b)))["stages"]:
+        tasks = [t for t in stage["tasks"] if t]
+        pct = stage.get("task_duration_percentiles") or {}
+        plan = stage.get("stage_plan") or ""
+        ops = [line.strip().split(":")[0] for line in plan.splitlines() if line.strip()]
+        print("| %s | %.2f | %s | %d | %s | %s | %.2f / %.2f | %s |" % (
+            b, wall, stage["stage_id"], len(tasks), format(stage["input_rows"], ","), format(stage["output_rows"], ","),
+            pct.get("median", 0) / 1000, pct.get("max", 0) / 1000, " → ".join(reversed(ops))))
+        plans.append("-- %s stage %s\n%s" % (b, stage["stage_id"], plan.rstrip()))
+print("\n<details><summary>stage plans with metrics</summary>\n\n```\n%s\n```\n</details>\n" % "\n\n".join(plans))
 print("Counts (last run):\n")
 print("- Kalla: `%s`" % json.dumps(job["summary"]["outputs"]))
 for a in ["duckdb_counts", "datacompy_polars", "datacompy_pandas"]:
