@@ -9,50 +9,13 @@
 source "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
 
-step "data: invoices (5M) and payments (5M) in database $DB"
-if ! table_is_current payments kalla-bench:payments:v1; then
-  data_dir=${KALLA_BENCH_DATA:-$ROOT/../shared/data}
-  psql "$DB_URL" -X -v ON_ERROR_STOP=1 -q -f "$data_dir/00_helpers.sql" -f "$data_dir/20_recon.sql"
-fi
-
 step "python anchors: duckdb, datacompy (polars, pandas)"
 VENV=$ROOT/bench/.venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q duckdb==1.5.5 pyarrow datacompy==1.1.0 polars pandas
 PY=$VENV/bin/python
-start_cluster
+source "$ROOT/bench/recon_setup.sh"
 
-step "runner (release) on the cluster, results in $WORK/store"
-PORT=$(free_port)
-mkdir -p "$WORK/store"
-"$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/runner" --scheduler "df://127.0.0.1:$SPORT" \
-  --cache-dir "file://$WORK/store/" >"$WORK/runner.log" 2>&1 &
-for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
-TOKEN=$(cat "$WORK/runner/api-token")
-URL=http://127.0.0.1:$PORT
-api() { curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
-field() { python3 -c 'import json,sys; v=json.load(sys.stdin); print(eval("v"+sys.argv[1]))' "$1"; }
-# Submits a job and waits for it; prints the finished job.
-run_job() {
-  local id; id=$(api -d "$1" "$URL/api/jobs" | field '["id"]')
-  while :; do
-    api "$URL/api/jobs/$id" >"$WORK/job.json"
-    case $(field '["status"]' <"$WORK/job.json") in
-      succeeded) cat "$WORK/job.json"; return ;;
-      failed|cancelled) cat "$WORK/job.json" >&2; exit 1 ;;
-    esac
-    sleep 0.05
-  done
-}
-
-step "parquet copies of both tables, written by Kalla query jobs"
-for table in invoices payments; do
-  api -d "{\"alias\":\"pg_$table\",\"uri\":\"$DB_URL?table=public.$table\"}" "$URL/api/sources" >/dev/null
-  job=$(run_job "{\"type\":\"query\",\"sql\":\"SELECT * FROM pg_$table\"}" | field '["id"]')
-  mv "$WORK/store/results/$job/result" "$WORK/$table"
-  api -d "{\"alias\":\"$table\",\"uri\":\"file://$WORK/$table/\",\"source_type\":\"parquet\"}" "$URL/api/sources" >/dev/null
-done
-du -sh "$WORK/invoices" "$WORK/payments" >&2
 RECIPE='{"name":"bench","left":{"source":"invoices","key":["invoice_id"]},"right":{"source":"payments","key":["invoice_ref"]},
  "rules":[{"kind":"numeric","left":"amount","right":"amount","abs_tol":0.01},
           {"kind":"date_window","left":"issued_on","right":"paid_on","min_days":0,"max_days":30}]}'
