@@ -366,7 +366,7 @@ impl Jobs {
         }
     }
 
-    /// The job's phase and, on a remote cluster, its current Ballista job's stages.
+    /// The job's phase and, on a remote cluster, its current Ballista job's stages and tasks.
     async fn progress(&self, record: &JobRecord) -> serde_json::Value {
         let mut progress = json!({"phase": record.phase});
         let (Some(rest), Some(ballista)) = (&self.inner.cluster.rest_url, record.ballista_job_ids.last())
@@ -389,12 +389,20 @@ impl Jobs {
                 progress[field] = job[field].clone();
             }
         }
+        if let Some(watch) = &self.inner.stall
+            && let Some(stages) = watch.progress(ballista).await
+        {
+            progress["tasks_finished"] = json!(stages.iter().map(|s| s.tasks_finished).sum::<usize>());
+            progress["tasks"] = json!(stages.iter().map(|s| s.tasks).sum::<usize>());
+            progress["stages"] = json!(stages);
+        }
         progress
     }
 
-    /// Unfinished jobs of a previous runner: queued ones wait again; running ones have their
-    /// Ballista jobs cancelled and partial outputs removed, and are run again from the start,
-    /// unless they were already interrupted [`MAX_ATTEMPTS`] times.
+    /// Unfinished jobs of a previous runner: queued ones wait again; a running one takes over its
+    /// Ballista job if the scheduler still runs it, else has it cancelled and the interrupted
+    /// pass's files removed, and runs again from that pass; one interrupted [`MAX_ATTEMPTS`]
+    /// times is failed.
     async fn recover(&self) -> Result<Vec<String>, JobError> {
         let mut resumed = Vec::new();
         for job in self.inner.db.unfinished_jobs().await? {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ballista_api_types::dto::{QueryStagesResponse, TaskStatus};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How often the scheduler is asked while a job runs.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -29,9 +29,17 @@ struct Executor {
     id: String,
 }
 
-/// What has to change for a job to count as progressing: each stage's status and its finished
-/// tasks.
-pub type Progress = Vec<(String, String, usize)>;
+/// A stage of a Ballista job as the scheduler reports it. A job progresses when any of this
+/// changes for any stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageProgress {
+    pub stage_id: String,
+    pub status: String,
+    pub tasks_finished: usize,
+    pub tasks: usize,
+}
+
+type Progress = Vec<StageProgress>;
 
 impl StallWatch {
     pub fn new(http: reqwest::Client, rest_url: String, timeout: Duration) -> Self {
@@ -72,9 +80,8 @@ impl StallWatch {
         }
     }
 
-    /// Each stage of the job: its id, status and finished tasks; `None` if the scheduler does
-    /// not answer.
-    pub async fn progress(&self, job_id: &str) -> Option<Progress> {
+    /// Each stage of the job; `None` if the scheduler does not answer.
+    pub async fn progress(&self, job_id: &str) -> Option<Vec<StageProgress>> {
         let url = format!("{}/api/job/{job_id}/stages", self.rest_url);
         let stages: QueryStagesResponse = self.get(&url).await.ok()?;
         Some(
@@ -82,13 +89,17 @@ impl StallWatch {
                 .stages
                 .into_iter()
                 .map(|stage| {
-                    let finished = stage
-                        .tasks
+                    let tasks: Vec<_> = stage.tasks.iter().flatten().collect();
+                    let finished = tasks
                         .iter()
-                        .flatten()
                         .filter(|task| matches!(task.status, TaskStatus::Successful))
                         .count();
-                    (stage.stage_id, stage.stage_status, finished)
+                    StageProgress {
+                        tasks_finished: finished,
+                        tasks: tasks.len(),
+                        stage_id: stage.stage_id,
+                        status: stage.stage_status,
+                    }
                 })
                 .collect(),
         )
@@ -173,7 +184,12 @@ mod tests {
     }
 
     fn finished(tasks: usize) -> Progress {
-        vec![("1".into(), "Running".into(), tasks)]
+        vec![StageProgress {
+            stage_id: "1".into(),
+            status: "Running".into(),
+            tasks_finished: tasks,
+            tasks: 8,
+        }]
     }
 
     fn after(start: Instant, secs: u64) -> Instant {

@@ -526,10 +526,17 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
     // The runner stopped mid-run and started again: the new runner takes over the running
     // Ballista job (or, had it ended, runs the job again from the interrupted pass).
     let id = start_job(&setup.runner, job).await;
-    let (_, before) = setup
-        .runner
-        .call(Method::GET, &format!("/api/jobs/{id}"), None)
-        .await;
+    // While it runs, its progress names the Ballista job's stages and tasks.
+    let before = kalla_e2e::wait_for("the job's tasks", Duration::from_secs(30), || async {
+        let (_, job) = setup
+            .runner
+            .call(Method::GET, &format!("/api/jobs/{id}"), None)
+            .await;
+        assert_eq!(job["status"], "running", "{job}");
+        let progress = &job["progress"];
+        (progress["tasks"].as_u64() > Some(0) && progress["stages"].is_array()).then_some(job)
+    })
+    .await;
     let first_pass = before["ballista_job_ids"][0].clone();
     let Setup {
         runner,
