@@ -5,7 +5,8 @@ use kalla_e2e::postgres::TestDatabase;
 use std::time::Duration;
 
 use kalla_runner::metadata::{
-    DiscoveredTable, MetadataDb, MetadataError, NewConnection, NewSource, NewVersion, TableSync,
+    DiscoveredTable, JobEnd, JobStatus, MetadataDb, MetadataError, NewConnection, NewJob, NewSource,
+    NewVersion, TableSync,
 };
 
 /// Runs `check` with a freshly migrated SQLite database, then a Postgres one, and their URLs.
@@ -364,4 +365,56 @@ fn integer_connection_ids(root: &std::path::Path) -> Vec<String> {
         }
     }
     found
+}
+
+#[tokio::test]
+async fn jobs_record_their_attempts_ballista_jobs_and_passes() {
+    each_backend(async |db: MetadataDb, _: &str| {
+        let job = db
+            .insert_job(NewJob {
+                id: "job_a",
+                job_type: "recon",
+                recipe_id: None,
+                spec_json: "{}",
+                callback_url: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (job.status, job.attempts, job.passes_json.as_str()),
+            (JobStatus::Queued, 0, "[]")
+        );
+        assert!(db.start_job("job_a").await.unwrap());
+        assert!(!db.start_job("job_a").await.unwrap(), "only a queued job starts");
+
+        db.add_ballista_job("job_a", "B1").await.unwrap();
+        db.add_ballista_job("job_a", "B2").await.unwrap();
+        db.set_job_passes("job_a", r#"[{"ballista_job_id":"B1","written":[]}]"#)
+            .await
+            .unwrap();
+        let job = db.job("job_a").await.unwrap();
+        assert_eq!(job.ballista_job_ids, ["B1", "B2"]);
+        assert!(job.passes_json.contains("B1"), "{}", job.passes_json);
+        assert_eq!((job.status, job.attempts), (JobStatus::Running, 1));
+
+        // A restarted runner puts it back in the queue; it keeps what it recorded.
+        db.requeue_job("job_a").await.unwrap();
+        let unfinished = db.unfinished_jobs().await.unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].status, JobStatus::Queued);
+        assert_eq!(unfinished[0].ballista_job_ids, ["B1", "B2"]);
+        assert!(db.start_job("job_a").await.unwrap());
+        assert_eq!(db.job("job_a").await.unwrap().attempts, 2);
+
+        let end = || JobEnd {
+            status: JobStatus::Succeeded,
+            counts_json: Some(r#"{"matched":1}"#),
+            result_url: Some("file:///r/"),
+            error: None,
+        };
+        assert!(db.finish_job("job_a", end()).await.unwrap());
+        assert!(!db.finish_job("job_a", end()).await.unwrap(), "a job ends once");
+        assert!(db.unfinished_jobs().await.unwrap().is_empty());
+    })
+    .await;
 }
