@@ -17,6 +17,8 @@ use kalla_core::storage::{ObjectStores, S3Settings};
 use kalla_core::{ClusterKey, SourceUri, session};
 use tonic::transport::Channel;
 
+use crate::scheduler_api::SchedulerApi;
+
 /// A session on a remote cluster (`df://host:port`), or on an embedded one when `scheduler` is `None`.
 pub async fn connect(scheduler: Option<&str>, key: ClusterKey) -> anyhow::Result<SessionContext> {
     Ok(ClusterEndpoint::start(scheduler, key, S3Settings::default())
@@ -30,25 +32,14 @@ pub struct ClusterEndpoint {
     base: SessionContext,
     /// The scheduler's gRPC address (`http://host:port`), embedded or remote.
     grpc_url: String,
-    /// The scheduler's REST address; `None` for the embedded cluster.
-    pub rest_url: Option<String>,
-    http: reqwest::Client,
+    /// The scheduler's REST API; `None` for the embedded cluster.
+    pub rest: Option<SchedulerApi>,
     /// The executors' vcores as last asked, and when.
     vcores: Arc<Mutex<Option<(Instant, usize)>>>,
 }
 
 /// How long the executors' vcores are taken as known.
 const VCORES_TTL: Duration = Duration::from_secs(10);
-
-#[derive(serde::Deserialize)]
-struct Executor {
-    specification: ExecutorSpecification,
-}
-
-#[derive(serde::Deserialize)]
-struct ExecutorSpecification {
-    vcores: usize,
-}
 
 impl ClusterEndpoint {
     /// Connects to `scheduler` (`df://host:port`), or starts the embedded cluster; `s3` opens
@@ -63,8 +54,12 @@ impl ClusterEndpoint {
             .set("ballista.client.pull", "true")
             .context("cannot configure the Ballista client")?;
         let state = session::session_state_with_stores(config, Arc::new(ObjectStores::new(s3)))?;
-        let (grpc_url, rest_url) = match scheduler {
-            Some(url) => (scheduler_rest_url(url)?, Some(scheduler_rest_url(url)?)),
+        // Ballista serves gRPC and REST on the same port.
+        let (grpc_url, rest) = match scheduler {
+            Some(url) => {
+                let url = scheduler_url(url)?;
+                (url.clone(), Some(SchedulerApi::new(url)))
+            }
             None => (start_embedded(&state).await?, None),
         };
         let state = state
@@ -76,8 +71,7 @@ impl ClusterEndpoint {
         Ok(Self {
             base,
             grpc_url,
-            rest_url,
-            http: reqwest::Client::new(),
+            rest,
             vcores: Arc::default(),
         })
     }
@@ -104,21 +98,15 @@ impl ClusterEndpoint {
 
     /// The vcores of the executors registered with a remote scheduler (as of a few seconds ago).
     async fn executor_vcores(&self) -> Option<usize> {
-        let rest = self.rest_url.as_ref()?;
+        let rest = self.rest.as_ref()?;
         let known = *self.vcores.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((asked, vcores)) = known
             && asked.elapsed() < VCORES_TTL
         {
             return Some(vcores);
         }
-        let answer = self
-            .http
-            .get(format!("{rest}/api/executors"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        let executors: Vec<Executor> = match answer {
-            Ok(response) => response.json().await.ok()?,
+        let executors = match rest.executors().await {
+            Ok(executors) => executors,
             Err(error) => {
                 tracing::warn!(%error, "cannot ask the scheduler for its executors");
                 return None;
@@ -176,8 +164,8 @@ async fn start_embedded(state: &SessionState) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// The scheduler's REST address for a `df://host:port` URL.
-pub fn scheduler_rest_url(scheduler: &str) -> anyhow::Result<String> {
+/// The scheduler's HTTP address (gRPC and REST) for a `df://host:port` URL.
+pub fn scheduler_url(scheduler: &str) -> anyhow::Result<String> {
     let address = scheduler
         .strip_prefix("df://")
         .filter(|a| !a.is_empty() && !a.contains('/'))

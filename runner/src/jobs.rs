@@ -168,9 +168,9 @@ impl Jobs {
             .build()
             .map_err(failed)?;
         let stall = cluster
-            .rest_url
+            .rest
             .clone()
-            .map(|rest| StallWatch::new(http.clone(), rest, settings.stall_timeout));
+            .map(|scheduler| StallWatch::new(scheduler, settings.stall_timeout));
         let jobs = Self {
             inner: Arc::new(Inner {
                 db,
@@ -369,29 +369,21 @@ impl Jobs {
     /// The job's phase and, on a remote cluster, its current Ballista job's stages and tasks.
     async fn progress(&self, record: &JobRecord) -> serde_json::Value {
         let mut progress = json!({"phase": record.phase});
-        let (Some(rest), Some(ballista)) = (&self.inner.cluster.rest_url, record.ballista_job_ids.last())
-        else {
+        let (Some(scheduler), Some(watch), Some(ballista)) = (
+            &self.inner.cluster.rest,
+            &self.inner.stall,
+            record.ballista_job_ids.last(),
+        ) else {
             return progress;
         };
-        let url = format!("{rest}/api/job/{ballista}");
-        let answer = self
-            .inner
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if let Ok(response) = answer
-            && let Ok(job) = response.json::<serde_json::Value>().await
-        {
+        if let Ok(job) = scheduler.job(ballista).await {
             progress["ballista_job_id"] = json!(ballista);
-            for field in ["num_stages", "completed_stages", "percent_complete", "job_status"] {
-                progress[field] = job[field].clone();
-            }
+            progress["num_stages"] = json!(job.num_stages);
+            progress["completed_stages"] = json!(job.completed_stages);
+            progress["percent_complete"] = json!(job.percent_complete);
+            progress["job_status"] = json!(job.job_status);
         }
-        if let Some(watch) = &self.inner.stall
-            && let Some(stages) = watch.progress(ballista).await
-        {
+        if let Some(stages) = watch.progress(ballista).await {
             progress["tasks_finished"] = json!(stages.iter().map(|s| s.tasks_finished).sum::<usize>());
             progress["tasks"] = json!(stages.iter().map(|s| s.tasks).sum::<usize>());
             progress["stages"] = json!(stages);

@@ -14,6 +14,7 @@
 //! - [`local_state`]: the token and key the runner generates into its data dir;
 //! - [`client`] and [`cli`]: the `kalla` CLI's HTTP client for a runner, and its commands;
 //! - [`cluster`]: connecting to a Ballista cluster (remote, or an embedded in-process one);
+//!   [`scheduler_api`] reads a remote scheduler's REST API;
 //! - [`demo`]: the quickstart data set and query;
 //! - [`output`]: printing query results as a table, CSV or JSON.
 
@@ -33,6 +34,7 @@ pub mod query;
 pub mod reattach;
 pub mod recipes;
 pub mod results;
+pub mod scheduler_api;
 pub mod secrets;
 pub mod server;
 pub mod sources;

@@ -170,8 +170,8 @@ fn announce(what: &str, origin: &Origin) {
 
 async fn start_cluster(config: &RunnerConfig, key: &ClusterKey) -> anyhow::Result<ClusterEndpoint> {
     let cluster = ClusterEndpoint::start(config.scheduler.as_deref(), key.clone(), config.s3()).await?;
-    match &cluster.rest_url {
-        Some(url) => tracing::info!(scheduler = %url, "using the remote cluster"),
+    match &cluster.rest {
+        Some(scheduler) => tracing::info!(scheduler = %scheduler.url(), "using the remote cluster"),
         None => tracing::info!("embedded cluster started"),
     }
     Ok(cluster)

@@ -9,24 +9,19 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ballista_api_types::dto::{QueryStagesResponse, TaskStatus};
-use serde::{Deserialize, Serialize};
+use ballista_api_types::dto::TaskStatus;
+use serde::Serialize;
+
+use crate::scheduler_api::SchedulerApi;
 
 /// How often the scheduler is asked while a job runs.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Watches jobs through the scheduler's REST API at `rest_url`.
+/// Watches jobs through the scheduler's REST API.
 #[derive(Clone)]
 pub struct StallWatch {
-    http: reqwest::Client,
-    rest_url: String,
+    api: SchedulerApi,
     timeout: Duration,
-}
-
-#[derive(Deserialize)]
-struct Executor {
-    id: String,
 }
 
 /// A stage of a Ballista job as the scheduler reports it. A job progresses when any of this
@@ -42,17 +37,13 @@ pub struct StageProgress {
 type Progress = Vec<StageProgress>;
 
 impl StallWatch {
-    pub fn new(http: reqwest::Client, rest_url: String, timeout: Duration) -> Self {
-        Self {
-            http,
-            rest_url,
-            timeout,
-        }
+    pub fn new(api: SchedulerApi, timeout: Duration) -> Self {
+        Self { api, timeout }
     }
 
     /// The ids of the executors registered with the scheduler now.
     pub async fn executors(&self) -> Result<BTreeSet<String>, reqwest::Error> {
-        let executors: Vec<Executor> = self.get(&format!("{}/api/executors", self.rest_url)).await?;
+        let executors = self.api.executors().await?;
         Ok(executors.into_iter().map(|e| e.id).collect())
     }
 
@@ -82,8 +73,7 @@ impl StallWatch {
 
     /// Each stage of the job; `None` if the scheduler does not answer.
     pub async fn progress(&self, job_id: &str) -> Option<Vec<StageProgress>> {
-        let url = format!("{}/api/job/{job_id}/stages", self.rest_url);
-        let stages: QueryStagesResponse = self.get(&url).await.ok()?;
+        let stages = self.api.stages(job_id).await.ok()?;
         Some(
             stages
                 .stages
@@ -103,17 +93,6 @@ impl StallWatch {
                 })
                 .collect(),
         )
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, reqwest::Error> {
-        self.http
-            .get(url)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
     }
 }
 

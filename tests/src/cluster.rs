@@ -174,11 +174,7 @@ impl Cluster {
 
     /// Kills the named process (`scheduler`, `executor-0`, …) with SIGKILL.
     pub fn kill(&mut self, name: &str) {
-        let (_, child) = self
-            .processes
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no process {name}"));
+        let child = self.process(name);
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -186,16 +182,20 @@ impl Cluster {
     /// Stops `name` without killing it (SIGSTOP): a frozen node that holds its connections and
     /// shuffle files but answers nothing.
     pub fn freeze(&mut self, name: &str) {
-        let (_, child) = self
-            .processes
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no process {name}"));
+        let pid = self.process(name).id();
         let stopped = Command::new("kill")
-            .args(["-STOP", &child.id().to_string()])
+            .args(["-STOP", &pid.to_string()])
             .status()
             .expect("kill -STOP");
         assert!(stopped.success(), "cannot stop {name}");
+    }
+
+    fn process(&mut self, name: &str) -> &mut Child {
+        self.processes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, child)| child)
+            .unwrap_or_else(|| panic!("no process {name}"))
     }
 
     /// Panics with the logs if any process has exited.

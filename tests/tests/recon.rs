@@ -8,6 +8,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use kalla_e2e::cluster::{Cluster, ClusterOptions};
 use kalla_e2e::postgres::TestDatabase;
 use kalla_e2e::runner::Runner;
+use kalla_runner::scheduler_api::SchedulerApi;
 use kalla_runner::stall::StallWatch;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -488,7 +489,8 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
 
     // The stall watch reads the real scheduler: its executors, a job's stages, and a stall once
     // an executor it saw is gone (here one that never existed) and nothing moves.
-    let watch = StallWatch::new(rest.clone(), setup.cluster.rest_url(""), Duration::from_secs(2));
+    let scheduler = SchedulerApi::new(setup.cluster.rest_url(""));
+    let watch = StallWatch::new(scheduler, Duration::from_secs(2));
     let executors = watch.executors().await.expect("executors");
     assert_eq!(executors.len(), 3, "{executors:?}");
     let stages = watch.progress(&ballista).await.expect("stages");

@@ -233,8 +233,11 @@ pub fn classify(left: DataFrame, right: DataFrame, recipe: &CheckedRecipe) -> Re
         &[
             (MATCHED, pair_columns),
             (MISMATCHED, mismatched_columns),
-            (LEFT_ONLY, left_only_columns(&names)),
-            (RIGHT_ONLY, right_only_columns(&names)),
+            (LEFT_ONLY, one_side_columns(&names.left_keys, &names.left_values)),
+            (
+                RIGHT_ONLY,
+                one_side_columns(&names.right_keys, &names.right_values),
+            ),
             (
                 PROBLEM_KEYS,
                 names
@@ -344,20 +347,9 @@ fn any_null(columns: &[String]) -> Expr {
         .expect("a recipe has at least one key")
 }
 
-fn left_only_columns<'n>(names: &'n Names) -> Vec<&'n String> {
-    names
-        .left_keys
-        .iter()
-        .chain(names.left_values.iter().map(|(_, n)| n))
-        .collect()
-}
-
-fn right_only_columns<'n>(names: &'n Names) -> Vec<&'n String> {
-    names
-        .right_keys
-        .iter()
-        .chain(names.right_values.iter().map(|(_, n)| n))
-        .collect()
+/// One side's keys and value columns: what its `*_only` output holds.
+fn one_side_columns<'n>(keys: &'n [String], values: &'n [(Field, String)]) -> Vec<&'n String> {
+    keys.iter().chain(values.iter().map(|(_, n)| n)).collect()
 }
 
 /// A split routing by the [`ROUTE`] column into `outputs`, each with the named columns.
@@ -456,8 +448,11 @@ pub fn problem_rows(
     let split = split(
         &schema,
         &[
-            (LEFT_ONLY, left_only_columns(&names)),
-            (RIGHT_ONLY, right_only_columns(&names)),
+            (LEFT_ONLY, one_side_columns(&names.left_keys, &names.left_values)),
+            (
+                RIGHT_ONLY,
+                one_side_columns(&names.right_keys, &names.right_values),
+            ),
             (DUPLICATES, duplicates),
         ],
     )?;

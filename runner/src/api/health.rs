@@ -1,7 +1,5 @@
 //! Liveness, readiness and the metrics endpoint.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,8 +9,6 @@ use serde_json::json;
 
 use super::AppState;
 use crate::cluster::ClusterEndpoint;
-
-const CLUSTER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
@@ -44,18 +40,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn probe_cluster(cluster: &ClusterEndpoint) -> Result<(), String> {
-    let Some(rest_url) = &cluster.rest_url else {
-        return Ok(());
-    };
-    let client = reqwest::Client::builder()
-        .timeout(CLUSTER_PROBE_TIMEOUT)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let url = format!("{rest_url}/api/state");
-    match client.get(&url).send().await {
-        Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(format!("scheduler answered {} at {url}", response.status())),
-        Err(error) => Err(format!("scheduler unreachable at {url}: {error}")),
+    match &cluster.rest {
+        Some(scheduler) => scheduler.check().await,
+        None => Ok(()),
     }
 }
 
