@@ -1,19 +1,27 @@
 //! What every Kalla binary does at start-up: flags with `KALLA_*` environment fallbacks, and logging.
 
-use clap::{ArgMatches, Command, Parser};
+use std::fmt;
+
+use clap::{ArgMatches, Command, CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
+
+/// `json` gives JSON log lines; read by every service.
+const LOG_FORMAT_ENV: &str = "KALLA_LOG_FORMAT";
 
 /// `--bind-port` → `KALLA_BIND_PORT`.
 pub fn env_name(long: &str) -> String {
     format!("KALLA_{}", long.replace('-', "_").to_ascii_uppercase())
 }
 
+/// Flags that are actions, not settings: no variable sets them.
+const ACTIONS: [&str; 3] = ["help", "version", "check-config"];
+
 /// Gives every long flag of `command` and its subcommands a `KALLA_*` environment variable
 /// (flags win over the environment).
 pub fn with_env_fallbacks(command: Command) -> Command {
     command
         .mut_args(|arg| match arg.get_long().map(str::to_string) {
-            Some(long) if long != "help" && long != "version" && arg.get_env().is_none() => {
+            Some(long) if !ACTIONS.contains(&long.as_str()) && arg.get_env().is_none() => {
                 arg.env(env_name(&long))
             }
             _ => arg,
@@ -27,11 +35,63 @@ pub fn parse_args<T: Parser>() -> T {
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
+/// `KALLA_*` variables in this process's environment that no flag of `T` reads, nor `also_read`
+/// (variables the service reads itself, like `KALLA_SECRET_KEY`): a typo, or another service's
+/// setting, that would otherwise be silently ignored.
+pub fn stray_variables<T: CommandFactory>(also_read: &[&str]) -> Vec<String> {
+    let command = with_env_fallbacks(T::command());
+    let read: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .chain(
+            also_read
+                .iter()
+                .chain(&[LOG_FORMAT_ENV])
+                .map(|name| name.to_string()),
+        )
+        .collect();
+    let mut stray: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with("KALLA_") && !read.contains(name))
+        .collect();
+    stray.sort();
+    stray
+}
+
+/// Logs each stray variable (see [`stray_variables`]) at start-up.
+pub fn warn_stray(stray: &[String]) {
+    for variable in stray {
+        tracing::warn!(%variable, "ignored: no setting of this service reads this variable");
+    }
+}
+
+/// Ends a `--check-config` run: exit status 0 when the settings are valid and no `KALLA_*`
+/// variable is stray, else each problem on stderr and exit status 2.
+pub fn exit_after_check(service: &str, stray: &[String], validation: Result<(), impl fmt::Display>) -> ! {
+    let mut problems: Vec<String> = stray
+        .iter()
+        .map(|variable| format!("{variable} is not a setting of {service}"))
+        .collect();
+    if let Err(error) = validation {
+        // `{:#}` shows an error's whole chain of causes ("a: b: c"), not only its outermost context.
+        problems.push(format!("{error:#}"));
+    }
+    if problems.is_empty() {
+        println!("{service}: configuration is valid");
+        std::process::exit(0);
+    }
+    for problem in problems {
+        eprintln!("{service}: {problem}");
+    }
+    std::process::exit(2);
+}
+
 /// Structured logs to stdout; JSON when `KALLA_LOG_FORMAT=json`, level from `RUST_LOG` or `default_level`.
 pub fn init_tracing(default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
-    let json = std::env::var("KALLA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let result = if json {
         builder.json().try_init()
     } else {

@@ -55,10 +55,13 @@ pub struct S3Args {
     /// S3-compatible endpoint for s3:// locations (default: AWS).
     #[arg(long)]
     pub s3_endpoint: Option<String>,
+    /// S3 region (default: `AWS_REGION`, else us-east-1).
     #[arg(long)]
     pub s3_region: Option<String>,
+    /// S3 access key id (default: `AWS_ACCESS_KEY_ID` and the other standard AWS sources).
     #[arg(long, hide_env_values = true)]
     pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (default: `AWS_SECRET_ACCESS_KEY`).
     #[arg(long, hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
     /// Allow plain-HTTP S3 endpoints (local servers).

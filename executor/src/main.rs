@@ -22,7 +22,7 @@ use kalla_core::{ClusterKey, process, session};
 
 #[derive(Parser, Debug)]
 #[command(
-    name = "kalla-executor",
+    name = NAME,
     version,
     about = "Kalla executor: Ballista's executor with Kalla's Postgres scans"
 )]
@@ -37,21 +37,48 @@ struct Args {
     source_pool_idle_timeout_secs: u64,
     #[command(flatten)]
     s3: S3Args,
+    /// Check the flags, `KALLA_*` variables and cluster key, then exit (0: valid; 2: each
+    /// problem on stderr).
+    #[arg(long)]
+    check_config: bool,
+}
+
+const NAME: &str = "kalla-executor";
+
+/// What the executor needs before it starts, checked.
+struct Validated {
+    key: ClusterKey,
+    health_addr: SocketAddr,
+    config: ExecutorProcessConfig,
+}
+
+fn validated(ballista: ballista_executor::config::Config) -> anyhow::Result<Validated> {
+    let key = ClusterKey::from_env().context("kalla-executor cannot start")?;
+    let health_addr: SocketAddr = format!("{}:{}", ballista.bind_host, ballista.bind_health_port)
+        .parse()
+        .context("invalid --bind-host/--bind-health-port")?;
+    let config: ExecutorProcessConfig = ballista.try_into().context("invalid executor configuration")?;
+    Ok(Validated {
+        key,
+        health_addr,
+        config,
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Args = process::parse_args();
+    let stray = process::stray_variables::<Args>(&[kalla_core::seal::SECRET_KEY_ENV]);
+    if args.check_config {
+        process::exit_after_check(NAME, &stray, validated(args.ballista).map(drop));
+    }
     process::init_tracing(&args.ballista.log_level_setting);
-    let key = ClusterKey::from_env().context("kalla-executor cannot start")?;
-    let health_addr: SocketAddr = format!("{}:{}", args.ballista.bind_host, args.ballista.bind_health_port)
-        .parse()
-        .context("invalid --bind-host/--bind-health-port")?;
-
-    let mut config: ExecutorProcessConfig = args
-        .ballista
-        .try_into()
-        .context("invalid executor configuration")?;
+    process::warn_stray(&stray);
+    let Validated {
+        key,
+        health_addr,
+        mut config,
+    } = validated(args.ballista)?;
     PoolRegistry::global().configure(PoolSettings {
         max_connections: args.source_pool_max_connections,
         idle_timeout: Duration::from_secs(args.source_pool_idle_timeout_secs),

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+use kalla_core::ClusterKey;
 use kalla_core::cache::CacheDir;
 use kalla_core::postgres::PartitionOptions;
 use kalla_core::process::with_env_fallbacks;
@@ -103,6 +104,10 @@ pub struct RunnerConfig {
     /// seconds is cancelled on the cluster and run again (Ballista cannot always recover it).
     #[arg(long, default_value_t = 60)]
     pub job_stall_timeout_secs: u64,
+    /// Check the settings and `KALLA_*` variables without starting, then exit (0: valid; 2:
+    /// each problem on stderr). Nothing is connected to or created.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl RunnerConfig {
@@ -128,6 +133,40 @@ impl RunnerConfig {
         let command = with_file_defaults(command, &matches, &path)?;
         let matches = command.try_get_matches_from(&args).unwrap_or_else(|e| e.exit());
         Ok(Self::from_arg_matches(&matches)?)
+    }
+
+    /// Checks what can be checked without connecting anywhere: URLs, the cluster key, the token.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let metadata = self.metadata_url();
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| metadata.starts_with(scheme))
+        {
+            bail!("--database-url / KALLA_DATABASE_URL must start with sqlite: or postgres://");
+        }
+        if let Some(location) = &self.cache_dir {
+            CacheDir::parse(location).context("--cache-dir / KALLA_CACHE_DIR")?;
+        }
+        if let Some(scheduler) = &self.scheduler {
+            crate::cluster::scheduler_url(scheduler).context("--scheduler / KALLA_SCHEDULER")?;
+            if self.secret_key.is_none() {
+                bail!(
+                    "KALLA_SECRET_KEY (or --secret-key) is required with a remote scheduler: set it to \
+                     the key the executors use (generate one with `openssl rand -base64 32`)"
+                );
+            }
+        }
+        if let Some(key) = &self.secret_key {
+            ClusterKey::from_base64(key.expose()).context("KALLA_SECRET_KEY / --secret-key")?;
+        }
+        if self
+            .api_token
+            .as_ref()
+            .is_some_and(|token| token.expose().trim().is_empty())
+        {
+            bail!("KALLA_API_TOKEN / --api-token is empty");
+        }
+        Ok(())
     }
 
     pub fn s3(&self) -> S3Settings {

@@ -23,6 +23,7 @@ use crate::secrets::Secrets;
 use crate::sources::Sources;
 
 pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
+    config.validate()?;
     let key = cluster_key(&config)?;
     let token = api_token(&config)?;
     PoolRegistry::global().configure(PoolSettings {
@@ -122,16 +123,10 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The configured key; in embedded mode one generated into the data dir; in cluster mode an error,
-/// since executors must share the key.
+/// The configured key, else (embedded mode; [`RunnerConfig::validate`] requires one with a remote
+/// scheduler) one generated into the data dir.
 fn cluster_key(config: &RunnerConfig) -> anyhow::Result<ClusterKey> {
     let configured = config.secret_key.as_ref().map(|k| k.expose());
-    if configured.is_none() && config.scheduler.is_some() {
-        bail!(
-            "KALLA_SECRET_KEY (or --secret-key) is required with a remote scheduler: set it to the key \
-             the executors use (generate one with `openssl rand -base64 32`)"
-        );
-    }
     let (key, origin) = local_state::load_or_generate(
         &config.data_dir,
         local_state::KEY_FILE,

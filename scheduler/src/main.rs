@@ -18,7 +18,7 @@ use kalla_core::{process, session};
 
 #[derive(Parser, Debug)]
 #[command(
-    name = "kalla-scheduler",
+    name = NAME,
     version,
     about = "Kalla scheduler: Ballista's scheduler with Kalla's codecs"
 )]
@@ -28,20 +28,29 @@ struct Args {
     /// Where cached tables live on S3, the scheduler lists their files while planning.
     #[command(flatten)]
     s3: S3Args,
+    /// Check the flags and `KALLA_*` variables, then exit (0: valid; 2: each problem on stderr).
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Args = process::parse_args();
+    let stray = process::stray_variables::<Args>(&[]);
+    if args.check_config {
+        process::exit_after_check(NAME, &stray, scheduler_config(args.ballista).map(drop));
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Deep plans recurse while being encoded and optimised.
         .thread_stack_size(32 * 1024 * 1024)
         .build()?
-        .block_on(run(args))
+        .block_on(run(args, &stray))
 }
 
-async fn run(Args { ballista: args, s3 }: Args) -> anyhow::Result<()> {
-    process::init_tracing(&args.log_level_setting);
+const NAME: &str = "kalla-scheduler";
+
+/// The listening address and Ballista's scheduler configuration, validated.
+fn scheduler_config(args: Config) -> anyhow::Result<(SocketAddr, SchedulerConfig)> {
     let addr: SocketAddr = format!("{}:{}", args.bind_host, args.bind_port)
         .parse()
         .with_context(|| {
@@ -50,7 +59,19 @@ async fn run(Args { ballista: args, s3 }: Args) -> anyhow::Result<()> {
                 args.bind_host, args.bind_port
             )
         })?;
-    let mut config: SchedulerConfig = args.try_into().context("invalid scheduler configuration")?;
+    let config: SchedulerConfig = args.try_into().context("invalid scheduler configuration")?;
+    Ok((addr, config))
+}
+
+async fn run(
+    Args {
+        ballista: args, s3, ..
+    }: Args,
+    stray: &[String],
+) -> anyhow::Result<()> {
+    process::init_tracing(&args.log_level_setting);
+    process::warn_stray(stray);
+    let (addr, mut config) = scheduler_config(args)?;
     config.override_logical_codec = Some(Arc::new(KallaLogicalCodec::default()));
     config.override_physical_codec = Some(Arc::new(KallaPhysicalCodec::new(None)));
     config.override_config_producer = Some(Arc::new(|| session::session_config(None)));

@@ -6,6 +6,11 @@ use kalla_runner::config::RunnerConfig;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = RunnerConfig::load()?;
+    let stray = process::stray_variables::<RunnerConfig>(&[]);
+    if config.check_config {
+        process::exit_after_check("kalla-runner", &stray, config.validate());
+    }
     process::init_tracing("info");
+    process::warn_stray(&stray);
     kalla_runner::server::run(config).await
 }
