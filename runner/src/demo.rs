@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use datafusion::arrow::array::RecordBatch;
+use kalla_core::ident::Ident;
 use kalla_core::postgres::PartitionOptions;
 use kalla_core::{ClusterKey, SourceUri};
 use sqlx::Connection;
@@ -9,7 +10,8 @@ use sqlx::postgres::PgConnection;
 
 use crate::cluster::{self, TableSource};
 
-const DEMO_DATABASE: &str = "kalla_demo";
+/// The database `kalla demo` seeds unless told another.
+pub const DEMO_DATABASE: &str = "kalla_demo";
 
 const SEED: &str = "
 DROP TABLE IF EXISTS payments;
@@ -39,9 +41,9 @@ SELECT CASE
 FROM invoices i LEFT JOIN payments p ON p.invoice_ref = i.invoice_id
 GROUP BY 1 ORDER BY 1";
 
-/// Seeds `kalla_demo` on the server at `server_url` and runs [`DEMO_SQL`] on an embedded cluster.
-pub async fn run(server_url: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    let demo_url = seed(server_url).await?;
+/// Seeds `database` on the server at `server_url` and runs [`DEMO_SQL`] on an embedded cluster.
+pub async fn run(server_url: &str, database: &str) -> anyhow::Result<Vec<RecordBatch>> {
+    let demo_url = seed(server_url, database).await?;
     let key = ClusterKey::from_base64(&ClusterKey::generate_base64())?;
     let ctx = cluster::connect(None, key.clone()).await?;
     let tables = ["invoices", "payments"].map(|name| {
@@ -59,7 +61,10 @@ pub async fn run(server_url: &str) -> anyhow::Result<Vec<RecordBatch>> {
     Ok(ctx.sql(DEMO_SQL).await?.collect().await?)
 }
 
-async fn seed(server_url: &str) -> anyhow::Result<String> {
+/// Creates `database` on the server at `server_url` unless it exists, and (re)creates the demo's
+/// `invoices` and `payments` tables in it; returns the database's URL.
+pub async fn seed(server_url: &str, database: &str) -> anyhow::Result<String> {
+    let quoted = Ident::new(database).context("--database")?.quoted();
     let mut admin = PgConnection::connect(server_url).await.with_context(|| {
         format!(
             "cannot reach Postgres at {} (set --postgres)",
@@ -67,16 +72,16 @@ async fn seed(server_url: &str) -> anyhow::Result<String> {
         )
     })?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(DEMO_DATABASE)
+        .bind(database)
         .fetch_one(&mut admin)
         .await?;
     if !exists {
-        sqlx::raw_sql(&format!("CREATE DATABASE {DEMO_DATABASE}"))
+        sqlx::raw_sql(&format!("CREATE DATABASE {quoted}"))
             .execute(&mut admin)
             .await?;
     }
     let mut url = url::Url::parse(server_url).context("invalid --postgres URL")?;
-    url.set_path(DEMO_DATABASE);
+    url.set_path(database);
     let mut demo = PgConnection::connect(url.as_str()).await?;
     sqlx::raw_sql(SEED)
         .execute(&mut demo)

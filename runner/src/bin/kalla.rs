@@ -1,5 +1,7 @@
 //! `kalla`: the command-line client.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
@@ -8,6 +10,7 @@ use kalla_core::{ClusterKey, process};
 
 use kalla_runner::cli::{self, JobsCommand, RecipesCommand, RunArgs, RunnerArgs, SourcesCommand};
 use kalla_runner::cluster::{self, TableSource};
+use kalla_runner::local_cluster::{ClusterCommand, LocalCluster};
 use kalla_runner::output::{self, Format};
 
 #[derive(Parser, Debug)]
@@ -55,13 +58,27 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Start, stop and check a local cluster: scheduler, executors and runner as processes.
+    Cluster {
+        /// The runner's data dir; the cluster's logs and pid files go to its `cluster/`.
+        #[arg(long, global = true, default_value = "./.kalla")]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
 }
 
 #[derive(clap::Args, Debug)]
 struct DemoArgs {
-    /// Postgres server to create the `kalla_demo` database on.
+    /// Postgres server to create the demo database on.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres: String,
+    /// The demo database's name (created unless it exists; its demo tables are recreated).
+    #[arg(long, default_value = kalla_runner::demo::DEMO_DATABASE)]
+    database: String,
+    /// Only create the demo tables (for a runner or local cluster to use); run no query.
+    #[arg(long)]
+    seed_only: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -88,8 +105,16 @@ async fn main() -> anyhow::Result<()> {
     process::init_tracing("warn");
     match cli.command {
         Command::Query(args) => query(args).await,
+        Command::Demo(args) if args.seed_only => {
+            let url = kalla_runner::demo::seed(&args.postgres, &args.database).await?;
+            println!(
+                "demo tables invoices and payments ready in {}",
+                kalla_core::pool::redact_connection_url(&url)
+            );
+            Ok(())
+        }
         Command::Demo(args) => {
-            let batches = kalla_runner::demo::run(&args.postgres).await?;
+            let batches = kalla_runner::demo::run(&args.postgres, &args.database).await?;
             println!("{}", kalla_runner::demo::DEMO_SQL.trim());
             output::write(&batches, Format::Table, &mut std::io::stdout().lock())
         }
@@ -97,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Recipes { runner, command } => cli::recipes(&runner, command).await,
         Command::Run { runner, args } => cli::run(&runner, args).await,
         Command::Jobs { runner, command } => cli::jobs(&runner, command).await,
+        Command::Cluster { data_dir, command } => LocalCluster::new(&data_dir).run(command).await,
     }
 }
 

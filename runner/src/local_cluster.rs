@@ -1,0 +1,458 @@
+//! `kalla cluster up|down|status`: a scheduler, executors and a runner as local processes, with
+//! logs and pid files — the Kubernetes topology without containers.
+//!
+//! Everything lives in the runner's data dir, so the `kalla` CLI finds the runner's token there as
+//! it does for an embedded runner: `secret.key` (the cluster key, shared by the runner and the
+//! executors), `api-token`, and `cluster/` with one `<process>.pid` and `<process>.log` each, the
+//! executors' work dirs and `cluster.json` (where the runner and scheduler listen).
+
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, Signal, System};
+
+use crate::local_state;
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Start a scheduler, executors and a runner; wait until they are ready.
+    Up(UpArgs),
+    /// Stop every process of the local cluster (SIGTERM, then SIGKILL after --grace-secs).
+    Down {
+        /// Seconds each process gets to stop before it is killed.
+        #[arg(long, default_value_t = 15)]
+        grace_secs: u64,
+    },
+    /// Show each process and whether the scheduler and runner are ready (exit 1 if not).
+    Status,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Executors to start.
+    #[arg(long, default_value_t = 2)]
+    pub executors: usize,
+    /// Task slots each executor offers.
+    #[arg(long, default_value_t = 2)]
+    pub vcores: usize,
+    /// Address of the runner's HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// The scheduler's port on 127.0.0.1 (executors' ports are picked free).
+    #[arg(long, default_value_t = 50050)]
+    pub scheduler_port: u16,
+    /// Metadata database (default: SQLite in the data dir).
+    #[arg(long, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Cache and results location (default: the data dir; every process must reach it).
+    #[arg(long)]
+    pub cache_dir: Option<String>,
+    /// Where kalla-scheduler, kalla-executor and kalla-runner are (default: next to `kalla`).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Seconds to wait for the cluster to become ready.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+}
+
+/// Where the runner and scheduler of a started cluster listen.
+#[derive(Debug, Serialize, Deserialize)]
+struct Endpoints {
+    runner: String,
+    scheduler_rest: String,
+}
+
+/// The local cluster kept in `data_dir` (the runner's data dir).
+pub struct LocalCluster {
+    data_dir: PathBuf,
+    dir: PathBuf,
+}
+
+impl LocalCluster {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            dir: data_dir.join("cluster"),
+        }
+    }
+
+    pub async fn run(&self, command: ClusterCommand) -> anyhow::Result<()> {
+        match command {
+            ClusterCommand::Up(args) => self.up(args).await,
+            ClusterCommand::Down { grace_secs } => self.down(Duration::from_secs(grace_secs)),
+            ClusterCommand::Status => self.status().await,
+        }
+    }
+
+    async fn up(&self, args: UpArgs) -> anyhow::Result<()> {
+        let running = self.running();
+        if !running.is_empty() {
+            bail!(
+                "a local cluster is already running from {} ({}); stop it with `kalla cluster down`",
+                self.dir.display(),
+                running.join(", ")
+            );
+        }
+        fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let (key, _) = local_state::load_or_generate(
+            &self.data_dir,
+            local_state::KEY_FILE,
+            None,
+            local_state::generate_key,
+        )?;
+        let bin_dir = match args.bin_dir.clone() {
+            Some(dir) => dir,
+            None => sibling_dir()?,
+        };
+        let endpoints = Endpoints {
+            runner: format!("http://{}", args.bind),
+            scheduler_rest: format!("http://127.0.0.1:{}", args.scheduler_port),
+        };
+        let mut started = Started::default();
+        let result = self
+            .start_all(&args, &bin_dir, &key, &endpoints, &mut started)
+            .await;
+        if let Err(error) = result {
+            let logs = started.log_tails(&self.dir);
+            self.stop_all(Duration::from_secs(5));
+            return Err(error.context(format!("the local cluster did not start; it was stopped\n{logs}")));
+        }
+        fs::write(
+            self.dir.join("cluster.json"),
+            serde_json::to_vec_pretty(&endpoints)?,
+        )?;
+        let token = self.data_dir.join(local_state::TOKEN_FILE);
+        println!(
+            "Kalla local cluster is up: 1 scheduler, {} executors, runner at {}",
+            args.executors, endpoints.runner
+        );
+        println!("logs and pid files: {}", self.dir.display());
+        println!("  export KALLA_RUNNER={}", endpoints.runner);
+        println!("  export KALLA_API_TOKEN=$(cat {})", token.display());
+        println!("stop it with: kalla cluster down");
+        Ok(())
+    }
+
+    async fn start_all(
+        &self,
+        args: &UpArgs,
+        bin_dir: &Path,
+        key: &str,
+        endpoints: &Endpoints,
+        started: &mut Started,
+    ) -> anyhow::Result<()> {
+        for port in [args.scheduler_port, args.bind.port()] {
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                bail!("port {port} is in use; choose another with --scheduler-port or --bind");
+            }
+        }
+        let port = args.scheduler_port.to_string();
+        let mut scheduler = self.command(bin_dir, "kalla-scheduler");
+        scheduler
+            .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+            .args(["--bind-port", &port])
+            .args(["--min-ready-executors", &args.executors.to_string()]);
+        started.spawn(&self.dir, "scheduler", &mut scheduler)?;
+
+        for i in 0..args.executors {
+            let name = format!("executor-{i}");
+            let work_dir = self.dir.join(format!("{name}-work"));
+            fs::create_dir_all(&work_dir)?;
+            let mut executor = self.command(bin_dir, "kalla-executor");
+            executor
+                .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+                .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &port])
+                .args(["--scheduler-connect-timeout-seconds", "60"])
+                .args(["--id", &format!("local-{name}")])
+                .args(["--bind-port", &free_port()?.to_string()])
+                .args(["--bind-grpc-port", &free_port()?.to_string()])
+                .args(["--bind-health-port", &free_port()?.to_string()])
+                .args(["--vcores", &args.vcores.to_string()])
+                .arg("--work-dir")
+                .arg(&work_dir)
+                .env("KALLA_SECRET_KEY", key);
+            started.spawn(&self.dir, &name, &mut executor)?;
+        }
+
+        let mut runner = self.command(bin_dir, "kalla-runner");
+        runner
+            .args(["--bind", &args.bind.to_string()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--scheduler", &format!("df://127.0.0.1:{port}")])
+            .env("KALLA_SECRET_KEY", key);
+        if let Some(url) = &args.database_url {
+            runner.env("KALLA_DATABASE_URL", url);
+        }
+        if let Some(location) = &args.cache_dir {
+            runner.args(["--cache-dir", location]);
+        }
+        started.spawn(&self.dir, "runner", &mut runner)?;
+
+        let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+        let http = reqwest::Client::new();
+        for url in [
+            format!("{}/readyz", endpoints.scheduler_rest),
+            format!("{}/ready", endpoints.runner),
+        ] {
+            loop {
+                started.check_alive()?;
+                let ready = http.get(&url).send().await.is_ok_and(|r| r.status().is_success());
+                if ready {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{url} did not answer ready within {} s", args.timeout_secs);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// A service's command: its log in the cluster dir, its own process group (a Ctrl-C in the
+    /// shell that started it does not reach it), and none of the shell's `KALLA_*` settings, so a
+    /// shell set up for another runner does not change this cluster.
+    fn command(&self, bin_dir: &Path, binary: &str) -> Command {
+        let mut command = Command::new(bin_dir.join(binary));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("KALLA_") {
+                command.env_remove(name);
+            }
+        }
+        command.stdin(Stdio::null()).process_group(0);
+        command
+    }
+
+    fn down(&self, grace: Duration) -> anyhow::Result<()> {
+        if self.pid_files().is_empty() {
+            println!("no local cluster in {}", self.dir.display());
+            return Ok(());
+        }
+        for (name, stopped) in self.stop_all(grace) {
+            println!("{name}: {stopped}");
+        }
+        let _ = fs::remove_file(self.dir.join("cluster.json"));
+        Ok(())
+    }
+
+    /// Stops the runner first, the scheduler last, so no job is submitted to a half-stopped
+    /// cluster; returns what happened to each process.
+    fn stop_all(&self, grace: Duration) -> Vec<(String, String)> {
+        self.pid_files()
+            .into_iter()
+            .rev()
+            .map(|(name, path)| {
+                let outcome = match read_pid(&path) {
+                    Some(pid) => stop(pid, &binary_of(&name), grace),
+                    None => "no valid pid file".to_string(),
+                };
+                let _ = fs::remove_file(&path);
+                (name, outcome)
+            })
+            .collect()
+    }
+
+    async fn status(&self) -> anyhow::Result<()> {
+        let pid_files = self.pid_files();
+        if pid_files.is_empty() {
+            bail!(
+                "no local cluster in {} (start one with `kalla cluster up`)",
+                self.dir.display()
+            );
+        }
+        let mut problems = Vec::new();
+        for (name, path) in &pid_files {
+            let pid = read_pid(path);
+            let alive = pid.is_some_and(|pid| is_running(pid, &binary_of(name)));
+            let pid = pid.map_or("?".to_string(), |p| p.to_string());
+            println!(
+                "{name:<12} pid {pid:<8} {}",
+                if alive { "running" } else { "stopped" }
+            );
+            if !alive {
+                problems.push(format!("{name} is not running"));
+            }
+        }
+        let endpoints: Endpoints = serde_json::from_slice(
+            &fs::read(self.dir.join("cluster.json")).context("the cluster never became ready")?,
+        )?;
+        let http = reqwest::Client::new();
+        for (name, url) in [
+            ("scheduler", format!("{}/readyz", endpoints.scheduler_rest)),
+            ("runner", format!("{}/ready", endpoints.runner)),
+        ] {
+            let ready = http.get(&url).send().await.is_ok_and(|r| r.status().is_success());
+            println!("{name:<12} {url} {}", if ready { "ready" } else { "not ready" });
+            if !ready {
+                problems.push(format!("{name} is not ready"));
+            }
+        }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        Ok(())
+    }
+
+    /// `(process name, pid file)` for every pid file in the cluster dir, in start order:
+    /// scheduler, executors, runner.
+    fn pid_files(&self) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut pid_files: Vec<(String, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?.strip_suffix(".pid")?.to_string();
+                Some((name, path))
+            })
+            .collect();
+        pid_files.sort_by_key(|(name, _)| {
+            let rank = match name.as_str() {
+                "scheduler" => 0,
+                "runner" => 2,
+                _ => 1,
+            };
+            (rank, name.clone())
+        });
+        pid_files
+    }
+
+    /// Names of the processes whose pid file names a live process.
+    fn running(&self) -> Vec<String> {
+        self.pid_files()
+            .into_iter()
+            .filter(|(name, path)| read_pid(path).is_some_and(|pid| is_running(pid, &binary_of(name))))
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
+/// Processes `up` started so far, each with its log and pid file.
+#[derive(Default)]
+struct Started(Vec<(String, Child)>);
+
+impl Started {
+    fn spawn(&mut self, dir: &Path, name: &str, command: &mut Command) -> anyhow::Result<()> {
+        let log_path = dir.join(format!("{name}.log"));
+        let log = File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {program} (build it, or set --bin-dir)"))?;
+        fs::write(dir.join(format!("{name}.pid")), format!("{}\n", child.id()))?;
+        self.0.push((name.to_string(), child));
+        Ok(())
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (name, child) in &mut self.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited ({status})");
+            }
+        }
+        Ok(())
+    }
+
+    fn log_tails(&self, dir: &Path) -> String {
+        self.0
+            .iter()
+            .map(|(name, _)| {
+                let log = fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+                format!("--- {name}.log ---\n{tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The directory of the running `kalla` binary, where cargo and the images put the services.
+fn sibling_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the kalla binary's directory")?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .context("the kalla binary has no directory")
+}
+
+fn binary_of(process: &str) -> String {
+    match process {
+        "scheduler" => "kalla-scheduler",
+        "runner" => "kalla-runner",
+        _ => "kalla-executor",
+    }
+    .to_string()
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` is a live (not zombie) process of `binary`: a pid file outliving its process
+/// must not make us signal whatever process reuses the number.
+fn is_running(pid: u32, binary: &str) -> bool {
+    let mut system = System::new();
+    let pid = Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing().with_exe(sysinfo::UpdateKind::OnlyIfNotSet),
+    );
+    system.process(pid).is_some_and(|process| {
+        let name_matches = process
+            .exe()
+            .and_then(Path::file_name)
+            .map_or(process.name().to_string_lossy().starts_with(binary), |exe| {
+                exe == binary
+            });
+        name_matches && !matches!(process.status(), ProcessStatus::Zombie | ProcessStatus::Dead)
+    })
+}
+
+/// SIGTERM, then SIGKILL once `grace` is over; says what it took.
+fn stop(pid: u32, binary: &str, grace: Duration) -> String {
+    if !is_running(pid, binary) {
+        return format!("pid {pid} was not running");
+    }
+    signal(pid, Signal::Term);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !is_running(pid, binary) {
+            return format!("stopped (pid {pid})");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(pid, Signal::Kill);
+    for _ in 0..50 {
+        if !is_running(pid, binary) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!("killed after {} s (pid {pid})", grace.as_secs())
+}
+
+fn signal(pid: u32, signal: Signal) {
+    let mut system = System::new();
+    let pid = Pid::from_u32(pid);
+    system.refresh_processes(ProcessesToUpdate::Some(&[pid]), true);
+    if let Some(process) = system.process(pid) {
+        process.kill_with(signal);
+    }
+}
