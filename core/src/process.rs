@@ -29,9 +29,27 @@ pub fn with_env_fallbacks(command: Command) -> Command {
         .mut_subcommands(with_env_fallbacks)
 }
 
+/// Takes back the variables [`with_env_fallbacks`] gave `command`'s flags (and its
+/// subcommands'), keeping variables a flag names itself.
+pub fn without_env_fallbacks(command: Command) -> Command {
+    command
+        .mut_args(|arg| {
+            let generated = arg
+                .get_long()
+                .is_some_and(|long| arg.get_env().is_some_and(|env| *env == *env_name(long)));
+            if generated { arg.env(None) } else { arg }
+        })
+        .mut_subcommands(without_env_fallbacks)
+}
+
 /// Parses `T` from the command line and `KALLA_*` variables; exits with clap's message on error.
 pub fn parse_args<T: Parser>() -> T {
-    let matches: ArgMatches = with_env_fallbacks(T::command()).get_matches();
+    parse_args_with(|command| command)
+}
+
+/// [`parse_args`], with `adjust` applied to the command (with its fallbacks) first.
+pub fn parse_args_with<T: Parser>(adjust: impl FnOnce(Command) -> Command) -> T {
+    let matches: ArgMatches = adjust(with_env_fallbacks(T::command())).get_matches();
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
@@ -137,5 +155,18 @@ mod tests {
         let run = command.find_subcommand("run").unwrap();
         let runner = run.get_arguments().find(|a| a.get_id() == "runner").unwrap();
         assert_eq!(runner.get_env().unwrap(), "KALLA_RUNNER");
+
+        let command = command.mut_subcommand("run", without_env_fallbacks);
+        let run = command.find_subcommand("run").unwrap();
+        let runner = run.get_arguments().find(|a| a.get_id() == "runner").unwrap();
+        assert!(runner.get_env().is_none());
+        let port = command
+            .get_arguments()
+            .find(|a| a.get_id() == "bind_port")
+            .unwrap();
+        assert!(
+            port.get_env().is_some(),
+            "only the subcommand loses its variables"
+        );
     }
 }

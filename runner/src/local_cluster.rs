@@ -48,8 +48,9 @@ pub struct UpArgs {
     /// The scheduler's port on 127.0.0.1 (executors' ports are picked free).
     #[arg(long, default_value_t = 50050)]
     pub scheduler_port: u16,
-    /// Metadata database (default: SQLite in the data dir).
-    #[arg(long, hide_env_values = true)]
+    /// Metadata database (default: SQLite in the data dir); the variable keeps a password out
+    /// of `ps`.
+    #[arg(long, env = "KALLA_CLUSTER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Cache and results location (default: the data dir; every process must reach it).
     #[arg(long)]
@@ -101,6 +102,11 @@ impl LocalCluster {
             );
         }
         fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        // Left by a cluster that died without `down`: they name no process of ours any more.
+        for (_, pid_file) in self.pid_files() {
+            fs::remove_file(&pid_file).with_context(|| format!("cannot remove {}", pid_file.display()))?;
+        }
+        let _ = fs::remove_file(self.dir.join("cluster.json"));
         let (key, _) = local_state::load_or_generate(
             &self.data_dir,
             local_state::KEY_FILE,
@@ -121,7 +127,10 @@ impl LocalCluster {
             .await;
         if let Err(error) = result {
             let logs = started.log_tails(&self.dir);
-            self.stop_all(Duration::from_secs(5));
+            started.kill_all();
+            for (_, pid_file) in self.pid_files() {
+                let _ = fs::remove_file(pid_file);
+            }
             return Err(error.context(format!("the local cluster did not start; it was stopped\n{logs}")));
         }
         fs::write(
@@ -211,7 +220,10 @@ impl LocalCluster {
                 if Instant::now() > deadline {
                     bail!("{url} did not answer ready within {} s", args.timeout_secs);
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+                }
             }
         }
         Ok(())
@@ -350,9 +362,19 @@ impl Started {
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {program} (build it, or set --bin-dir)"))?;
-        fs::write(dir.join(format!("{name}.pid")), format!("{}\n", child.id()))?;
+        let pid = child.id();
         self.0.push((name.to_string(), child));
-        Ok(())
+        let pid_file = dir.join(format!("{name}.pid"));
+        fs::write(&pid_file, format!("{pid}\n"))
+            .with_context(|| format!("cannot write {}", pid_file.display()))
+    }
+
+    /// Ends every process started so far (a cluster that failed to start holds nothing of value).
+    fn kill_all(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn check_alive(&mut self) -> anyhow::Result<()> {
@@ -415,11 +437,13 @@ fn is_running(pid: u32, binary: &str) -> bool {
         ProcessRefreshKind::nothing().with_exe(sysinfo::UpdateKind::OnlyIfNotSet),
     );
     system.process(pid).is_some_and(|process| {
+        // A binary rebuilt while its process runs shows as `kalla-runner (deleted)`.
         let name_matches = process
             .exe()
             .and_then(Path::file_name)
+            .map(|exe| exe.to_string_lossy().into_owned())
             .map_or(process.name().to_string_lossy().starts_with(binary), |exe| {
-                exe == binary
+                exe.strip_suffix(" (deleted)").unwrap_or(&exe) == binary
             });
         name_matches && !matches!(process.status(), ProcessStatus::Zombie | ProcessStatus::Dead)
     })

