@@ -157,9 +157,10 @@ impl LocalCluster {
         endpoints: &Endpoints,
         started: &mut Started,
     ) -> anyhow::Result<()> {
-        for port in [args.scheduler_port, args.bind.port()] {
-            if TcpListener::bind(("127.0.0.1", port)).is_err() {
-                bail!("port {port} is in use; choose another with --scheduler-port or --bind");
+        let scheduler_address = SocketAddr::from(([127, 0, 0, 1], args.scheduler_port));
+        for address in [scheduler_address, args.bind] {
+            if TcpListener::bind(address).is_err() {
+                bail!("{address} is in use; choose another with --scheduler-port or --bind");
             }
         }
         let port = args.scheduler_port.to_string();
@@ -179,7 +180,6 @@ impl LocalCluster {
                 .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
                 .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &port])
                 .args(["--scheduler-connect-timeout-seconds", "60"])
-                .args(["--id", &format!("local-{name}")])
                 .args(["--bind-port", &free_port()?.to_string()])
                 .args(["--bind-grpc-port", &free_port()?.to_string()])
                 .args(["--bind-health-port", &free_port()?.to_string()])
