@@ -104,6 +104,10 @@ pub struct RunnerConfig {
     /// seconds is cancelled on the cluster and run again (Ballista cannot always recover it).
     #[arg(long, default_value_t = 60)]
     pub job_stall_timeout_secs: u64,
+    /// Web origins (`https://app.example.com`, comma-separated) whose pages may call the API from
+    /// a browser; none by default, so browsers refuse cross-origin calls.
+    #[arg(long, value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
     /// Check the settings and `KALLA_*` variables without starting, then exit (0: valid; 2:
     /// each problem on stderr). Nothing is connected to or created.
     #[arg(long)]
@@ -166,6 +170,9 @@ impl RunnerConfig {
         {
             bail!("KALLA_API_TOKEN / --api-token is empty");
         }
+        for origin in &self.cors_allowed_origins {
+            check_origin(origin).context("--cors-allowed-origins / KALLA_CORS_ALLOWED_ORIGINS")?;
+        }
         Ok(())
     }
 
@@ -203,6 +210,15 @@ impl RunnerConfig {
             None => format!("sqlite://{}?mode=rwc", self.data_dir.join("kalla.db").display()),
         }
     }
+}
+
+/// An origin is `scheme://host[:port]`, exactly as a browser sends it: no path, no trailing `/`.
+fn check_origin(origin: &str) -> anyhow::Result<()> {
+    let url = url::Url::parse(origin).with_context(|| format!("{origin:?} is not an origin"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.origin().ascii_serialization() != origin {
+        bail!("{origin:?} is not an origin like https://app.example.com (no path, no trailing /)");
+    }
+    Ok(())
 }
 
 /// Makes each setting in the TOML file the default of its flag, unless a flag or variable set it.
@@ -271,6 +287,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("bnid"), "{error}");
+    }
+
+    #[test]
+    fn cors_origins_must_be_bare_origins() {
+        let config = |origins: &str| {
+            RunnerConfig::load_from(["kalla-runner", "--cors-allowed-origins", origins]).unwrap()
+        };
+        let both = config("https://app.example.com,http://localhost:3000");
+        assert_eq!(both.cors_allowed_origins.len(), 2);
+        both.validate().unwrap();
+        for bad in [
+            "https://app.example.com/",
+            "https://app.example.com/ui",
+            "app.example.com",
+            "*",
+        ] {
+            let error = config(bad).validate().unwrap_err();
+            assert!(format!("{error:#}").contains("origin"), "{bad}: {error:#}");
+        }
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, api::router(state))
+    axum::serve(listener, api::router(state, &config.cors_allowed_origins))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed")?;

@@ -674,3 +674,61 @@ async fn a_remote_scheduler_needs_a_configured_key() {
     assert!(output.contains("KALLA_SECRET_KEY"), "{output}");
     assert!(!dir.path().join("secret.key").exists());
 }
+
+/// A browser preflight from `origin`: the `Access-Control-Allow-Origin` the runner answers.
+async fn preflight(runner: &Runner, origin: &str) -> Option<String> {
+    let response = runner
+        .http()
+        .request(Method::OPTIONS, format!("{}/api/sources", runner.base_url))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "authorization,content-type")
+        .send()
+        .await
+        .unwrap();
+    response
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn cors_is_closed_unless_origins_are_configured() {
+    let closed = Runner::start(None).await;
+    assert_eq!(preflight(&closed, "https://app.example.com").await, None);
+
+    let open = Runner::start_in(
+        tempfile::TempDir::new().unwrap(),
+        None,
+        &[
+            "--cors-allowed-origins",
+            "https://app.example.com,http://localhost:3000",
+        ],
+    )
+    .await;
+    for origin in ["https://app.example.com", "http://localhost:3000"] {
+        assert_eq!(preflight(&open, origin).await.as_deref(), Some(origin));
+    }
+    assert_eq!(preflight(&open, "https://evil.example.com").await, None);
+    let response = open
+        .http()
+        .get(format!("{}/api/sources", open.base_url))
+        .bearer_auth(&open.token)
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let refused = tempfile::TempDir::new().unwrap();
+    let (status, output) = run_to_exit(
+        refused.path(),
+        None,
+        &["--cors-allowed-origins", "https://app.example.com/"],
+    );
+    assert!(!status.success(), "a path in an origin must be refused: {output}");
+    assert!(output.contains("not an origin"), "{output}");
+}

@@ -10,10 +10,13 @@ mod recipes;
 mod sources;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
 use axum::routing::{delete, get, post};
 use axum::{Router, middleware};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::cache::Cache;
 use crate::cluster::ClusterEndpoint;
@@ -45,7 +48,23 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
-pub fn router(state: AppState) -> Router {
+/// Lets pages from `origins` call the API from a browser (with the token); none: no CORS headers,
+/// so browsers refuse cross-origin calls. Origins are checked by `RunnerConfig::validate`.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let protected = Router::new()
         .route("/api/sources", get(sources::list).post(sources::create))
         .route("/api/sources/{alias}", get(sources::show).delete(sources::remove))
@@ -80,13 +99,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}", get(jobs::show).delete(jobs::cancel))
         .route("/api/jobs/{id}/results/{output}", get(jobs::output))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .merge(protected)
         .fallback(error::no_such_route)
         .layer(middleware::from_fn(metrics::track))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let router = match cors(cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
