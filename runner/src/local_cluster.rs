@@ -70,6 +70,20 @@ struct Endpoints {
     scheduler_rest: String,
 }
 
+impl Endpoints {
+    /// Each service's readiness URL: the scheduler's once its executors registered, the runner's.
+    fn readiness(&self) -> [(&'static str, String); 2] {
+        [
+            ("scheduler", format!("{}/readyz", self.scheduler_rest)),
+            ("runner", format!("{}/ready", self.runner)),
+        ]
+    }
+}
+
+async fn answers_ready(http: &reqwest::Client, url: &str) -> bool {
+    http.get(url).send().await.is_ok_and(|r| r.status().is_success())
+}
+
 /// The local cluster kept in `data_dir` (the runner's data dir).
 pub struct LocalCluster {
     data_dir: PathBuf,
@@ -207,14 +221,10 @@ impl LocalCluster {
 
         let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
         let http = reqwest::Client::new();
-        for url in [
-            format!("{}/readyz", endpoints.scheduler_rest),
-            format!("{}/ready", endpoints.runner),
-        ] {
+        for (_, url) in endpoints.readiness() {
             loop {
                 started.check_alive()?;
-                let ready = http.get(&url).send().await.is_ok_and(|r| r.status().is_success());
-                if ready {
+                if answers_ready(&http, &url).await {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -297,11 +307,8 @@ impl LocalCluster {
             &fs::read(self.dir.join("cluster.json")).context("the cluster never became ready")?,
         )?;
         let http = reqwest::Client::new();
-        for (name, url) in [
-            ("scheduler", format!("{}/readyz", endpoints.scheduler_rest)),
-            ("runner", format!("{}/ready", endpoints.runner)),
-        ] {
-            let ready = http.get(&url).send().await.is_ok_and(|r| r.status().is_success());
+        for (name, url) in endpoints.readiness() {
+            let ready = answers_ready(&http, &url).await;
             println!("{name:<12} {url} {}", if ready { "ready" } else { "not ready" });
             if !ready {
                 problems.push(format!("{name} is not ready"));
