@@ -229,3 +229,83 @@ mod tests {
         assert!(err("postgres://u@h/?table=t").contains("no database name"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `text` percent-encoded as a user writes a password into a URI.
+    fn encoded(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_source_or_an_error(input in any::<String>()) {
+            let _ = SourceUri::parse(&input);
+        }
+
+        #[test]
+        fn uri_shaped_text_is_a_source_or_an_error(
+            input in "(postgres|postgresql|s3|file)://[ -~]{0,40}(/[ -~]{0,10})?(\\?table=[ -~]{0,30})?"
+        ) {
+            let _ = SourceUri::parse(&input);
+        }
+
+        #[test]
+        fn the_password_shows_only_in_the_connection_url(
+            user in "[a-z][a-z0-9_]{0,11}",
+            secret in "[ -~]{1,24}",
+            host in "[a-z][a-z0-9-]{0,15}",
+            port in 1u16..,
+            schema in "[a-z_][a-z0-9_]{0,10}",
+            table in "[a-z_][a-z0-9_]{0,10}",
+        ) {
+            // Upper case, so nothing else in the URI (all lower case) can contain it by chance.
+            let password = format!("PW{secret}");
+            let input = format!(
+                "postgres://{user}:{}@{host}:{port}/shop?table={schema}.{table}",
+                encoded(&password)
+            );
+            let uri = SourceUri::parse(&input).unwrap();
+            prop_assert!(uri.has_password());
+            let connection = Url::parse(uri.connection_url()).unwrap();
+            let decoded = percent_encoding_decode(connection.password().unwrap());
+            prop_assert_eq!(decoded, password.clone());
+            prop_assert_eq!(uri.table().name.as_str(), table.as_str());
+            for shown in [uri.redacted(), uri.to_string(), format!("{uri:?}")] {
+                prop_assert!(!shown.contains(&password), "{shown}");
+                prop_assert!(!shown.contains(&encoded(&password)), "{shown}");
+            }
+        }
+
+        #[test]
+        fn errors_never_echo_the_password(
+            secret in "[ -~]{1,24}",
+            port in "[0-9]{6}[a-z]?",
+            table in prop_oneof![Just(""), Just("a.b.c"), Just("\"unterminated")],
+        ) {
+            let password = format!("PW{secret}");
+            let input = format!("postgres://u:{}@db:{port}/shop?table={table}", encoded(&password));
+            if let Err(error) = SourceUri::parse(&input) {
+                let message = error.to_string();
+                prop_assert!(!message.contains(&password), "{message}");
+                prop_assert!(!message.contains(&encoded(&password)), "{message}");
+            }
+        }
+    }
+
+    fn percent_encoding_decode(text: &str) -> String {
+        url::form_urlencoded::parse(format!("p={}", text.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default()
+    }
+}

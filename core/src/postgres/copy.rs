@@ -676,7 +676,7 @@ mod tests {
     use datafusion::arrow::datatypes::{Date32Type, Decimal128Type, Int32Type, Int64Type, Schema};
 
     /// Builds a binary COPY stream from rows of optional raw field values.
-    fn stream(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
+    pub(super) fn stream(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
         let mut out = SIGNATURE.to_vec();
         out.extend_from_slice(&0i32.to_be_bytes());
         out.extend_from_slice(&0i32.to_be_bytes());
@@ -725,7 +725,11 @@ mod tests {
         )
     }
 
-    fn decode_all(types: &[PgType], bytes: &[u8], chunk: usize) -> Result<Vec<RecordBatch>, CopyError> {
+    pub(super) fn decode_all(
+        types: &[PgType],
+        bytes: &[u8],
+        chunk: usize,
+    ) -> Result<Vec<RecordBatch>, CopyError> {
         let mut decoder = decoder(types, 2);
         let mut batches = Vec::new();
         for piece in bytes.chunks(chunk.max(1)) {
@@ -738,7 +742,7 @@ mod tests {
         Ok(batches)
     }
 
-    fn sample() -> (Vec<PgType>, Vec<u8>) {
+    pub(super) fn sample() -> (Vec<PgType>, Vec<u8>) {
         let types = vec![
             PgType::Int4,
             PgType::Text,
@@ -940,5 +944,111 @@ mod tests {
             error.to_string().contains("only one-dimensional arrays"),
             "{error}"
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::tests::{decode_all, sample, stream};
+    use super::*;
+
+    /// Every wire type the decoder knows.
+    fn every_type() -> Vec<PgType> {
+        vec![
+            PgType::Bool,
+            PgType::Int2,
+            PgType::Int4,
+            PgType::Int8,
+            PgType::Float4,
+            PgType::Float8,
+            PgType::Numeric {
+                precision: 12,
+                scale: 2,
+            },
+            PgType::Numeric {
+                precision: 38,
+                scale: 10,
+            },
+            PgType::Text,
+            PgType::Jsonb,
+            PgType::Uuid,
+            PgType::Bytea,
+            PgType::Date,
+            PgType::Timestamp,
+            PgType::TimestampTz,
+            PgType::Time,
+            PgType::Interval,
+            PgType::array_of(PgType::Int4),
+            PgType::array_of(PgType::Text),
+            PgType::array_of(PgType::Numeric {
+                precision: 12,
+                scale: 2,
+            }),
+            PgType::TextCast,
+        ]
+    }
+
+    /// A field of up to 40 arbitrary bytes, or NULL.
+    fn field() -> impl Strategy<Value = Option<Vec<u8>>> {
+        proptest::option::weighted(0.9, prop::collection::vec(any::<u8>(), 0..40))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Well-framed tuples whose values are arbitrary bytes: each value decodes or is an error.
+        #[test]
+        fn arbitrary_values_in_every_type_decode_or_fail(
+            rows in prop::collection::vec(prop::collection::vec(field(), 21), 1..4),
+            chunk in 1usize..64,
+        ) {
+            let types = every_type();
+            prop_assert_eq!(rows[0].len(), types.len(), "one field per type");
+            if let Ok(batches) = decode_all(&types, &stream(&rows), chunk) {
+                prop_assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), rows.len());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_after_the_header_decode_or_fail(
+            tail in prop::collection::vec(any::<u8>(), 0..512),
+            chunk in 1usize..64,
+        ) {
+            let mut bytes = stream(&[]);
+            bytes.truncate(bytes.len() - 2);
+            bytes.extend_from_slice(&tail);
+            let _ = decode_all(&every_type(), &bytes, chunk);
+        }
+
+        #[test]
+        fn mutated_streams_decode_or_fail(
+            mutations in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+            chunk in 1usize..64,
+        ) {
+            let (types, mut bytes) = sample();
+            for (at, value) in mutations {
+                let at = at.index(bytes.len());
+                bytes[at] = value;
+            }
+            let cut = cut.index(bytes.len() + 1);
+            let _ = decode_all(&types, &bytes[..cut], chunk);
+        }
+
+        #[test]
+        fn chunking_never_changes_the_result(chunk in 1usize..200) {
+            let (types, bytes) = sample();
+            let whole = decode_all(&types, &bytes, bytes.len()).unwrap();
+            let chunked = decode_all(&types, &bytes, chunk).unwrap();
+            let rows = |batches: &[RecordBatch]| -> Vec<String> {
+                batches
+                    .iter()
+                    .flat_map(|b| (0..b.num_rows()).map(move |r| format!("{:?}", b.slice(r, 1).columns())))
+                    .collect()
+            };
+            prop_assert_eq!(rows(&whole), rows(&chunked));
+        }
     }
 }

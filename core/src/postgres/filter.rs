@@ -28,6 +28,8 @@ pub fn to_sql(expr: &Expr, columns: &[PgColumn]) -> Option<String> {
         Expr::Not(inner) => Some(format!("(NOT {})", to_sql(inner, columns)?)),
         Expr::IsNull(inner) => Some(format!("({} IS NULL)", any_column(inner, columns)?)),
         Expr::IsNotNull(inner) => Some(format!("({} IS NOT NULL)", any_column(inner, columns)?)),
+        // `IN ()` is no SQL; DataFusion answers an empty list itself.
+        Expr::InList(InList { list, .. }) if list.is_empty() => None,
         Expr::InList(InList { expr, list, negated }) => {
             let column = filterable_column(expr, columns)?;
             let values: Option<Vec<String>> = list.iter().map(|v| literal(v, column)).collect();
@@ -171,7 +173,7 @@ mod tests {
     use crate::postgres::types::PgType;
     use datafusion::prelude::{col, lit};
 
-    fn columns() -> Vec<PgColumn> {
+    pub(super) fn columns() -> Vec<PgColumn> {
         let column = |name: &str, pg_type, filter| PgColumn {
             name: name.into(),
             sql_type: "unused".into(),
@@ -282,5 +284,132 @@ mod tests {
         assert_eq!(decimal(5, 3), "0.005");
         assert_eq!(decimal(-12, 0), "-12");
         assert_eq!(decimal(7, -2), "700");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use datafusion::logical_expr::{binary_expr, in_list};
+    use datafusion::prelude::{col, lit};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use proptest::prelude::*;
+
+    use super::tests::columns;
+    use super::*;
+
+    fn operator() -> impl Strategy<Value = Operator> {
+        prop::sample::select(vec![
+            Operator::Eq,
+            Operator::NotEq,
+            Operator::Lt,
+            Operator::LtEq,
+            Operator::Gt,
+            Operator::GtEq,
+            Operator::LikeMatch,
+        ])
+    }
+
+    fn literal_value() -> impl Strategy<Value = ScalarValue> {
+        prop_oneof![
+            any::<String>().prop_map(|s| ScalarValue::Utf8(Some(s))),
+            any::<i64>().prop_map(|v| ScalarValue::Int64(Some(v))),
+            (any::<i128>(), 0u8..38).prop_map(|(v, s)| ScalarValue::Decimal128(
+                Some(v % 10i128.pow(38)),
+                38,
+                s as i8
+            )),
+            any::<i32>().prop_map(|d| ScalarValue::Date32(Some(d))),
+            any::<i64>().prop_map(|t| ScalarValue::TimestampMicrosecond(Some(t), None)),
+            any::<i64>().prop_map(|t| ScalarValue::TimestampMicrosecond(Some(t), Some("UTC".into()))),
+            any::<bool>().prop_map(|b| ScalarValue::Boolean(Some(b))),
+            Just(ScalarValue::Utf8(None)),
+        ]
+    }
+
+    fn column_name() -> impl Strategy<Value = String> {
+        let names: Vec<String> = columns()
+            .into_iter()
+            .map(|c| c.name)
+            .chain(["missing".into()])
+            .collect();
+        prop::sample::select(names)
+    }
+
+    fn comparison() -> impl Strategy<Value = Expr> {
+        prop_oneof![
+            (column_name(), operator(), literal_value(), any::<bool>()).prop_map(
+                |(name, op, value, flip)| {
+                    match flip {
+                        false => binary_expr(col(name), op, lit(value)),
+                        true => binary_expr(lit(value), op, col(name)),
+                    }
+                }
+            ),
+            (
+                column_name(),
+                prop::collection::vec(literal_value(), 0..3),
+                any::<bool>()
+            )
+                .prop_map(|(name, list, negated)| in_list(
+                    col(name),
+                    list.into_iter().map(lit).collect(),
+                    negated
+                )),
+        ]
+    }
+
+    fn filter() -> impl Strategy<Value = Expr> {
+        comparison().prop_recursive(3, 12, 2, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| a.and(b)),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| a.or(b)),
+                inner.prop_map(|e| !e),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Whatever filter DataFusion hands over, what reaches Postgres is one expression.
+        #[test]
+        fn pushed_filters_parse_as_one_expression(expr in filter()) {
+            let Some(sql) = to_sql(&expr, &columns()) else {
+                return Ok(());
+            };
+            let statement = format!("SELECT 1 FROM t WHERE {sql}");
+            let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &statement);
+            prop_assert!(matches!(&parsed, Ok(statements) if statements.len() == 1), "{statement}: {parsed:?}");
+        }
+
+        /// A string literal reaches Postgres as exactly that string, or is not pushed at all.
+        #[test]
+        fn string_literals_arrive_intact(value in any::<String>(), op in operator()) {
+            let expr = binary_expr(col("name"), op, lit(value.clone()));
+            let Some(sql) = to_sql(&expr, &columns()) else {
+                return Ok(());
+            };
+            prop_assert!(!value.contains('\0'));
+            let statement = format!("SELECT 1 FROM t WHERE {sql}");
+            let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &statement).unwrap();
+            let literal = format!("SingleQuotedString({value:?})");
+            prop_assert!(format!("{parsed:?}").contains(&literal), "{statement}");
+        }
+
+        #[test]
+        fn decimals_render_their_exact_digits(unscaled in any::<i128>(), scale in -5i8..39) {
+            let text = decimal(unscaled, scale);
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            let expected = match scale {
+                s if s <= 0 => format!("{}{}", unscaled.unsigned_abs(), "0".repeat((-s) as usize)),
+                _ => unscaled.unsigned_abs().to_string(),
+            };
+            prop_assert_eq!(digits.trim_start_matches('0'), expected.trim_start_matches('0'));
+            prop_assert_eq!(text.starts_with('-'), unscaled < 0);
+            if scale > 0 {
+                prop_assert_eq!(text.split_once('.').map(|(_, f)| f.len()), Some(scale as usize));
+            }
+        }
     }
 }

@@ -22,6 +22,7 @@ pub const DEFAULT_PREVIEW_ROWS: usize = 200;
 pub const MAX_IN_VALUES: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PreviewColumn {
     pub name: String,
     /// The Arrow type the column has everywhere else in Kalla (e.g. `Int64`, `Decimal128(12, 2)`).

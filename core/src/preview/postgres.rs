@@ -326,7 +326,7 @@ mod tests {
     use crate::postgres::types::PgType;
     use serde_json::json;
 
-    fn column(name: &str, sql_type: &str) -> PgColumn {
+    pub(super) fn column(name: &str, sql_type: &str) -> PgColumn {
         PgColumn {
             name: name.into(),
             sql_type: sql_type.into(),
@@ -398,5 +398,60 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(error, PreviewError::UnknownColumn { .. }), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::tests::column;
+    use super::*;
+
+    /// Marks every value, so the SQL can be searched for it: no column name or type contains it.
+    const MARK: char = '\u{1F9FE}';
+
+    fn value() -> impl Strategy<Value = Value> {
+        let text = any::<String>().prop_map(|s| format!("{MARK}{s}"));
+        prop_oneof![
+            4 => text.clone().prop_map(Value::String),
+            1 => prop::collection::vec(text, 0..4).prop_map(|v| json!(v)),
+            1 => any::<i64>().prop_map(|i| json!(i)),
+            1 => Just(Value::Null),
+            1 => Just(json!({"nested": true})),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        #[test]
+        fn values_are_bound_and_names_quoted_whatever_they_hold(
+            name in "[ -~]{1,16}",
+            sql_type in prop::sample::select(vec!["numeric(12,2)", "date", "text", "timestamp with time zone"]),
+            conditions in prop::collection::vec(
+                (prop::sample::select(vec!["eq", "neq", "gt", "gte", "lt", "lte", "between", "in", "like", "is_null", "is_not_null"]), value()),
+                1..4,
+            ),
+        ) {
+            let columns = [column(&name, sql_type)];
+            let conditions: Vec<Condition> = conditions
+                .into_iter()
+                .map(|(op, value)| serde_json::from_value(json!({"column": name, "op": op, "value": value})).unwrap())
+                .collect();
+            let Ok(clause) = WhereClause::build(&columns, &conditions) else {
+                return Ok(());
+            };
+            prop_assert!(!clause.sql.contains(MARK), "a value was spliced into {}", clause.sql);
+            let statement = format!("SELECT * FROM t{}", clause.sql);
+            let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &statement);
+            prop_assert!(matches!(&parsed, Ok(statements) if statements.len() == 1), "{statement}: {parsed:?}");
+            let placeholders = (1..=clause.params.len()).all(|n| clause.sql.contains(&format!("${n}")));
+            prop_assert!(placeholders, "{}", clause.sql);
+            prop_assert!(clause.sql.contains(&quote_ident(&name)));
+        }
     }
 }

@@ -22,6 +22,7 @@ use crate::preview::files::predicate;
 const MAX_NAME_CHARS: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     pub name: String,
@@ -37,6 +38,7 @@ pub struct Recipe {
 
 /// One side of a reconciliation: a source alias or a connection table (`connection.schema.table`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Side {
     pub source: String,
@@ -48,6 +50,7 @@ pub struct Side {
 /// How a left column is compared with a right column. A rule with no `name` is named after
 /// its left column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Rule {
     /// Both values present and equal (after trimming and case folding, if asked).
@@ -66,8 +69,10 @@ pub enum Rule {
     Numeric {
         left: String,
         right: String,
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, minimum = 0))]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         abs_tol: Option<Tolerance>,
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, minimum = 0))]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rel_tol: Option<Tolerance>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -489,7 +494,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn schemas() -> (Schema, Schema) {
+    pub(super) fn schemas() -> (Schema, Schema) {
         let left = Schema::new(vec![
             Field::new("invoice_id", DataType::Utf8, false),
             Field::new("amount", DataType::Decimal128(12, 2), false),
@@ -638,5 +643,148 @@ mod tests {
             "right": {"source": "b", "key": ["k"]}, "extra": 1}))
             .is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Column names: mostly the test schemas' own, sometimes anything.
+    fn column() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec!["invoice_id", "invoice_ref", "amount", "issued_on", "paid_on", "currency"])
+                .prop_map(String::from),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn number() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<i64>().prop_map(|i| json!(i)),
+            "-?[0-9]{0,40}(\\.[0-9]{0,25})?".prop_map(|s| json!(s)),
+            any::<String>().prop_map(|s| json!(s)),
+        ]
+    }
+
+    fn operator() -> impl Strategy<Value = String> {
+        prop_oneof![
+            29 => prop::sample::select(vec!["eq", "neq", "gt", "gte", "lt", "lte", "like", "is_null"]).prop_map(String::from),
+            1 => "[a-z_]{2,12}",
+        ]
+    }
+
+    fn tolerance() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            8 => "[0-9]{1,3}(\\.[0-9]{1,4})?".prop_map(|s| json!(s.parse::<f64>().unwrap())),
+            4 => "[0-9]{1,3}(\\.[0-9]{1,4})?".prop_map(|s| json!(s)),
+            1 => number(),
+        ]
+    }
+
+    fn rule() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![
+                39 => prop::sample::select(vec!["equal", "numeric", "date_window", "equal_or_both_null"]),
+                1 => Just("other"),
+            ],
+            column(),
+            column(),
+            tolerance(),
+            any::<i32>(),
+            any::<i32>(),
+            proptest::option::of(any::<String>()),
+        )
+            .prop_map(|(kind, left, right, tolerance, min_days, max_days, name)| {
+                let mut rule = json!({"kind": kind, "left": left, "right": right});
+                match kind {
+                    "numeric" => rule["abs_tol"] = tolerance,
+                    "date_window" => {
+                        rule["min_days"] = json!(min_days);
+                        rule["max_days"] = json!(max_days);
+                    }
+                    "equal" => rule["trim"] = json!(true),
+                    _ => {}
+                }
+                if let Some(name) = name {
+                    rule["name"] = json!(name);
+                }
+                rule
+            })
+    }
+
+    /// One side: mostly its real key, sometimes other or more columns; few filters.
+    fn side(key: &'static str) -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![
+                6 => Just(vec![key.to_string()]),
+                1 => prop::collection::vec(column(), 0..3),
+            ],
+            prop_oneof![
+                3 => Just(Vec::new()),
+                1 => prop::collection::vec((column(), operator(), number()), 1..3),
+            ],
+        )
+            .prop_map(|(key, filters)| {
+                let filters: Vec<Value> = filters
+                    .into_iter()
+                    .map(|(column, op, value)| json!({"column": column, "op": op, "value": value}))
+                    .collect();
+                json!({"source": "s", "key": key, "filters": filters})
+            })
+    }
+
+    fn recipe_json() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![9 => "[a-z][a-z -]{0,20}", 1 => any::<String>()],
+            side("invoice_id"),
+            side("invoice_ref"),
+            prop::collection::vec(rule(), 0..5),
+            proptest::option::of(prop_oneof![
+                any::<String>(),
+                Just("tolerance_match(l.amount, r.amount, 0.01)".to_string()),
+                "(l|r)\\.(amount|currency|nope) (=|<|>) (l|r)\\.(amount|currency)( AND| OR)? ?[()a-z.]{0,20}",
+            ]),
+        )
+            .prop_map(|(name, left, right, rules, match_sql)| {
+                let mut recipe = json!({"name": name, "left": left, "right": right, "rules": rules});
+                if let Some(sql) = match_sql.filter(|_| rules.is_empty()) {
+                    recipe["match_sql"] = json!(sql);
+                }
+                recipe
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_recipe_shaped_json_checks_or_names_its_problem(value in recipe_json()) {
+            let (left, right) = super::tests::schemas();
+            let Ok(recipe) = serde_json::from_value::<Recipe>(value) else {
+                return Ok(());
+            };
+            match recipe.check(&left, &right) {
+                Ok(checked) => prop_assert_eq!(checked.rules.len(), recipe.rules.len()),
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_text_is_a_tolerance_or_an_error(text in any::<String>()) {
+            let _ = text.parse::<Tolerance>();
+        }
+
+        #[test]
+        fn tolerances_keep_the_digits_as_written(whole in 0u64..1_000_000_000, fraction in "[0-9]{0,18}") {
+            let text = if fraction.is_empty() { whole.to_string() } else { format!("{whole}.{fraction}") };
+            let tolerance: Tolerance = text.parse().unwrap();
+            let expected: i128 = format!("{whole}{fraction}").parse().unwrap();
+            prop_assert_eq!(tolerance.unscaled(), (expected, fraction.len() as i8));
+        }
     }
 }
