@@ -47,7 +47,7 @@ pub struct CacheSettings {
 }
 
 /// What a refresh did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Refreshed {
     pub table_id: String,
     pub schema: String,

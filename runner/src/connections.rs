@@ -38,7 +38,7 @@ pub enum ConnectionError {
 }
 
 /// A column as Kalla reads it; a table's list of these is its `arrow_schema_json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ColumnInfo {
     pub name: String,
     /// The Arrow type (e.g. `Int64`, `Decimal128(12, 2)`).
@@ -63,7 +63,7 @@ pub enum Discovery {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub reachable: bool,
     pub latency_ms: f64,

@@ -76,7 +76,7 @@ fn failed(error: impl std::fmt::Display) -> JobError {
 }
 
 /// `POST /api/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JobRequest {
     Recon {
@@ -100,7 +100,7 @@ struct QuerySpec {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     #[serde(rename = "type")]

@@ -62,7 +62,7 @@ pub enum QueryError {
     Metadata(#[from] MetadataError),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
     pub sql: String,
@@ -72,7 +72,7 @@ pub struct QueryRequest {
     pub live: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueryResult {
     pub columns: Vec<PreviewColumn>,
     /// Values in their text form; `null` is SQL NULL.
@@ -85,7 +85,7 @@ pub struct QueryResult {
     pub tables: Vec<TableRead>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TableRead {
     pub name: String,
     /// `cache`, `live` (partitioned Postgres scan), `source` or `catalog`.

@@ -22,7 +22,7 @@ pub enum RecipeError {
 }
 
 /// A stored recipe as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecipeView {
     pub id: String,
     pub name: String,

@@ -35,7 +35,7 @@ fn read_error(error: impl std::fmt::Display) -> ResultsError {
     ResultsError::Read(error.to_string())
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultFormat {
     #[default]
@@ -44,7 +44,7 @@ pub enum ResultFormat {
     Parquet,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub columns: Vec<PreviewColumn>,
     /// Values in their text form; `null` is SQL NULL.

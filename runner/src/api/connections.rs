@@ -7,22 +7,24 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{ApiJson, ApiQuery};
+use super::error::{ApiJson, ApiQuery, ErrorBody};
 use super::{ApiError, AppState};
 use crate::cache::Refreshed;
 use crate::connections::{ColumnInfo, Discovery, Health, display_config};
 use crate::metadata::{ConnectionRecord, TableRecord};
 use crate::query::{QueryRequest, QueryResult};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConnection {
     name: String,
     source_type: String,
+    /// `host`, `port`, `database`, `user`, `password`, … (see the README).
+    #[schema(value_type = Object)]
     config: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectionView {
     id: String,
     name: String,
@@ -36,6 +38,7 @@ pub struct ConnectionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     cached_table_count: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     discovery: Option<Discovery>,
 }
 
@@ -55,7 +58,7 @@ impl From<ConnectionRecord> for ConnectionView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TableView {
     #[serde(flatten)]
     record: TableRecord,
@@ -71,6 +74,17 @@ impl From<TableRecord> for TableView {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/connections",
+    tag = "connections",
+    request_body = CreateConnection,
+    responses(
+        (status = 201, description = "The connection (password shown as `***`) and how discovery went", body = ConnectionView),
+        (status = 400, description = "Bad name, source type or settings", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateConnection>,
@@ -84,11 +98,29 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/connections",
+    tag = "connections",
+    responses(
+        (status = 200, description = "Every connection", body = Vec<ConnectionView>),
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ConnectionView>>, ApiError> {
     let records = state.connections.list().await?;
     Ok(Json(records.into_iter().map(ConnectionView::from).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/connections/{id}",
+    tag = "connections",
+    params(("id" = String, Path, description = "The connection id (`conn_…`)")),
+    responses(
+        (status = 200, description = "The connection with its table counts", body = ConnectionView),
+        (status = 404, description = "No such connection", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -101,31 +133,64 @@ pub async fn show(
     Ok(Json(view))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/connections/{id}",
+    tag = "connections",
+    params(("id" = String, Path, description = "The connection id (`conn_…`)")),
+    responses(
+        (status = 204, description = "Deleted, with its tables and cache"),
+        (status = 404, description = "No such connection", body = ErrorBody),
+    )
+)]
 pub async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.connections.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/connections/{id}/health",
+    tag = "connections",
+    params(("id" = String, Path, description = "The connection id (`conn_…`)")),
+    responses(
+        (status = 200, description = "Whether the database answers, and how fast", body = Health),
+        (status = 404, description = "No such connection", body = ErrorBody),
+    )
+)]
 pub async fn health(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Health>, ApiError> {
     let record = state.connections.get(&id).await?;
     Ok(Json(state.connections.health(&record).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RefreshOptions {
     /// Also refresh the data of every table that has a cache.
     #[serde(default)]
     data: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectionRefreshed {
+    #[schema(value_type = Object)]
     discovery: Discovery,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     refreshed: Vec<Refreshed>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/connections/{id}/refresh",
+    tag = "connections",
+    params(("id" = String, Path, description = "The connection id (`conn_…`)"), RefreshOptions),
+    responses(
+        (status = 200, description = "Tables discovered again; with `data=true` every cached table refreshed", body = ConnectionRefreshed),
+        (status = 404, description = "No such connection", body = ErrorBody),
+        (status = 503, description = "The database or the cluster cannot be reached", body = ErrorBody),
+    )
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -144,6 +209,17 @@ pub async fn refresh(
     Ok(Json(ConnectionRefreshed { discovery, refreshed }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/connections/{id}/tables/{schema}/{table}/refresh",
+    tag = "connections",
+    params(("id" = String, Path, description = "The connection id (`conn_…`)"), ("schema" = String, Path, description = "The table's schema"), ("table" = String, Path, description = "The table's name")),
+    responses(
+        (status = 200, description = "A new cache version, published once completely written", body = Refreshed),
+        (status = 404, description = "No such connection or table", body = ErrorBody),
+        (status = 503, description = "The database or the cluster cannot be reached", body = ErrorBody),
+    )
+)]
 pub async fn refresh_table(
     State(state): State<AppState>,
     Path((id, schema, table)): Path<(String, String, String)>,
@@ -153,13 +229,23 @@ pub async fn refresh_table(
     Ok(Json(state.cache.refresh(&record, &table).await?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Purged {
     purged_tables: usize,
     /// Files are deleted after this many seconds, so running queries can finish.
     delete_after_secs: u64,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/connections/{id}/cache",
+    tag = "connections",
+    params(("id" = String, Path, description = "The connection id (`conn_…`)")),
+    responses(
+        (status = 200, description = "Every table's cache dropped", body = Purged),
+        (status = 404, description = "No such connection", body = ErrorBody),
+    )
+)]
 pub async fn purge(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Purged>, ApiError> {
     state.connections.get(&id).await?;
     let mut purged_tables = 0;
@@ -178,6 +264,16 @@ pub async fn purge(State(state): State<AppState>, Path(id): Path<String>) -> Res
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/connections/{id}/tables/{schema}/{table}/cache",
+    tag = "connections",
+    params(("id" = String, Path, description = "The connection id (`conn_…`)"), ("schema" = String, Path, description = "The table's schema"), ("table" = String, Path, description = "The table's name")),
+    responses(
+        (status = 200, description = "The table's cache dropped", body = Purged),
+        (status = 404, description = "No such connection or table", body = ErrorBody),
+    )
+)]
 pub async fn purge_table(
     State(state): State<AppState>,
     Path((id, schema, table)): Path<(String, String, String)>,
@@ -193,12 +289,23 @@ pub async fn purge_table(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CatalogFilter {
     connection_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/information_schema",
+    tag = "connections",
+    params(CatalogFilter),
+    responses(
+        (status = 200, description = "Every discovered table with its columns", body = Vec<TableView>),
+        (status = 404, description = "No such connection", body = ErrorBody),
+    )
+)]
 pub async fn information_schema(
     State(state): State<AppState>,
     ApiQuery(filter): ApiQuery<CatalogFilter>,
@@ -213,6 +320,17 @@ pub async fn information_schema(
     Ok(Json(tables.into_iter().map(TableView::from).collect()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/query",
+    tag = "query",
+    request_body = QueryRequest,
+    responses(
+        (status = 200, description = "The first rows of the result", body = QueryResult),
+        (status = 400, description = "The SQL does not parse or names unknown tables or columns", body = ErrorBody),
+        (status = 503, description = "A source or the cluster cannot be reached", body = ErrorBody),
+    )
+)]
 pub async fn query(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<QueryRequest>,

@@ -6,8 +6,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kalla_core::preview::PreviewError;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::cache::CacheError;
 use crate::connections::ConnectionError;
@@ -36,17 +36,36 @@ impl ApiError {
     }
 }
 
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable, e.g. `not_found`, `invalid_request`, `unauthorized`.
+    code: &'static str,
+    /// What went wrong, for people.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            let body = json!({"error": {"code": self.code, "message": self.message}});
-            return (self.status, [(axum::http::header::RETRY_AFTER, "5")], Json(body)).into_response();
-        }
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let status = self.status;
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        });
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (status, [(axum::http::header::RETRY_AFTER, "5")], body).into_response();
+        }
+        (status, body).into_response()
     }
 }
 

@@ -10,12 +10,29 @@ use serde_json::json;
 use super::AppState;
 use crate::cluster::ClusterEndpoint;
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "The runner is up", body = serde_json::Value),
+    )
+)]
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when the metadata DB answers, the cluster is reachable and the job queue has room;
 /// 503 says which is not.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "The metadata DB and the cluster answer and the job queue has room", body = serde_json::Value),
+        (status = 503, description = "Says which of them is not ready", body = serde_json::Value),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let metadata = state.metadata.ping().await.map_err(|e| e.to_string());
     let cluster = probe_cluster(&state.cluster).await;
@@ -46,6 +63,14 @@ async fn probe_cluster(cluster: &ClusterEndpoint) -> Result<(), String> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Prometheus metrics", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn metrics(State(state): State<AppState>) -> String {
     let pool = state.metadata.pool();
     metrics::gauge!("kalla_metadata_pool_connections").set(pool.size() as f64);

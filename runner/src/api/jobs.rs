@@ -8,15 +8,27 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio_util::io::ReaderStream;
 
-use super::error::{ApiJson, ApiQuery};
+use super::error::{ApiJson, ApiQuery, ErrorBody};
 use super::{ApiError, AppState};
 use crate::jobs::{JobRequest, JobView};
 use crate::metadata::JobStatus;
-use crate::results::{self, ResultFormat};
+use crate::results::{self, Page, ResultFormat};
 
 /// Most jobs one list page returns.
 const MAX_LIST: i64 = 1000;
 
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    tag = "jobs",
+    request_body = JobRequest,
+    responses(
+        (status = 202, description = "Queued", body = JobView),
+        (status = 400, description = "Bad recipe, SQL or callback URL", body = ErrorBody),
+        (status = 404, description = "No such recipe", body = ErrorBody),
+        (status = 429, description = "The job queue is full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<JobRequest>,
@@ -24,14 +36,26 @@ pub async fn submit(
     Ok((StatusCode::ACCEPTED, Json(state.jobs.submit(request).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(inline)]
     status: Option<JobStatus>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Jobs, newest first", body = Vec<JobView>),
+        (status = 400, description = "Bad status, limit or offset", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -48,10 +72,30 @@ pub async fn list(
     Ok(Json(state.jobs.list(query.status, limit, offset).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id (`job_…`)")),
+    responses(
+        (status = 200, description = "The job: status, progress, timings, counts", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
     Ok(Json(state.jobs.get(&id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id (`job_…`)")),
+    responses(
+        (status = 200, description = "The job, cancelled (a finished job is left as it is)", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -59,16 +103,34 @@ pub async fn cancel(
     Ok(Json(state.jobs.cancel(&id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ResultsQuery {
     #[serde(default)]
+    #[param(inline)]
     format: ResultFormat,
     #[serde(default)]
     offset: usize,
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/results/{output}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id (`job_…`)"), ("output" = String, Path, description = "`matched`, `mismatched`, `left_only`, `right_only` or `duplicates` (recon); `result` (query)"), ResultsQuery),
+    responses(
+        (status = 200, description = "A page of rows (`format=json`) or the rows as a CSV or parquet download", content(
+            (Page = "application/json"),
+            (String = "text/csv"),
+            (Vec<u8> = "application/vnd.apache.parquet"),
+        )),
+        (status = 400, description = "Bad format, offset or limit", body = ErrorBody),
+        (status = 404, description = "No such job or output", body = ErrorBody),
+        (status = 409, description = "The job has not succeeded", body = ErrorBody),
+    )
+)]
 pub async fn output(
     State(state): State<AppState>,
     Path((id, output)): Path<(String, String)>,

@@ -6,6 +6,7 @@ mod error;
 mod health;
 mod jobs;
 mod metrics;
+mod openapi;
 mod recipes;
 mod sources;
 
@@ -14,7 +15,6 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
-use axum::routing::{delete, get, post};
 use axum::{Router, middleware};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -64,45 +64,42 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
+openapi::documented_api! {
+    public: [health::health, health::ready, health::metrics, openapi::document],
+    protected: [
+        sources::list,
+        sources::create,
+        sources::show,
+        sources::remove,
+        sources::load_scoped,
+        connections::list,
+        connections::create,
+        connections::show,
+        connections::remove,
+        connections::health,
+        connections::refresh,
+        connections::purge,
+        connections::refresh_table,
+        connections::purge_table,
+        connections::information_schema,
+        connections::query,
+        recipes::list,
+        recipes::create,
+        recipes::show,
+        recipes::replace,
+        recipes::remove,
+        jobs::list,
+        jobs::submit,
+        jobs::show,
+        jobs::cancel,
+        jobs::output,
+    ],
+}
+
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
-    let protected = Router::new()
-        .route("/api/sources", get(sources::list).post(sources::create))
-        .route("/api/sources/{alias}", get(sources::show).delete(sources::remove))
-        .route("/api/sources/{alias}/load-scoped", post(sources::load_scoped))
-        .route(
-            "/api/connections",
-            get(connections::list).post(connections::create),
-        )
-        .route(
-            "/api/connections/{id}",
-            get(connections::show).delete(connections::remove),
-        )
-        .route("/api/connections/{id}/health", get(connections::health))
-        .route("/api/connections/{id}/refresh", post(connections::refresh))
-        .route("/api/connections/{id}/cache", delete(connections::purge))
-        .route(
-            "/api/connections/{id}/tables/{schema}/{table}/refresh",
-            post(connections::refresh_table),
-        )
-        .route(
-            "/api/connections/{id}/tables/{schema}/{table}/cache",
-            delete(connections::purge_table),
-        )
-        .route("/api/information_schema", get(connections::information_schema))
-        .route("/api/query", post(connections::query))
-        .route("/api/recipes", get(recipes::list).post(recipes::create))
-        .route(
-            "/api/recipes/{id}",
-            get(recipes::show).put(recipes::replace).delete(recipes::remove),
-        )
-        .route("/api/jobs", get(jobs::list).post(jobs::submit))
-        .route("/api/jobs/{id}", get(jobs::show).delete(jobs::cancel))
-        .route("/api/jobs/{id}/results/{output}", get(jobs::output))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    let router = Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
+    let protected =
+        protected_routes().route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let router = public_routes()
         .merge(protected)
         .fallback(error::no_such_route)
         .layer(middleware::from_fn(metrics::track))

@@ -5,10 +5,21 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kalla_core::recon::Recipe;
 
-use super::error::ApiJson;
+use super::error::{ApiJson, ErrorBody};
 use super::{ApiError, AppState};
 use crate::recipes::RecipeView;
 
+#[utoipa::path(
+    post,
+    path = "/api/recipes",
+    tag = "recipes",
+    request_body = Recipe,
+    responses(
+        (status = 201, description = "The recipe, checked against the sources' schemas", body = RecipeView),
+        (status = 400, description = "Unknown columns, incompatible types, empty keys, or bad rules", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(recipe): ApiJson<Recipe>,
@@ -16,10 +27,28 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(state.recipes.create(recipe).await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/recipes",
+    tag = "recipes",
+    responses(
+        (status = 200, description = "Every recipe", body = Vec<RecipeView>),
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RecipeView>>, ApiError> {
     Ok(Json(state.recipes.list().await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/recipes/{id}",
+    tag = "recipes",
+    params(("id" = String, Path, description = "The recipe id (`rcp_…`)")),
+    responses(
+        (status = 200, description = "The recipe", body = RecipeView),
+        (status = 404, description = "No such recipe", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -27,6 +56,18 @@ pub async fn show(
     Ok(Json(state.recipes.get(&id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/recipes/{id}",
+    tag = "recipes",
+    params(("id" = String, Path, description = "The recipe id (`rcp_…`)")),
+    request_body = Recipe,
+    responses(
+        (status = 200, description = "The recipe, replaced", body = RecipeView),
+        (status = 400, description = "Unknown columns, incompatible types, empty keys, or bad rules", body = ErrorBody),
+        (status = 404, description = "No such recipe", body = ErrorBody),
+    )
+)]
 pub async fn replace(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -35,6 +76,16 @@ pub async fn replace(
     Ok(Json(state.recipes.update(&id, recipe).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/recipes/{id}",
+    tag = "recipes",
+    params(("id" = String, Path, description = "The recipe id (`rcp_…`)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such recipe", body = ErrorBody),
+    )
+)]
 pub async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.recipes.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)

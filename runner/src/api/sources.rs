@@ -6,12 +6,12 @@ use axum::http::StatusCode;
 use kalla_core::preview::{Condition, PreviewColumn};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiJson;
+use super::error::{ApiJson, ErrorBody};
 use super::{ApiError, AppState};
 use crate::metadata::SourceRecord;
 use crate::sources::display_uri;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSource {
     alias: String,
@@ -19,7 +19,7 @@ pub struct CreateSource {
     source_type: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SourceView {
     id: String,
     alias: String,
@@ -43,6 +43,17 @@ impl From<SourceRecord> for SourceView {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sources",
+    tag = "sources",
+    request_body = CreateSource,
+    responses(
+        (status = 201, description = "The source, its URI redacted", body = SourceView),
+        (status = 400, description = "Bad alias, URI or source type", body = ErrorBody),
+        (status = 409, description = "The alias is taken", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateSource>,
@@ -54,11 +65,29 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sources",
+    tag = "sources",
+    responses(
+        (status = 200, description = "Every source", body = Vec<SourceView>),
+    )
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<SourceView>>, ApiError> {
     let records = state.sources.list().await?;
     Ok(Json(records.into_iter().map(SourceView::from).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sources/{alias}",
+    tag = "sources",
+    params(("alias" = String, Path, description = "The source alias")),
+    responses(
+        (status = 200, description = "The source", body = SourceView),
+        (status = 404, description = "No such source", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(alias): Path<String>,
@@ -66,6 +95,16 @@ pub async fn show(
     Ok(Json(state.sources.get(&alias).await?.into()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/sources/{alias}",
+    tag = "sources",
+    params(("alias" = String, Path, description = "The source alias")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such source", body = ErrorBody),
+    )
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Path(alias): Path<String>,
@@ -74,7 +113,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadScoped {
     #[serde(default)]
@@ -82,7 +121,7 @@ pub struct LoadScoped {
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LoadScopedView {
     alias: String,
     columns: Vec<PreviewColumn>,
@@ -93,6 +132,19 @@ pub struct LoadScopedView {
     preview_rows: usize,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sources/{alias}/load-scoped",
+    tag = "sources",
+    params(("alias" = String, Path, description = "The source alias")),
+    request_body = LoadScoped,
+    responses(
+        (status = 200, description = "The matching rows, read from the source's own pool", body = LoadScopedView),
+        (status = 400, description = "A condition names an unknown column or does not fit its type", body = ErrorBody),
+        (status = 404, description = "No such source", body = ErrorBody),
+        (status = 503, description = "The source cannot be reached or its pool is exhausted", body = ErrorBody),
+    )
+)]
 pub async fn load_scoped(
     State(state): State<AppState>,
     Path(alias): Path<String>,

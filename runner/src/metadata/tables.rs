@@ -9,7 +9,7 @@ use sqlx::{Any, FromRow, Row, Transaction};
 
 use super::{MetadataDb, MetadataError, after, new_id, now};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TableRecord {
     pub id: String,
     pub connection_id: String,
