@@ -25,3 +25,15 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// An external tool from the environment variable `variable`, else `PATH`; panics saying how to
+/// install it (`.ci/run` installs every tool the tests use).
+pub fn tool(name: &str, variable: &str, install: &str) -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
+        return path.into();
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{name} not found on PATH or in {variable}: {install}"))
+}

@@ -15,6 +15,7 @@ use std::time::Duration;
 use kalla_e2e::cluster::{bin_path, cluster_key};
 use kalla_e2e::ports::free_port;
 use kalla_e2e::postgres::TestDatabase;
+use kalla_e2e::tool;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -24,17 +25,6 @@ const KUBERNETES_VERSION: &str = "1.30";
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
-}
-
-/// A tool from `variable`, else `PATH`; panics with how to install it.
-fn tool(name: &str, variable: &str, install: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(variable) {
-        return PathBuf::from(path);
-    }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{name} not found on PATH or in {variable}: {install}"))
 }
 
 fn run(command: &mut Command) -> Output {
