@@ -236,6 +236,29 @@ impl Cluster {
     }
 
     /// Everything the processes logged so far.
+    /// The scheduler's REST list of jobs as it answered, and the ids of the jobs in it.
+    pub async fn rest_jobs(&self) -> (String, Vec<String>) {
+        let jobs = reqwest::get(self.rest_url("/api/jobs"))
+            .await
+            .expect("the scheduler's REST API answers")
+            .text()
+            .await
+            .expect("a job list");
+        let ids = serde_json::from_str::<serde_json::Value>(&jobs)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|job| job["job_id"].as_str().map(str::to_string))
+            .collect();
+        (jobs, ids)
+    }
+
+    /// The directory of the processes' logs and the executors' work dirs.
+    pub fn dir(&self) -> &std::path::Path {
+        self.logs.path()
+    }
+
     pub fn all_logs(&self) -> String {
         self.processes
             .iter()

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use object_store::ObjectStoreExt;
+
 use crate::ports::free_port;
 
 pub const MOTO_ENV: &str = "KALLA_TEST_MOTO_SERVER";
@@ -11,6 +13,9 @@ pub const MOTO_ENV: &str = "KALLA_TEST_MOTO_SERVER";
 pub struct S3Server {
     pub endpoint: String,
     pub bucket: String,
+    /// Made up per server (moto accepts any), so a test can search for them.
+    pub access_key_id: String,
+    pub secret_access_key: String,
     child: Child,
     http: reqwest::Client,
 }
@@ -40,6 +45,8 @@ impl S3Server {
         let server = Self {
             endpoint,
             bucket: "kalla-test".into(),
+            access_key_id: format!("AKIA{:016X}", rand::random::<u64>()),
+            secret_access_key: format!("s3-secret-{:032x}", rand::random::<u128>()),
             child,
             http,
         };
@@ -71,6 +78,24 @@ impl S3Server {
         );
     }
 
+    /// The content of the object `key`, read with the server's keys as Kalla reads it.
+    pub async fn get_object(&self, key: &str) -> Vec<u8> {
+        let settings = kalla_core::storage::S3Settings {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(self.access_key_id.clone()),
+            secret_access_key: Some(self.secret_access_key.clone()),
+            allow_http: true,
+        };
+        let bucket = url::Url::parse(&format!("s3://{}/", self.bucket)).expect("a bucket URL");
+        let store = kalla_core::storage::object_store_for(&bucket, &settings).expect("an S3 store");
+        let object = store
+            .get(&object_store::path::Path::from(key))
+            .await
+            .unwrap_or_else(|e| panic!("GET {key}: {e}"));
+        object.bytes().await.expect("the object's bytes").to_vec()
+    }
+
     /// The keys of the bucket's objects below `prefix`.
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
         let url = format!("{}/{}?list-type=2&prefix={prefix}", self.endpoint, self.bucket);
@@ -99,9 +124,9 @@ impl S3Server {
             "--s3-region",
             "us-east-1",
             "--s3-access-key-id",
-            "test-access-key",
+            &self.access_key_id,
             "--s3-secret-access-key",
-            "test-secret-key",
+            &self.secret_access_key,
             "--s3-allow-http",
         ]
         .iter()

@@ -410,20 +410,8 @@ async fn every_type_every_row_exactly_once_through_two_executors() {
         !scheduler_log.contains(&password),
         "a password appeared in the cluster's logs"
     );
-    let jobs = reqwest::get(cluster.rest_url("/api/jobs"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (jobs, job_ids) = cluster.rest_jobs().await;
     assert!(!jobs.contains(&password));
-    let job_ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&jobs)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|job| job["job_id"].as_str().map(str::to_string))
-        .collect();
     assert!(!job_ids.is_empty(), "scheduler REST listed no jobs: {jobs}");
     for id in job_ids {
         for path in [
