@@ -142,6 +142,8 @@ async fn generated_and_hostile_requests_get_no_server_error() {
         .args(["--request-timeout", "30", "--no-color"])
         .arg("--report-dir")
         .arg(report.path())
+        // Its example database goes to the working directory.
+        .current_dir(report.path())
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", schemathesis.display()));
