@@ -235,7 +235,6 @@ impl Cluster {
             .join("\n")
     }
 
-    /// Everything the processes logged so far.
     /// The scheduler's REST list of jobs as it answered, and the ids of the jobs in it.
     pub async fn rest_jobs(&self) -> (String, Vec<String>) {
         let jobs = reqwest::get(self.rest_url("/api/jobs"))
@@ -259,6 +258,7 @@ impl Cluster {
         self.logs.path()
     }
 
+    /// Everything the processes logged so far.
     pub fn all_logs(&self) -> String {
         self.processes
             .iter()

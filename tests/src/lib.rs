@@ -37,3 +37,24 @@ pub fn tool(name: &str, variable: &str, install: &str) -> std::path::PathBuf {
         .find(|path| path.is_file())
         .unwrap_or_else(|| panic!("{name} not found on PATH or in {variable}: {install}"))
 }
+
+/// Every file below `dir`, in any depth.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut pending = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(dir) = pending.pop() {
+        for path in std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+        {
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}

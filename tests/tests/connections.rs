@@ -743,26 +743,17 @@ async fn a_connections_password_appears_nowhere() {
         "the runner's log holds the password"
     );
     let (_, data_dir) = runner.terminate();
-    let mut pending = vec![data_dir.path().to_path_buf()];
-    let mut files = 0;
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            files += 1;
-            let bytes = std::fs::read(&path).unwrap();
-            assert!(
-                !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
-                "{} holds the password",
-                path.display()
-            );
-        }
+    let files = kalla_e2e::files_under(data_dir.path());
+    for path in &files {
+        let bytes = std::fs::read(path).unwrap();
+        assert!(
+            !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
+            "{} holds the password",
+            path.display()
+        );
     }
     assert!(
-        files > 3,
+        files.len() > 3,
         "the metadata DB and the cache's parquet files were searched"
     );
 }

@@ -37,17 +37,11 @@ impl Haystack {
     }
 
     fn add_files(&mut self, dir: &Path) -> usize {
-        let mut pending = vec![dir.to_path_buf()];
         let mut files = 0;
-        while let Some(dir) = pending.pop() {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    pending.push(path);
-                } else if let Ok(bytes) = std::fs::read(&path) {
-                    files += 1;
-                    self.add(path.display().to_string(), bytes);
-                }
+        for path in kalla_e2e::files_under(dir) {
+            if let Ok(bytes) = std::fs::read(&path) {
+                files += 1;
+                self.add(path.display().to_string(), bytes);
             }
         }
         files

@@ -4,6 +4,8 @@
 //! their `#[utoipa::path]` attributes, so a route cannot exist without its documentation nor
 //! be documented at another path or method than it is served at.
 
+use std::sync::OnceLock;
+
 use axum::Json;
 use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter};
@@ -24,13 +26,13 @@ macro_rules! documented_api {
         public: [$($public_module:ident :: $public:ident),* $(,)?],
         protected: [$($module:ident :: $handler:ident),* $(,)?] $(,)?
     ) => {
-        use $crate::api::openapi::RequireToken;
+        use $crate::api::openapi::{CommonResponses, RequireToken};
 
         #[derive(utoipa::OpenApi)]
         #[openapi(
             info(title = "Kalla runner API", description = "Sources, connections, queries, recipes and reconciliation jobs. Every route but health, readiness, metrics and this document needs `Authorization: Bearer <token>`."),
             paths($($public_module::$public,)* $($module::$handler,)*),
-            modifiers(&RequireToken),
+            modifiers(&CommonResponses, &RequireToken),
         )]
         pub struct ApiDoc;
 
@@ -107,8 +109,41 @@ fn operation_mut<'a>(item: &'a mut PathItem, method: &HttpMethod) -> Option<&'a 
     }
 }
 
-/// Documents the 400 and 413 every operation with parameters or a body may answer; declares the
-/// bearer token and, on every protected operation, requires it and documents the 401.
+/// Documents the 400 every operation with parameters or a body may answer, and the 413 of
+/// every body.
+pub(super) struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let invalid: RefOr<Response> = Response::builder()
+            .description("A parameter or the body is malformed; the message names the problem")
+            .into();
+        let too_large: RefOr<Response> = Response::builder()
+            .description(format!(
+                "The body is larger than {} MiB",
+                super::MAX_BODY_BYTES / (1024 * 1024)
+            ))
+            .into();
+        for item in openapi.paths.paths.values_mut() {
+            for method in ALL_METHODS {
+                let Some(operation) = operation_mut(item, &method) else {
+                    continue;
+                };
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                if has_body || operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    responses.entry("400".into()).or_insert_with(|| invalid.clone());
+                }
+                if has_body {
+                    responses.entry("413".into()).or_insert_with(|| too_large.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Declares the bearer token and, on every protected operation, requires it and documents the
+/// 401 it answers without it.
 pub(super) struct RequireToken;
 
 impl Modify for RequireToken {
@@ -118,28 +153,6 @@ impl Modify for RequireToken {
         let unauthorized: RefOr<Response> = Response::builder()
             .description("The `Authorization: Bearer <token>` header is missing or wrong")
             .into();
-        let invalid: RefOr<Response> = Response::builder()
-            .description("A parameter or the body is malformed; the message names the problem")
-            .into();
-        let too_large: RefOr<Response> = Response::builder()
-            .description("The body is larger than 1 MiB")
-            .into();
-        for item in openapi.paths.paths.values_mut() {
-            for method in ALL_METHODS {
-                let Some(operation) = operation_mut(item, &method) else {
-                    continue;
-                };
-                let responses = &mut operation.responses.responses;
-                if operation.request_body.is_some()
-                    || operation.parameters.as_ref().is_some_and(|p| !p.is_empty())
-                {
-                    responses.entry("400".into()).or_insert_with(|| invalid.clone());
-                }
-                if operation.request_body.is_some() {
-                    responses.entry("413".into()).or_insert_with(|| too_large.clone());
-                }
-            }
-        }
         for (path, methods) in super::protected_operations() {
             let Some(item) = openapi.paths.paths.get_mut(&path) else {
                 continue;
@@ -164,6 +177,7 @@ impl Modify for RequireToken {
     tag = "health",
     responses((status = 200, description = "This document", body = serde_json::Value)),
 )]
-pub async fn document() -> Json<OpenApi> {
-    Json(super::ApiDoc::openapi())
+pub async fn document() -> Json<&'static OpenApi> {
+    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
+    Json(DOCUMENT.get_or_init(super::ApiDoc::openapi))
 }
