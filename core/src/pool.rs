@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::sync::{LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use thiserror::Error;
 
@@ -33,10 +34,12 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// Shown in `pg_stat_activity.application_name`.
     pub application_name: String,
-    /// Ping each connection before handing it out. Off where every use is one short statement
-    /// that retries itself on a broken connection (the runner's previews): it saves a round trip,
-    /// and sqlx still pings connections as they return to the pool.
-    pub ping_before_use: bool,
+    /// A connection idle at least this long is pinged before it is handed out, so one the server
+    /// dropped meanwhile (a restart, which takes longer than this) is replaced rather than failing
+    /// its next statement. Zero pings every time; the runner's previews, one short statement each,
+    /// skip the round trip on connections that are busy anyway. (sqlx also pings every connection
+    /// as it returns to the pool, so one broken while in use is never handed out again.)
+    pub ping_when_idle_for: Duration,
 }
 
 impl Default for PoolSettings {
@@ -46,7 +49,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(60),
             acquire_timeout: Duration::from_secs(30),
             application_name: "kalla".into(),
-            ping_before_use: true,
+            ping_when_idle_for: Duration::ZERO,
         }
     }
 }
@@ -145,12 +148,22 @@ impl PoolRegistry {
             .application_name(&settings.application_name)
             // Literals rendered into COPY statements rely on standard string quoting.
             .options([("standard_conforming_strings", "on")]);
+        let ping_when_idle_for = settings.ping_when_idle_for;
         Ok(PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .min_connections(0)
             .idle_timeout(settings.idle_timeout)
             .acquire_timeout(settings.acquire_timeout)
-            .test_before_acquire(settings.ping_before_use)
+            .test_before_acquire(ping_when_idle_for.is_zero())
+            .before_acquire(move |connection, metadata| {
+                Box::pin(async move {
+                    if ping_when_idle_for.is_zero() || metadata.idle_for < ping_when_idle_for {
+                        return Ok(true);
+                    }
+                    // A connection that fails the ping is closed and another one is used.
+                    Ok(connection.ping().await.is_ok())
+                })
+            })
             .connect_lazy_with(options))
     }
 

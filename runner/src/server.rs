@@ -31,7 +31,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(config.source_pool_idle_timeout_secs),
         acquire_timeout: Duration::from_secs(config.source_connect_timeout_secs.max(1)),
         application_name: "kalla-runner".into(),
-        ping_before_use: false,
+        ping_when_idle_for: Duration::from_millis(100),
     });
     let metadata = MetadataDb::open(&config.metadata_url())
         .await
