@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::common::DataFusionError;
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::prelude::SessionContext;
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
+use object_store::{ObjectStore, RetryConfig};
 use thiserror::Error;
 use url::Url;
 
@@ -31,6 +32,9 @@ pub struct S3Settings {
     pub secret_access_key: Option<String>,
     /// Allow `http://` endpoints (local S3-compatible servers).
     pub allow_http: bool,
+    /// How long one request is retried while the server fails or cannot be reached (default:
+    /// `object_store`'s three minutes).
+    pub retry_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for S3Settings {
@@ -44,6 +48,7 @@ impl fmt::Debug for S3Settings {
                 &self.secret_access_key.as_ref().map(|_| "***"),
             )
             .field("allow_http", &self.allow_http)
+            .field("retry_timeout", &self.retry_timeout)
             .finish()
     }
 }
@@ -67,6 +72,10 @@ pub struct S3Args {
     /// Allow plain-HTTP S3 endpoints (local servers).
     #[arg(long)]
     pub s3_allow_http: bool,
+    /// Seconds one S3 request is retried while the server fails or cannot be reached, before the
+    /// write or read fails (default: 180).
+    #[arg(long)]
+    pub s3_retry_timeout_secs: Option<u64>,
 }
 
 impl S3Args {
@@ -77,6 +86,7 @@ impl S3Args {
             access_key_id: self.s3_access_key_id.clone(),
             secret_access_key: self.s3_secret_access_key.clone(),
             allow_http: self.s3_allow_http,
+            retry_timeout: self.s3_retry_timeout_secs.map(Duration::from_secs),
         }
     }
 }
@@ -124,6 +134,12 @@ pub fn object_store_for(url: &Url, s3: &S3Settings) -> Result<Arc<dyn ObjectStor
             }
             if let Some(secret) = &s3.secret_access_key {
                 builder = builder.with_secret_access_key(secret);
+            }
+            if let Some(retry_timeout) = s3.retry_timeout {
+                builder = builder.with_retry(RetryConfig {
+                    retry_timeout,
+                    ..RetryConfig::default()
+                });
             }
             let store = builder.build().map_err(|e| StorageError::Configuration {
                 location: location.to_string(),
@@ -185,6 +201,7 @@ mod tests {
             access_key_id: Some("AKIAEXAMPLE".into()),
             secret_access_key: Some("very-secret".into()),
             allow_http: true,
+            retry_timeout: None,
         };
         assert!(register_location(&ctx, "file:///tmp/x.csv", &s3).is_ok());
         assert!(register_location(&ctx, "s3://bucket/x.csv", &s3).is_ok());
