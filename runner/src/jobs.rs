@@ -34,7 +34,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::cluster::ClusterEndpoint;
-use crate::metadata::{JobEnd, JobRecord, JobStatus, MetadataDb, MetadataError, NewJob, new_id};
+use crate::metadata::{
+    JobEnd, JobRecord, JobStatus, MetadataDb, MetadataError, NewJob, new_id, retry_while_unavailable,
+};
 use crate::query::{Queries, QueryError};
 use crate::reattach;
 use crate::recipes::{RecipeError, Recipes};
@@ -45,6 +47,9 @@ pub const QUERY_OUTPUT: &str = "result";
 /// A job interrupted this many times (runner restarts, lost executors) is failed instead of run again.
 const MAX_ATTEMPTS: i64 = 3;
 const CALLBACK_ATTEMPTS: u32 = 5;
+/// How long a job's end is retried while the metadata DB is unavailable; a job still unrecorded
+/// after that is taken up by the next runner start.
+const RECORD_PATIENCE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Error)]
 pub enum JobError {
@@ -431,7 +436,7 @@ impl Jobs {
             let next = self.inner.waiting.lock().await.recv().await;
             let Some(id) = next else { return };
             if let Err(error) = self.run(&id).await {
-                tracing::error!(job = %id, %error, "cannot record a job's state");
+                self.lost_track(&id, error).await;
             }
         }
     }
@@ -486,6 +491,25 @@ impl Jobs {
         Ok(())
     }
 
+    /// Fails a job whose state could not be read or recorded (the metadata DB was away for longer
+    /// than it is waited for), so that it does not stay queued or running.
+    async fn lost_track(&self, id: &str, error: JobError) {
+        tracing::error!(job = %id, %error, "cannot record a job's state; failing it");
+        self.discard_results(id).await;
+        let reason = format!("the runner could not record the job's state: {error}");
+        let end = JobEnd {
+            status: JobStatus::Failed,
+            counts_json: None,
+            result_url: None,
+            error: Some(&reason),
+        };
+        if let Err(error) =
+            retry_while_unavailable(RECORD_PATIENCE, || self.inner.db.finish_job(id, end)).await
+        {
+            tracing::error!(job = %id, %error, "cannot record that the job failed; the next runner start takes it up");
+        }
+    }
+
     /// Puts a running job back at the end of the queue.
     async fn run_again(&self, id: &str) -> Result<(), JobError> {
         self.inner.db.requeue_job(id).await?;
@@ -506,19 +530,16 @@ impl Jobs {
         let counts = summary.map(|s| s.to_string());
         let result_url =
             (status == JobStatus::Succeeded).then(|| self.results_dir(&job.id).as_str().to_string());
-        let recorded = self
-            .inner
-            .db
-            .finish_job(
-                &job.id,
-                JobEnd {
-                    status,
-                    counts_json: counts.as_deref(),
-                    result_url: result_url.as_deref(),
-                    error,
-                },
-            )
-            .await;
+        let end = JobEnd {
+            status,
+            counts_json: counts.as_deref(),
+            result_url: result_url.as_deref(),
+            error,
+        };
+        // The outputs are written (or the job failed): a metadata DB restarting now must not
+        // leave the job running.
+        let recorded =
+            retry_while_unavailable(RECORD_PATIENCE, || self.inner.db.finish_job(&job.id, end)).await;
         match recorded {
             Ok(true) => {
                 tracing::info!(job = %job.id, status = status.as_str(), error = error.unwrap_or(""), "job finished");

@@ -114,6 +114,7 @@ pub struct NewJob<'a> {
 }
 
 /// How a job ended.
+#[derive(Debug, Clone, Copy)]
 pub struct JobEnd<'a> {
     pub status: JobStatus,
     pub counts_json: Option<&'a str>,

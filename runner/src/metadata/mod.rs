@@ -12,11 +12,14 @@ mod secrets;
 mod sources;
 mod tables;
 
+use std::time::Duration;
+
 use kalla_core::seal::Sealed;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{Any, AnyPool, Error as SqlxError, Transaction};
 use thiserror::Error;
+use tokio::time::Instant;
 
 pub use connections::{ConnectionRecord, NewConnection};
 pub use deletions::PendingDeletion;
@@ -47,6 +50,51 @@ pub enum MetadataError {
     NotFound { kind: &'static str, name: String },
     #[error("metadata database error: {0}")]
     Database(#[from] SqlxError),
+}
+
+impl MetadataError {
+    /// Whether the database could not be reached or went away mid-statement (a restart, a network
+    /// fault), as opposed to refusing the statement: the same statement may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Connect(error) | Self::Database(error) => match error {
+                SqlxError::Io(_) | SqlxError::PoolTimedOut | SqlxError::Tls(_) | SqlxError::Protocol(_) => {
+                    true
+                }
+                // Postgres's connection_exception (08) and operator_intervention (57P: shutdown,
+                // starting up) classes.
+                SqlxError::Database(error) => error
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// Runs `statement` again, with backoff, while the metadata DB is unavailable and `patience` has
+/// not run out; for records that must not be lost to a database restart (how a job ended).
+pub async fn retry_while_unavailable<T, F, Fut>(
+    patience: Duration,
+    mut statement: F,
+) -> Result<T, MetadataError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, MetadataError>>,
+{
+    let deadline = Instant::now() + patience;
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match statement().await {
+            Err(error) if error.is_unavailable() && Instant::now() + wait < deadline => {
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "the metadata database is unavailable; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
