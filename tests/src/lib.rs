@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod ports;
 pub mod postgres;
+pub mod proxy;
 pub mod runner;
 pub mod s3;
 

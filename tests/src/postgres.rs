@@ -1,6 +1,7 @@
 //! A fresh Postgres database per test, on the server named by `KALLA_TEST_PG_URL`
 //! (default: the local server), or on a throwaway cluster started with `initdb`/`pg_ctl`
-//! when no server answers.
+//! when no server answers; and [`PgCluster`], a server of a test's own that it can stop and
+//! restart.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,7 +25,12 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create() -> Self {
-        let admin_url = server_url().await;
+        Self::create_on(&server_url().await).await
+    }
+
+    /// A fresh database on the server at `server_url` (e.g. a [`PgCluster`]'s).
+    pub async fn create_on(server_url: &str) -> Self {
+        let admin_url = server_url.to_string();
         let admin = connect(&admin_url).await.expect("connect to the Postgres server");
         let name = format!("kalla_test_{:016x}", rand::thread_rng().r#gen::<u64>());
         sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -52,6 +58,21 @@ impl TestDatabase {
             .execute(&self.pool)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Waits until a `COPY` out of this database runs (an executor's scan or refresh is mid-way).
+    pub async fn wait_for_copy(&self) {
+        crate::wait_for("an executor's COPY", Duration::from_secs(60), || async {
+            let copying: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'COPY%' AND state = 'active'",
+            )
+            .bind(&self.name)
+            .fetch_one(&self.pool)
+            .await
+            .ok()?;
+            (copying > 0).then_some(())
+        })
+        .await;
     }
 
     /// Drops the database now, terminating its connections (a source "going away").
@@ -110,64 +131,146 @@ pub async fn server_url() -> String {
     throwaway_cluster().to_string()
 }
 
-static THROWAWAY: OnceLock<ThrowawayCluster> = OnceLock::new();
-
-struct ThrowawayCluster {
-    url: String,
-    data_dir: PathBuf,
-}
-
-impl Drop for ThrowawayCluster {
-    fn drop(&mut self) {
-        let _ = Command::new("pg_ctl")
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-m", "immediate", "stop"])
-            .status();
-    }
-}
+static THROWAWAY: OnceLock<PgCluster> = OnceLock::new();
 
 fn throwaway_cluster() -> &'static str {
-    &THROWAWAY.get_or_init(start_throwaway_cluster).url
+    &THROWAWAY.get_or_init(PgCluster::start).url
 }
 
-fn start_throwaway_cluster() -> ThrowawayCluster {
-    let installed = Command::new("initdb").arg("--version").output().is_ok();
-    assert!(
-        installed,
-        "no Postgres server answers at {DEFAULT_URL} and `initdb` is not on PATH: \
-         install PostgreSQL (e.g. `apt-get install postgresql`) or set {URL_ENV}"
-    );
-    let dir = tempfile::Builder::new()
-        .prefix("kalla-pg-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
-    let data_dir = dir.join("data");
-    let port = crate::ports::free_port();
-    let status = Command::new("initdb")
-        .arg("-D")
-        .arg(&data_dir)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"])
-        .status()
-        .expect("run initdb");
-    assert!(status.success(), "initdb failed");
-    let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", dir.display());
-    let status = Command::new("pg_ctl")
-        .arg("-D")
-        .arg(&data_dir)
-        .args(["-o", &options, "-l"])
-        .arg(dir.join("postgres.log"))
-        .args(["-w", "start"])
-        .status()
-        .expect("run pg_ctl");
-    assert!(
-        status.success(),
-        "pg_ctl start failed; see {}",
-        dir.join("postgres.log").display()
-    );
-    ThrowawayCluster {
-        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        data_dir,
+/// A Postgres cluster of the test's own, made with `initdb` and run with `pg_ctl`, so a test can
+/// stop and restart its server; stopped (immediately) when dropped. Postgres refuses to run as
+/// root, so under root the cluster belongs to, and runs as, the `postgres` user.
+pub struct PgCluster {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub url: String,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PgCluster {
+    pub fn start() -> Self {
+        let installed = Command::new("initdb").arg("--version").output().is_ok();
+        assert!(
+            installed,
+            "no Postgres server answers at {DEFAULT_URL} and `initdb` is not on PATH: \
+             install PostgreSQL (e.g. `apt-get install postgresql`) or set {URL_ENV}"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("kalla-pg-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        if running_as_root() {
+            let owned = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .expect("run chown");
+            assert!(
+                owned.success(),
+                "cannot hand {} to the postgres user",
+                dir.display()
+            );
+        }
+        let port = crate::ports::free_port();
+        let cluster = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+            port,
+        };
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &cluster.data_dir(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+        );
+        cluster.start_server();
+        cluster
     }
+
+    /// The URL of `database` on this cluster.
+    pub fn database_url(&self, database: &str) -> String {
+        with_database(&self.url, database)
+    }
+
+    /// Creates `database` and returns its URL.
+    pub async fn create_database(&self, database: &str) -> String {
+        let admin = connect(&self.url).await.expect("connect to the test cluster");
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        admin.close().await;
+        self.database_url(database)
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn start_server(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("postgres.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-o", &options, "-l", &log, "-w", "start"],
+        );
+    }
+
+    /// Stops the server in pg_ctl's `mode` (`smart`, `fast`: sessions terminated, `immediate`:
+    /// no clean shutdown), waiting until it is down.
+    pub fn stop_server(&self, mode: &str) {
+        self.run("pg_ctl", &["-D", &self.data_dir(), "-m", mode, "-w", "stop"]);
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = postgres_command(program)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed: {}{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = postgres_command("pg_ctl")
+            .args(["-D", &self.data_dir(), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `program` of the Postgres server's tools, run as the `postgres` user when the tests run as root.
+fn postgres_command(program: &str) -> Command {
+    if !running_as_root() {
+        return Command::new(program);
+    }
+    let mut command = Command::new("runuser");
+    command.args(["-u", "postgres", "--", program]);
+    command
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

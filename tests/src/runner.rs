@@ -65,17 +65,18 @@ impl Runner {
 
     /// Sends a request with the runner's token; returns the status and the JSON body (`Null` if none).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
+        answer(self.request(method, path, body)).await
+    }
+
+    fn request(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::RequestBuilder {
+        let request = self
             .http
             .request(method, format!("{}{path}", self.base_url))
             .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
+        match body {
+            Some(body) => request.json(&body),
+            None => request,
         }
-        let response = request.send().await.expect("runner answers");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// Registers a source and returns the runner's answer; panics unless it is 201 Created.
@@ -84,6 +85,55 @@ impl Runner {
         let (status, body) = self.call(Method::POST, "/api/sources", Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "registering {alias}: {body}");
         body
+    }
+
+    /// Submits a job; panics unless it is accepted. Returns its id.
+    pub async fn submit_job(&self, body: Value) -> String {
+        let (status, job) = self.call(Method::POST, "/api/jobs", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}: {job}");
+        job["id"].as_str().expect("a job id").to_string()
+    }
+
+    /// Submits a job and waits until its first Ballista job runs. Returns its id.
+    pub async fn start_job(&self, body: Value) -> String {
+        let id = self.submit_job(body).await;
+        crate::wait_for(
+            &format!("job {id} to run on the cluster"),
+            Duration::from_secs(120),
+            || async {
+                let (_, job) = self.call(Method::GET, &format!("/api/jobs/{id}"), None).await;
+                assert!(
+                    !matches!(job["status"].as_str(), Some("failed" | "succeeded")),
+                    "{job}"
+                );
+                let running = job["status"] == "running"
+                    && job["ballista_job_ids"]
+                        .as_array()
+                        .is_some_and(|ids| !ids.is_empty());
+                running.then_some(())
+            },
+        )
+        .await;
+        id
+    }
+
+    /// Waits until the job ends; returns its final state.
+    pub async fn wait_for_job(&self, id: &str, timeout: Duration) -> Value {
+        crate::wait_for(&format!("job {id} to end"), timeout, || async {
+            let (_, job) = self.call(Method::GET, &format!("/api/jobs/{id}"), None).await;
+            matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(job)
+        })
+        .await
+    }
+
+    /// Sends a request in the background, so a fault can be injected while it is served.
+    pub fn spawn_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+        tokio::spawn(answer(self.request(method, path, body)))
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -95,8 +145,18 @@ impl Runner {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(mut self) -> (ExitStatus, TempDir) {
+    pub fn terminate(self) -> (ExitStatus, TempDir) {
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        self.wait_for_exit()
+    }
+
+    /// Kills the process (SIGKILL): no shutdown of its own.
+    pub fn kill(mut self) -> TempDir {
+        let _ = self.child.kill();
+        self.wait_for_exit().1
+    }
+
+    fn wait_for_exit(mut self) -> (ExitStatus, TempDir) {
         let status = self.child.wait().expect("runner exits");
         let data_dir = std::mem::replace(&mut self.data_dir, TempDir::new().expect("placeholder dir"));
         (status, data_dir)
@@ -108,6 +168,14 @@ impl Drop for Runner {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The status and JSON body (`Null` if none, the text if not JSON) of the answer to `request`.
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("runner answers");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 fn spawn(data_dir: &Path, port: u16, database_url: Option<&str>, extra_args: &[&str]) -> Child {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use object_store::ObjectStoreExt;
 
 use crate::ports::free_port;
+use crate::proxy::TcpProxy;
 
 pub const MOTO_ENV: &str = "KALLA_TEST_MOTO_SERVER";
 
@@ -18,11 +19,32 @@ pub struct S3Server {
     pub secret_access_key: String,
     child: Child,
     http: reqwest::Client,
+    /// Between the clients and moto, when the test takes the server down.
+    proxy: Option<TcpProxy>,
 }
 
 impl S3Server {
     /// Starts `moto_server` (from `KALLA_TEST_MOTO_SERVER`, else `PATH`) and creates a bucket.
     pub async fn start() -> Self {
+        Self::launch(false).await
+    }
+
+    /// Like [`S3Server::start`], with an endpoint the test can [`stop`](Self::stop) and
+    /// [`resume`](Self::resume). moto keeps its objects in memory, so it is not stopped itself: a
+    /// proxy in front of it resets every connection and refuses new ones.
+    pub async fn start_stoppable() -> Self {
+        Self::launch(true).await
+    }
+
+    pub async fn stop(&self) {
+        self.proxy.as_ref().expect("a stoppable server").stop().await;
+    }
+
+    pub async fn resume(&self) {
+        self.proxy.as_ref().expect("a stoppable server").resume().await;
+    }
+
+    async fn launch(stoppable: bool) -> Self {
         let binary = std::env::var_os(MOTO_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("moto_server"));
@@ -40,7 +62,14 @@ impl S3Server {
                     binary.display()
                 )
             });
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let proxy = match stoppable {
+            true => Some(TcpProxy::start(([127, 0, 0, 1], port).into()).await),
+            false => None,
+        };
+        let endpoint = format!(
+            "http://127.0.0.1:{}",
+            proxy.as_ref().map_or(port, |proxy| proxy.port)
+        );
         let http = reqwest::Client::new();
         let server = Self {
             endpoint,
@@ -49,6 +78,7 @@ impl S3Server {
             secret_access_key: format!("s3-secret-{:032x}", rand::random::<u128>()),
             child,
             http,
+            proxy,
         };
         crate::wait_for("moto_server", Duration::from_secs(30), || async {
             server.http.get(&server.endpoint).send().await.ok().map(|_| ())
@@ -86,6 +116,7 @@ impl S3Server {
             access_key_id: Some(self.access_key_id.clone()),
             secret_access_key: Some(self.secret_access_key.clone()),
             allow_http: true,
+            retry_timeout: None,
         };
         let bucket = url::Url::parse(&format!("s3://{}/", self.bucket)).expect("a bucket URL");
         let store = kalla_core::storage::object_store_for(&bucket, &settings).expect("an S3 store");

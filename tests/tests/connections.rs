@@ -450,21 +450,6 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
     cluster.assert_running();
 }
 
-/// Waits until an executor is copying from `db`, i.e. a refresh is mid-way.
-async fn wait_for_copy(db: &TestDatabase) {
-    kalla_e2e::wait_for("an executor's COPY", Duration::from_secs(60), || async {
-        let copying: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'COPY%' AND state = 'active'",
-        )
-        .bind(&db.name)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        (copying > 0).then_some(())
-    })
-    .await;
-}
-
 /// Refreshes the cache of `orders` and returns the runner's answer.
 async fn refresh_orders(runner: &Runner, id: &str) -> (StatusCode, Value) {
     let path = format!("/api/connections/{id}/tables/public/orders/refresh");
@@ -473,24 +458,8 @@ async fn refresh_orders(runner: &Runner, id: &str) -> (StatusCode, Value) {
 
 /// Refreshes in the background, so a fault can be injected while it runs.
 fn spawn_refresh(runner: &Runner, id: &str) -> tokio::task::JoinHandle<(StatusCode, Value)> {
-    let (http, url, token) = (
-        runner.http().clone(),
-        format!(
-            "{}/api/connections/{id}/tables/public/orders/refresh",
-            runner.base_url
-        ),
-        runner.token.clone(),
-    );
-    tokio::spawn(async move {
-        let response = http
-            .post(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("runner answers");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    })
+    let path = format!("/api/connections/{id}/tables/public/orders/refresh");
+    runner.spawn_call(Method::POST, &path, None)
 }
 
 /// After a fault: exactly one version remains (the served one), it answers correctly, and the
@@ -571,7 +540,7 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
     db.execute("UPDATE orders SET amount = amount + 1 WHERE id <= 10")
         .await;
     let refresh = spawn_refresh(&setup.runner, &id);
-    wait_for_copy(&db).await;
+    db.wait_for_copy().await;
     db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'").await;
     let (status, outcome) = refresh.await.unwrap();
     eprintln!("source backends terminated mid-refresh: {status} {outcome}");
@@ -588,7 +557,7 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
     // way one complete version serves.
     let mut setup = setup;
     let refresh = spawn_refresh(&setup.runner, &id);
-    wait_for_copy(&db).await;
+    db.wait_for_copy().await;
     setup.cluster.kill("executor-0");
     let (status, outcome) = tokio::time::timeout(Duration::from_secs(120), refresh)
         .await

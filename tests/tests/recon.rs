@@ -176,18 +176,8 @@ async fn start_runner(data_dir: TempDir, cluster: &Cluster, results: &TempDir) -
 
 /// Submits a job and waits until it ends; returns its final state.
 async fn run_job(runner: &Runner, body: Value) -> Value {
-    let (status, job) = runner.call(Method::POST, "/api/jobs", Some(body.clone())).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}: {job}");
-    let id = job["id"].as_str().unwrap().to_string();
-    wait_for_job(runner, &id, Duration::from_secs(300)).await
-}
-
-async fn wait_for_job(runner: &Runner, id: &str, timeout: Duration) -> Value {
-    kalla_e2e::wait_for(&format!("job {id} to end"), timeout, || async {
-        let (_, job) = runner.call(Method::GET, &format!("/api/jobs/{id}"), None).await;
-        matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(job)
-    })
-    .await
+    let id = runner.submit_job(body).await;
+    runner.wait_for_job(&id, Duration::from_secs(300)).await
 }
 
 /// One DataFusion query over a job's outputs (registered by name), as rows of text.
@@ -406,29 +396,6 @@ async fn reconciliation_equals_the_truth_from_postgres_and_from_parquet() {
     assert_matches_truth(&setup, &db, &job, &truth).await;
 }
 
-/// Submits a job and waits until its first Ballista job runs.
-async fn start_job(runner: &Runner, body: Value) -> String {
-    let (status, job) = runner.call(Method::POST, "/api/jobs", Some(body)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
-    kalla_e2e::wait_for(
-        &format!("job {id} to run on the cluster"),
-        Duration::from_secs(120),
-        || async {
-            let (_, job) = runner.call(Method::GET, &format!("/api/jobs/{id}"), None).await;
-            assert!(
-                !matches!(job["status"].as_str(), Some("failed" | "succeeded")),
-                "{job}"
-            );
-            let running =
-                job["status"] == "running" && !job["ballista_job_ids"].as_array().unwrap().is_empty();
-            running.then_some(())
-        },
-    )
-    .await;
-    id
-}
-
 #[tokio::test]
 async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
     let db = TestDatabase::create().await;
@@ -451,7 +418,7 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
     let job = json!({"type": "recon", "recipe": recipe("faults", "invoices", "payments")});
 
     // Cancel: the job ends cancelled, its Ballista job stops, its partial outputs are removed.
-    let id = start_job(&setup.runner, job.clone()).await;
+    let id = setup.runner.start_job(job.clone()).await;
     let (status, cancelled) = setup
         .runner
         .call(Method::DELETE, &format!("/api/jobs/{id}"), None)
@@ -504,10 +471,10 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
 
     // An executor killed mid-run: Ballista reruns its tasks, or, where it cannot, the runner
     // notices the stall, cancels the Ballista job and runs the job again on the executor left.
-    let id = start_job(&setup.runner, job.clone()).await;
+    let id = setup.runner.start_job(job.clone()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     setup.cluster.kill("executor-0");
-    let ended = wait_for_job(&setup.runner, &id, Duration::from_secs(300)).await;
+    let ended = setup.runner.wait_for_job(&id, Duration::from_secs(300)).await;
     assert_matches_truth(&setup, &db, &ended, &truth).await;
     eprintln!(
         "after losing an executor the job succeeded in {} attempts",
@@ -515,10 +482,10 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
     );
 
     // An executor frozen mid-run (it keeps its connections and answers nothing): the same.
-    let id = start_job(&setup.runner, job.clone()).await;
+    let id = setup.runner.start_job(job.clone()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     setup.cluster.freeze("executor-1");
-    let ended = wait_for_job(&setup.runner, &id, Duration::from_secs(300)).await;
+    let ended = setup.runner.wait_for_job(&id, Duration::from_secs(300)).await;
     assert_matches_truth(&setup, &db, &ended, &truth).await;
     eprintln!(
         "after an executor froze the job succeeded in {} attempts",
@@ -527,7 +494,7 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
 
     // The runner stopped mid-run and started again: the new runner takes over the running
     // Ballista job (or, had it ended, runs the job again from the interrupted pass).
-    let id = start_job(&setup.runner, job).await;
+    let id = setup.runner.start_job(job).await;
     // While it runs, its progress names the Ballista job's stages and tasks.
     let before = kalla_e2e::wait_for("the job's tasks", Duration::from_secs(30), || async {
         let (_, job) = setup
@@ -552,7 +519,7 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
         cluster,
         results,
     };
-    let ended = wait_for_job(&setup.runner, &id, Duration::from_secs(300)).await;
+    let ended = setup.runner.wait_for_job(&id, Duration::from_secs(300)).await;
     assert_matches_truth(&setup, &db, &ended, &truth).await;
     assert_eq!(ended["attempts"], 2, "{ended}");
     assert_eq!(ended["ballista_job_ids"][0], first_pass, "{ended}");
