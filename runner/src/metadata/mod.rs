@@ -253,3 +253,57 @@ pub fn new_id(prefix: &str) -> String {
     ];
     format!("{prefix}_{}", nanoid::nanoid!(21, &ALPHABET))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn refused() -> MetadataError {
+        MetadataError::Database(SqlxError::Io(std::io::ErrorKind::ConnectionRefused.into()))
+    }
+
+    #[tokio::test]
+    async fn statements_are_retried_while_the_database_is_away_and_no_longer() {
+        let calls = Cell::new(0);
+        let outcome = retry_while_unavailable(Duration::from_secs(60), || {
+            calls.set(calls.get() + 1);
+            let answer = if calls.get() < 4 {
+                Err(refused())
+            } else {
+                Ok(calls.get())
+            };
+            async move { answer }
+        })
+        .await;
+        assert_eq!(outcome.unwrap(), 4);
+
+        calls.set(0);
+        let outcome = retry_while_unavailable(Duration::from_secs(60), || {
+            calls.set(calls.get() + 1);
+            async {
+                Err::<(), _>(MetadataError::NotFound {
+                    kind: "job",
+                    name: "job_x".into(),
+                })
+            }
+        })
+        .await;
+        assert!(matches!(outcome, Err(MetadataError::NotFound { .. })));
+        assert_eq!(calls.get(), 1, "a refused statement is not retried");
+
+        calls.set(0);
+        let outcome = retry_while_unavailable(Duration::from_secs(3), || {
+            calls.set(calls.get() + 1);
+            async { Err::<(), _>(refused()) }
+        })
+        .await;
+        assert!(outcome.is_err_and(|e| e.is_unavailable()));
+        assert!(
+            (2..=5).contains(&calls.get()),
+            "gives up once patience runs out: {}",
+            calls.get()
+        );
+    }
+}
