@@ -6,7 +6,7 @@ ROOT=$PWD
 SERVER_URL=${KALLA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB=kalla_bench
 DB_URL="${SERVER_URL%/*}/$DB"
-BIN=$ROOT/target/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -23,6 +23,15 @@ cargo build --release --locked --workspace --bins -q
 
 psql "$SERVER_URL" -Xqtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
   || psql "$SERVER_URL" -Xqc "CREATE DATABASE $DB"
+
+# Creates table $1 in the bench database with the SQL on stdin, marks it with the version comment
+# $2 and analyzes it, unless it already carries that comment.
+ensure_table() {
+  table_is_current "$1" "$2" && return
+  psql "$DB_URL" -X -v ON_ERROR_STOP=1 -q
+  psql "$DB_URL" -Xqc "COMMENT ON TABLE $1 IS '$2'"
+  psql "$DB_URL" -Xqc "VACUUM ANALYZE $1"
+}
 
 # Loads the 10M-row TPC-H-shaped lineitem from ../shared/data (once) into the bench database.
 load_lineitem() {

@@ -11,8 +11,7 @@ CLIENTS=${CLIENTS:-"1 16 64"}
 CAP=${POOL_CAP:-4}
 
 step "data: events (10M rows, index on account_id) in database $DB"
-if ! table_is_current events kalla-bench:events:v1; then
-  psql "$DB_URL" -X -v ON_ERROR_STOP=1 -q <<'SQL'
+ensure_table events kalla-bench:events:v1 <<'SQL'
 DROP TABLE IF EXISTS events;
 CREATE TABLE events AS
 SELECT i::int8 AS id, (i % 100000)::int8 AS account_id, ((i * 37) % 100000 / 100.0)::numeric(12,2) AS amount,
@@ -20,10 +19,7 @@ SELECT i::int8 AS id, (i % 100000)::int8 AS account_id, ((i * 37) % 100000 / 100
 FROM generate_series(1, 10000000) AS i;
 ALTER TABLE events ADD PRIMARY KEY (id);
 CREATE INDEX events_account_id ON events (account_id);
-COMMENT ON TABLE events IS 'kalla-bench:events:v1';
 SQL
-  psql "$DB_URL" -Xqc "VACUUM ANALYZE events"
-fi
 
 step "runner (release, embedded, source pool cap $CAP)"
 PORT=$(free_port)
