@@ -411,7 +411,7 @@ impl Jobs {
                         "the runner stopped during this job {} times; not retrying",
                         job.attempts
                     );
-                    self.end(&job, JobStatus::Failed, None, Some(&reason)).await;
+                    self.end(&job.id, JobStatus::Failed, None, Some(&reason)).await;
                     continue;
                 }
                 match self.followable(&PassLog::of(&job)).await {
@@ -467,11 +467,12 @@ impl Jobs {
             Err(join) if join.is_cancelled() => {} // cancel() recorded it
             Err(join) => {
                 let reason = format!("the job's task failed: {join}");
-                self.end(&job, JobStatus::Failed, None, Some(&reason)).await;
+                self.end(&job.id, JobStatus::Failed, None, Some(&reason)).await;
             }
             Ok(Ok(summary)) => {
                 let summary = json!({"duration_ms": started.elapsed().as_millis() as u64, "outputs": summary.counts, "timings_ms": summary.timings});
-                self.end(&job, JobStatus::Succeeded, Some(&summary), None).await;
+                self.end(&job.id, JobStatus::Succeeded, Some(&summary), None)
+                    .await;
             }
             Ok(Err(error)) => {
                 let latest = self.inner.db.job(id).await?;
@@ -484,7 +485,7 @@ impl Jobs {
                     return self.run_again(id).await;
                 }
                 self.discard_results(id).await;
-                self.end(&job, JobStatus::Failed, None, Some(&error.to_string()))
+                self.end(&job.id, JobStatus::Failed, None, Some(&error.to_string()))
                     .await;
             }
         }
@@ -497,17 +498,7 @@ impl Jobs {
         tracing::error!(job = %id, %error, "cannot record a job's state; failing it");
         self.discard_results(id).await;
         let reason = format!("the runner could not record the job's state: {error}");
-        let end = JobEnd {
-            status: JobStatus::Failed,
-            counts_json: None,
-            result_url: None,
-            error: Some(&reason),
-        };
-        if let Err(error) =
-            retry_while_unavailable(RECORD_PATIENCE, || self.inner.db.finish_job(id, end)).await
-        {
-            tracing::error!(job = %id, %error, "cannot record that the job failed; the next runner start takes it up");
-        }
+        self.end(id, JobStatus::Failed, None, Some(&reason)).await;
     }
 
     /// Puts a running job back at the end of the queue.
@@ -522,14 +513,13 @@ impl Jobs {
 
     async fn end(
         &self,
-        job: &JobRecord,
+        id: &str,
         status: JobStatus,
         summary: Option<&serde_json::Value>,
         error: Option<&str>,
     ) {
         let counts = summary.map(|s| s.to_string());
-        let result_url =
-            (status == JobStatus::Succeeded).then(|| self.results_dir(&job.id).as_str().to_string());
+        let result_url = (status == JobStatus::Succeeded).then(|| self.results_dir(id).as_str().to_string());
         let end = JobEnd {
             status,
             counts_json: counts.as_deref(),
@@ -538,22 +528,23 @@ impl Jobs {
         };
         // The outputs are written (or the job failed): a metadata DB restarting now must not
         // leave the job running.
-        let recorded =
-            retry_while_unavailable(RECORD_PATIENCE, || self.inner.db.finish_job(&job.id, end)).await;
+        let recorded = retry_while_unavailable(RECORD_PATIENCE, || self.inner.db.finish_job(id, end)).await;
         match recorded {
             Ok(true) => {
-                tracing::info!(job = %job.id, status = status.as_str(), error = error.unwrap_or(""), "job finished");
+                tracing::info!(job = %id, status = status.as_str(), error = error.unwrap_or(""), "job finished");
                 let event = if status == JobStatus::Succeeded {
                     "complete"
                 } else {
                     "error"
                 };
-                if let Ok(job) = self.inner.db.job(&job.id).await {
+                if let Ok(job) = self.inner.db.job(id).await {
                     self.notify(&job, event).await;
                 }
             }
             Ok(false) => {} // cancelled meanwhile
-            Err(error) => tracing::error!(job = %job.id, %error, "cannot record how a job ended"),
+            Err(error) => {
+                tracing::error!(job = %id, %error, "cannot record how a job ended; the next runner start takes it up")
+            }
         }
     }
 

@@ -253,6 +253,12 @@ impl Cluster {
         (jobs, ids)
     }
 
+    /// Panics unless the scheduler runs and queues no job.
+    pub async fn assert_no_job_running(&self) {
+        let (jobs, _) = self.rest_jobs().await;
+        assert!(!jobs.contains("Running") && !jobs.contains("Queued"), "{jobs}");
+    }
+
     /// The directory of the processes' logs and the executors' work dirs.
     pub fn dir(&self) -> &std::path::Path {
         self.logs.path()

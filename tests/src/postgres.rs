@@ -60,6 +60,20 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Postgres's own answer to `SELECT <columns> FROM <rest>`, each column as text.
+    pub async fn text_row(&self, query: &str) -> Vec<Option<String>> {
+        let (columns, rest) = query.split_once(" FROM ").expect("columns FROM rest");
+        let as_text: Vec<String> = columns
+            .split(", ")
+            .map(|c| format!("CAST({c} AS text)"))
+            .collect();
+        let sql = format!("SELECT ARRAY[{}] FROM {rest}", as_text.join(", "));
+        sqlx::query_scalar(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Waits until a `COPY` out of this database runs (an executor's scan or refresh is mid-way).
     pub async fn wait_for_copy(&self) {
         crate::wait_for("an executor's COPY", Duration::from_secs(60), || async {
@@ -152,8 +166,9 @@ impl PgCluster {
         let installed = Command::new("initdb").arg("--version").output().is_ok();
         assert!(
             installed,
-            "no Postgres server answers at {DEFAULT_URL} and `initdb` is not on PATH: \
-             install PostgreSQL (e.g. `apt-get install postgresql`) or set {URL_ENV}"
+            "`initdb` is not on PATH, and the tests need a Postgres cluster of their own (the fault \
+             tests always; the others when no server answers at {DEFAULT_URL} or {URL_ENV}): \
+             install PostgreSQL (e.g. `apt-get install postgresql`)"
         );
         let dir = tempfile::Builder::new()
             .prefix("kalla-pg-")
@@ -195,11 +210,6 @@ impl PgCluster {
         cluster
     }
 
-    /// The URL of `database` on this cluster.
-    pub fn database_url(&self, database: &str) -> String {
-        with_database(&self.url, database)
-    }
-
     /// Creates `database` and returns its URL.
     pub async fn create_database(&self, database: &str) -> String {
         let admin = connect(&self.url).await.expect("connect to the test cluster");
@@ -208,7 +218,7 @@ impl PgCluster {
             .await
             .expect("create database");
         admin.close().await;
-        self.database_url(database)
+        with_database(&self.url, database)
     }
 
     /// Starts the server (again), waiting until it accepts connections.

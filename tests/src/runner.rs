@@ -87,6 +87,15 @@ impl Runner {
         body
     }
 
+    /// Registers a Postgres connection to the database at `uri`; panics unless it is 201 Created.
+    /// Returns the runner's answer.
+    pub async fn create_connection(&self, name: &str, uri: &str) -> Value {
+        let body = serde_json::json!({"name": name, "source_type": "postgres", "config": {"uri": uri}});
+        let (status, answer) = self.call(Method::POST, "/api/connections", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        answer
+    }
+
     /// Submits a job; panics unless it is accepted. Returns its id.
     pub async fn submit_job(&self, body: Value) -> String {
         let (status, job) = self.call(Method::POST, "/api/jobs", Some(body.clone())).await;

@@ -21,6 +21,9 @@ INSERT INTO items VALUES ('a', 1.50), ('b', 2.25), ('c', NULL);
 CREATE VIEW big_orders AS SELECT id, amount FROM orders WHERE amount > 1000;
 ";
 
+/// Postgres's own count and sum of `orders`, for [`TestDatabase::text_row`].
+const ORDER_TOTALS: &str = "count(*), sum(amount) FROM orders";
+
 /// A cluster of a scheduler and two executors, with a runner using it and a shared cache dir.
 struct Setup {
     runner: Runner,
@@ -59,36 +62,10 @@ async fn setup_on(cluster: Cluster, extra: &[&str]) -> Setup {
     }
 }
 
-async fn create_connection(runner: &Runner, name: &str, db: &TestDatabase) -> Value {
-    let (status, body) = runner
-        .call(
-            Method::POST,
-            "/api/connections",
-            Some(json!({"name": name, "source_type": "postgres", "config": {"uri": db.url}})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
-}
-
 async fn query(runner: &Runner, body: Value) -> Value {
     let (status, response) = runner.call(Method::POST, "/api/query", Some(body.clone())).await;
     assert_eq!(status, StatusCode::OK, "{body}: {response}");
     response
-}
-
-/// Postgres's own answer to `SELECT <columns> FROM <rest>`, as text.
-async fn postgres_row(db: &TestDatabase, query: &str) -> Vec<Option<String>> {
-    let (columns, rest) = query.split_once(" FROM ").expect("columns FROM rest");
-    let as_text: Vec<String> = columns
-        .split(", ")
-        .map(|c| format!("CAST({c} AS text)"))
-        .collect();
-    let sql = format!("SELECT ARRAY[{}] FROM {rest}", as_text.join(", "));
-    sqlx::query_scalar(&sql)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// The version directories under the cache root for one table.
@@ -124,7 +101,7 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
         cache,
     } = setup(&[]).await;
 
-    let created = create_connection(&runner, "shop", &db).await;
+    let created = runner.create_connection("shop", &db.url).await;
     let id = created["id"].as_str().unwrap().to_string();
     assert!(id.starts_with("conn_"), "{created}");
     assert_eq!(created["discovery"]["status"], "succeeded", "{created}");
@@ -182,11 +159,9 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
     let totals = "SELECT count(*) AS n, sum(amount) AS total, min(placed_on) AS first, count(note) AS notes \
                   FROM shop.public.orders";
     let answer = query(&runner, json!({"sql": totals})).await;
-    let expected = postgres_row(
-        &db,
-        "count(*), sum(amount), min(placed_on), count(note) FROM orders",
-    )
-    .await;
+    let expected = db
+        .text_row("count(*), sum(amount), min(placed_on), count(note) FROM orders")
+        .await;
     assert_eq!(answer["rows"][0], json!(expected), "{answer}");
     assert_eq!(answer["tables"][0]["read"], "cache", "{answer}");
     let v1 = answer["tables"][0]["version"].as_str().unwrap().to_string();
@@ -255,11 +230,9 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
     let v2 = refreshed["version"].as_str().unwrap().to_string();
     assert_ne!(v1, v2);
     let answer = query(&runner, json!({"sql": totals})).await;
-    let expected = postgres_row(
-        &db,
-        "count(*), sum(amount), min(placed_on), count(note) FROM orders",
-    )
-    .await;
+    let expected = db
+        .text_row("count(*), sum(amount), min(placed_on), count(note) FROM orders")
+        .await;
     assert_eq!(answer["rows"][0], json!(expected), "{answer}");
     assert_eq!(answer["tables"][0]["version"], json!(v2));
     wait_until("the replaced version's files to be deleted", || {
@@ -491,16 +464,7 @@ async fn assert_one_serving_version(setup: &Setup, id: &str, served: &str, total
             "stray file {name}"
         );
     }
-    let jobs: Value = reqwest::get(setup.cluster.rest_url("/api/jobs"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        !jobs.to_string().contains("Running") && !jobs.to_string().contains("Queued"),
-        "{jobs}"
-    );
+    setup.cluster.assert_no_job_running().await;
 }
 
 /// Faults mid-refresh — an executor killed, the source's backends terminated — never leave a
@@ -515,25 +479,14 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
     })
     .await;
     let setup = setup_on(cluster, &[]).await;
-    let id = create_connection(&setup.runner, "shop", &db).await["id"]
+    let id = setup.runner.create_connection("shop", &db.url).await["id"]
         .as_str()
         .unwrap()
         .to_string();
     let (status, first) = refresh_orders(&setup.runner, &id).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     let mut served = first["version"].as_str().unwrap().to_string();
-    let totals_of = |db: &TestDatabase| {
-        let db_pool = db.pool.clone();
-        async move {
-            let row: Vec<Option<String>> =
-                sqlx::query_scalar("SELECT ARRAY[count(*)::text, sum(amount)::text] FROM orders")
-                    .fetch_one(&db_pool)
-                    .await
-                    .unwrap();
-            json!(row)
-        }
-    };
-    let mut served_totals = totals_of(&db).await;
+    let mut served_totals = json!(db.text_row(ORDER_TOTALS).await);
 
     // The source's backends terminated mid-refresh: the refresh fails and v1 keeps serving
     // (or, if Ballista retried the failed tasks, the new version does).
@@ -546,7 +499,7 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
     eprintln!("source backends terminated mid-refresh: {status} {outcome}");
     if status == StatusCode::OK {
         served = outcome["version"].as_str().unwrap().to_string();
-        served_totals = totals_of(&db).await;
+        served_totals = json!(db.text_row(ORDER_TOTALS).await);
     } else {
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{outcome}");
         assert_eq!(outcome["error"]["code"], "refresh_failed", "{outcome}");
@@ -567,7 +520,7 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
     if status == StatusCode::OK {
         assert_eq!(outcome["rows"], 600_000, "{outcome}");
         served = outcome["version"].as_str().unwrap().to_string();
-        served_totals = totals_of(&db).await;
+        served_totals = json!(db.text_row(ORDER_TOTALS).await);
     } else {
         assert_eq!(outcome["error"]["code"], "refresh_failed", "{outcome}");
     }
@@ -612,7 +565,7 @@ async fn the_cache_can_live_on_s3() {
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let runner = Runner::start_in(TempDir::new().unwrap(), None, &args).await;
-    let id = create_connection(&runner, "shop", &db).await["id"]
+    let id = runner.create_connection("shop", &db.url).await["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -622,10 +575,7 @@ async fn the_cache_can_live_on_s3() {
         .call(Method::POST, "/api/query", Some(json!({"sql": totals})))
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}\n{}", cluster.log_tails());
-    assert_eq!(
-        answer["rows"][0],
-        json!(postgres_row(&db, "count(*), sum(amount) FROM orders").await)
-    );
+    assert_eq!(answer["rows"][0], json!(db.text_row(ORDER_TOTALS).await));
     let v1 = answer["tables"][0]["version"].as_str().unwrap().to_string();
     let prefix = format!("kalla/cache/{id}/public/orders/");
     let keys = s3.keys(&prefix).await;
@@ -639,10 +589,7 @@ async fn the_cache_can_live_on_s3() {
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     let v2 = refreshed["version"].as_str().unwrap().to_string();
     let answer = query(&runner, json!({"sql": totals})).await;
-    assert_eq!(
-        answer["rows"][0],
-        json!(postgres_row(&db, "count(*), sum(amount) FROM orders").await)
-    );
+    assert_eq!(answer["rows"][0], json!(db.text_row(ORDER_TOTALS).await));
     kalla_e2e::wait_for(
         "the replaced version to leave the bucket",
         Duration::from_secs(30),

@@ -64,24 +64,23 @@ async fn start_on_cluster(extra_cluster_args: &[String], extra_runner_args: &[St
 }
 
 async fn connect_shop(runner: &Runner, db: &TestDatabase) -> String {
-    let body = json!({"name": "shop", "source_type": "postgres", "config": {"uri": db.url}});
-    let (status, answer) = runner.call(Method::POST, "/api/connections", Some(body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let answer = runner.create_connection("shop", &db.url).await;
     answer["id"].as_str().unwrap().to_string()
 }
 
 /// Postgres's own count and sum of `orders`, as the runner shows them.
 async fn orders_totals(db: &TestDatabase) -> Value {
-    let row: Vec<String> = sqlx::query_scalar("SELECT ARRAY[count(*)::text, sum(amount)::text] FROM orders")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    json!(row)
+    json!(db.text_row("count(*), sum(amount) FROM orders").await)
+}
+
+fn totals_query_body(live: bool) -> Value {
+    json!({"sql": TOTALS, "live": live})
 }
 
 async fn totals_query(runner: &Runner, live: bool) -> (StatusCode, Value) {
-    let body = json!({"sql": TOTALS, "live": live});
-    runner.call(Method::POST, "/api/query", Some(body)).await
+    runner
+        .call(Method::POST, "/api/query", Some(totals_query_body(live)))
+        .await
 }
 
 /// Starts a live scan of `orders`, strikes with `fault` once an executor copies from the source,
@@ -94,8 +93,7 @@ async fn live_scan_through(
     name: &str,
     fault: impl FnOnce(),
 ) {
-    let body = json!({"sql": TOTALS, "live": true});
-    let query = runner.spawn_call(Method::POST, "/api/query", Some(body));
+    let query = runner.spawn_call(Method::POST, "/api/query", Some(totals_query_body(true)));
     db.wait_for_copy().await;
     fault();
     let (status, answer) = tokio::time::timeout(Duration::from_secs(180), query)
@@ -109,12 +107,6 @@ async fn live_scan_through(
     }
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{name}: {answer}");
     assert_eq!(answer["error"]["code"], "query_failed", "{name}: {answer}");
-}
-
-/// The scheduler runs and queues no job.
-async fn assert_no_ballista_job_running(cluster: &Cluster) {
-    let (jobs, _) = cluster.rest_jobs().await;
-    assert!(!jobs.contains("Running") && !jobs.contains("Queued"), "{jobs}");
 }
 
 /// An executor killed while it scans: Ballista runs the lost tasks on the other executor and the
@@ -135,7 +127,7 @@ async fn executor_killed_mid_scan() {
     let (status, answer) = totals_query(&runner, true).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["rows"][0], truth);
-    assert_no_ballista_job_running(&cluster).await;
+    cluster.assert_no_job_running().await;
 }
 
 /// The source's Postgres restarted (`pg_ctl stop -m fast`, which ends every session, then
@@ -186,7 +178,7 @@ async fn source_postgres_restarted_mid_scan() {
         "refreshes reconnect on their own: {answer}"
     );
     assert_eq!(answer["rows"], 600_000, "{answer}");
-    assert_no_ballista_job_running(&cluster).await;
+    cluster.assert_no_job_running().await;
 }
 
 /// The metadata Postgres stopped for a few seconds and started again (`pg_ctl`) while clients
@@ -374,7 +366,7 @@ async fn s3_stopped_mid_write() {
     let ended = runner.wait_for_job(&job, Duration::from_secs(120)).await;
     assert_eq!(ended["status"], "succeeded", "{ended}");
     assert_eq!(ended["summary"]["outputs"]["result"], SLOW_ROWS, "{ended}");
-    assert_no_ballista_job_running(&cluster).await;
+    cluster.assert_no_job_running().await;
 }
 
 /// The runner killed (SIGKILL) mid-job, with its embedded cluster, and started again on the same
