@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{DataFusionError, Result, TableReference};
@@ -11,6 +13,9 @@ use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::bytes::{
+    logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
@@ -18,6 +23,8 @@ use crate::cache::sink::{PartitionParquetSinkExec, SinkSpec};
 use crate::cache::write::{WritePlanTable, WriteSpec};
 use crate::postgres::exec::{PgScanExec, PgScanSpec};
 use crate::postgres::provider::{PgTableProvider, PgTableSpec};
+use crate::recon::pair::PairExec;
+use crate::recon::pairs_table::{PairsSpec, PairsTable};
 use crate::seal::ClusterKey;
 
 /// Envelope tags: what follows the first byte.
@@ -25,6 +32,23 @@ const TAG_BALLISTA: u8 = 0;
 const TAG_POSTGRES: u8 = 1;
 const TAG_PARQUET_SINK: u8 = 3;
 const TAG_WRITE_PLAN: u8 = 4;
+const TAG_PAIRS_TABLE: u8 = 5;
+const TAG_PAIR: u8 = 6;
+
+/// A logical plan that travels inside a Kalla node: datafusion-proto bytes (with Kalla's codec
+/// for its sources) in base64.
+pub fn encode_plan(plan: &LogicalPlan) -> Result<String> {
+    let bytes = logical_plan_to_bytes_with_extension_codec(plan, &KallaLogicalCodec::default())?;
+    Ok(STANDARD.encode(bytes))
+}
+
+/// The plan [`encode_plan`] encoded.
+pub fn decode_plan(encoded: &str, ctx: &TaskContext) -> Result<LogicalPlan> {
+    let bytes = STANDARD
+        .decode(encoded)
+        .map_err(|e| DataFusionError::Internal(format!("a plan inside a Kalla node is not base64: {e}")))?;
+    logical_plan_from_bytes_with_extension_codec(&bytes, ctx, &KallaLogicalCodec::default())
+}
 
 fn envelope(tag: u8, payload: &impl serde::Serialize, buf: &mut Vec<u8>) -> Result<()> {
     buf.push(tag);
@@ -82,6 +106,10 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
                 let spec: WriteSpec = open(payload)?;
                 Ok(Arc::new(WritePlanTable::from_spec(spec, ctx)?))
             }
+            (TAG_PAIRS_TABLE, payload) => {
+                let spec: PairsSpec = open(payload)?;
+                Ok(Arc::new(PairsTable::from_spec(spec, ctx)?))
+            }
             (TAG_BALLISTA, payload) => self
                 .inner
                 .try_decode_table_provider(payload, table_ref, schema, ctx),
@@ -100,6 +128,9 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
         }
         if let Some(write) = node.downcast_ref::<WritePlanTable>() {
             return envelope(TAG_WRITE_PLAN, &write.spec()?, buf);
+        }
+        if let Some(pairs) = node.downcast_ref::<PairsTable>() {
+            return envelope(TAG_PAIRS_TABLE, &pairs.spec()?, buf);
         }
         buf.push(TAG_BALLISTA);
         self.inner.try_encode_table_provider(table_ref, node, buf)
@@ -188,6 +219,15 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
                     input.clone(),
                 )))
             }
+            (TAG_PAIR, payload) => {
+                let keys: usize = open(payload)?;
+                let [left, right] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "PairExec needs exactly two inputs".into(),
+                    ));
+                };
+                Ok(Arc::new(PairExec::try_new(keys, left.clone(), right.clone())?))
+            }
             (TAG_BALLISTA, payload) => self.inner.try_decode(payload, inputs, ctx, proto_converter),
             (tag, _) => Err(unknown_tag(tag)),
         }
@@ -204,6 +244,9 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
         }
         if let Some(sink) = node.downcast_ref::<PartitionParquetSinkExec>() {
             return envelope(TAG_PARQUET_SINK, sink.spec(), buf);
+        }
+        if let Some(pair) = node.downcast_ref::<PairExec>() {
+            return envelope(TAG_PAIR, &pair.keys(), buf);
         }
         buf.push(TAG_BALLISTA);
         self.inner.try_encode(node, buf, proto_converter)

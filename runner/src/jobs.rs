@@ -24,7 +24,7 @@ use kalla_core::cache::sink::{SinkSpec, Split, write_empty};
 use kalla_core::cache::write::WritePlanTable;
 use kalla_core::cache::{CacheDir, WrittenFile, written_files};
 use kalla_core::preview::files::predicate;
-use kalla_core::recon::plan::{self, OUTPUTS, PROBLEM_KEYS};
+use kalla_core::recon::plan::{self, OUTPUTS};
 use kalla_core::recon::{Recipe, Side};
 use kalla_core::storage::{self, S3Settings};
 use serde::{Deserialize, Serialize};
@@ -575,41 +575,15 @@ impl Jobs {
         let mut log = PassLog::of(job);
 
         let timer = Instant::now();
-        let (classified, split) = plan::classify(left.clone(), right.clone(), &checked).map_err(failed)?;
-        let mut schemas = output_schemas(classified.schema().as_arrow(), &split);
+        let (classified, split) = plan::classify(left, right, &checked).map_err(failed)?;
+        let schemas = output_schemas(classified.schema().as_arrow(), &split);
         let table = split_write(&classified, &dir, split);
-        let mut written = self
+        let written = self
             .run_pass(&session, job, &mut log, "classifying", table)
             .await?;
         summary
             .timings
             .insert("classify".into(), timer.elapsed().as_millis() as u64);
-
-        let problem_keys = written
-            .iter()
-            .filter(|f| output_of(&f.path) == PROBLEM_KEYS)
-            .count();
-        let timer = Instant::now();
-        let keys = if problem_keys > 0 {
-            let url = dir.join(&[PROBLEM_KEYS]);
-            storage::register_location(&session, url.as_str(), &self.inner.settings.s3).map_err(failed)?;
-            session
-                .read_parquet(url.as_str(), Default::default())
-                .await
-                .map_err(failed)?
-        } else {
-            classified
-        };
-        let (rows, split) = plan::problem_rows(left, right, keys, &checked).map_err(failed)?;
-        schemas.extend(output_schemas(rows.schema().as_arrow(), &split));
-        if problem_keys > 0 {
-            let table = split_write(&rows, &dir, split);
-            let phase = "reading duplicate and null keys";
-            written.extend(self.run_pass(&session, job, &mut log, phase, table).await?);
-            summary
-                .timings
-                .insert("problem_rows".into(), timer.elapsed().as_millis() as u64);
-        }
 
         self.inner.db.set_job_phase(&job.id, "publishing").await?;
         let timer = Instant::now();
@@ -802,14 +776,10 @@ impl Jobs {
         outputs: &[&str],
     ) -> Result<BTreeMap<String, u64>, JobError> {
         let store = storage::object_store_for(dir.url(), &self.inner.settings.s3).map_err(failed)?;
-        let keep: Vec<&str> = written
-            .iter()
-            .filter(|f| output_of(&f.path) != PROBLEM_KEYS)
-            .map(|f| f.path.as_str())
-            .collect();
+        let keep: Vec<&str> = written.iter().map(|f| f.path.as_str()).collect();
         let removed = dir.retain_only(&store, &keep).await.map_err(failed)?;
         if removed > 0 {
-            tracing::info!(dir = %dir.as_str(), removed, "removed internal outputs");
+            tracing::info!(dir = %dir.as_str(), removed, "removed files no task reported");
         }
         let mut counts: BTreeMap<String, u64> = outputs.iter().map(|o| (o.to_string(), 0)).collect();
         for file in &written {

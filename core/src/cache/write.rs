@@ -9,23 +9,18 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::Result;
 use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion_proto::bytes::{
-    logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
-};
 use serde::{Deserialize, Serialize};
 
 use super::sink::{PartitionParquetSinkExec, SinkSpec};
 use super::written_files_schema;
-use crate::codec::KallaLogicalCodec;
+use crate::codec::{decode_plan, encode_plan};
 
 /// What a write carries through the logical plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,19 +42,14 @@ impl WritePlanTable {
     }
 
     pub fn spec(&self) -> Result<WriteSpec> {
-        let bytes = logical_plan_to_bytes_with_extension_codec(&self.plan, &KallaLogicalCodec::default())?;
         Ok(WriteSpec {
-            plan: STANDARD.encode(bytes),
+            plan: encode_plan(&self.plan)?,
             sink: self.sink.clone(),
         })
     }
 
     pub fn from_spec(spec: WriteSpec, ctx: &TaskContext) -> Result<Self> {
-        let bytes = STANDARD
-            .decode(&spec.plan)
-            .map_err(|e| DataFusionError::Internal(format!("a write's plan is not base64: {e}")))?;
-        let plan = logical_plan_from_bytes_with_extension_codec(&bytes, ctx, &KallaLogicalCodec::default())?;
-        Ok(Self::new(plan, spec.sink))
+        Ok(Self::new(decode_plan(&spec.plan, ctx)?, spec.sink))
     }
 }
 

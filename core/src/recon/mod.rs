@@ -1,7 +1,10 @@
-//! Reconciliation: recipes and their validation ([`recipe`]), the plans that classify every
-//! row of two sources into matched, mismatched, left only, right only and duplicates ([`plan`]),
-//! and the `tolerance_match` function every session registers ([`udf`]).
+//! Reconciliation: recipes and their validation ([`recipe`]), the plan that classifies every
+//! row of two sources into matched, mismatched, left only, right only and duplicates ([`plan`])
+//! with the operator that pairs their rows by key ([`pair`], [`pairs_table`]), and the
+//! `tolerance_match` function every session registers ([`udf`]).
 
+pub mod pair;
+pub mod pairs_table;
 pub mod plan;
 pub mod recipe;
 pub mod udf;

@@ -1,29 +1,30 @@
-//! The plans of a reconciliation run, built with DataFusion's DataFrame API (identifiers are
+//! The plan of a reconciliation run, built with DataFusion's DataFrame API (identifiers are
 //! never spliced into SQL).
 //!
-//! The first pass ([`classify`]) unions both sides' keys and compared columns and groups them by
-//! key: a key found once on each side is matched or mismatched by the rules, a key found on one
-//! side only is left or right only, and every other key (duplicated on a side, or with a null
-//! part) is a *problem key*. Grouping instead of joining means one shuffle and no multiplied
-//! rows. The second pass ([`problem_rows`]), needed only when problem keys exist, reads the rows
-//! behind them again: rows of a key duplicated on their own side are `duplicates`; the others
-//! (a single row whose partner key is duplicated, or a row with a null key part) match nothing
-//! and are left or right only.
+//! One pass ([`classify`]): both sides' keys and compared columns are shuffled on the key and
+//! paired by a [`PairsTable`] scan (see [`super::pair`]), which tells each row whether it pairs
+//! with the one row of its key on the other side, is alone, or is a duplicate on its own side.
+//! The rules are evaluated on the paired rows, and every row is routed to its output as the
+//! executors write. No join: rows are never multiplied.
 
 use std::ops::Not;
+
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result, ScalarValue};
+use datafusion::datasource::provider_as_source;
 use datafusion::functions::expr_fn::{abs, btrim, coalesce, concat_ws, lower};
-use datafusion::functions_aggregate::expr_fn::{max, sum};
-use datafusion::logical_expr::{Expr, JoinType, Operator, binary_expr, cast, lit, when};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, Operator, binary_expr, cast, lit, when};
 use datafusion::prelude::DataFrame;
 
+use super::pair::{FATE, Fate, SIDE};
+use super::pairs_table::PairsTable;
 use super::recipe::{CheckedRecipe, CheckedRule, MATCH_SQL, Rule, Tolerance};
 use crate::cache::sink::{Split, SplitOutput};
 
-/// Outputs users see, in the order of [`classify`]'s routes.
+/// Outputs users see; a row's route is its output's index in [`OUTPUTS`].
 pub const MATCHED: &str = "matched";
 pub const MISMATCHED: &str = "mismatched";
 pub const LEFT_ONLY: &str = "left_only";
@@ -31,14 +32,15 @@ pub const RIGHT_ONLY: &str = "right_only";
 pub const DUPLICATES: &str = "duplicates";
 /// Every output a finished run has.
 pub const OUTPUTS: [&str; 5] = [MATCHED, MISMATCHED, LEFT_ONLY, RIGHT_ONLY, DUPLICATES];
-/// The first pass's list of keys the second pass must look at; removed when the run ends.
-pub const PROBLEM_KEYS: &str = "_problem_keys";
 
-const LEFT_COUNT: &str = "__left_rows";
-const RIGHT_COUNT: &str = "__right_rows";
 const ROUTE: &str = "__route";
-const SIDE: &str = "side";
 const FAILED_RULES: &str = "failed_rules";
+
+/// The route of rows bound for `output`.
+fn route_to(output: &str) -> Expr {
+    let index = OUTPUTS.iter().position(|o| *o == output).expect("one of OUTPUTS");
+    lit(index as u8)
+}
 
 /// Column names of the outputs, derived once from the recipe.
 struct Names<'a> {
@@ -110,52 +112,38 @@ fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
 }
 
-fn typed_null(data_type: &DataType) -> Result<Expr> {
-    Ok(lit(ScalarValue::try_from(data_type)?))
-}
-
-/// One side's rows as the first pass unions them: common-typed keys, both sides' value columns
-/// (the other side's null) and a row count per side.
+/// One side's rows as they are paired: its keys in their common type, then its compared columns.
 fn side_rows(frame: DataFrame, names: &Names, left: bool) -> Result<DataFrame> {
+    let (keys, values) = if left {
+        (&names.left_keys, &names.left_values)
+    } else {
+        (&names.right_keys, &names.right_values)
+    };
     let mut columns = Vec::new();
-    for (pair, name) in names.recipe.keys.iter().zip(&names.left_keys) {
+    for (pair, name) in names.recipe.keys.iter().zip(keys) {
         let source = if left { &pair.left } else { &pair.right };
         columns.push(cast(column(source.name()), pair.common.clone()).alias(name));
     }
-    for (values, mine) in [(&names.left_values, left), (&names.right_values, !left)] {
-        for (field, name) in values {
-            let value = if mine {
-                column(field.name())
-            } else {
-                typed_null(field.data_type())?
-            };
-            columns.push(value.alias(name));
-        }
-    }
-    columns.push(lit(i64::from(left)).alias(LEFT_COUNT));
-    columns.push(lit(i64::from(!left)).alias(RIGHT_COUNT));
+    columns.extend(
+        values
+            .iter()
+            .map(|(field, name)| column(field.name()).alias(name)),
+    );
     frame.select(columns)
 }
 
-/// The first pass: one row per key with its route. Outputs, by route: matched, mismatched,
-/// left_only, right_only and [`PROBLEM_KEYS`].
+/// The pass: every row of both sides, with its route. Outputs, by route: [`OUTPUTS`].
 pub fn classify(left: DataFrame, right: DataFrame, recipe: &CheckedRecipe) -> Result<(DataFrame, Split)> {
     let names = Names::new(recipe);
-    let rows = side_rows(left, &names, true)?.union(side_rows(right, &names, false)?)?;
-    let mut aggregates = vec![
-        sum(column(LEFT_COUNT)).alias(LEFT_COUNT),
-        sum(column(RIGHT_COUNT)).alias(RIGHT_COUNT),
-    ];
-    // A key seen once per side has one value per column, so max() is that value.
-    aggregates.extend(names.value_names().map(|name| max(column(name)).alias(name)));
-    let keys: Vec<Expr> = names.left_keys.iter().map(|k| column(k)).collect();
-    let grouped = rows.aggregate(keys, aggregates)?;
+    let (state, left) = side_rows(left, &names, true)?.into_parts();
+    let right = side_rows(right, &names, false)?.into_unoptimized_plan();
+    let pairs = PairsTable::new(left, right, names.left_keys.len());
+    let scan = LogicalPlanBuilder::scan("pairs", provider_as_source(Arc::new(pairs)), None)?.build()?;
+    let paired = DataFrame::new(state, scan);
 
     let mut outcomes = Vec::new();
-    let mut columns: Vec<Expr> = names.left_keys.iter().map(|k| column(k)).collect();
-    for (left_key, right_key) in names.left_keys.iter().zip(&names.right_keys) {
-        columns.push(column(left_key).alias(right_key));
-    }
+    let mut columns: Vec<Expr> = vec![column(SIDE)];
+    columns.extend(names.left_keys.iter().chain(&names.right_keys).map(|k| column(k)));
     columns.extend(names.value_names().map(|name| column(name)));
     for rule in &recipe.rules {
         let left = names.output_column(rule.left.name(), true);
@@ -190,26 +178,19 @@ pub fn classify(left: DataFrame, right: DataFrame, recipe: &CheckedRecipe) -> Re
         }
         .alias(FAILED_RULES),
     );
-    columns.push(column(LEFT_COUNT));
-    columns.push(column(RIGHT_COUNT));
     let all_pass = outcomes
         .into_iter()
         .map(|(_, passes)| passes)
         .reduce(Expr::and)
         .unwrap_or(lit(true));
-    let any_key_null = any_null(&names.left_keys);
-    let route = when(
-        any_key_null
-            .or(column(LEFT_COUNT).gt(lit(1i64)))
-            .or(column(RIGHT_COUNT).gt(lit(1i64))),
-        lit(4u8),
-    )
-    .when(column(RIGHT_COUNT).eq(lit(0i64)), lit(2u8))
-    .when(column(LEFT_COUNT).eq(lit(0i64)), lit(3u8))
-    .when(all_pass, lit(0u8))
-    .otherwise(lit(1u8))?;
+    let fate = |fate: Fate| column(FATE).eq(lit(fate as u8));
+    let route = when(fate(Fate::Paired).and(all_pass), route_to(MATCHED))
+        .when(fate(Fate::Paired), route_to(MISMATCHED))
+        .when(fate(Fate::LeftAlone), route_to(LEFT_ONLY))
+        .when(fate(Fate::RightAlone), route_to(RIGHT_ONLY))
+        .otherwise(route_to(DUPLICATES))?;
     columns.push(route.alias(ROUTE));
-    let classified = grouped.select(columns)?;
+    let classified = paired.select(columns)?;
 
     let schema = classified.schema().as_arrow().clone();
     let differences: Vec<String> = schema
@@ -228,27 +209,23 @@ pub fn classify(left: DataFrame, right: DataFrame, recipe: &CheckedRecipe) -> Re
     let mut mismatched_columns = pair_columns.clone();
     let failed_rules = FAILED_RULES.to_string();
     mismatched_columns.push(&failed_rules);
-    let split = split(
-        &schema,
-        &[
-            (MATCHED, pair_columns),
-            (MISMATCHED, mismatched_columns),
-            (LEFT_ONLY, one_side_columns(&names.left_keys, &names.left_values)),
-            (
-                RIGHT_ONLY,
-                one_side_columns(&names.right_keys, &names.right_values),
-            ),
-            (
-                PROBLEM_KEYS,
-                names
-                    .left_keys
-                    .iter()
-                    .chain([&LEFT_COUNT.to_string(), &RIGHT_COUNT.to_string()])
-                    .collect(),
-            ),
-        ],
-    )?;
-    Ok((classified, split))
+    let side = SIDE.to_string();
+    let duplicates: Vec<&String> = std::iter::once(&side)
+        .chain(&names.left_keys)
+        .chain(&names.right_keys)
+        .chain(names.value_names())
+        .collect();
+    let outputs = [
+        (MATCHED, pair_columns),
+        (MISMATCHED, mismatched_columns),
+        (LEFT_ONLY, one_side_columns(&names.left_keys, &names.left_values)),
+        (
+            RIGHT_ONLY,
+            one_side_columns(&names.right_keys, &names.right_values),
+        ),
+        (DUPLICATES, duplicates),
+    ];
+    Ok((classified, split(&schema, &outputs)?))
 }
 
 const DIFF_SUFFIX: &str = "_diff";
@@ -339,14 +316,6 @@ fn tolerance_literal(tolerance: &Tolerance, float: bool) -> Expr {
     lit(ScalarValue::Decimal128(Some(unscaled), precision, scale))
 }
 
-fn any_null(columns: &[String]) -> Expr {
-    columns
-        .iter()
-        .map(|c| column(c).is_null())
-        .reduce(Expr::or)
-        .expect("a recipe has at least one key")
-}
-
 /// One side's keys and value columns: what its `*_only` output holds.
 fn one_side_columns<'n>(keys: &'n [String], values: &'n [(Field, String)]) -> Vec<&'n String> {
     keys.iter().chain(values.iter().map(|(_, n)| n)).collect()
@@ -367,126 +336,4 @@ fn split(schema: &Schema, outputs: &[(&str, Vec<&String>)]) -> Result<Split> {
             })
             .collect::<Result<_>>()?,
     })
-}
-
-/// The second pass: the rows behind the problem keys (`problem_keys` is the first pass's
-/// [`PROBLEM_KEYS`] output). Outputs, by route: left_only, right_only, duplicates.
-pub fn problem_rows(
-    left: DataFrame,
-    right: DataFrame,
-    problem_keys: DataFrame,
-    recipe: &CheckedRecipe,
-) -> Result<(DataFrame, Split)> {
-    let names = Names::new(recipe);
-    let key_columns: Vec<String> = (0..names.left_keys.len())
-        .map(|i| format!("__problem_key_{i}"))
-        .collect();
-    let mut renamed: Vec<Expr> = names
-        .left_keys
-        .iter()
-        .zip(&key_columns)
-        .map(|(from, to)| column(from).alias(to))
-        .collect();
-    renamed.push(column(LEFT_COUNT));
-    renamed.push(column(RIGHT_COUNT));
-    let problem_keys = problem_keys.select(renamed)?;
-
-    let mut branches = Vec::new();
-    for (frame, left_side) in [(left, true), (right, false)] {
-        let side_keys = if left_side {
-            &names.left_keys
-        } else {
-            &names.right_keys
-        };
-        let mut own = Vec::new();
-        for (pair, name) in recipe.keys.iter().zip(side_keys) {
-            let source = if left_side { &pair.left } else { &pair.right };
-            own.push(cast(column(source.name()), pair.common.clone()).alias(name));
-        }
-        let own_values = if left_side {
-            &names.left_values
-        } else {
-            &names.right_values
-        };
-        own.extend(
-            own_values
-                .iter()
-                .map(|(field, name)| column(field.name()).alias(name)),
-        );
-        let rows = frame.select(own)?;
-
-        let (count, alone) = if left_side {
-            (LEFT_COUNT, 0u8)
-        } else {
-            (RIGHT_COUNT, 1u8)
-        };
-        let keyed_names: Vec<&str> = side_keys.iter().map(String::as_str).collect();
-        let problem_names: Vec<&str> = key_columns.iter().map(String::as_str).collect();
-        let keyed = rows.clone().join(
-            problem_keys.clone(),
-            JoinType::Inner,
-            &keyed_names,
-            &problem_names,
-            None,
-        )?;
-        let duplicated = when(column(count).gt(lit(1i64)), lit(2u8)).otherwise(lit(alone))?;
-        branches.push(problem_layout(keyed, &names, recipe, left_side, duplicated)?);
-        let null_keys = rows.filter(any_null(side_keys))?;
-        branches.push(problem_layout(null_keys, &names, recipe, left_side, lit(alone))?);
-    }
-    let mut branches = branches.into_iter();
-    let first = branches.next().expect("four branches");
-    let rows = branches.try_fold(first, |all, branch| all.union(branch))?;
-
-    let schema = rows.schema().as_arrow().clone();
-    let side = SIDE.to_string();
-    let duplicates: Vec<&String> = std::iter::once(&side)
-        .chain(&names.left_keys)
-        .chain(&names.right_keys)
-        .chain(names.value_names())
-        .collect();
-    let split = split(
-        &schema,
-        &[
-            (LEFT_ONLY, one_side_columns(&names.left_keys, &names.left_values)),
-            (
-                RIGHT_ONLY,
-                one_side_columns(&names.right_keys, &names.right_values),
-            ),
-            (DUPLICATES, duplicates),
-        ],
-    )?;
-    Ok((rows, split))
-}
-
-/// A second-pass branch in the common layout: side, both sides' keys and values (the other
-/// side's null), route.
-fn problem_layout(
-    frame: DataFrame,
-    names: &Names,
-    recipe: &CheckedRecipe,
-    left_side: bool,
-    route: Expr,
-) -> Result<DataFrame> {
-    let mut columns = vec![lit(if left_side { "left" } else { "right" }).alias(SIDE)];
-    for (keys, mine) in [(&names.left_keys, left_side), (&names.right_keys, !left_side)] {
-        for (pair, name) in recipe.keys.iter().zip(keys) {
-            columns.push(if mine {
-                column(name)
-            } else {
-                typed_null(&pair.common)?.alias(name)
-            });
-        }
-    }
-    for (values, mine) in [(&names.left_values, left_side), (&names.right_values, !left_side)] {
-        for (field, name) in values {
-            columns.push(if mine {
-                column(name)
-            } else {
-                typed_null(field.data_type())?.alias(name)
-            });
-        }
-    }
-    columns.push(route.alias(ROUTE));
-    frame.select(columns)
 }

@@ -1,0 +1,604 @@
+//! `PairExec`: pairs the rows of a reconciliation's two sides by key and tells every row's
+//! [`Fate`], in one pass over both sides after a shuffle on the key.
+//!
+//! Both inputs are hash-partitioned on their key columns, so a key's rows on either side meet in
+//! the same partition. A partition keeps both sides' rows, gives every distinct key an id (one hash
+//! table over the keys in arrow's row format, shared by both sides) and counts the key's rows per
+//! side. A key found exactly once on each side pairs its two rows; every other row is alone or a
+//! duplicate, so no row is ever multiplied and no second pass is needed. The rules are evaluated
+//! above this operator, on the paired rows.
+//!
+//! Inputs: the key columns first (`keys` of them, the same types on both sides), then the side's
+//! compared columns. Output (see [`paired_schema`]): `side`, both sides' keys, both sides' values
+//! (the absent side's null) and the row's fate.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, RecordBatch, StringArray, UInt8Array, UInt32Array, new_null_array,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, HashMap, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{Distribution, EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::{StreamExt, TryStreamExt};
+
+/// The output column naming a lone or duplicated row's side (`left`, `right`; null when paired).
+pub const SIDE: &str = "side";
+/// The output column holding each row's [`Fate`] as a `UInt8`.
+pub const FATE: &str = "__fate";
+
+/// What became of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fate {
+    /// Its key occurs exactly once on each side: the output row holds both sides.
+    Paired = 0,
+    /// A left row with no partner: its key is absent on the right, duplicated there, or has a
+    /// null part.
+    LeftAlone = 1,
+    /// A right row with no partner.
+    RightAlone = 2,
+    /// Its key occurs more than once on its own side: it takes part in no pair.
+    Duplicate = 3,
+}
+
+/// The output schema for inputs `left` and `right` whose first `keys` columns are the key.
+pub fn paired_schema(left: &Schema, right: &Schema, keys: usize) -> SchemaRef {
+    let nullable = |field: &Arc<Field>| field.as_ref().clone().with_nullable(true);
+    let mut fields = vec![Field::new(SIDE, DataType::Utf8, true)];
+    fields.extend(left.fields()[..keys].iter().map(nullable));
+    fields.extend(right.fields()[..keys].iter().map(nullable));
+    fields.extend(left.fields()[keys..].iter().map(nullable));
+    fields.extend(right.fields()[keys..].iter().map(nullable));
+    fields.push(Field::new(FATE, DataType::UInt8, false));
+    Arc::new(Schema::new(fields))
+}
+
+#[derive(Debug)]
+pub struct PairExec {
+    keys: usize,
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl PairExec {
+    pub fn try_new(keys: usize, left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>) -> Result<Self> {
+        let (left_schema, right_schema) = (left.schema(), right.schema());
+        let key_types = |schema: &Schema| -> Option<Vec<DataType>> {
+            let fields = schema.fields().get(..keys)?;
+            Some(fields.iter().map(|f| f.data_type().clone()).collect())
+        };
+        match (key_types(&left_schema), key_types(&right_schema)) {
+            (Some(l), Some(r)) if keys > 0 && l == r => {}
+            (l, r) => {
+                return Err(DataFusionError::Internal(format!(
+                    "PairExec needs {keys} key columns of the same types on both sides, got {l:?} and {r:?}"
+                )));
+            }
+        }
+        let schema = paired_schema(&left_schema, &right_schema, keys);
+        let partitions = left.properties().output_partitioning().partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            keys,
+            left,
+            right,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    pub fn keys(&self) -> usize {
+        self.keys
+    }
+
+    /// A side's key columns, as the distribution both sides need.
+    fn key_columns(&self, side: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn PhysicalExpr>> {
+        let schema = side.schema();
+        (0..self.keys)
+            .map(|i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect()
+    }
+}
+
+impl DisplayAs for PairExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PairExec: keys={}", self.keys)
+    }
+}
+
+#[allow(deprecated)] // `with_new_children` is still required by the trait in DataFusion 55.
+impl ExecutionPlan for PairExec {
+    fn name(&self) -> &str {
+        "PairExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.left, &self.right]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![
+            Distribution::HashPartitioned(self.key_columns(&self.left)),
+            Distribution::HashPartitioned(self.key_columns(&self.right)),
+        ]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false, false]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [left, right] = <[_; 2]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("PairExec takes exactly two children".into()))?;
+        Ok(Arc::new(Self::try_new(self.keys, left, right)?))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let right_partitions = self.right.properties().output_partitioning().partition_count();
+        if right_partitions != self.properties.output_partitioning().partition_count() {
+            return Err(DataFusionError::Internal(format!(
+                "PairExec's sides have {} and {right_partitions} partitions; they must be shuffled alike",
+                self.properties.output_partitioning().partition_count()
+            )));
+        }
+        let reservation =
+            MemoryConsumer::new(format!("PairExec[{partition}]")).register(context.memory_pool());
+        let batch_size = context.session_config().batch_size();
+        let left = self.left.execute(partition, context.clone())?;
+        let right = self.right.execute(partition, context)?;
+        let (keys, schema) = (self.keys, self.schema.clone());
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let paired = async move {
+            let (left, right) = futures::try_join!(
+                collect_side(left, &reservation),
+                collect_side(right, &reservation)
+            )?;
+            let timer = baseline.elapsed_compute().timer();
+            let fates = Fates::of(keys, left, right, reservation)?;
+            timer.done();
+            Ok::<_, DataFusionError>(fates.batches(schema, batch_size, baseline))
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::once(paired).try_flatten(),
+        )))
+    }
+}
+
+/// One side's rows of a partition as one batch, counted against the memory pool.
+async fn collect_side(
+    mut input: SendableRecordBatchStream,
+    reservation: &MemoryReservation,
+) -> Result<RecordBatch> {
+    let schema = input.schema();
+    let mut batches = Vec::new();
+    let mut collected = 0;
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        let size = batch.get_array_memory_size();
+        reservation.try_grow(size)?;
+        collected += size;
+        batches.push(batch);
+    }
+    let whole = concat_batches(&schema, &batches)?;
+    reservation.try_grow(whole.get_array_memory_size())?;
+    drop(batches);
+    reservation.shrink(collected);
+    Ok(whole)
+}
+
+/// A key's rows on each side: how many, and the first one's index.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyRows {
+    left_rows: u32,
+    left_first: u32,
+    right_rows: u32,
+    right_first: u32,
+}
+
+/// The key id of a row with a null key part.
+const NULL_KEY: u32 = u32::MAX;
+
+/// The output's parts, in the order they are emitted.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Pairs,
+    LeftUnpaired,
+    RightUnpaired,
+}
+
+/// A partition's rows, paired: which rows pair up, and which are alone or duplicated.
+struct Fates {
+    keys: usize,
+    left: RecordBatch,
+    right: RecordBatch,
+    pairs: (Vec<u32>, Vec<u32>),
+    left_unpaired: (Vec<u32>, Vec<u8>),
+    right_unpaired: (Vec<u32>, Vec<u8>),
+    _reservation: MemoryReservation,
+}
+
+impl Fates {
+    fn of(
+        keys: usize,
+        left: RecordBatch,
+        right: RecordBatch,
+        reservation: MemoryReservation,
+    ) -> Result<Self> {
+        let fields = left.schema().fields()[..keys]
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        if left.num_rows().max(right.num_rows()) >= NULL_KEY as usize {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "a reconciliation partition holds {} and {} rows, more than one task can pair; raise target_partitions",
+                left.num_rows(),
+                right.num_rows()
+            )));
+        }
+        let converter = RowConverter::new(fields)?;
+        let left_keys = converter.convert_columns(&left.columns()[..keys])?;
+        let right_keys = converter.convert_columns(&right.columns()[..keys])?;
+        reservation.try_grow(left_keys.size() + right_keys.size())?;
+
+        let mut ids: HashMap<&[u8], u32> = HashMap::with_capacity(left.num_rows());
+        let mut key_rows: Vec<KeyRows> = Vec::with_capacity(left.num_rows());
+        let left_ids = key_ids(&left_keys, &left, keys, &mut ids, &mut key_rows, |k, row| {
+            if k.left_rows == 0 {
+                k.left_first = row;
+            }
+            k.left_rows += 1;
+        });
+        let right_ids = key_ids(&right_keys, &right, keys, &mut ids, &mut key_rows, |k, row| {
+            if k.right_rows == 0 {
+                k.right_first = row;
+            }
+            k.right_rows += 1;
+        });
+        drop(ids);
+
+        let pairs = key_rows
+            .iter()
+            .filter(|k| k.left_rows == 1 && k.right_rows == 1)
+            .map(|k| (k.left_first, k.right_first))
+            .unzip();
+        let left_unpaired = unpaired(&left_ids, &key_rows, Fate::LeftAlone, |k| {
+            (k.left_rows, k.right_rows)
+        });
+        let right_unpaired = unpaired(&right_ids, &key_rows, Fate::RightAlone, |k| {
+            (k.right_rows, k.left_rows)
+        });
+        Ok(Self {
+            keys,
+            left,
+            right,
+            pairs,
+            left_unpaired,
+            right_unpaired,
+            _reservation: reservation,
+        })
+    }
+
+    fn rows(&self, part: Part) -> usize {
+        match part {
+            Part::Pairs => self.pairs.0.len(),
+            Part::LeftUnpaired => self.left_unpaired.0.len(),
+            Part::RightUnpaired => self.right_unpaired.0.len(),
+        }
+    }
+
+    /// The output, `batch_size` rows at a time, each batch built when the consumer asks for it.
+    fn batches(
+        self,
+        schema: SchemaRef,
+        batch_size: usize,
+        baseline: BaselineMetrics,
+    ) -> impl futures::Stream<Item = Result<RecordBatch>> + Send {
+        let batch_size = batch_size.max(1);
+        let fates = Arc::new(self);
+        let parts: Vec<(Part, Range<usize>)> = [Part::Pairs, Part::LeftUnpaired, Part::RightUnpaired]
+            .into_iter()
+            .flat_map(|part| {
+                let rows = fates.rows(part);
+                (0..rows)
+                    .step_by(batch_size)
+                    .map(move |start| (part, start..(start + batch_size).min(rows)))
+            })
+            .collect();
+        futures::stream::iter(parts).map(move |(part, range)| {
+            let _timer = baseline.elapsed_compute().timer();
+            let batch = fates.batch(&schema, part, range)?;
+            baseline.record_output(batch.num_rows());
+            Ok(batch)
+        })
+    }
+
+    /// Rows `range` of one part of the output.
+    fn batch(&self, schema: &SchemaRef, part: Part, range: Range<usize>) -> Result<RecordBatch> {
+        let rows = range.len();
+        let indices = |list: &[u32]| UInt32Array::from(list[range.clone()].to_vec());
+        let (left, right, side, fates) = match part {
+            Part::Pairs => (
+                Some(indices(&self.pairs.0)),
+                Some(indices(&self.pairs.1)),
+                None,
+                vec![Fate::Paired as u8; rows],
+            ),
+            Part::LeftUnpaired => (
+                Some(indices(&self.left_unpaired.0)),
+                None,
+                Some("left"),
+                self.left_unpaired.1[range.clone()].to_vec(),
+            ),
+            Part::RightUnpaired => (
+                None,
+                Some(indices(&self.right_unpaired.0)),
+                Some("right"),
+                self.right_unpaired.1[range].to_vec(),
+            ),
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        columns.push(match side {
+            Some(side) => Arc::new(StringArray::from(vec![side; rows])),
+            None => new_null_array(&DataType::Utf8, rows),
+        });
+        let (left_values, right_values) = (
+            self.keys..self.left.num_columns(),
+            self.keys..self.right.num_columns(),
+        );
+        for (batch, taken, columns_of_side) in [
+            (&self.left, &left, 0..self.keys),
+            (&self.right, &right, 0..self.keys),
+            (&self.left, &left, left_values),
+            (&self.right, &right, right_values),
+        ] {
+            for column in columns_of_side {
+                let field = schema.field(columns.len());
+                columns.push(match taken {
+                    Some(indices) => take(batch.column(column), indices, None)?,
+                    None => new_null_array(field.data_type(), rows),
+                });
+            }
+        }
+        columns.push(Arc::new(UInt8Array::from(fates)));
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// Each row's key id (or [`NULL_KEY`]), with `count` called on its key's [`KeyRows`].
+fn key_ids<'a>(
+    key_rows_of: &'a Rows,
+    batch: &RecordBatch,
+    keys: usize,
+    ids: &mut HashMap<&'a [u8], u32>,
+    key_rows: &mut Vec<KeyRows>,
+    count: impl Fn(&mut KeyRows, u32),
+) -> Vec<u32> {
+    let nulls = batch.columns()[..keys]
+        .iter()
+        .fold(None, |all: Option<NullBuffer>, column| {
+            NullBuffer::union(all.as_ref(), column.logical_nulls().as_ref())
+        });
+    let mut row_ids = Vec::with_capacity(batch.num_rows());
+    for (row, key) in key_rows_of.iter().enumerate() {
+        if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+            row_ids.push(NULL_KEY);
+            continue;
+        }
+        let next = key_rows.len() as u32;
+        let id = *ids.entry(key.data()).or_insert(next);
+        if id == next {
+            key_rows.push(KeyRows::default());
+        }
+        count(&mut key_rows[id as usize], row as u32);
+        row_ids.push(id);
+    }
+    row_ids
+}
+
+/// A side's rows that pair with nothing, with their fates: duplicates when their key occurs
+/// more than once on their side, else `alone`. `counts` gives a key's rows on (this, other) side.
+fn unpaired(
+    row_ids: &[u32],
+    key_rows: &[KeyRows],
+    alone: Fate,
+    counts: impl Fn(&KeyRows) -> (u32, u32),
+) -> (Vec<u32>, Vec<u8>) {
+    let mut rows = Vec::new();
+    let mut fates = Vec::new();
+    for (row, id) in row_ids.iter().enumerate() {
+        let fate = match key_rows.get(*id as usize).map(&counts) {
+            None => alone,
+            Some((own, _)) if own > 1 => Fate::Duplicate,
+            Some((_, 1)) => continue,
+            Some(_) => alone,
+        };
+        rows.push(row as u32);
+        fates.push(fate as u8);
+    }
+    (rows, fates)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, Int32Array, Int64Array};
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::physical_plan::collect;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    type Key = (Option<&'static str>, Option<i32>);
+
+    /// A side's one-partition input: key columns `k` and `n`, value column `v`.
+    fn side(prefix: &str, rows: &[(Key, i64)]) -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(format!("{prefix}_k"), DataType::Utf8, true),
+            Field::new(format!("{prefix}_n"), DataType::Int32, true),
+            Field::new(format!("{prefix}_v"), DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter(rows.iter().map(|((k, _), _)| *k))),
+                Arc::new(Int32Array::from_iter(rows.iter().map(|((_, n), _)| *n))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, v)| *v))),
+            ],
+        )
+        .unwrap();
+        // Two batches where there are rows, so collecting a side is exercised too.
+        let middle = batch.num_rows() / 2;
+        let batches = match batch.num_rows() {
+            0 => vec![],
+            rows => vec![batch.slice(0, middle), batch.slice(middle, rows - middle)],
+        };
+        MemorySourceConfig::try_new_exec(&[batches], schema, None).unwrap()
+    }
+
+    /// Output rows as (fate, side, left value, right value), sorted.
+    async fn paired(
+        left: &[(Key, i64)],
+        right: &[(Key, i64)],
+    ) -> Vec<(u8, Option<String>, Option<i64>, Option<i64>)> {
+        let exec = Arc::new(PairExec::try_new(2, side("l", left), side("r", right)).unwrap());
+        let batches = collect(exec, SessionContext::new().task_ctx()).await.unwrap();
+        let mut rows = Vec::new();
+        for batch in batches {
+            let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+            let (side, left_v, right_v, fate) = (column(SIDE), column("l_v"), column("r_v"), column(FATE));
+            for row in 0..batch.num_rows() {
+                let value = |array: &ArrayRef| {
+                    array
+                        .is_valid(row)
+                        .then(|| array.as_primitive::<Int64Type>().value(row))
+                };
+                rows.push((
+                    fate.as_primitive::<datafusion::arrow::datatypes::UInt8Type>()
+                        .value(row),
+                    side.is_valid(row)
+                        .then(|| side.as_string::<i32>().value(row).to_string()),
+                    value(&left_v),
+                    value(&right_v),
+                ));
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    #[tokio::test]
+    async fn every_row_gets_its_fate_and_none_is_multiplied() {
+        let left = [
+            ((Some("a"), Some(1)), 1), // pairs with right 101
+            ((Some("a"), Some(2)), 2), // same text, other number: its own key, alone
+            ((Some("b"), Some(1)), 3), // duplicated on the left
+            ((Some("b"), Some(1)), 4), // duplicated on the left
+            ((Some("c"), Some(1)), 5), // its partner is duplicated on the right: alone
+            ((None, Some(1)), 6),      // null key part: alone
+            ((Some("e"), None), 7),    // null key part, even with a right row alike: alone
+        ];
+        let right = [
+            ((Some("a"), Some(1)), 101),
+            ((Some("b"), Some(1)), 103), // its partner is duplicated on the left: alone
+            ((Some("c"), Some(1)), 105), // duplicated on the right
+            ((Some("c"), Some(1)), 106), // duplicated on the right
+            ((Some("e"), None), 107),    // null key part: alone
+            ((Some("f"), Some(1)), 108), // no partner: alone
+        ];
+        let (paired_, left_alone, right_alone, duplicate) = (
+            Fate::Paired as u8,
+            Fate::LeftAlone as u8,
+            Fate::RightAlone as u8,
+            Fate::Duplicate as u8,
+        );
+        let l = Some;
+        let side = |s: &str| Some(s.to_string());
+        let mut expected = vec![
+            (paired_, None, l(1), l(101)),
+            (left_alone, side("left"), l(2), None),
+            (duplicate, side("left"), l(3), None),
+            (duplicate, side("left"), l(4), None),
+            (left_alone, side("left"), l(5), None),
+            (left_alone, side("left"), l(6), None),
+            (left_alone, side("left"), l(7), None),
+            (right_alone, side("right"), None, l(103)),
+            (duplicate, side("right"), None, l(105)),
+            (duplicate, side("right"), None, l(106)),
+            (right_alone, side("right"), None, l(107)),
+            (right_alone, side("right"), None, l(108)),
+        ];
+        expected.sort();
+        assert_eq!(paired(&left, &right).await, expected);
+    }
+
+    #[tokio::test]
+    async fn against_an_empty_side_every_row_is_alone_or_a_duplicate() {
+        let left = [
+            ((Some("a"), Some(1)), 1),
+            ((Some("a"), Some(1)), 2),
+            ((Some("b"), Some(1)), 3),
+        ];
+        let left_side = || Some("left".to_string());
+        assert_eq!(
+            paired(&left, &[]).await,
+            vec![
+                (Fate::LeftAlone as u8, left_side(), Some(3), None),
+                (Fate::Duplicate as u8, left_side(), Some(1), None),
+                (Fate::Duplicate as u8, left_side(), Some(2), None),
+            ]
+        );
+        assert_eq!(paired(&[], &[]).await, vec![]);
+    }
+
+    #[test]
+    fn a_key_both_sides_lack_is_refused() {
+        for keys in [0, 4] {
+            let left = side("l", &[]);
+            let right = side("r", &[]);
+            let error = PairExec::try_new(keys, left, right).unwrap_err().to_string();
+            assert!(error.contains("same types"), "{error}");
+        }
+    }
+}
