@@ -131,6 +131,26 @@ for b in job["ballista_job_ids"]:
             b, wall, stage["stage_id"], len(tasks), format(stage["input_rows"], ","), format(stage["output_rows"], ","),
             pct.get("median", 0) / 1000, pct.get("max", 0) / 1000, " → ".join(reversed(ops))))
         plans.append("-- %s stage %s\n%s" % (b, stage["stage_id"], plan.rstrip()))
+# Time per operator, summed over its stage's tasks: compute for most operators, the writing time
+# of the shuffle writers, the scanning time of the parquet scans.
+import re
+UNITS = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+TIMES = ("elapsed_compute", "write_time", "time_elapsed_processing")
+def seconds(text):
+    number, unit = re.fullmatch(r"([0-9.]+)(ns|µs|ms|s)", text).groups()
+    return float(number) * UNITS[unit]
+print("Time per operator, summed over the tasks of its stage (stage metrics of the last run):\n")
+print("| stage | operator | metric | s |")
+print("|---|---|---|---|")
+for b in job["ballista_job_ids"]:
+    for stage in json.load(open("%s/stages-%s.json" % (sys.argv[4], b)))["stages"]:
+        for line in (stage.get("stage_plan") or "").splitlines():
+            name = line.strip().split(":")[0]
+            for metric in TIMES:
+                found = re.search(r"\b%s=([0-9.]+(?:ns|µs|ms|s))" % metric, line)
+                if found:
+                    print("| %s | %s | %s | %.2f |" % (stage["stage_id"], name, metric, seconds(found.group(1))))
+                    break
 print("\n<details><summary>stage plans with metrics</summary>\n\n```\n%s\n```\n</details>\n" % "\n\n".join(plans))
 print("Counts (last run):\n")
 print("- Kalla: `%s`" % json.dumps(job["summary"]["outputs"]))

@@ -51,7 +51,9 @@ pub struct SinkSpec {
 }
 
 /// Rows go to `outputs[route]`, where `route` is the row's value in the `UInt8` column
-/// `route_column`; rows whose route names no output are an error.
+/// `route_column`; rows whose route names no output are an error. Outputs are written without
+/// dictionary encoding: a reconciliation's hold mostly unique keys and amounts, for which
+/// dictionaries cost time and save little.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Split {
     pub route_column: usize,
@@ -152,7 +154,7 @@ impl ExecutionPlan for PartitionParquetSinkExec {
                 // Without a split every partition writes a file, even an empty one: a cache
                 // version has one file per partition, and an empty table still has a schema.
                 None => {
-                    let mut whole = OutputFile::new(base, input.schema());
+                    let mut whole = OutputFile::new(base, input.schema(), true);
                     whole.ensure_open(&store)?;
                     vec![whole]
                 }
@@ -163,6 +165,7 @@ impl ExecutionPlan for PartitionParquetSinkExec {
                         Ok(OutputFile::new(
                             base.clone().join(output.name.as_str()),
                             Arc::new(input.schema().project(&output.columns)?),
+                            false,
                         ))
                     })
                     .collect::<Result<Vec<_>>>()?,
@@ -230,7 +233,7 @@ pub async fn write_empty(
     directory: Path,
     schema: SchemaRef,
 ) -> Result<(String, u64, u64)> {
-    let mut file = OutputFile::new(directory, schema);
+    let mut file = OutputFile::new(directory, schema, true);
     file.ensure_open(store)?;
     Ok(file.close(store).await?.expect("opened above"))
 }
@@ -239,14 +242,16 @@ pub async fn write_empty(
 struct OutputFile {
     directory: Path,
     schema: SchemaRef,
+    dictionary: bool,
     open: Option<(Path, AsyncArrowWriter<BufWriter>, u64)>,
 }
 
 impl OutputFile {
-    fn new(directory: Path, schema: SchemaRef) -> Self {
+    fn new(directory: Path, schema: SchemaRef, dictionary: bool) -> Self {
         Self {
             directory,
             schema,
+            dictionary,
             open: None,
         }
     }
@@ -268,6 +273,7 @@ impl OutputFile {
             let properties = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                .set_dictionary_enabled(self.dictionary)
                 .build();
             let object = BufWriter::new(store.clone(), path.clone());
             let writer = AsyncArrowWriter::try_new(object, self.schema.clone(), Some(properties))?;

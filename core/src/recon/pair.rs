@@ -13,6 +13,7 @@
 //! (the absent side's null) and the row's fate.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::hash_utils::RandomState;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, HashMap, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -228,7 +230,7 @@ async fn collect_side(
     Ok(whole)
 }
 
-/// A key's rows on each side: how many, and the first one's index.
+/// A key's rows on each side: how many, and the first one's row.
 #[derive(Debug, Default, Clone, Copy)]
 struct KeyRows {
     left_rows: u32,
@@ -237,8 +239,70 @@ struct KeyRows {
     right_first: u32,
 }
 
-/// The key id of a row with a null key part.
-const NULL_KEY: u32 = u32::MAX;
+/// Rows a bucket holds on average: few enough that its hash table and keys stay in cache.
+const BUCKET_ROWS: usize = 4096;
+
+/// One side's rows with a whole key, scattered into buckets by the hash of their key, each
+/// bucket with its keys (arrow's row format) side by side. Built in one sequential pass, so
+/// that pairing a bucket touches only memory that is close together.
+struct Buckets {
+    /// Per bucket: the keys' bytes, where each key ends, and the row each key belongs to.
+    bytes: Vec<Vec<u8>>,
+    ends: Vec<Vec<u32>>,
+    rows: Vec<Vec<u32>>,
+}
+
+impl Buckets {
+    /// `keys` of `batch`'s rows into `count` buckets (a power of two); rows with a null key part
+    /// are left out and returned.
+    fn scatter(keys: &Rows, batch: &RecordBatch, key_columns: usize, count: usize) -> (Self, Vec<u32>) {
+        let nulls = batch.columns()[..key_columns]
+            .iter()
+            .fold(None, |all: Option<NullBuffer>, column| {
+                NullBuffer::union(all.as_ref(), column.logical_nulls().as_ref())
+            });
+        let expected = keys.num_rows() / count + 1;
+        let average_key = keys.size() / keys.num_rows().max(1) + 1;
+        let mut buckets = Self {
+            bytes: (0..count)
+                .map(|_| Vec::with_capacity(expected * average_key))
+                .collect(),
+            ends: (0..count).map(|_| Vec::with_capacity(expected)).collect(),
+            rows: (0..count).map(|_| Vec::with_capacity(expected)).collect(),
+        };
+        let shift = 64 - count.trailing_zeros();
+        let hasher = RandomState::with_seed(0);
+        let mut null_rows = Vec::new();
+        for (row, key) in keys.iter().enumerate() {
+            if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+                null_rows.push(row as u32);
+                continue;
+            }
+            let bytes = key.data();
+            // `checked_shr`: with one bucket the shift is 64, and every key goes to bucket 0.
+            let bucket = hasher.hash_one(bytes).checked_shr(shift).unwrap_or(0) as usize;
+            buckets.bytes[bucket].extend_from_slice(bytes);
+            buckets.ends[bucket].push(buckets.bytes[bucket].len() as u32);
+            buckets.rows[bucket].push(row as u32);
+        }
+        (buckets, null_rows)
+    }
+
+    /// Bucket `bucket`'s keys with their rows.
+    fn keys(&self, bucket: usize) -> impl Iterator<Item = (&[u8], u32)> {
+        let (bytes, ends) = (&self.bytes[bucket], &self.ends[bucket]);
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        starts
+            .zip(ends)
+            .map(|(start, end)| &bytes[start as usize..*end as usize])
+            .zip(self.rows[bucket].iter().copied())
+    }
+
+    fn size(&self) -> usize {
+        let lengths = |lists: &Vec<Vec<u32>>| lists.iter().map(|l| l.capacity() * 4).sum::<usize>();
+        self.bytes.iter().map(Vec::capacity).sum::<usize>() + lengths(&self.ends) + lengths(&self.rows)
+    }
+}
 
 /// The output's parts, in the order they are emitted.
 #[derive(Debug, Clone, Copy)]
@@ -270,7 +334,7 @@ impl Fates {
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
-        if left.num_rows().max(right.num_rows()) >= NULL_KEY as usize {
+        if left.num_rows().max(right.num_rows()) >= u32::MAX as usize {
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "a reconciliation partition holds {} and {} rows, more than one task can pair; raise target_partitions",
                 left.num_rows(),
@@ -282,33 +346,71 @@ impl Fates {
         let right_keys = converter.convert_columns(&right.columns()[..keys])?;
         reservation.try_grow(left_keys.size() + right_keys.size())?;
 
-        let mut ids: HashMap<&[u8], u32> = HashMap::with_capacity(left.num_rows());
-        let mut key_rows: Vec<KeyRows> = Vec::with_capacity(left.num_rows());
-        let left_ids = key_ids(&left_keys, &left, keys, &mut ids, &mut key_rows, |k, row| {
-            if k.left_rows == 0 {
-                k.left_first = row;
-            }
-            k.left_rows += 1;
-        });
-        let right_ids = key_ids(&right_keys, &right, keys, &mut ids, &mut key_rows, |k, row| {
-            if k.right_rows == 0 {
-                k.right_first = row;
-            }
-            k.right_rows += 1;
-        });
-        drop(ids);
+        let count = ((left.num_rows() + right.num_rows()) / BUCKET_ROWS)
+            .next_power_of_two()
+            .clamp(1, 1 << 16);
+        let (left_buckets, left_nulls) = Buckets::scatter(&left_keys, &left, keys, count);
+        let (right_buckets, right_nulls) = Buckets::scatter(&right_keys, &right, keys, count);
+        reservation.try_grow(left_buckets.size() + right_buckets.size())?;
+        reservation.shrink(left_keys.size() + right_keys.size());
+        drop((left_keys, right_keys));
 
-        let pairs = key_rows
-            .iter()
-            .filter(|k| k.left_rows == 1 && k.right_rows == 1)
-            .map(|k| (k.left_first, k.right_first))
-            .unzip();
-        let left_unpaired = unpaired(&left_ids, &key_rows, Fate::LeftAlone, |k| {
-            (k.left_rows, k.right_rows)
-        });
-        let right_unpaired = unpaired(&right_ids, &key_rows, Fate::RightAlone, |k| {
-            (k.right_rows, k.left_rows)
-        });
+        let mut pairs = (Vec::new(), Vec::new());
+        let alone = |rows: Vec<u32>, fate: Fate| {
+            let fates = vec![fate as u8; rows.len()];
+            (rows, fates)
+        };
+        let mut left_unpaired = alone(left_nulls, Fate::LeftAlone);
+        let mut right_unpaired = alone(right_nulls, Fate::RightAlone);
+        let mut ids: HashMap<&[u8], u32> = HashMap::new();
+        let mut key_rows: Vec<KeyRows> = Vec::new();
+        let (mut left_ids, mut right_ids) = (Vec::new(), Vec::new());
+        for bucket in 0..count {
+            ids.clear();
+            key_rows.clear();
+            left_ids.clear();
+            right_ids.clear();
+            count_rows(
+                left_buckets.keys(bucket),
+                &mut ids,
+                &mut key_rows,
+                &mut left_ids,
+                |k, row| {
+                    if k.left_rows == 0 {
+                        k.left_first = row;
+                    }
+                    k.left_rows += 1;
+                },
+            );
+            count_rows(
+                right_buckets.keys(bucket),
+                &mut ids,
+                &mut key_rows,
+                &mut right_ids,
+                |k, row| {
+                    if k.right_rows == 0 {
+                        k.right_first = row;
+                    }
+                    k.right_rows += 1;
+                },
+            );
+            for k in key_rows.iter().filter(|k| k.left_rows == 1 && k.right_rows == 1) {
+                pairs.0.push(k.left_first);
+                pairs.1.push(k.right_first);
+            }
+            let left_rows = left_buckets.rows[bucket].iter().zip(&left_ids);
+            unpaired(left_rows, &key_rows, Fate::LeftAlone, &mut left_unpaired, |k| {
+                (k.left_rows, k.right_rows)
+            });
+            let right_rows = right_buckets.rows[bucket].iter().zip(&right_ids);
+            unpaired(
+                right_rows,
+                &key_rows,
+                Fate::RightAlone,
+                &mut right_unpaired,
+                |k| (k.right_rows, k.left_rows),
+            );
+        }
         Ok(Self {
             keys,
             left,
@@ -406,58 +508,45 @@ impl Fates {
     }
 }
 
-/// Each row's key id (or [`NULL_KEY`]), with `count` called on its key's [`KeyRows`].
-fn key_ids<'a>(
-    key_rows_of: &'a Rows,
-    batch: &RecordBatch,
-    keys: usize,
+/// Gives each key of `keys` an id in `ids` (its [`KeyRows`] at that index in `key_rows`), calls
+/// `count` on the key's [`KeyRows`] with the key's row, and pushes each key's id to `row_ids`.
+fn count_rows<'a>(
+    keys: impl Iterator<Item = (&'a [u8], u32)>,
     ids: &mut HashMap<&'a [u8], u32>,
     key_rows: &mut Vec<KeyRows>,
+    row_ids: &mut Vec<u32>,
     count: impl Fn(&mut KeyRows, u32),
-) -> Vec<u32> {
-    let nulls = batch.columns()[..keys]
-        .iter()
-        .fold(None, |all: Option<NullBuffer>, column| {
-            NullBuffer::union(all.as_ref(), column.logical_nulls().as_ref())
-        });
-    let mut row_ids = Vec::with_capacity(batch.num_rows());
-    for (row, key) in key_rows_of.iter().enumerate() {
-        if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
-            row_ids.push(NULL_KEY);
-            continue;
-        }
+) {
+    for (key, row) in keys {
         let next = key_rows.len() as u32;
-        let id = *ids.entry(key.data()).or_insert(next);
+        let id = *ids.entry(key).or_insert(next);
         if id == next {
             key_rows.push(KeyRows::default());
         }
-        count(&mut key_rows[id as usize], row as u32);
+        count(&mut key_rows[id as usize], row);
         row_ids.push(id);
     }
-    row_ids
 }
 
-/// A side's rows that pair with nothing, with their fates: duplicates when their key occurs
-/// more than once on their side, else `alone`. `counts` gives a key's rows on (this, other) side.
-fn unpaired(
-    row_ids: &[u32],
+/// Pushes the rows of `rows` (row, key id) that pair with nothing to `unpaired`, with their
+/// fates: duplicates when their key occurs more than once on their side, else `alone`.
+/// `counts` gives a key's rows on (this, the other) side.
+fn unpaired<'a>(
+    rows: impl Iterator<Item = (&'a u32, &'a u32)>,
     key_rows: &[KeyRows],
     alone: Fate,
+    unpaired: &mut (Vec<u32>, Vec<u8>),
     counts: impl Fn(&KeyRows) -> (u32, u32),
-) -> (Vec<u32>, Vec<u8>) {
-    let mut rows = Vec::new();
-    let mut fates = Vec::new();
-    for (row, id) in row_ids.iter().enumerate() {
-        let fate = match key_rows.get(*id as usize).map(&counts) {
-            None => alone,
-            Some((own, _)) if own > 1 => Fate::Duplicate,
-            Some((_, 1)) => continue,
-            Some(_) => alone,
+) {
+    for (row, id) in rows {
+        let fate = match counts(&key_rows[*id as usize]) {
+            (own, _) if own > 1 => Fate::Duplicate,
+            (_, 1) => continue,
+            _ => alone,
         };
-        rows.push(row as u32);
-        fates.push(fate as u8);
+        unpaired.0.push(*row);
+        unpaired.1.push(fate as u8);
     }
-    (rows, fates)
 }
 
 #[cfg(test)]
@@ -590,6 +679,60 @@ mod tests {
             ]
         );
         assert_eq!(paired(&[], &[]).await, vec![]);
+    }
+
+    #[tokio::test]
+    async fn many_buckets_give_the_same_fates() {
+        // 40,000 rows: about ten buckets. Left keys 0..20,000, each multiple of 1,000 twice;
+        // right keys 10,000..30,000, each multiple of 700 twice.
+        let numbers = |range: std::ops::Range<i64>, twice: i64| {
+            range.flat_map(move |i| std::iter::repeat_n(i, if i % twice == 0 { 2 } else { 1 }))
+        };
+        let rows = |numbers: Vec<i64>| -> Vec<(Key, i64)> {
+            numbers
+                .into_iter()
+                .map(|i| ((Some(if i % 2 == 0 { "even" } else { "odd" }), Some(i as i32)), i))
+                .collect()
+        };
+        let left: Vec<i64> = numbers(0..20_000, 1_000).collect();
+        let right: Vec<i64> = numbers(10_000..30_000, 700).collect();
+        let fates = paired(&rows(left.clone()), &rows(right.clone())).await;
+
+        let counts = |list: &[i64]| {
+            let mut counts = std::collections::HashMap::<i64, usize>::new();
+            list.iter().for_each(|i| *counts.entry(*i).or_default() += 1);
+            counts
+        };
+        let (left_counts, right_counts) = (counts(&left), counts(&right));
+        let count =
+            |counts: &std::collections::HashMap<i64, usize>, i: i64| counts.get(&i).copied().unwrap_or(0);
+        let mut expected = std::collections::BTreeMap::<u8, usize>::new();
+        for (own, mine, theirs, alone) in [
+            (&left, &left_counts, &right_counts, Fate::LeftAlone),
+            (&right, &right_counts, &left_counts, Fate::RightAlone),
+        ] {
+            for i in own.iter() {
+                let fate = match (count(mine, *i), count(theirs, *i)) {
+                    (1, 1) => continue,
+                    (1, _) => alone,
+                    _ => Fate::Duplicate,
+                };
+                *expected.entry(fate as u8).or_default() += 1;
+            }
+        }
+        let pairs = left
+            .iter()
+            .filter(|i| count(&left_counts, **i) == 1 && count(&right_counts, **i) == 1)
+            .count();
+        expected.insert(Fate::Paired as u8, pairs);
+        let mut seen = std::collections::BTreeMap::<u8, usize>::new();
+        for (fate, _, left_value, right_value) in &fates {
+            *seen.entry(*fate).or_default() += 1;
+            if *fate == Fate::Paired as u8 {
+                assert_eq!(left_value, right_value, "a pair joins rows of one key");
+            }
+        }
+        assert_eq!(seen, expected);
     }
 
     #[test]
