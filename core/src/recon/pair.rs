@@ -355,7 +355,7 @@ impl Fates {
         reservation.shrink(left_keys.size() + right_keys.size());
         drop((left_keys, right_keys));
 
-        let mut pairs = (Vec::new(), Vec::new());
+        let mut pairs: (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
         let alone = |rows: Vec<u32>, fate: Fate| {
             let fates = vec![fate as u8; rows.len()];
             (rows, fates)
@@ -411,6 +411,11 @@ impl Fates {
                 |k| (k.right_rows, k.left_rows),
             );
         }
+        // Buckets come in hash order; in left order, gathering the pairs' left columns reads
+        // memory front to back, not at random.
+        let mut by_left: Vec<(u32, u32)> = pairs.0.into_iter().zip(pairs.1).collect();
+        by_left.sort_unstable();
+        let pairs = by_left.into_iter().unzip();
         Ok(Self {
             keys,
             left,
