@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ballista_core::config::BALLISTA_SHUFFLE_COMPRESSION_CODEC;
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use datafusion::catalog::{
@@ -17,13 +18,16 @@ use kalla_core::storage::{ObjectStores, S3Settings};
 use kalla_core::{ClusterKey, SourceUri, session};
 use tonic::transport::Channel;
 
+use crate::config::ShuffleCompression;
 use crate::scheduler_api::SchedulerApi;
 
 /// A session on a remote cluster (`df://host:port`), or on an embedded one when `scheduler` is `None`.
 pub async fn connect(scheduler: Option<&str>, key: ClusterKey) -> anyhow::Result<SessionContext> {
-    Ok(ClusterEndpoint::start(scheduler, key, S3Settings::default())
-        .await?
-        .base)
+    Ok(
+        ClusterEndpoint::start(scheduler, key, S3Settings::default(), ShuffleCompression::Lz4)
+            .await?
+            .base,
+    )
 }
 
 /// The runner's cluster: a fresh session for each job, and where to reach the scheduler.
@@ -43,8 +47,14 @@ const VCORES_TTL: Duration = Duration::from_secs(10);
 
 impl ClusterEndpoint {
     /// Connects to `scheduler` (`df://host:port`), or starts the embedded cluster; `s3` opens
-    /// `s3://` buckets in this process and in the embedded cluster's executors.
-    pub async fn start(scheduler: Option<&str>, key: ClusterKey, s3: S3Settings) -> anyhow::Result<Self> {
+    /// `s3://` buckets in this process and in the embedded cluster's executors. Jobs' shuffle
+    /// files are compressed with `shuffle`.
+    pub async fn start(
+        scheduler: Option<&str>,
+        key: ClusterKey,
+        s3: S3Settings,
+        shuffle: ShuffleCompression,
+    ) -> anyhow::Result<Self> {
         let mut config = session::session_config(Some(key));
         // Poll for job status instead of waiting for pushed updates: the job id is known as soon
         // as the scheduler accepts a query (pushed, it can arrive only at the end), so a job can
@@ -53,6 +63,10 @@ impl ClusterEndpoint {
             .options_mut()
             .set("ballista.client.pull", "true")
             .context("cannot configure the Ballista client")?;
+        config
+            .options_mut()
+            .set(BALLISTA_SHUFFLE_COMPRESSION_CODEC, shuffle.codec())
+            .context("cannot configure the shuffle compression")?;
         let state = session::session_state_with_stores(config, Arc::new(ObjectStores::new(s3)))?;
         // Ballista serves gRPC and REST on the same port.
         let (grpc_url, rest) = match scheduler {

@@ -38,6 +38,25 @@ impl fmt::Debug for SecretString {
     }
 }
 
+/// Ballista's codecs for shuffle files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShuffleCompression {
+    Lz4,
+    Zstd,
+    None,
+}
+
+impl ShuffleCompression {
+    /// The value of Ballista's `ballista.shuffle.compression.codec` setting.
+    pub fn codec(self) -> &'static str {
+        match self {
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+            Self::None => "none",
+        }
+    }
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "kalla-runner",
@@ -104,6 +123,10 @@ pub struct RunnerConfig {
     /// seconds is cancelled on the cluster and run again (Ballista cannot always recover it).
     #[arg(long, default_value_t = 60)]
     pub job_stall_timeout_secs: u64,
+    /// How shuffle files between stages are compressed: `lz4`, `zstd` or `none` (spends disk
+    /// and network instead of CPU; best where executors share a machine or a fast network).
+    #[arg(long, value_enum, default_value_t = ShuffleCompression::Lz4)]
+    pub shuffle_compression: ShuffleCompression,
     /// Web origins (`https://app.example.com`, comma-separated) whose pages may call the API from
     /// a browser; none by default, so browsers refuse cross-origin calls.
     #[arg(long, value_delimiter = ',')]
@@ -277,6 +300,19 @@ mod tests {
         assert_eq!(config.bind.to_string(), "127.0.0.1:1");
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/kalla"));
         assert!(config.s3.s3_allow_http);
+    }
+
+    #[test]
+    fn shuffle_compression_is_lz4_unless_set() {
+        let config = RunnerConfig::load_from(["kalla-runner"]).unwrap();
+        assert_eq!(config.shuffle_compression.codec(), "lz4");
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "shuffle-compression = \"none\"").unwrap();
+        let config =
+            RunnerConfig::load_from(["kalla-runner", "--config", file.path().to_str().unwrap()]).unwrap();
+        assert_eq!(config.shuffle_compression, ShuffleCompression::None);
+        let config = RunnerConfig::load_from(["kalla-runner", "--shuffle-compression", "zstd"]).unwrap();
+        assert_eq!(config.shuffle_compression.codec(), "zstd");
     }
 
     #[test]

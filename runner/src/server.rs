@@ -164,7 +164,13 @@ fn announce(what: &str, origin: &Origin) {
 }
 
 async fn start_cluster(config: &RunnerConfig, key: &ClusterKey) -> anyhow::Result<ClusterEndpoint> {
-    let cluster = ClusterEndpoint::start(config.scheduler.as_deref(), key.clone(), config.s3()).await?;
+    let cluster = ClusterEndpoint::start(
+        config.scheduler.as_deref(),
+        key.clone(),
+        config.s3(),
+        config.shuffle_compression,
+    )
+    .await?;
     match &cluster.rest {
         Some(scheduler) => tracing::info!(scheduler = %scheduler.url(), "using the remote cluster"),
         None => tracing::info!("embedded cluster started"),
