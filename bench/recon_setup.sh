@@ -2,6 +2,7 @@
 # pair in the bench database, a cluster and a release runner on it with results in $WORK/store,
 # both tables as parquet sources `invoices` and `payments` written by Kalla query jobs, and the
 # helpers `api` (an authenticated call), `field` (a JSON field of stdin) and `run_job`.
+# KALLA_BENCH_RUNNER_ARGS: extra flags for the runner (e.g. `--shuffle-compression none`).
 
 step "data: invoices (5M) and payments (5M) in database $DB"
 if ! table_is_current payments kalla-bench:payments:v1; then
@@ -15,7 +16,7 @@ step "runner (release) on the cluster, results in $WORK/store"
 PORT=$(free_port)
 mkdir -p "$WORK/store"
 "$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/runner" --scheduler "df://127.0.0.1:$SPORT" \
-  --cache-dir "file://$WORK/store/" >"$WORK/runner.log" 2>&1 &
+  --cache-dir "file://$WORK/store/" ${KALLA_BENCH_RUNNER_ARGS:-} >"$WORK/runner.log" 2>&1 &
 for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
 TOKEN=$(cat "$WORK/runner/api-token")
 URL=http://127.0.0.1:$PORT
