@@ -27,6 +27,7 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::StreamExt;
@@ -71,6 +72,7 @@ pub struct PartitionParquetSinkExec {
     spec: Arc<SinkSpec>,
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl PartitionParquetSinkExec {
@@ -86,6 +88,7 @@ impl PartitionParquetSinkExec {
             spec,
             input,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -140,7 +143,14 @@ impl ExecutionPlan for PartitionParquetSinkExec {
         Ok(Arc::new(Self::new(self.spec.clone(), input)))
     }
 
+    /// `elapsed_compute` is the time spent encoding and writing (not waiting for input);
+    /// `output_rows` the rows written.
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let directory = CacheDir::parse(&self.spec.directory).map_err(external)?;
         let store = context
             .runtime_env()
@@ -172,6 +182,8 @@ impl ExecutionPlan for PartitionParquetSinkExec {
             let mut input = input;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
+                let _writing = baseline.elapsed_compute().timer();
+                baseline.record_output(batch.num_rows());
                 match &split {
                     None => outputs[0].write(&store, batch).await?,
                     Some(split) => {
@@ -183,6 +195,7 @@ impl ExecutionPlan for PartitionParquetSinkExec {
                     }
                 }
             }
+            let _closing = baseline.elapsed_compute().timer();
             let mut written = Vec::new();
             for output in outputs {
                 if let Some(file) = output.close(&store).await? {
