@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Where a recon job's classifying pass spends its time: the parts of its plan run as plain
-# queries (`POST /api/query`) through the same cluster over the same parquet files as
-# bench/recon.sh, each reduced to one row so that nothing is written: a scan, the grouping by
-# key with and without the compared values, and a full outer join doing the same pairing.
+# The plans a recon job's pass could be built from, run as plain queries (`POST /api/query`)
+# through the same cluster over the same parquet files as bench/recon.sh, each reduced to one row
+# so that nothing is written: a scan, the grouping by key with and without the compared values
+# (the plan before the pairing operator), and a full outer join doing the same pairing.
 #
 #   bench/recon-parts.sh     # RUNS=3; needs Postgres at $KALLA_BENCH_PG_URL and ../shared/data
 source "$(dirname "$0")/common.sh"
