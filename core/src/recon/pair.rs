@@ -115,14 +115,13 @@ impl PairExec {
     pub fn keys(&self) -> usize {
         self.keys
     }
+}
 
-    /// A side's key columns, as the distribution both sides need.
-    fn key_columns(&self, side: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn PhysicalExpr>> {
-        let schema = side.schema();
-        (0..self.keys)
-            .map(|i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
-            .collect()
-    }
+/// The first `keys` columns of `schema`: a side's key, on which both sides are partitioned.
+pub fn key_columns(schema: &Schema, keys: usize) -> Vec<Arc<dyn PhysicalExpr>> {
+    (0..keys)
+        .map(|i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+        .collect()
 }
 
 impl DisplayAs for PairExec {
@@ -154,8 +153,8 @@ impl ExecutionPlan for PairExec {
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
         vec![
-            Distribution::HashPartitioned(self.key_columns(&self.left)),
-            Distribution::HashPartitioned(self.key_columns(&self.right)),
+            Distribution::HashPartitioned(key_columns(&self.left.schema(), self.keys)),
+            Distribution::HashPartitioned(key_columns(&self.right.schema(), self.keys)),
         ]
     }
 
@@ -230,14 +229,26 @@ async fn collect_side(
     Ok(whole)
 }
 
-/// A key's rows on each side: how many, and the first one's row.
+/// A key's rows on one side: how many, and the first one.
 #[derive(Debug, Default, Clone, Copy)]
-struct KeyRows {
-    left_rows: u32,
-    left_first: u32,
-    right_rows: u32,
-    right_first: u32,
+struct SideRows {
+    rows: u32,
+    first: u32,
 }
+
+impl SideRows {
+    fn add(&mut self, row: u32) {
+        if self.rows == 0 {
+            self.first = row;
+        }
+        self.rows += 1;
+    }
+}
+
+/// A key's rows per side, indexed by [`LEFT`] and [`RIGHT`].
+type KeyRows = [SideRows; 2];
+const LEFT: usize = 0;
+const RIGHT: usize = 1;
 
 /// Rows a bucket holds on average: few enough that its hash table and keys stay in cache.
 const BUCKET_ROWS: usize = 4096;
@@ -372,44 +383,26 @@ impl Fates {
             right_ids.clear();
             count_rows(
                 left_buckets.keys(bucket),
+                LEFT,
                 &mut ids,
                 &mut key_rows,
                 &mut left_ids,
-                |k, row| {
-                    if k.left_rows == 0 {
-                        k.left_first = row;
-                    }
-                    k.left_rows += 1;
-                },
             );
             count_rows(
                 right_buckets.keys(bucket),
+                RIGHT,
                 &mut ids,
                 &mut key_rows,
                 &mut right_ids,
-                |k, row| {
-                    if k.right_rows == 0 {
-                        k.right_first = row;
-                    }
-                    k.right_rows += 1;
-                },
             );
-            for k in key_rows.iter().filter(|k| k.left_rows == 1 && k.right_rows == 1) {
-                pairs.0.push(k.left_first);
-                pairs.1.push(k.right_first);
+            for [left, right] in key_rows.iter().filter(|[l, r]| l.rows == 1 && r.rows == 1) {
+                pairs.0.push(left.first);
+                pairs.1.push(right.first);
             }
             let left_rows = left_buckets.rows[bucket].iter().zip(&left_ids);
-            unpaired(left_rows, &key_rows, Fate::LeftAlone, &mut left_unpaired, |k| {
-                (k.left_rows, k.right_rows)
-            });
+            unpaired(left_rows, &key_rows, LEFT, &mut left_unpaired);
             let right_rows = right_buckets.rows[bucket].iter().zip(&right_ids);
-            unpaired(
-                right_rows,
-                &key_rows,
-                Fate::RightAlone,
-                &mut right_unpaired,
-                |k| (k.right_rows, k.left_rows),
-            );
+            unpaired(right_rows, &key_rows, RIGHT, &mut right_unpaired);
         }
         // Buckets come in hash order; in left order, gathering the pairs' left columns reads
         // memory front to back, not at random.
@@ -513,14 +506,14 @@ impl Fates {
     }
 }
 
-/// Gives each key of `keys` an id in `ids` (its [`KeyRows`] at that index in `key_rows`), calls
-/// `count` on the key's [`KeyRows`] with the key's row, and pushes each key's id to `row_ids`.
+/// Gives each key of `keys` (one side's, `side`) an id in `ids` (its [`KeyRows`] at that index
+/// in `key_rows`), adds the key's row to that side's count, and pushes each key's id to `row_ids`.
 fn count_rows<'a>(
     keys: impl Iterator<Item = (&'a [u8], u32)>,
+    side: usize,
     ids: &mut HashMap<&'a [u8], u32>,
     key_rows: &mut Vec<KeyRows>,
     row_ids: &mut Vec<u32>,
-    count: impl Fn(&mut KeyRows, u32),
 ) {
     for (key, row) in keys {
         let next = key_rows.len() as u32;
@@ -528,23 +521,28 @@ fn count_rows<'a>(
         if id == next {
             key_rows.push(KeyRows::default());
         }
-        count(&mut key_rows[id as usize], row);
+        key_rows[id as usize][side].add(row);
         row_ids.push(id);
     }
 }
 
-/// Pushes the rows of `rows` (row, key id) that pair with nothing to `unpaired`, with their
-/// fates: duplicates when their key occurs more than once on their side, else `alone`.
-/// `counts` gives a key's rows on (this, the other) side.
+/// Pushes the rows of `rows` (row, key id; all of side `side`) that pair with nothing to
+/// `unpaired`, with their fates: duplicates when their key occurs more than once on their side,
+/// else alone.
 fn unpaired<'a>(
     rows: impl Iterator<Item = (&'a u32, &'a u32)>,
     key_rows: &[KeyRows],
-    alone: Fate,
+    side: usize,
     unpaired: &mut (Vec<u32>, Vec<u8>),
-    counts: impl Fn(&KeyRows) -> (u32, u32),
 ) {
+    let alone = if side == LEFT {
+        Fate::LeftAlone
+    } else {
+        Fate::RightAlone
+    };
     for (row, id) in rows {
-        let fate = match counts(&key_rows[*id as usize]) {
+        let key = &key_rows[*id as usize];
+        let fate = match (key[side].rows, key[1 - side].rows) {
             (own, _) if own > 1 => Fate::Duplicate,
             (_, 1) => continue,
             _ => alone,

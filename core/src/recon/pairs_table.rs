@@ -22,7 +22,7 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use serde::{Deserialize, Serialize};
 
-use super::pair::{PairExec, paired_schema};
+use super::pair::{PairExec, key_columns, paired_schema};
 use crate::codec::{decode_plan, encode_plan};
 
 /// What a pairing carries through the logical plan.
@@ -74,10 +74,7 @@ impl PairsTable {
     /// A side's physical plan, hash-partitioned on its key.
     async fn side(&self, state: &dyn Session, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
         let input = state.create_physical_plan(plan).await?;
-        let schema = input.schema();
-        let keys = (0..self.keys)
-            .map(|i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
-            .collect();
+        let keys = key_columns(&input.schema(), self.keys);
         let partitions = state.config().target_partitions();
         Ok(Arc::new(RepartitionExec::try_new(
             input,
