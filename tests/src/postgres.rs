@@ -77,16 +77,35 @@ impl TestDatabase {
     /// Waits until a `COPY` out of this database runs (an executor's scan or refresh is mid-way).
     pub async fn wait_for_copy(&self) {
         crate::wait_for("an executor's COPY", Duration::from_secs(60), || async {
-            let copying: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'COPY%' AND state = 'active'",
-            )
-            .bind(&self.name)
-            .fetch_one(&self.pool)
-            .await
-            .ok()?;
-            (copying > 0).then_some(())
+            self.copying().await.then_some(())
         })
         .await;
+    }
+
+    /// Waits until a `COPY` out of this database runs while `task` does: true once one is seen,
+    /// false if `task` ended first (a run too quick to be caught mid-way between two looks).
+    pub async fn wait_for_copy_during<T>(&self, task: &tokio::task::JoinHandle<T>) -> bool {
+        crate::wait_for(
+            "an executor's COPY or the task's end",
+            Duration::from_secs(60),
+            || async {
+                if self.copying().await {
+                    return Some(true);
+                }
+                task.is_finished().then_some(false)
+            },
+        )
+        .await
+    }
+
+    async fn copying(&self) -> bool {
+        let copying: Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'COPY%' AND state = 'active'",
+        )
+        .bind(&self.name)
+        .fetch_one(&self.pool)
+        .await;
+        copying.is_ok_and(|n| n > 0)
     }
 
     /// Drops the database now, terminating its connections (a source "going away").

@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use crate::cluster::bin_path;
 use crate::ports::free_port;
+use crate::postgres::TestDatabase;
 
 /// A running `kalla-runner` (embedded cluster) with its own data dir; killed when dropped.
 pub struct Runner {
@@ -143,6 +144,35 @@ impl Runner {
         body: Option<Value>,
     ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
         tokio::spawn(answer(self.request(method, path, body)))
+    }
+
+    /// Sends `method path` in the background, again and again until a run is caught copying from
+    /// `db`, and returns that run still going. Runs that ended before they were caught (too quick
+    /// to be seen between two looks) must have succeeded; the last one's answer is returned too.
+    pub async fn spawn_caught_copying(
+        &self,
+        db: &TestDatabase,
+        method: Method,
+        path: &str,
+    ) -> (tokio::task::JoinHandle<(StatusCode, Value)>, Option<Value>) {
+        let mut ended = None;
+        for _ in 0..5 {
+            let run = self.spawn_call(method.clone(), path, None);
+            if db.wait_for_copy_during(&run).await {
+                return (run, ended);
+            }
+            let (status, answer) = run.await.expect("the request task");
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{method} {path}, which nothing struck: {answer}"
+            );
+            ended = Some(answer);
+        }
+        panic!(
+            "{method} {path} ended five times before a COPY from {} was seen",
+            db.name
+        );
     }
 
     pub fn http(&self) -> &reqwest::Client {

@@ -423,16 +423,31 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
     cluster.assert_running();
 }
 
+/// Where the cache of `orders` is refreshed.
+fn refresh_path(id: &str) -> String {
+    format!("/api/connections/{id}/tables/public/orders/refresh")
+}
+
 /// Refreshes the cache of `orders` and returns the runner's answer.
 async fn refresh_orders(runner: &Runner, id: &str) -> (StatusCode, Value) {
-    let path = format!("/api/connections/{id}/tables/public/orders/refresh");
-    runner.call(Method::POST, &path, None).await
+    runner.call(Method::POST, &refresh_path(id), None).await
 }
 
 /// Refreshes in the background, so a fault can be injected while it runs.
 fn spawn_refresh(runner: &Runner, id: &str) -> tokio::task::JoinHandle<(StatusCode, Value)> {
-    let path = format!("/api/connections/{id}/tables/public/orders/refresh");
-    runner.spawn_call(Method::POST, &path, None)
+    runner.spawn_call(Method::POST, &refresh_path(id), None)
+}
+
+/// A refresh caught copying from the source, still going, and the answer of the last refresh
+/// that ended before one could be caught.
+async fn refresh_caught_copying(
+    runner: &Runner,
+    db: &TestDatabase,
+    id: &str,
+) -> (tokio::task::JoinHandle<(StatusCode, Value)>, Option<Value>) {
+    runner
+        .spawn_caught_copying(db, Method::POST, &refresh_path(id))
+        .await
 }
 
 /// After a fault: exactly one version remains (the served one), it answers correctly, and the
@@ -492,8 +507,11 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
     // (or, if Ballista retried the failed tasks, the new version does).
     db.execute("UPDATE orders SET amount = amount + 1 WHERE id <= 10")
         .await;
-    let refresh = spawn_refresh(&setup.runner, &id);
-    db.wait_for_copy().await;
+    let (refresh, ended) = refresh_caught_copying(&setup.runner, &db, &id).await;
+    if let Some(ended) = ended {
+        served = ended["version"].as_str().unwrap().to_string();
+        served_totals = json!(db.text_row(ORDER_TOTALS).await);
+    }
     db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'").await;
     let (status, outcome) = refresh.await.unwrap();
     eprintln!("source backends terminated mid-refresh: {status} {outcome}");
@@ -509,8 +527,11 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
     // An executor killed mid-refresh: the refresh fails or is retried on the other executor; either
     // way one complete version serves.
     let mut setup = setup;
-    let refresh = spawn_refresh(&setup.runner, &id);
-    db.wait_for_copy().await;
+    let (refresh, ended) = refresh_caught_copying(&setup.runner, &db, &id).await;
+    if let Some(ended) = ended {
+        served = ended["version"].as_str().unwrap().to_string();
+        served_totals = json!(db.text_row(ORDER_TOTALS).await);
+    }
     setup.cluster.kill("executor-0");
     let (status, outcome) = tokio::time::timeout(Duration::from_secs(120), refresh)
         .await

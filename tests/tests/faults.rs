@@ -295,8 +295,12 @@ async fn s3_stopped_mid_write() {
 
     // A brief stop, then one that lasts until the refresh has ended.
     for (name, outage) in [("brief", Some(Duration::from_secs(1))), ("long", None)] {
-        let refresh = runner.spawn_call(Method::POST, &refresh_path, None);
-        db.wait_for_copy().await;
+        let (refresh, ended) = runner
+            .spawn_caught_copying(&db, Method::POST, &refresh_path)
+            .await;
+        if let Some(ended) = ended {
+            served = ended["version"].as_str().unwrap().to_string();
+        }
         s3.stop().await;
         if let Some(outage) = outage {
             tokio::time::sleep(outage).await;
