@@ -209,6 +209,19 @@ async fn assert_matches_truth(setup: &Setup, db: &TestDatabase, job: &Value, tru
     let id = job["id"].as_str().unwrap();
     let results = setup.results.path();
     let single = |rows: Vec<Vec<String>>| rows[0][0].parse::<i64>().unwrap();
+    let keys_apart = outputs_query(
+        results,
+        id,
+        "SELECT count(*) FROM (SELECT left_invoice_id, right_invoice_ref FROM matched \
+         UNION ALL SELECT left_invoice_id, right_invoice_ref FROM mismatched) \
+         WHERE left_invoice_id IS NULL OR (right_invoice_ref IS DISTINCT FROM left_invoice_id)",
+    )
+    .await;
+    assert_eq!(
+        single(keys_apart),
+        0,
+        "a matched or mismatched row holds both sides' (equal) keys"
+    );
     let within = outputs_query(results, id, "SELECT count(*) FROM matched WHERE amount_diff <> 0").await;
     assert_eq!(single(within), truth.within_tolerance);
     let tolerance_edge = outputs_query(

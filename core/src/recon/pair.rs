@@ -478,29 +478,30 @@ impl Fates {
                 self.right_unpaired.1[range].to_vec(),
             ),
         };
+        let gather = |batch: &RecordBatch, taken: &Option<UInt32Array>, columns: Range<usize>| {
+            columns
+                .map(|column| match taken {
+                    Some(indices) => take(batch.column(column), indices, None),
+                    None => Ok(new_null_array(batch.schema_ref().field(column).data_type(), rows)),
+                })
+                .collect::<Result<Vec<ArrayRef>, _>>()
+        };
+        let left_keys = gather(&self.left, &left, 0..self.keys)?;
+        // A pair's keys are equal byte for byte, so they are the same values: the right side's
+        // are not gathered again (it is the side read at random).
+        let right_keys = match part {
+            Part::Pairs => left_keys.clone(),
+            _ => gather(&self.right, &right, 0..self.keys)?,
+        };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         columns.push(match side {
             Some(side) => Arc::new(StringArray::from(vec![side; rows])),
             None => new_null_array(&DataType::Utf8, rows),
         });
-        let (left_values, right_values) = (
-            self.keys..self.left.num_columns(),
-            self.keys..self.right.num_columns(),
-        );
-        for (batch, taken, columns_of_side) in [
-            (&self.left, &left, 0..self.keys),
-            (&self.right, &right, 0..self.keys),
-            (&self.left, &left, left_values),
-            (&self.right, &right, right_values),
-        ] {
-            for column in columns_of_side {
-                let field = schema.field(columns.len());
-                columns.push(match taken {
-                    Some(indices) => take(batch.column(column), indices, None)?,
-                    None => new_null_array(field.data_type(), rows),
-                });
-            }
-        }
+        columns.extend(left_keys);
+        columns.extend(right_keys);
+        columns.extend(gather(&self.left, &left, self.keys..self.left.num_columns())?);
+        columns.extend(gather(&self.right, &right, self.keys..self.right.num_columns())?);
         columns.push(Arc::new(UInt8Array::from(fates)));
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
@@ -555,7 +556,7 @@ fn unpaired<'a>(
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{AsArray, Int32Array, Int64Array};
-    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::arrow::datatypes::{Int32Type, Int64Type};
     use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::physical_plan::collect;
     use datafusion::prelude::SessionContext;
@@ -589,13 +590,37 @@ mod tests {
         MemorySourceConfig::try_new_exec(&[batches], schema, None).unwrap()
     }
 
-    /// Output rows as (fate, side, left value, right value), sorted.
+    /// The key an output row holds for one side (`prefix`), read from its `_k` and `_n` columns.
+    fn output_key(batch: &RecordBatch, prefix: &str, row: usize) -> Option<(Option<String>, Option<i32>)> {
+        let k = batch.column_by_name(&format!("{prefix}_k")).unwrap();
+        let n = batch.column_by_name(&format!("{prefix}_n")).unwrap();
+        let k = k
+            .is_valid(row)
+            .then(|| k.as_string::<i32>().value(row).to_string());
+        let n = n.is_valid(row).then(|| n.as_primitive::<Int32Type>().value(row));
+        (k.is_some() || n.is_some()).then_some((k, n))
+    }
+
+    /// A side's keys by the value of their rows (values tell rows apart in these tests, or
+    /// belong to rows of the same key).
+    fn keys_by_value(rows: &[(Key, i64)]) -> std::collections::HashMap<i64, (Option<String>, Option<i32>)> {
+        rows.iter()
+            .filter(|((k, n), _)| k.is_some() || n.is_some())
+            .map(|((k, n), v)| (*v, (k.map(str::to_string), *n)))
+            .collect()
+    }
+
+    /// Output rows as (fate, side, left value, right value), sorted; every row's keys must be
+    /// those of the input rows its values came from.
     async fn paired(
         left: &[(Key, i64)],
         right: &[(Key, i64)],
     ) -> Vec<(u8, Option<String>, Option<i64>, Option<i64>)> {
         let exec = Arc::new(PairExec::try_new(2, side("l", left), side("r", right)).unwrap());
         let batches = collect(exec, SessionContext::new().task_ctx()).await.unwrap();
+        let (left_keys, right_keys) = (keys_by_value(left), keys_by_value(right));
+        let input_key =
+            |keys: &std::collections::HashMap<i64, _>, v: Option<i64>| v.and_then(|v| keys.get(&v).cloned());
         let mut rows = Vec::new();
         for batch in batches {
             let column = |name: &str| batch.column_by_name(name).unwrap().clone();
@@ -606,6 +631,14 @@ mod tests {
                         .is_valid(row)
                         .then(|| array.as_primitive::<Int64Type>().value(row))
                 };
+                assert_eq!(
+                    output_key(&batch, "l", row),
+                    input_key(&left_keys, value(&left_v))
+                );
+                assert_eq!(
+                    output_key(&batch, "r", row),
+                    input_key(&right_keys, value(&right_v))
+                );
                 rows.push((
                     fate.as_primitive::<datafusion::arrow::datatypes::UInt8Type>()
                         .value(row),
