@@ -23,13 +23,24 @@ RECIPE_ID=$(api -d "$RECIPE" "$URL/api/recipes" | field '["id"]')
 
 kalla_recon() {
   run_job "{\"type\":\"recon\",\"recipe_id\":\"$RECIPE_ID\"}" >"$WORK/kalla-job.json"
+}
+# The last Kalla run's own timings (outside the timed section).
+kalla_job_timings() {
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("kalla_job", j["summary"]["duration_ms"]/1000); print("kalla_classify", j["summary"]["timings_ms"]["classify"]/1000)' \
     "$WORK/kalla-job.json" >>"$WORK/inner"
 }
 anchor() {
   "$PY" - "$1" "$WORK/invoices" "$WORK/payments" "$WORK/anchor-$1" >"$WORK/anchor-$1.json" <<'PY'
-import json, sys
+import json, sys, time
 mode, invoices, payments, out = sys.argv[1:]
+if mode.startswith("duckdb"):
+    import duckdb
+else:
+    import datacompy, polars as pl, pandas as pd
+START = time.perf_counter()
+def report(counts):
+    """Prints the counts and the seconds spent since the imports (the anchor's own time)."""
+    print(json.dumps(dict(counts, seconds=round(time.perf_counter() - START, 3))))
 CLASSIFY = """
 WITH l AS (SELECT * FROM read_parquet('{i}/*.parquet')), r AS (SELECT * FROM read_parquet('{p}/*.parquet')),
 j AS (SELECT l.invoice_id, r.invoice_ref, l.amount AS left_amount, r.amount AS right_amount,
@@ -40,7 +51,6 @@ j AS (SELECT l.invoice_id, r.invoice_ref, l.amount AS left_amount, r.amount AS r
       FROM l FULL OUTER JOIN r ON l.invoice_id = r.invoice_ref)
 """
 if mode in ("duckdb_counts", "duckdb_outputs"):
-    import duckdb
     con = duckdb.connect(config={"threads": 2})
     sql = CLASSIFY.format(i=invoices, p=payments)
     if mode == "duckdb_counts":
@@ -51,9 +61,8 @@ if mode in ("duckdb_counts", "duckdb_outputs"):
         for o in ["matched", "mismatched", "left_only", "right_only"]:
             con.execute(f"COPY (SELECT * FROM j WHERE outcome = '{o}') TO '{out}/{o}.parquet' (FORMAT parquet)")
         rows = con.execute("SELECT outcome, count(*) FROM j GROUP BY 1 ORDER BY 1").fetchall()
-    print(json.dumps({k: v for k, v in rows}))
+    report({k: v for k, v in rows})
 else:
-    import datacompy, polars as pl, pandas as pd
     if mode == "datacompy_polars":
         l = pl.read_parquet(invoices + "/*.parquet"); r = pl.read_parquet(payments + "/*.parquet").rename({"invoice_ref": "invoice_id"})
         cmp = datacompy.PolarsCompare(l.select(["invoice_id", "amount"]), r.select(["invoice_id", "amount"]), join_columns="invoice_id", abs_tol=0.01)
@@ -62,9 +71,9 @@ else:
         cmp = datacompy.PandasCompare(l[["invoice_id", "amount"]], r[["invoice_id", "amount"]], join_columns="invoice_id", abs_tol=0.01)
     both = cmp.intersect_rows
     mismatched = len(cmp.all_mismatch())
-    print(json.dumps({"matched": len(both) - mismatched, "mismatched": mismatched,
+    report({"matched": len(both) - mismatched, "mismatched": mismatched,
                       "left_only": len(cmp.df1_unq_rows), "right_only": len(cmp.df2_unq_rows),
-                      "note": "amount only (datacompy has no date window)"}))
+                      "note": "amount only (datacompy has no date window)"})
 PY
 }
 
@@ -76,7 +85,11 @@ step "$RUNS timed runs, interleaved"
 : >"$WORK/inner"
 for run in $(seq "$RUNS"); do
   time_it kalla kalla_recon
-  for a in duckdb_counts duckdb_outputs datacompy_polars datacompy_pandas; do time_it $a anchor $a; done
+  kalla_job_timings
+  for a in duckdb_counts duckdb_outputs datacompy_polars datacompy_pandas; do
+    time_it $a anchor $a
+    python3 -c 'import json,sys; print(sys.argv[1], json.load(open(sys.argv[2]))["seconds"])' "$a" "$WORK/anchor-$a.json" >>"$WORK/inner"
+  done
 done
 
 step "where the time goes: the last Kalla run's Ballista jobs, stage by stage"
@@ -112,6 +125,10 @@ print("| Kalla (cluster, outputs written) | %.2f | %s | 1.00 |" % (k, runs(times
 for a, label in [("duckdb_counts", "DuckDB SQL, counts only"), ("duckdb_outputs", "DuckDB SQL, outputs written as parquet"),
                  ("datacompy_polars", "datacompy (Polars), amount only"), ("datacompy_pandas", "datacompy (Pandas), amount only")]:
     print("| %s | %.2f | %s | %.2f× |" % (label, med(times, a), runs(times, a), med(times, a) / k))
+print("\nThe same runs timed inside each system (medians): Kalla's job from its start (taken off the queue) to")
+print("its outputs published, as the runner records it, %.2f s; the anchors from after Python's start and imports to their" % med(inner, "kalla_job"))
+print("answer: %s." % ", ".join("%s %.2f s" % (a, med(inner, a)) for a in
+      ["duckdb_counts", "duckdb_outputs", "datacompy_polars", "datacompy_pandas"]))
 print("\nWhere Kalla's time goes (median of the job's own timings): job %.2f s, of which the classifying pass %.2f s;" %
       (med(inner, "kalla_job"), med(inner, "kalla_classify")))
 print("timings of the last run: `%s`.\n" % json.dumps(job["summary"]["timings_ms"]))
