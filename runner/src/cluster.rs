@@ -23,11 +23,14 @@ use crate::scheduler_api::SchedulerApi;
 
 /// A session on a remote cluster (`df://host:port`), or on an embedded one when `scheduler` is `None`.
 pub async fn connect(scheduler: Option<&str>, key: ClusterKey) -> anyhow::Result<SessionContext> {
-    Ok(
-        ClusterEndpoint::start(scheduler, key, S3Settings::default(), ShuffleCompression::Lz4)
-            .await?
-            .base,
+    Ok(ClusterEndpoint::start(
+        scheduler,
+        key,
+        S3Settings::default(),
+        ShuffleCompression::default(),
     )
+    .await?
+    .base)
 }
 
 /// The runner's cluster: a fresh session for each job, and where to reach the scheduler.

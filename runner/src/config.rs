@@ -39,8 +39,9 @@ impl fmt::Debug for SecretString {
 }
 
 /// Ballista's codecs for shuffle files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ShuffleCompression {
+    #[default]
     Lz4,
     Zstd,
     None,
@@ -125,7 +126,7 @@ pub struct RunnerConfig {
     pub job_stall_timeout_secs: u64,
     /// How shuffle files between stages are compressed: `lz4`, `zstd` or `none` (spends disk
     /// and network instead of CPU; best where executors share a machine or a fast network).
-    #[arg(long, value_enum, default_value_t = ShuffleCompression::Lz4)]
+    #[arg(long, value_enum, default_value_t = ShuffleCompression::default())]
     pub shuffle_compression: ShuffleCompression,
     /// Web origins (`https://app.example.com`, comma-separated) whose pages may call the API from
     /// a browser; none by default, so browsers refuse cross-origin calls.

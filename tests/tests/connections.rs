@@ -450,6 +450,12 @@ async fn refresh_caught_copying(
         .await
 }
 
+/// The version a successful refresh answered, and Postgres's totals it must serve.
+async fn serving(refreshed: &Value, db: &TestDatabase) -> (String, Value) {
+    let version = refreshed["version"].as_str().unwrap().to_string();
+    (version, json!(db.text_row(ORDER_TOTALS).await))
+}
+
 /// After a fault: exactly one version remains (the served one), it answers correctly, and the
 /// scheduler runs no job.
 async fn assert_one_serving_version(setup: &Setup, id: &str, served: &str, totals: &Value) {
@@ -500,8 +506,7 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
         .to_string();
     let (status, first) = refresh_orders(&setup.runner, &id).await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    let mut served = first["version"].as_str().unwrap().to_string();
-    let mut served_totals = json!(db.text_row(ORDER_TOTALS).await);
+    let (mut served, mut served_totals) = serving(&first, &db).await;
 
     // The source's backends terminated mid-refresh: the refresh fails and v1 keeps serving
     // (or, if Ballista retried the failed tasks, the new version does).
@@ -509,15 +514,13 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
         .await;
     let (refresh, ended) = refresh_caught_copying(&setup.runner, &db, &id).await;
     if let Some(ended) = ended {
-        served = ended["version"].as_str().unwrap().to_string();
-        served_totals = json!(db.text_row(ORDER_TOTALS).await);
+        (served, served_totals) = serving(&ended, &db).await;
     }
     db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'").await;
     let (status, outcome) = refresh.await.unwrap();
     eprintln!("source backends terminated mid-refresh: {status} {outcome}");
     if status == StatusCode::OK {
-        served = outcome["version"].as_str().unwrap().to_string();
-        served_totals = json!(db.text_row(ORDER_TOTALS).await);
+        (served, served_totals) = serving(&outcome, &db).await;
     } else {
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{outcome}");
         assert_eq!(outcome["error"]["code"], "refresh_failed", "{outcome}");
@@ -529,8 +532,7 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
     let mut setup = setup;
     let (refresh, ended) = refresh_caught_copying(&setup.runner, &db, &id).await;
     if let Some(ended) = ended {
-        served = ended["version"].as_str().unwrap().to_string();
-        served_totals = json!(db.text_row(ORDER_TOTALS).await);
+        (served, served_totals) = serving(&ended, &db).await;
     }
     setup.cluster.kill("executor-0");
     let (status, outcome) = tokio::time::timeout(Duration::from_secs(120), refresh)
@@ -540,8 +542,7 @@ async fn faults_mid_refresh_leave_the_previous_version_serving() {
     eprintln!("executor killed mid-refresh: {status} {outcome}");
     if status == StatusCode::OK {
         assert_eq!(outcome["rows"], 600_000, "{outcome}");
-        served = outcome["version"].as_str().unwrap().to_string();
-        served_totals = json!(db.text_row(ORDER_TOTALS).await);
+        (served, served_totals) = serving(&outcome, &db).await;
     } else {
         assert_eq!(outcome["error"]["code"], "refresh_failed", "{outcome}");
     }

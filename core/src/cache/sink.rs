@@ -53,8 +53,8 @@ pub struct SinkSpec {
 }
 
 /// Rows go to `outputs[route]`, where `route` is the row's value in the `UInt8` column
-/// `route_column`; rows whose route names no output are an error. Outputs are written without
-/// dictionaries ([`Encoding::Fast`]): a reconciliation's hold mostly unique keys and amounts.
+/// `route_column`; rows whose route names no output are an error. Outputs are written as
+/// [`Encoding::Fast`]: a reconciliation's hold mostly unique keys, amounts and dates.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Split {
     pub route_column: usize,
@@ -295,8 +295,9 @@ fn delta_encoding(data_type: &DataType) -> Option<ParquetEncoding> {
         | DataType::Int64
         | DataType::Date32
         | DataType::Date64
-        | DataType::Timestamp(..) => Some(ParquetEncoding::DELTA_BINARY_PACKED),
-        DataType::Decimal32(..) | DataType::Decimal64(..) => Some(ParquetEncoding::DELTA_BINARY_PACKED),
+        | DataType::Timestamp(..)
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..) => Some(ParquetEncoding::DELTA_BINARY_PACKED),
         DataType::Decimal128(precision, _) if *precision <= 18 => Some(ParquetEncoding::DELTA_BINARY_PACKED),
         DataType::Utf8
         | DataType::LargeUtf8

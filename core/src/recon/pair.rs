@@ -564,6 +564,8 @@ mod tests {
     use super::*;
 
     type Key = (Option<&'static str>, Option<i32>);
+    /// A [`Key`] as read back from the output.
+    type OwnedKey = (Option<String>, Option<i32>);
 
     /// A side's one-partition input: key columns `k` and `n`, value column `v`.
     fn side(prefix: &str, rows: &[(Key, i64)]) -> Arc<dyn ExecutionPlan> {
@@ -591,7 +593,7 @@ mod tests {
     }
 
     /// The key an output row holds for one side (`prefix`), read from its `_k` and `_n` columns.
-    fn output_key(batch: &RecordBatch, prefix: &str, row: usize) -> Option<(Option<String>, Option<i32>)> {
+    fn output_key(batch: &RecordBatch, prefix: &str, row: usize) -> Option<OwnedKey> {
         let k = batch.column_by_name(&format!("{prefix}_k")).unwrap();
         let n = batch.column_by_name(&format!("{prefix}_n")).unwrap();
         let k = k
@@ -603,7 +605,7 @@ mod tests {
 
     /// A side's keys by the value of their rows (values tell rows apart in these tests, or
     /// belong to rows of the same key).
-    fn keys_by_value(rows: &[(Key, i64)]) -> std::collections::HashMap<i64, (Option<String>, Option<i32>)> {
+    fn keys_by_value(rows: &[(Key, i64)]) -> HashMap<i64, OwnedKey> {
         rows.iter()
             .filter(|((k, n), _)| k.is_some() || n.is_some())
             .map(|((k, n), v)| (*v, (k.map(str::to_string), *n)))
@@ -619,8 +621,7 @@ mod tests {
         let exec = Arc::new(PairExec::try_new(2, side("l", left), side("r", right)).unwrap());
         let batches = collect(exec, SessionContext::new().task_ctx()).await.unwrap();
         let (left_keys, right_keys) = (keys_by_value(left), keys_by_value(right));
-        let input_key =
-            |keys: &std::collections::HashMap<i64, _>, v: Option<i64>| v.and_then(|v| keys.get(&v).cloned());
+        let input_key = |keys: &HashMap<i64, OwnedKey>, v: Option<i64>| v.and_then(|v| keys.get(&v).cloned());
         let mut rows = Vec::new();
         for batch in batches {
             let column = |name: &str| batch.column_by_name(name).unwrap().clone();
