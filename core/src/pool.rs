@@ -237,10 +237,14 @@ mod tests {
         let registry = PoolRegistry::new(PoolSettings::default());
         let a1 = registry.get("postgres://u@127.0.0.1:1/a").unwrap();
         let a2 = registry.get("postgres://u@127.0.0.1:1/a").unwrap();
-        registry.get("postgres://u@127.0.0.1:1/b").unwrap();
+        let b = registry.get("postgres://u@127.0.0.1:1/b").unwrap();
         assert_eq!(registry.len(), 2);
         assert_eq!(a1.options().get_max_connections(), 4);
-        assert!(std::ptr::eq(a1.options(), a2.options()) || a1.size() == a2.size());
+        // A pool's options live in its shared state: one address means one pool, whose
+        // connection cap then holds across every caller.
+        let same_pool = |x: &PgPool, y: &PgPool| std::ptr::eq(x.options(), y.options());
+        assert!(same_pool(&a1, &a2), "two pools for one source");
+        assert!(!same_pool(&a1, &b), "one pool for two sources");
     }
 
     #[tokio::test]
