@@ -6,10 +6,12 @@
 //! standard `AWS_*` variables) to reach an `s3://` cache.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ballista_core::error::BallistaError;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_executor::health::spawn_health_server;
@@ -17,8 +19,10 @@ use clap::Parser;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use kalla_core::codec::{KallaLogicalCodec, KallaPhysicalCodec};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
-use kalla_core::storage::{ObjectStores, S3Args};
+use kalla_core::process::{LogFiles, LogSettings};
+use kalla_core::storage::{ObjectStores, S3Args, S3Settings};
 use kalla_core::{ClusterKey, process, session};
+use tokio::task::JoinError;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +54,7 @@ struct Validated {
     key: ClusterKey,
     health_addr: SocketAddr,
     config: ExecutorProcessConfig,
+    log: LogSettings,
 }
 
 fn validated(ballista: ballista_executor::config::Config) -> anyhow::Result<Validated> {
@@ -58,33 +63,62 @@ fn validated(ballista: ballista_executor::config::Config) -> anyhow::Result<Vali
         .parse()
         .context("invalid --bind-host/--bind-health-port")?;
     let config: ExecutorProcessConfig = ballista.try_into().context("invalid executor configuration")?;
+    let log = log_settings(&config)?;
     Ok(Validated {
         key,
         health_addr,
         config,
+        log,
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Logging as Ballista's stock executor does it, file names included.
+fn log_settings(config: &ExecutorProcessConfig) -> anyhow::Result<LogSettings> {
+    Ok(LogSettings {
+        default_level: config.special_mod_log_level.clone(),
+        thread_info: config.print_thread_info,
+        files: LogFiles::from_flags(
+            config.log_dir.as_deref(),
+            config.log_file_name_prefix(),
+            config.log_rotation_policy,
+        )?,
+    })
+}
+
+fn main() -> ExitCode {
+    process::exit_code(start())
+}
+
+fn start() -> anyhow::Result<()> {
     let args: Args = process::parse_args();
     let stray = process::stray_variables::<Args>(&[kalla_core::seal::SECRET_KEY_ENV]);
     if args.check_config {
         process::exit_after_check(NAME, &stray, validated(args.ballista).map(drop));
     }
-    process::init_tracing(&args.ballista.log_level_setting);
+    let executor = validated(args.ballista)?;
+    // Outlives the runtime, so the log file gets every line until the process ends.
+    let _log = process::init_logging(&executor.log)?;
     process::warn_stray(&stray);
-    let Validated {
+    let pool = PoolSettings {
+        max_connections: args.source_pool_max_connections,
+        idle_timeout: Duration::from_secs(args.source_pool_idle_timeout_secs),
+        application_name: format!("kalla-executor-{}", executor.config.executor_id),
+        ..PoolSettings::default()
+    };
+    tokio::runtime::Runtime::new()?.block_on(run(executor, pool, args.s3.settings()))
+}
+
+async fn run(
+    Validated {
         key,
         health_addr,
         mut config,
-    } = validated(args.ballista)?;
-    PoolRegistry::global().configure(PoolSettings {
-        max_connections: args.source_pool_max_connections,
-        idle_timeout: Duration::from_secs(args.source_pool_idle_timeout_secs),
-        application_name: format!("kalla-executor-{}", config.executor_id),
-        ..PoolSettings::default()
-    });
+        ..
+    }: Validated,
+    pool: PoolSettings,
+    s3: S3Settings,
+) -> anyhow::Result<()> {
+    PoolRegistry::global().configure(pool);
     config.override_logical_codec = Some(Arc::new(KallaLogicalCodec::default()));
     config.override_physical_codec = Some(Arc::new(KallaPhysicalCodec::new(Some(key.clone()))));
     // Ballista's default registry lacks DataFusion's nested (array) functions: build it from
@@ -92,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let state = session::session_state(session::session_config(Some(key.clone())))?;
     config.override_function_registry = Some(Arc::new(BallistaFunctionRegistry::from(&state)));
     // Cache and result locations on s3:// are opened on first use with this executor's settings.
-    let stores = Arc::new(ObjectStores::new(args.s3.settings()));
+    let stores = Arc::new(ObjectStores::new(s3));
     let spill_dir = config
         .work_dir
         .clone()
@@ -107,10 +141,29 @@ async fn main() -> anyhow::Result<()> {
     config.override_config_producer = Some(Arc::new(move || session::session_config(Some(key.clone()))));
 
     let (stop_health, health_stopped) = tokio::sync::oneshot::channel();
-    let health = spawn_health_server(health_addr, config.health.clone(), health_stopped);
+    let mut health = spawn_health_server(health_addr, config.health.clone(), health_stopped);
     tracing::info!(executor_id = %config.executor_id, "kalla-executor starting");
-    let result = start_executor_process(Arc::new(config)).await;
+    // Ballista's health server ends early only when it cannot serve (its port is taken), and
+    // says nothing: an executor without its probes would look dead to Kubernetes, so it stops.
+    let result = tokio::select! {
+        result = start_executor_process(Arc::new(config)) => result,
+        ended = &mut health => return Err(health_server_ended(ended, health_addr)),
+    };
     let _ = stop_health.send(());
     let _ = health.await;
     result.context("executor stopped with an error")
+}
+
+fn health_server_ended(
+    ended: Result<Result<(), BallistaError>, JoinError>,
+    health_addr: SocketAddr,
+) -> anyhow::Error {
+    let cause = match ended {
+        Ok(Err(error)) => anyhow::Error::new(error),
+        Ok(Ok(())) => anyhow::anyhow!("it stopped"),
+        Err(error) => anyhow::Error::new(error),
+    };
+    cause.context(format!(
+        "kalla-executor cannot serve its health probes on {health_addr} (--bind-health-port)"
+    ))
 }

@@ -1,5 +1,5 @@
-//! The executor binary accepts Ballista's stock flags, their `KALLA_*` variables, and refuses
-//! to start without a valid cluster key.
+//! The executor binary accepts Ballista's stock flags, their `KALLA_*` variables, honours its log
+//! flags, and refuses to start without a valid cluster key.
 
 use std::process::Command;
 
@@ -45,4 +45,68 @@ fn refuses_to_start_without_a_valid_cluster_key() {
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert!(stderr.contains(expected), "{stderr}");
     }
+}
+
+/// `--log-dir` as Ballista's stock executor honours it: the lines go, JSON when
+/// `KALLA_LOG_FORMAT=json`, to `executor_<external host>_<port>` there, down to the last one
+/// before the executor gives up on an unreachable scheduler; only that final error goes to stderr.
+#[test]
+fn log_lines_go_to_the_log_dir_until_the_process_ends() {
+    let dir = std::env::temp_dir().join(format!("kalla-executor-logs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = Command::new(BIN)
+        .args([
+            "--scheduler-port",
+            "1",
+            "--scheduler-connect-timeout-seconds",
+            "0",
+        ])
+        .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+        .args([
+            "--bind-port",
+            "0",
+            "--bind-grpc-port",
+            "0",
+            "--bind-health-port",
+            "0",
+        ])
+        .args(["--log-rotation-policy", "never", "--log-dir"])
+        .arg(&dir)
+        .env("KALLA_SECRET_KEY", kalla_core::ClusterKey::generate_base64())
+        .env("KALLA_LOG_FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success(), "no scheduler listens on port 1");
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("Error: executor stopped with an error"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(dir.join("executor_127.0.0.1_0")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.starts_with('{') && line.ends_with('}')),
+        "JSON lines: {text}"
+    );
+    assert!(text.contains(r#""message":"kalla-executor starting""#), "{text}");
+    assert!(
+        text.contains(r#""threadName":"#),
+        "--print-thread-info is on by default: {text}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|line| line.contains("Executor memory pool")),
+        "the last line before the executor tries the scheduler and exits is there: {text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

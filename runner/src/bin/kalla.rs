@@ -1,6 +1,7 @@
 //! `kalla`: the command-line client.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -100,7 +101,11 @@ struct QueryArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    process::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     // A shell set up for another runner (KALLA_DATABASE_URL, KALLA_BIND, …) must not change the
     // local cluster: its flags read no variables but the ones they name themselves.
     let cli: Cli =
