@@ -27,7 +27,7 @@ pub enum SealError {
          (32 random bytes, base64-encoded, e.g. `openssl rand -base64 32`)"
     )]
     MissingKey,
-    #[error("{SECRET_KEY_ENV} is not valid base64: {0}")]
+    #[error("{SECRET_KEY_ENV} is not valid base64 ({0}); generate a key with `openssl rand -base64 32`")]
     KeyNotBase64(base64::DecodeError),
     #[error("{SECRET_KEY_ENV} must decode to exactly 32 bytes, got {0} (use `openssl rand -base64 32`)")]
     KeyWrongLength(usize),

@@ -209,8 +209,7 @@ impl RunnerConfig {
         let location = match &self.cache_dir {
             Some(location) => location.clone(),
             None => {
-                std::fs::create_dir_all(&self.data_dir)
-                    .with_context(|| format!("cannot create the data dir {}", self.data_dir.display()))?;
+                crate::local_state::prepare_data_dir(&self.data_dir)?;
                 let dir = std::fs::canonicalize(&self.data_dir)?;
                 url::Url::from_directory_path(&dir)
                     .map_err(|()| anyhow::anyhow!("the data dir {} is not an absolute path", dir.display()))?

@@ -1,8 +1,9 @@
-//! Credentials the runner generates for itself on first start, kept in the data dir (mode 0600).
+//! The runner's data dir (mode 0700) and the credentials the runner generates for itself there on
+//! first start (mode 0600).
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -22,6 +23,24 @@ pub enum Origin {
     Stored(PathBuf),
 }
 
+/// Creates the data dir (and its parents) readable by this user only, unless it exists.
+pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    let what_to_do = "set --data-dir / KALLA_DATA_DIR to a directory this user can create and write";
+    match fs::metadata(data_dir) {
+        Ok(metadata) if metadata.is_dir() => return Ok(()),
+        Ok(_) => bail!(
+            "the data dir {} is not a directory; {what_to_do}",
+            data_dir.display()
+        ),
+        Err(_) => {}
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create the data dir {}; {what_to_do}", data_dir.display()))
+}
+
 /// The configured value, or the one stored in `data_dir/name`, or a freshly generated one stored there.
 pub fn load_or_generate(
     data_dir: &Path,
@@ -39,7 +58,7 @@ pub fn load_or_generate(
         return Ok((value.trim().to_string(), Origin::Stored(path)));
     }
     let value = generate();
-    fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    prepare_data_dir(data_dir)?;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -94,6 +113,28 @@ mod tests {
         assert!(matches!(origin, Origin::Stored(_)));
         let (configured, _) = load_or_generate(dir.path(), TOKEN_FILE, Some("mine"), generate_token).unwrap();
         assert_eq!(configured, "mine");
+    }
+
+    #[test]
+    fn the_data_dir_is_created_private_and_a_file_in_its_place_is_named() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("a/b");
+        prepare_data_dir(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        prepare_data_dir(&dir).unwrap();
+
+        let file = parent.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let error = format!("{:#}", prepare_data_dir(&file).unwrap_err());
+        assert!(
+            error.contains("is not a directory") && error.contains("--data-dir"),
+            "{error}"
+        );
+        let error = format!("{:#}", prepare_data_dir(&file.join("below")).unwrap_err());
+        assert!(
+            error.contains("cannot create the data dir") && error.contains("KALLA_DATA_DIR"),
+            "{error}"
+        );
     }
 
     #[test]

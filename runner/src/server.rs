@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use kalla_core::ClusterKey;
-use kalla_core::pool::{PoolRegistry, PoolSettings};
+use kalla_core::pool::{PoolRegistry, PoolSettings, redact_connection_url};
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiToken, AppState};
@@ -24,6 +24,7 @@ use crate::sources::Sources;
 
 pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     config.validate()?;
+    local_state::prepare_data_dir(&config.data_dir)?;
     let key = cluster_key(&config)?;
     let token = api_token(&config)?;
     PoolRegistry::global().configure(PoolSettings {
@@ -33,9 +34,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         application_name: "kalla-runner".into(),
         ping_when_idle_for: Duration::from_millis(100),
     });
-    let metadata = MetadataDb::open(&config.metadata_url())
-        .await
-        .context("metadata database")?;
+    let metadata = open_metadata(&config).await?;
     tracing::info!(backend = ?metadata.backend(), "metadata database ready");
     let cluster = start_cluster(&config, &key).await?;
 
@@ -121,6 +120,20 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
     tracing::info!("kalla-runner stopped");
     Ok(())
+}
+
+async fn open_metadata(config: &RunnerConfig) -> anyhow::Result<MetadataDb> {
+    let url = config.metadata_url();
+    MetadataDb::open(&url).await.with_context(|| {
+        let what_to_do = match &config.database_url {
+            Some(_) => "check --database-url / KALLA_DATABASE_URL and that the server accepts connections",
+            None => "check that the data dir is writable, or set --database-url / KALLA_DATABASE_URL",
+        };
+        format!(
+            "cannot open the metadata database {}; {what_to_do}",
+            redact_connection_url(&url)
+        )
+    })
 }
 
 /// The configured key, else (embedded mode; [`RunnerConfig::validate`] requires one with a remote

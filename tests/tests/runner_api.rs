@@ -732,3 +732,141 @@ async fn cors_is_closed_unless_origins_are_configured() {
     assert!(!status.success(), "a path in an origin must be refused: {output}");
     assert!(output.contains("not an origin"), "{output}");
 }
+
+/// `kalla-runner` with `args` and `env`, run until it exits; its status and what it printed.
+fn runner_start_failure(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut command = std::process::Command::new(kalla_e2e::cluster::bin_path("kalla-runner"));
+    command.args(["--bind", &format!("127.0.0.1:{}", kalla_e2e::ports::free_port())]);
+    for variable in [
+        "KALLA_API_TOKEN",
+        "KALLA_SECRET_KEY",
+        "KALLA_SCHEDULER",
+        "KALLA_DATABASE_URL",
+    ] {
+        command.env_remove(variable);
+    }
+    let output = command
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run kalla-runner");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, printed)
+}
+
+/// A start-up error says what failed and what to do, and no cause in it is empty.
+fn assert_start_up_error(printed: &str, what: &[&str]) {
+    for part in what {
+        assert!(printed.contains(part), "{part:?} missing from:\n{printed}");
+    }
+    let mut lines = printed.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim_end().ends_with("Caused by:") {
+            let next = lines.peek().map_or("", |l| l.trim());
+            assert!(!next.is_empty(), "an empty cause in:\n{printed}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_configured_runner_creates_its_new_data_dir_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data_dir = parent.path().join("not/there/yet");
+    let port = kalla_e2e::ports::free_port();
+    let token = "kalla_configured_token";
+    let mut child = std::process::Command::new(kalla_e2e::cluster::bin_path("kalla-runner"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("KALLA_API_TOKEN", token)
+        .env("KALLA_SECRET_KEY", kalla_e2e::cluster::cluster_key())
+        .env_remove("KALLA_SCHEDULER")
+        .env_remove("KALLA_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kalla-runner");
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/sources");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let answered = loop {
+        assert!(child.try_wait().unwrap().is_none(), "kalla-runner exited");
+        if let Ok(response) = http.get(&url).bearer_auth(token).send().await {
+            break response;
+        }
+        assert!(std::time::Instant::now() < deadline, "the runner did not answer");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answered.status(), StatusCode::OK);
+    let mode = std::fs::metadata(&data_dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the data dir is private");
+    assert!(
+        data_dir.join("kalla.db").exists(),
+        "the metadata DB is in the new data dir"
+    );
+    assert!(
+        !data_dir.join("api-token").exists() && !data_dir.join("secret.key").exists(),
+        "configured credentials are not written to disk"
+    );
+}
+
+#[tokio::test]
+async fn start_up_failures_say_what_failed_where_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let data_dir = data_dir.to_str().unwrap();
+
+    let (status, printed) =
+        runner_start_failure(&["--data-dir", data_dir, "--scheduler", "df://127.0.0.1:1"], &[]);
+    assert!(!status.success());
+    assert_start_up_error(&printed, &["KALLA_SECRET_KEY", "openssl rand -base64 32"]);
+
+    let (status, printed) =
+        runner_start_failure(&["--data-dir", data_dir], &[("KALLA_SECRET_KEY", "not base64!")]);
+    assert!(!status.success());
+    assert_start_up_error(
+        &printed,
+        &["KALLA_SECRET_KEY", "not valid base64", "openssl rand -base64 32"],
+    );
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let below_file = file.join("data");
+    let (status, printed) = runner_start_failure(&["--data-dir", below_file.to_str().unwrap()], &[]);
+    assert!(!status.success());
+    assert_start_up_error(
+        &printed,
+        &[
+            "cannot create the data dir",
+            below_file.to_str().unwrap(),
+            "--data-dir",
+        ],
+    );
+
+    let nowhere = format!(
+        "postgres://kalla:hunter2@127.0.0.1:{}/metadata",
+        kalla_e2e::ports::free_port()
+    );
+    let (status, printed) = runner_start_failure(&["--data-dir", data_dir, "--database-url", &nowhere], &[]);
+    assert!(!status.success());
+    assert_start_up_error(
+        &printed,
+        &[
+            "cannot open the metadata database",
+            "127.0.0.1",
+            "--database-url",
+            "Connection refused",
+        ],
+    );
+    assert!(
+        !printed.contains("hunter2"),
+        "the password is not printed:\n{printed}"
+    );
+}

@@ -52,6 +52,20 @@ pub enum MetadataError {
     Database(#[from] SqlxError),
 }
 
+/// Why a pool that kept retrying `url` gave up: the pool says only that it timed out, one more
+/// connection attempt says what stood in the way (refused, unknown host, bad password, …).
+async fn why_unreachable(url: &str) -> SqlxError {
+    use sqlx::Connection;
+    match sqlx::AnyConnection::connect(url).await {
+        Err(error) => error,
+        // It answers now: the pool's time-out is all there is to say.
+        Ok(connection) => {
+            let _ = connection.close().await;
+            SqlxError::PoolTimedOut
+        }
+    }
+}
+
 impl MetadataError {
     /// Whether the database could not be reached or went away mid-statement (a restart, a network
     /// fault), as opposed to refusing the statement: the same statement may succeed later.
@@ -126,11 +140,15 @@ impl MetadataDb {
             Backend::Sqlite => 4,
             Backend::Postgres => 10,
         };
-        let pool = AnyPoolOptions::new()
+        let pool = match AnyPoolOptions::new()
             .max_connections(max_connections)
             .connect(url)
             .await
-            .map_err(MetadataError::Connect)?;
+        {
+            Ok(pool) => pool,
+            Err(SqlxError::PoolTimedOut) => return Err(MetadataError::Connect(why_unreachable(url).await)),
+            Err(error) => return Err(MetadataError::Connect(error)),
+        };
         let db = Self { pool, backend };
         db.migrate().await?;
         Ok(db)
