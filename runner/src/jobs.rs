@@ -625,8 +625,7 @@ impl Jobs {
             .inner
             .queries
             .read_source(session, &side.source, false)
-            .await?
-            .0)
+            .await?)
     }
 
     /// Runs the job's next pass, unless an earlier run finished it; takes over the Ballista job of

@@ -189,25 +189,29 @@ impl Queries {
 
     /// The source `name` (an alias, or `connection.schema.table`) registered in `session` and
     /// read whole. With `live`, an uncached connection table is read from Postgres (its schema
-    /// is then known without caching it).
+    /// is then known without caching it). A source already registered in `session` (a recipe
+    /// may read one source on both sides) is read as registered.
     pub async fn read_source(
         &self,
         session: &SessionContext,
         name: &str,
         live: bool,
-    ) -> Result<(DataFrame, TableRead), QueryError> {
+    ) -> Result<DataFrame, QueryError> {
         let parts: Vec<&str> = name.split('.').collect();
         let reference = match parts.as_slice() {
             [table] => TableReference::bare(*table),
             [catalog, schema, table] => TableReference::full(*catalog, *schema, *table),
             _ => return Err(QueryError::UnknownTable(name.to_string())),
         };
-        let read = self.register(session, &reference, live).await?;
-        let frame = session
+        // `table_exist` errs when the table's catalog or schema is not registered either.
+        let registered = session.table_exist(reference.clone()).unwrap_or(false);
+        if !registered {
+            self.register(session, &reference, live).await?;
+        }
+        session
             .table(reference)
             .await
-            .map_err(|e| QueryError::Failed(e.to_string()))?;
-        Ok((frame, read))
+            .map_err(|e| QueryError::Failed(e.to_string()))
     }
 
     /// Makes `reference` readable in `session` and says how it will be read.

@@ -78,7 +78,7 @@ impl Recipes {
         let session = self.cluster.session();
         let mut schemas: Vec<Schema> = Vec::with_capacity(2);
         for (side, source) in [("left", &recipe.left.source), ("right", &recipe.right.source)] {
-            let (frame, _) = self
+            let frame = self
                 .queries
                 .read_source(&session, source, true)
                 .await

@@ -197,15 +197,38 @@ impl Runner {
 
     fn wait_for_exit(mut self) -> (ExitStatus, TempDir) {
         let status = self.child.wait().expect("runner exits");
+        self.assert_answers_documented();
         let data_dir = std::mem::replace(&mut self.data_dir, TempDir::new().expect("placeholder dir"));
         (status, data_dir)
     }
+
+    /// Every answer the runner gave is one its API document lists: it logs any other (see
+    /// `check_documented` in the runner), and a test that provoked one fails here.
+    fn assert_answers_documented(&self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let logs = self.logs();
+        let undocumented: Vec<&str> = logs
+            .lines()
+            .filter(|line| line.contains(UNDOCUMENTED_ANSWER))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "the runner gave answers its OpenAPI document lacks:\n{}",
+            undocumented.join("\n")
+        );
+    }
 }
+
+/// What the runner logs for an answer its OpenAPI document does not list.
+pub const UNDOCUMENTED_ANSWER: &str = "undocumented answer";
 
 impl Drop for Runner {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.assert_answers_documented();
     }
 }
 

@@ -3,7 +3,8 @@
 //! missing or wrong token with 401; schemathesis, generating requests (valid and hostile) from
 //! the document, gets no 5xx, only answers the document describes, and leaves the runner serving.
 //!
-//! Needs `schemathesis` (PyPI) on `PATH` or in `KALLA_TEST_SCHEMATHESIS`; `.ci/run` installs it.
+//! Needs `schemathesis` (PyPI) on `PATH` or in `KALLA_TEST_SCHEMATHESIS`; README's test command
+//! (`scripts/test`) installs it.
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! Postgres and the metadata Postgres restarted with `pg_ctl`, the S3 server stopped mid-write, the
 //! runner killed mid-job. Each checks the documented outcome, that nothing half-written is served
 //! or published, that no job stays running, and that the system serves again with no manual step.
-//! `cargo nextest run --workspace --profile faults` runs these and the fault cases kept next to
+//! `scripts/test --profile faults` runs these and the fault cases kept next to
 //! the features they break (see `.config/nextest.toml`).
 
 use std::time::Duration;

@@ -1,11 +1,12 @@
 //! Bearer-token authentication for every route but health, readiness and metrics.
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use super::error::ErrorCode;
 use super::{ApiError, AppState};
 
 /// The API token. `Debug` never shows it.
@@ -42,7 +43,7 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
 }
 
 fn unauthorized(message: &str) -> Response {
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    let mut response = ApiError::new(ErrorCode::Unauthorized, message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),

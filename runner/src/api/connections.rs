@@ -2,12 +2,12 @@
 //! their tables and parquet cache, and SQL over them.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{ApiJson, ApiQuery, ErrorBody};
+use super::error::{ApiJson, ApiPath, ApiQuery, Errors, codes};
 use super::{ApiError, AppState};
 use crate::cache::Refreshed;
 use crate::connections::{ColumnInfo, Discovery, Health, display_config};
@@ -81,8 +81,7 @@ impl From<TableRecord> for TableView {
     request_body = CreateConnection,
     responses(
         (status = 201, description = "The connection (password shown as `***`) and how discovery went", body = ConnectionView),
-        (status = 400, description = "Bad name, source type or settings", body = ErrorBody),
-        (status = 409, description = "The name is taken", body = ErrorBody),
+        Errors<(codes::InvalidName, codes::InvalidConnection, codes::Conflict)>,
     )
 )]
 pub async fn create(
@@ -118,12 +117,12 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ConnectionVi
     params(("id" = String, Path, description = "The connection id (`conn_…`)")),
     responses(
         (status = 200, description = "The connection with its table counts", body = ConnectionView),
-        (status = 404, description = "No such connection", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let record = state.connections.get(&id).await?;
     let tables = state.metadata.list_tables(Some(&id)).await?;
@@ -140,10 +139,13 @@ pub async fn show(
     params(("id" = String, Path, description = "The connection id (`conn_…`)")),
     responses(
         (status = 204, description = "Deleted, with its tables and cache"),
-        (status = 404, description = "No such connection", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
-pub async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
     state.connections.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -155,10 +157,13 @@ pub async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Re
     params(("id" = String, Path, description = "The connection id (`conn_…`)")),
     responses(
         (status = 200, description = "Whether the database answers, and how fast", body = Health),
-        (status = 404, description = "No such connection", body = ErrorBody),
+        Errors<(codes::NotFound, codes::SecretUnreadable)>,
     )
 )]
-pub async fn health(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Health>, ApiError> {
+pub async fn health(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Health>, ApiError> {
     let record = state.connections.get(&id).await?;
     Ok(Json(state.connections.health(&record).await?))
 }
@@ -187,13 +192,12 @@ pub struct ConnectionRefreshed {
     params(("id" = String, Path, description = "The connection id (`conn_…`)"), RefreshOptions),
     responses(
         (status = 200, description = "Tables discovered again; with `data=true` every cached table refreshed", body = ConnectionRefreshed),
-        (status = 404, description = "No such connection", body = ErrorBody),
-        (status = 503, description = "The database or the cluster cannot be reached", body = ErrorBody),
+        Errors<(codes::NotFound, codes::RefreshRunning, codes::RefreshFailed, codes::SecretUnreadable)>,
     )
 )]
 pub async fn refresh(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(options): ApiQuery<RefreshOptions>,
 ) -> Result<Json<ConnectionRefreshed>, ApiError> {
     let record = state.connections.get(&id).await?;
@@ -216,13 +220,12 @@ pub async fn refresh(
     params(("id" = String, Path, description = "The connection id (`conn_…`)"), ("schema" = String, Path, description = "The table's schema"), ("table" = String, Path, description = "The table's name")),
     responses(
         (status = 200, description = "A new cache version, published once completely written", body = Refreshed),
-        (status = 404, description = "No such connection or table", body = ErrorBody),
-        (status = 503, description = "The database or the cluster cannot be reached", body = ErrorBody),
+        Errors<(codes::NotFound, codes::RefreshRunning, codes::RefreshFailed, codes::SecretUnreadable)>,
     )
 )]
 pub async fn refresh_table(
     State(state): State<AppState>,
-    Path((id, schema, table)): Path<(String, String, String)>,
+    ApiPath((id, schema, table)): ApiPath<(String, String, String)>,
 ) -> Result<Json<Refreshed>, ApiError> {
     let record = state.connections.get(&id).await?;
     let table = state.metadata.table(&id, &schema, &table).await?;
@@ -243,10 +246,13 @@ pub struct Purged {
     params(("id" = String, Path, description = "The connection id (`conn_…`)")),
     responses(
         (status = 200, description = "Every table's cache dropped", body = Purged),
-        (status = 404, description = "No such connection", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
-pub async fn purge(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Purged>, ApiError> {
+pub async fn purge(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Purged>, ApiError> {
     state.connections.get(&id).await?;
     let mut purged_tables = 0;
     for table in state.metadata.list_tables(Some(&id)).await? {
@@ -271,12 +277,12 @@ pub async fn purge(State(state): State<AppState>, Path(id): Path<String>) -> Res
     params(("id" = String, Path, description = "The connection id (`conn_…`)"), ("schema" = String, Path, description = "The table's schema"), ("table" = String, Path, description = "The table's name")),
     responses(
         (status = 200, description = "The table's cache dropped", body = Purged),
-        (status = 404, description = "No such connection or table", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
 pub async fn purge_table(
     State(state): State<AppState>,
-    Path((id, schema, table)): Path<(String, String, String)>,
+    ApiPath((id, schema, table)): ApiPath<(String, String, String)>,
 ) -> Result<Json<Purged>, ApiError> {
     let table = state.metadata.table(&id, &schema, &table).await?;
     let purged = state
@@ -303,7 +309,7 @@ pub struct CatalogFilter {
     params(CatalogFilter),
     responses(
         (status = 200, description = "Every discovered table with its columns", body = Vec<TableView>),
-        (status = 404, description = "No such connection", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
 pub async fn information_schema(
@@ -327,8 +333,15 @@ pub async fn information_schema(
     request_body = QueryRequest,
     responses(
         (status = 200, description = "The first rows of the result", body = QueryResult),
-        (status = 400, description = "The SQL does not parse or names unknown tables or columns", body = ErrorBody),
-        (status = 503, description = "A source or the cluster cannot be reached", body = ErrorBody),
+        Errors<(
+            codes::InvalidLimit,
+            codes::InvalidSql,
+            codes::UnknownTable,
+            codes::RefreshRunning,
+            codes::QueryFailed,
+            codes::RefreshFailed,
+            codes::SecretUnreadable,
+        )>,
     )
 )]
 pub async fn query(

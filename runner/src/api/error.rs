@@ -1,13 +1,19 @@
-//! API errors: a status and `{"error": {"code", "message"}}`, with every message fit for users.
+//! API errors: every code the API answers with (its status and meaning, in one table), the code
+//! each domain error maps to, and the body `{"error": {"code", "message"}}`.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kalla_core::preview::PreviewError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::{Content, Ref, RefOr};
 
 use crate::cache::CacheError;
 use crate::connections::ConnectionError;
@@ -19,20 +25,208 @@ use crate::results::ResultsError;
 use crate::secrets::SecretError;
 use crate::sources::SourceError;
 
+/// The OpenAPI extension on each error response that lists the codes it stands for.
+pub const CODES_EXTENSION: &str = "x-error-codes";
+
+/// Declares [`ErrorCode`] and, in [`codes`], one marker type per code for route documents
+/// (`Errors<(codes::NotFound, codes::Conflict)>`).
+macro_rules! error_codes {
+    ($($variant:ident = ($status:ident, $code:literal, $meaning:literal),)*) => {
+        /// Every error the API answers with.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &[ErrorCode] = &[$(Self::$variant,)*];
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// The `code` of the error body: stable and machine-readable.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+
+            /// What the code means, for the document.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $meaning,)*
+                }
+            }
+        }
+
+        /// One type per [`ErrorCode`], to name a route's codes in its `#[utoipa::path]`.
+        // The codes every route shares are added by the document's modifiers: no route names
+        // their types.
+        #[allow(dead_code)]
+        pub mod codes {
+            $(
+                pub struct $variant;
+                impl super::Code for $variant {
+                    const CODE: super::ErrorCode = super::ErrorCode::$variant;
+                }
+            )*
+        }
+    };
+}
+
+error_codes! {
+    InvalidRequest = (BAD_REQUEST, "invalid_request", "a parameter or the body is malformed; the message names the problem"),
+    InvalidLimit = (BAD_REQUEST, "invalid_limit", "`limit` is out of its range"),
+    InvalidAlias = (BAD_REQUEST, "invalid_alias", "the alias is not an identifier"),
+    InvalidSource = (BAD_REQUEST, "invalid_source", "the URI or source type is not one Kalla reads"),
+    InvalidName = (BAD_REQUEST, "invalid_name", "the name is not an identifier"),
+    InvalidConnection = (BAD_REQUEST, "invalid_connection", "the source type or settings are not usable"),
+    UnknownColumn = (BAD_REQUEST, "unknown_column", "a condition names a column the source does not have"),
+    InvalidCondition = (BAD_REQUEST, "invalid_condition", "a condition's operator or value does not fit its column"),
+    InvalidSql = (BAD_REQUEST, "invalid_sql", "the SQL does not parse, is not one query, or names unknown columns"),
+    InvalidRecipe = (BAD_REQUEST, "invalid_recipe", "the recipe does not fit its sources; the message names the field"),
+    Unauthorized = (UNAUTHORIZED, "unauthorized", "the `Authorization: Bearer <token>` header is missing or wrong"),
+    NotFound = (NOT_FOUND, "not_found", "the resource named in the path or body does not exist"),
+    UnknownTable = (NOT_FOUND, "unknown_table", "the SQL names a table that is neither a connection's nor a source"),
+    UnknownOutput = (NOT_FOUND, "unknown_output", "the job has no output of that name"),
+    Conflict = (CONFLICT, "conflict", "the name is taken"),
+    RefreshRunning = (CONFLICT, "refresh_running", "a refresh of the table is running; retry when it has finished"),
+    JobFinished = (CONFLICT, "job_finished", "the job has already finished"),
+    NoResults = (CONFLICT, "no_results", "the job has not succeeded, so it has no results"),
+    BodyTooLarge = (PAYLOAD_TOO_LARGE, "body_too_large", "the body is larger than 1 MiB"),
+    QueueFull = (TOO_MANY_REQUESTS, "queue_full", "the job queue is full; retry after `Retry-After` seconds"),
+    Internal = (INTERNAL_SERVER_ERROR, "internal", "a bug in Kalla: please report it with the message"),
+    SecretUnreadable = (INTERNAL_SERVER_ERROR, "secret_unreadable", "a stored secret cannot be opened with the runner's `KALLA_SECRET_KEY`"),
+    SourceUnavailable = (BAD_GATEWAY, "source_unavailable", "the source's database cannot be reached or its table is gone"),
+    QueryFailed = (BAD_GATEWAY, "query_failed", "the cluster or a source failed while the query ran"),
+    RefreshFailed = (BAD_GATEWAY, "refresh_failed", "the cache refresh failed; the previous version keeps serving"),
+    ResultsUnavailable = (BAD_GATEWAY, "results_unavailable", "the job's result files cannot be read"),
+    MetadataUnavailable = (SERVICE_UNAVAILABLE, "metadata_unavailable", "the metadata database cannot be reached; retry later"),
+}
+
+/// A marker type of [`codes`].
+pub trait Code {
+    const CODE: ErrorCode;
+}
+
+/// One code, or a tuple of codes: the error codes a route answers with.
+pub trait CodeList {
+    fn codes() -> Vec<ErrorCode>;
+}
+
+impl<C: Code> CodeList for C {
+    fn codes() -> Vec<ErrorCode> {
+        vec![C::CODE]
+    }
+}
+
+macro_rules! code_tuples {
+    ($(($($code:ident),+))*) => {
+        $(impl<$($code: Code),+> CodeList for ($($code,)+) {
+            fn codes() -> Vec<ErrorCode> {
+                vec![$($code::CODE),+]
+            }
+        })*
+    };
+}
+
+code_tuples! {
+    (A, B)
+    (A, B, C)
+    (A, B, C, D)
+    (A, B, C, D, E)
+    (A, B, C, D, E, F)
+    (A, B, C, D, E, F, G)
+    (A, B, C, D, E, F, G, H)
+    (A, B, C, D, E, F, G, H, I)
+    (A, B, C, D, E, F, G, H, I, J)
+}
+
+/// The error responses of a route, for `responses(…)` in its `#[utoipa::path]`: one response per
+/// status, listing its codes. Codes every route shares (malformed requests, the token, the
+/// metadata DB, bugs) are added to the document by [`super::openapi`]; a route names its own.
+pub struct Errors<T>(std::marker::PhantomData<T>);
+
+impl<T: CodeList> utoipa::IntoResponses for Errors<T> {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let mut responses = BTreeMap::new();
+        add_error_responses(&mut responses, &T::codes());
+        responses
+    }
+}
+
+/// Adds `codes` to `responses`, merging them into the response of their status where one exists.
+pub fn add_error_responses(
+    responses: &mut BTreeMap<String, RefOr<utoipa::openapi::Response>>,
+    codes: &[ErrorCode],
+) {
+    for &code in codes {
+        let key = code.status().as_u16().to_string();
+        let mut listed = responses.get(&key).map(documented_codes).unwrap_or_default();
+        if !listed.contains(&code) {
+            listed.push(code);
+        }
+        responses.insert(key, RefOr::T(error_response(&listed)));
+    }
+}
+
+/// The codes an error response of the document lists.
+pub fn documented_codes(response: &RefOr<utoipa::openapi::Response>) -> Vec<ErrorCode> {
+    let RefOr::T(response) = response else {
+        return Vec::new();
+    };
+    let listed = response
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get(CODES_EXTENSION))
+        .and_then(|codes| codes.as_array())
+        .cloned()
+        .unwrap_or_default();
+    ErrorCode::ALL
+        .iter()
+        .copied()
+        .filter(|code| listed.iter().any(|listed| listed == code.as_str()))
+        .collect()
+}
+
+fn error_response(codes: &[ErrorCode]) -> utoipa::openapi::Response {
+    let description = codes
+        .iter()
+        .map(|code| format!("`{}`: {}", code.as_str(), code.meaning()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let names: Vec<&str> = codes.iter().map(|code| code.as_str()).collect();
+    let body = Content::new(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody"))));
+    utoipa::openapi::ResponseBuilder::new()
+        .description(description)
+        .content("application/json", body)
+        .extensions(Some(
+            Extensions::builder()
+                .add(CODES_EXTENSION, serde_json::json!(names))
+                .build(),
+        ))
+        .build()
+}
+
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 }
 
@@ -52,194 +246,161 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code.as_str(), message = %self.message, "request failed");
         }
-        let status = self.status;
         let body = Json(ErrorBody {
             error: ErrorDetail {
-                code: self.code,
+                code: self.code.as_str(),
                 message: self.message,
             },
         });
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return (status, [(axum::http::header::RETRY_AFTER, "5")], body).into_response();
-        }
-        (status, body).into_response()
-    }
-}
-
-impl From<MetadataError> for ApiError {
-    fn from(error: MetadataError) -> Self {
-        let status = match &error {
-            MetadataError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            MetadataError::Duplicate { .. } => (StatusCode::CONFLICT, "conflict"),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, "metadata_unavailable"),
+        let mut response = if self.code == ErrorCode::QueueFull {
+            (status, [(axum::http::header::RETRY_AFTER, "5")], body).into_response()
+        } else {
+            (status, body).into_response()
         };
-        Self::new(status.0, status.1, error.to_string())
+        // For the check that every answer is one its route documents.
+        response.extensions_mut().insert(self.code);
+        response
     }
 }
 
-impl From<PreviewError> for ApiError {
-    fn from(error: PreviewError) -> Self {
-        let (status, code) = match &error {
-            PreviewError::UnknownColumn { .. } => (StatusCode::BAD_REQUEST, "unknown_column"),
-            PreviewError::InvalidCondition { .. } | PreviewError::InvalidValue(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_condition")
-            }
-            PreviewError::InvalidLimit(_) => (StatusCode::BAD_REQUEST, "invalid_limit"),
-            PreviewError::Unreachable(_) | PreviewError::Gone(_) => {
-                (StatusCode::BAD_GATEWAY, "source_unavailable")
-            }
-            PreviewError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        Self::new(status, code, error.to_string())
+/// A domain error as the API answers it: its code, and its message (fit for users).
+trait HasCode: Display {
+    fn code(&self) -> ErrorCode;
+}
+
+impl<E: HasCode> From<E> for ApiError {
+    fn from(error: E) -> Self {
+        Self::new(error.code(), error.to_string())
     }
 }
 
-impl From<SourceError> for ApiError {
-    fn from(error: SourceError) -> Self {
-        match error {
-            SourceError::Metadata(error) => error.into(),
-            SourceError::Preview(error) => error.into(),
-            SourceError::InvalidAlias(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_alias", error.to_string())
-            }
-            SourceError::UnknownType(_)
-            | SourceError::CannotInferType(_)
-            | SourceError::TypeMismatch { .. }
-            | SourceError::InvalidUri(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_source", error.to_string())
-            }
-            SourceError::Secret(error) => error.into(),
+impl HasCode for MetadataError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::Duplicate { .. } => ErrorCode::Conflict,
+            _ => ErrorCode::MetadataUnavailable,
         }
     }
 }
 
-impl From<SecretError> for ApiError {
-    fn from(error: SecretError) -> Self {
-        match error {
-            SecretError::Metadata(error) => error.into(),
-            SecretError::Unseal(_) | SecretError::NoPasswordSlot(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "secret_unreadable",
-                error.to_string(),
-            ),
+impl HasCode for PreviewError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownColumn { .. } => ErrorCode::UnknownColumn,
+            Self::InvalidCondition { .. } | Self::InvalidValue(_) => ErrorCode::InvalidCondition,
+            Self::InvalidLimit(_) => ErrorCode::InvalidLimit,
+            Self::Unreachable(_) | Self::Gone(_) => ErrorCode::SourceUnavailable,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 }
 
-impl From<ConnectionError> for ApiError {
-    fn from(error: ConnectionError) -> Self {
-        match error {
-            ConnectionError::Metadata(error) => error.into(),
-            ConnectionError::Secret(error) => error.into(),
-            ConnectionError::InvalidName(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_name", error.to_string())
-            }
-            ConnectionError::UnknownType(_) | ConnectionError::InvalidConfig(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_connection", error.to_string())
-            }
-            ConnectionError::Unreachable(_) => {
-                Self::new(StatusCode::BAD_GATEWAY, "source_unavailable", error.to_string())
-            }
+impl HasCode for SourceError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Metadata(error) => error.code(),
+            Self::Preview(error) => error.code(),
+            Self::Secret(error) => error.code(),
+            Self::InvalidAlias(_) => ErrorCode::InvalidAlias,
+            Self::UnknownType(_)
+            | Self::CannotInferType(_)
+            | Self::TypeMismatch { .. }
+            | Self::InvalidUri(_) => ErrorCode::InvalidSource,
         }
     }
 }
 
-impl From<CacheError> for ApiError {
-    fn from(error: CacheError) -> Self {
-        match error {
-            CacheError::Connection(error) => error.into(),
-            CacheError::Metadata(error) => error.into(),
-            CacheError::RefreshRunning(_) => {
-                Self::new(StatusCode::CONFLICT, "refresh_running", error.to_string())
-            }
-            CacheError::RefreshFailed { .. } => {
-                Self::new(StatusCode::BAD_GATEWAY, "refresh_failed", error.to_string())
-            }
+impl HasCode for SecretError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Metadata(error) => error.code(),
+            Self::Unseal(_) | Self::NoPasswordSlot(_) => ErrorCode::SecretUnreadable,
         }
     }
 }
 
-impl From<QueryError> for ApiError {
-    fn from(error: QueryError) -> Self {
-        match error {
-            QueryError::Cache(error) => error.into(),
-            QueryError::Connection(error) => error.into(),
-            QueryError::Source(error) => error.into(),
-            QueryError::Metadata(error) => error.into(),
-            QueryError::InvalidLimit(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_limit", error.to_string())
-            }
-            QueryError::InvalidSql(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_sql", error.to_string()),
-            QueryError::UnknownTable(_) => {
-                Self::new(StatusCode::NOT_FOUND, "unknown_table", error.to_string())
-            }
-            QueryError::Failed(_) => Self::new(StatusCode::BAD_GATEWAY, "query_failed", error.to_string()),
+impl HasCode for ConnectionError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Metadata(error) => error.code(),
+            Self::Secret(error) => error.code(),
+            Self::InvalidName(_) => ErrorCode::InvalidName,
+            Self::UnknownType(_) | Self::InvalidConfig(_) => ErrorCode::InvalidConnection,
+            Self::Unreachable(_) => ErrorCode::SourceUnavailable,
         }
     }
 }
 
-impl From<RecipeError> for ApiError {
-    fn from(error: RecipeError) -> Self {
-        match error {
-            RecipeError::Metadata(error) => error.into(),
-            RecipeError::Invalid(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_recipe", error.to_string())
-            }
+impl HasCode for CacheError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Connection(error) => error.code(),
+            Self::Metadata(error) => error.code(),
+            Self::RefreshRunning(_) => ErrorCode::RefreshRunning,
+            Self::RefreshFailed { .. } => ErrorCode::RefreshFailed,
+        }
+    }
+}
+
+impl HasCode for QueryError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Cache(error) => error.code(),
+            Self::Connection(error) => error.code(),
+            Self::Source(error) => error.code(),
+            Self::Metadata(error) => error.code(),
+            Self::InvalidLimit(_) => ErrorCode::InvalidLimit,
+            Self::InvalidSql(_) => ErrorCode::InvalidSql,
+            Self::UnknownTable(_) => ErrorCode::UnknownTable,
+            Self::Failed(_) => ErrorCode::QueryFailed,
+        }
+    }
+}
+
+impl HasCode for RecipeError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Metadata(error) => error.code(),
+            Self::Invalid(_) => ErrorCode::InvalidRecipe,
             // A source the recipe names that does not exist is the recipe's mistake.
-            RecipeError::Source {
+            Self::Source {
                 error:
                     QueryError::UnknownTable(_)
                     | QueryError::Source(SourceError::Metadata(MetadataError::NotFound { .. })),
                 ..
-            } => Self::new(StatusCode::BAD_REQUEST, "invalid_recipe", error.to_string()),
-            RecipeError::Source { side, error } => {
-                let mut api: ApiError = error.into();
-                api.message = format!("{side}.source: {}", api.message);
-                api
-            }
-            RecipeError::Unreadable(..) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string())
-            }
+            } => ErrorCode::InvalidRecipe,
+            Self::Source { error, .. } => error.code(),
+            Self::Unreadable(..) => ErrorCode::Internal,
         }
     }
 }
 
-impl From<JobError> for ApiError {
-    fn from(error: JobError) -> Self {
-        match error {
-            JobError::Recipe(error) => error.into(),
-            JobError::Query(error) => error.into(),
-            JobError::Metadata(error) => error.into(),
-            JobError::QueueFull(_) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", error.to_string())
-            }
-            JobError::InvalidRequest(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_request", error.to_string())
-            }
-            JobError::Finished { .. } => Self::new(StatusCode::CONFLICT, "job_finished", error.to_string()),
-            JobError::UnknownOutput { .. } => {
-                Self::new(StatusCode::NOT_FOUND, "unknown_output", error.to_string())
-            }
-            JobError::NoResults(_) => Self::new(StatusCode::CONFLICT, "no_results", error.to_string()),
-            JobError::Failed(_) | JobError::Stalled(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "job_failed", error.to_string())
-            }
+impl HasCode for JobError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Recipe(error) => error.code(),
+            Self::Query(error) => error.code(),
+            Self::Metadata(error) => error.code(),
+            Self::QueueFull(_) => ErrorCode::QueueFull,
+            Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::Finished { .. } => ErrorCode::JobFinished,
+            Self::UnknownOutput { .. } => ErrorCode::UnknownOutput,
+            Self::NoResults(_) => ErrorCode::NoResults,
+            Self::Failed(_) | Self::Stalled(_) => ErrorCode::Internal,
         }
     }
 }
 
-impl From<ResultsError> for ApiError {
-    fn from(error: ResultsError) -> Self {
-        match error {
-            ResultsError::InvalidLimit(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_limit", error.to_string())
-            }
-            ResultsError::Read(_) => {
-                Self::new(StatusCode::BAD_GATEWAY, "results_unavailable", error.to_string())
-            }
+impl HasCode for ResultsError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidLimit(_) => ErrorCode::InvalidLimit,
+            Self::Read(_) => ErrorCode::ResultsUnavailable,
         }
     }
 }
@@ -247,7 +408,7 @@ impl From<ResultsError> for ApiError {
 /// `Query<T>` whose rejections are API errors (400 naming the bad parameter).
 pub struct ApiQuery<T>(pub T);
 
-impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
 where
     T: DeserializeOwned,
     S: Send + Sync,
@@ -260,11 +421,28 @@ where
     ) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                rejection.body_text(),
-            )),
+            Err(rejection) => Err(ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())),
+        }
+    }
+}
+
+/// `Path<T>` whose rejections are API errors (400 naming the bad segment).
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())),
         }
     }
 }
@@ -289,15 +467,11 @@ where
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            rejection.body_text(),
-        );
+        return ApiError::new(ErrorCode::BodyTooLarge, rejection.body_text());
     }
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", rejection.body_text())
+    ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())
 }
 
 pub async fn no_such_route() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    ApiError::new(ErrorCode::NotFound, "no such route")
 }

@@ -2,13 +2,13 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio_util::io::ReaderStream;
 
-use super::error::{ApiJson, ApiQuery, ErrorBody};
+use super::error::{ApiJson, ApiPath, ApiQuery, ErrorCode, Errors, codes};
 use super::{ApiError, AppState};
 use crate::jobs::{JobRequest, JobView};
 use crate::metadata::JobStatus;
@@ -24,9 +24,14 @@ const MAX_LIST: i64 = 1000;
     request_body = JobRequest,
     responses(
         (status = 202, description = "Queued", body = JobView),
-        (status = 400, description = "Bad recipe, SQL or callback URL", body = ErrorBody),
-        (status = 404, description = "No such recipe", body = ErrorBody),
-        (status = 429, description = "The job queue is full; retry after `Retry-After` seconds", body = ErrorBody),
+        Errors<(
+            codes::InvalidRecipe,
+            codes::InvalidSql,
+            codes::NotFound,
+            codes::QueueFull,
+            codes::QueryFailed,
+            codes::SecretUnreadable,
+        )>,
     )
 )]
 pub async fn submit(
@@ -53,7 +58,7 @@ pub struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "Jobs, newest first", body = Vec<JobView>),
-        (status = 400, description = "Bad status, limit or offset", body = ErrorBody),
+        Errors<codes::InvalidLimit>,
     )
 )]
 pub async fn list(
@@ -63,8 +68,7 @@ pub async fn list(
     let limit = query.limit.unwrap_or(50);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_limit",
+            ErrorCode::InvalidLimit,
             format!("limit must be between 1 and {MAX_LIST}, got {limit}"),
         ));
     }
@@ -79,10 +83,13 @@ pub async fn list(
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
         (status = 200, description = "The job: status, progress, timings, counts", body = JobView),
-        (status = 404, description = "No such job", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
     Ok(Json(state.jobs.get(&id).await?))
 }
 
@@ -92,13 +99,13 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Resu
     tag = "jobs",
     params(("id" = String, Path, description = "The job id (`job_…`)")),
     responses(
-        (status = 200, description = "The job, cancelled (a finished job is left as it is)", body = JobView),
-        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 200, description = "The job, cancelled", body = JobView),
+        Errors<(codes::NotFound, codes::JobFinished)>,
     )
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
     Ok(Json(state.jobs.cancel(&id).await?))
 }
@@ -126,21 +133,25 @@ pub struct ResultsQuery {
             (String = "text/csv"),
             (Vec<u8> = "application/vnd.apache.parquet"),
         )),
-        (status = 400, description = "Bad format, offset or limit", body = ErrorBody),
-        (status = 404, description = "No such job or output", body = ErrorBody),
-        (status = 409, description = "The job has not succeeded", body = ErrorBody),
+        Errors<(
+            codes::InvalidLimit,
+            codes::NotFound,
+            codes::UnknownOutput,
+            codes::NoResults,
+            codes::ResultsUnavailable,
+        )>,
     )
 )]
 pub async fn output(
     State(state): State<AppState>,
-    Path((id, output)): Path<(String, String)>,
+    ApiPath((id, output)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
 ) -> Result<Response, ApiError> {
     let dir = state.jobs.output_dir(&id, &output).await?;
     let s3 = state.jobs.s3();
     if query.format == ResultFormat::Json {
         let mut page = serde_json::to_value(results::page(&dir, s3, query.offset, query.limit).await?)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         page["job_id"] = id.into();
         page["output"] = output.into();
         return Ok(Json(page).into_response());
@@ -152,7 +163,7 @@ pub async fn output(
     };
     let reader = tokio::fs::File::open(file.path())
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     // The open handle keeps the data readable after the temporary file's name is removed.
     drop(file);
     let disposition = format!("attachment; filename=\"{id}-{output}.{extension}\"");

@@ -102,6 +102,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let router = public_routes()
         .merge(protected)
         .fallback(error::no_such_route)
+        .layer(middleware::from_fn(openapi::check_documented))
         .layer(middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let router = match cors(cors_origins) {
@@ -109,4 +110,15 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         None => router,
     };
     router.with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_body_limit_is_the_enforced_one() {
+        assert_eq!(MAX_BODY_BYTES, 1024 * 1024);
+        assert!(error::ErrorCode::BodyTooLarge.meaning().contains("1 MiB"));
+    }
 }

@@ -1,20 +1,29 @@
-//! The OpenAPI document of the runner's API, and the routes built from it.
+//! The OpenAPI document of the runner's API, the routes built from it, and the check that every
+//! answer is one the document lists.
 //!
 //! [`documented_api!`] takes the handlers once and makes both the document and the routes from
 //! their `#[utoipa::path]` attributes, so a route cannot exist without its documentation nor
-//! be documented at another path or method than it is served at.
+//! be documented at another path or method than it is served at. A route's error answers come
+//! from the codes it names (`Errors<…>`, see [`super::error`]) and those all protected routes
+//! share; [`check_documented`] logs any answer its route's document lacks.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use axum::Json;
+use axum::extract::{MatchedPath, Request};
 use axum::handler::Handler;
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
+use utoipa::openapi::OpenApi;
 use utoipa::openapi::path::{HttpMethod, Operation, PathItem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{OpenApi, RefOr, Response};
 use utoipa::{Modify, OpenApi as _};
 
 use super::AppState;
+use super::error::{ErrorCode, add_error_responses, documented_codes};
 
 /// The name of the bearer-token security scheme in the document.
 const BEARER: &str = "bearer";
@@ -32,6 +41,7 @@ macro_rules! documented_api {
         #[openapi(
             info(title = "Kalla runner API", description = "Sources, connections, queries, recipes and reconciliation jobs. Every route but health, readiness, metrics and this document needs `Authorization: Bearer <token>`."),
             paths($($public_module::$public,)* $($module::$handler,)*),
+            components(schemas($crate::api::error::ErrorBody)),
             modifiers(&CommonResponses, &RequireToken),
         )]
         pub struct ApiDoc;
@@ -96,6 +106,32 @@ const ALL_METHODS: [HttpMethod; 8] = [
     HttpMethod::Trace,
 ];
 
+fn operation<'a>(item: &'a PathItem, method: &HttpMethod) -> Option<&'a Operation> {
+    match method {
+        HttpMethod::Get => item.get.as_ref(),
+        HttpMethod::Post => item.post.as_ref(),
+        HttpMethod::Put => item.put.as_ref(),
+        HttpMethod::Delete => item.delete.as_ref(),
+        HttpMethod::Patch => item.patch.as_ref(),
+        HttpMethod::Head => item.head.as_ref(),
+        HttpMethod::Options => item.options.as_ref(),
+        HttpMethod::Trace => item.trace.as_ref(),
+    }
+}
+
+fn http_method(method: &HttpMethod) -> Method {
+    match method {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Delete => Method::DELETE,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Options => Method::OPTIONS,
+        HttpMethod::Trace => Method::TRACE,
+    }
+}
+
 fn operation_mut<'a>(item: &'a mut PathItem, method: &HttpMethod) -> Option<&'a mut Operation> {
     match method {
         HttpMethod::Get => item.get.as_mut(),
@@ -115,44 +151,34 @@ pub(super) struct CommonResponses;
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut OpenApi) {
-        let invalid: RefOr<Response> = Response::builder()
-            .description("A parameter or the body is malformed; the message names the problem")
-            .into();
-        let too_large: RefOr<Response> = Response::builder()
-            .description(format!(
-                "The body is larger than {} MiB",
-                super::MAX_BODY_BYTES / (1024 * 1024)
-            ))
-            .into();
         for item in openapi.paths.paths.values_mut() {
             for method in ALL_METHODS {
                 let Some(operation) = operation_mut(item, &method) else {
                     continue;
                 };
                 let has_body = operation.request_body.is_some();
+                let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
                 let responses = &mut operation.responses.responses;
-                if has_body || operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
-                    responses.entry("400".into()).or_insert_with(|| invalid.clone());
+                if has_body || has_parameters {
+                    add_error_responses(responses, &[ErrorCode::InvalidRequest]);
                 }
                 if has_body {
-                    responses.entry("413".into()).or_insert_with(|| too_large.clone());
+                    add_error_responses(responses, &[ErrorCode::BodyTooLarge]);
                 }
             }
         }
     }
 }
 
-/// Declares the bearer token and, on every protected operation, requires it and documents the
-/// 401 it answers without it.
+/// Declares the bearer token and, on every protected operation, requires it and documents what
+/// every protected operation may answer: 401 without the token, 503 while the metadata DB (which
+/// each of them reads) is away, and 500 for a bug.
 pub(super) struct RequireToken;
 
 impl Modify for RequireToken {
     fn modify(&self, openapi: &mut OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(BEARER, SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-        let unauthorized: RefOr<Response> = Response::builder()
-            .description("The `Authorization: Bearer <token>` header is missing or wrong")
-            .into();
         for (path, methods) in super::protected_operations() {
             let Some(item) = openapi.paths.paths.get_mut(&path) else {
                 continue;
@@ -160,14 +186,97 @@ impl Modify for RequireToken {
             for method in methods {
                 if let Some(operation) = operation_mut(item, &method) {
                     operation.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
-                    operation
-                        .responses
-                        .responses
-                        .insert("401".into(), unauthorized.clone());
+                    add_error_responses(
+                        &mut operation.responses.responses,
+                        &[
+                            ErrorCode::Unauthorized,
+                            ErrorCode::MetadataUnavailable,
+                            ErrorCode::Internal,
+                        ],
+                    );
                 }
             }
         }
     }
+}
+
+/// The document, built once.
+pub fn api_document() -> &'static OpenApi {
+    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(super::ApiDoc::openapi)
+}
+
+/// What each operation documents, by method and route pattern (`/api/jobs/{id}`): its statuses,
+/// each with the error codes it lists (none for a success).
+type DocumentedAnswers = HashMap<(Method, String), HashMap<StatusCode, Vec<ErrorCode>>>;
+
+fn documented_answers() -> &'static DocumentedAnswers {
+    static ANSWERS: OnceLock<DocumentedAnswers> = OnceLock::new();
+    ANSWERS.get_or_init(|| {
+        let mut answers = HashMap::new();
+        for (path, item) in &api_document().paths.paths {
+            for method in ALL_METHODS {
+                let Some(operation) = operation(item, &method) else {
+                    continue;
+                };
+                let statuses = operation
+                    .responses
+                    .responses
+                    .iter()
+                    .filter_map(|(status, response)| {
+                        let status = StatusCode::from_bytes(status.as_bytes()).ok()?;
+                        Some((status, documented_codes(response)))
+                    })
+                    .collect();
+                answers.insert((http_method(&method), path.clone()), statuses);
+            }
+        }
+        answers
+    })
+}
+
+/// Whether the document lists `status` (and `code`, for an error) for `method route`.
+fn is_documented(method: &Method, route: &str, status: StatusCode, code: Option<ErrorCode>) -> bool {
+    let Some(codes) = documented_answers()
+        .get(&(method.clone(), route.to_string()))
+        .and_then(|statuses| statuses.get(&status))
+    else {
+        return false;
+    };
+    code.is_none_or(|code| codes.is_empty() || codes.contains(&code))
+}
+
+/// Logs (and counts in `kalla_http_undocumented_answers_total`) every answer whose status or
+/// error code the route's document does not list: the document must say everything a client can
+/// get. The contract tests drive every documented error, and fail on any such log line.
+pub async fn check_documented(request: Request, next: Next) -> Response {
+    let Some(route) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+    else {
+        return next.run(request).await;
+    };
+    let method = request.method().clone();
+    // A CORS preflight is the CORS layer's (or, with CORS closed, the token check's) answer about
+    // the route, not an operation of it.
+    if method == Method::OPTIONS {
+        return next.run(request).await;
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    // 405 is the router's answer to a method the route does not have, not the route's.
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let code = response.extensions().get::<ErrorCode>().copied();
+    if !is_documented(&method, &route, status, code) {
+        let code = code.map_or("", ErrorCode::as_str);
+        tracing::error!(%method, %route, status = status.as_u16(), code, "undocumented answer: the route's OpenAPI document lacks this status or code");
+        metrics::counter!("kalla_http_undocumented_answers_total", "method" => method.to_string(), "route" => route)
+            .increment(1);
+    }
+    response
 }
 
 /// The document, also for tools: `GET /api/openapi.json`.
@@ -178,6 +287,85 @@ impl Modify for RequireToken {
     responses((status = 200, description = "This document", body = serde_json::Value)),
 )]
 pub async fn document() -> Json<&'static OpenApi> {
-    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
-    Json(DOCUMENT.get_or_init(super::ApiDoc::openapi))
+    Json(api_document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_checked_by_status_and_code() {
+        let preview = "/api/sources/{alias}/load-scoped";
+        let post = Method::POST;
+        let unreachable = Some(ErrorCode::SourceUnavailable);
+        assert!(is_documented(
+            &post,
+            preview,
+            StatusCode::BAD_GATEWAY,
+            unreachable
+        ));
+        // The status is documented (the metadata DB may be away), the code for it is not.
+        assert!(!is_documented(
+            &post,
+            preview,
+            StatusCode::SERVICE_UNAVAILABLE,
+            unreachable
+        ));
+        let metadata = Some(ErrorCode::MetadataUnavailable);
+        assert!(is_documented(
+            &post,
+            preview,
+            StatusCode::SERVICE_UNAVAILABLE,
+            metadata
+        ));
+        let finished = Some(ErrorCode::JobFinished);
+        assert!(is_documented(
+            &Method::DELETE,
+            "/api/jobs/{id}",
+            StatusCode::CONFLICT,
+            finished
+        ));
+        let missing = Some(ErrorCode::NotFound);
+        assert!(!is_documented(
+            &Method::GET,
+            "/api/sources",
+            StatusCode::NOT_FOUND,
+            missing
+        ));
+        assert!(is_documented(
+            &Method::GET,
+            "/ready",
+            StatusCode::SERVICE_UNAVAILABLE,
+            None
+        ));
+        assert!(!is_documented(
+            &Method::GET,
+            "/health",
+            StatusCode::SERVICE_UNAVAILABLE,
+            None
+        ));
+        assert!(!is_documented(&Method::GET, "/api/nothing", StatusCode::OK, None));
+    }
+
+    #[test]
+    fn every_protected_operation_documents_the_token_the_metadata_db_and_bugs() {
+        let shared = [
+            ErrorCode::Unauthorized,
+            ErrorCode::MetadataUnavailable,
+            ErrorCode::Internal,
+        ];
+        for (path, methods) in super::super::protected_operations() {
+            for method in methods {
+                let method = http_method(&method);
+                for code in shared {
+                    assert!(
+                        is_documented(&method, &path, code.status(), Some(code)),
+                        "{method} {path} lacks {}",
+                        code.as_str()
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,11 +1,11 @@
 //! `/api/recipes`: create (checked against the sources), list, show, replace and delete recipes.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use kalla_core::recon::Recipe;
 
-use super::error::{ApiJson, ErrorBody};
+use super::error::{ApiJson, ApiPath, Errors, codes};
 use super::{ApiError, AppState};
 use crate::recipes::RecipeView;
 
@@ -16,8 +16,7 @@ use crate::recipes::RecipeView;
     request_body = Recipe,
     responses(
         (status = 201, description = "The recipe, checked against the sources' schemas", body = RecipeView),
-        (status = 400, description = "Unknown columns, incompatible types, empty keys, or bad rules", body = ErrorBody),
-        (status = 409, description = "The name is taken", body = ErrorBody),
+        Errors<(codes::InvalidRecipe, codes::Conflict, codes::QueryFailed, codes::SecretUnreadable)>,
     )
 )]
 pub async fn create(
@@ -46,12 +45,12 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RecipeView>>
     params(("id" = String, Path, description = "The recipe id (`rcp_…`)")),
     responses(
         (status = 200, description = "The recipe", body = RecipeView),
-        (status = 404, description = "No such recipe", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RecipeView>, ApiError> {
     Ok(Json(state.recipes.get(&id).await?))
 }
@@ -64,13 +63,12 @@ pub async fn show(
     request_body = Recipe,
     responses(
         (status = 200, description = "The recipe, replaced", body = RecipeView),
-        (status = 400, description = "Unknown columns, incompatible types, empty keys, or bad rules", body = ErrorBody),
-        (status = 404, description = "No such recipe", body = ErrorBody),
+        Errors<(codes::InvalidRecipe, codes::NotFound, codes::Conflict, codes::QueryFailed, codes::SecretUnreadable)>,
     )
 )]
 pub async fn replace(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(recipe): ApiJson<Recipe>,
 ) -> Result<Json<RecipeView>, ApiError> {
     Ok(Json(state.recipes.update(&id, recipe).await?))
@@ -83,10 +81,13 @@ pub async fn replace(
     params(("id" = String, Path, description = "The recipe id (`rcp_…`)")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such recipe", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
-pub async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
     state.recipes.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,12 +1,12 @@
 //! `/api/sources`: register, list, show and delete sources, and preview one with conditions.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use kalla_core::preview::{Condition, PreviewColumn};
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiJson, ErrorBody};
+use super::error::{ApiJson, ApiPath, Errors, codes};
 use super::{ApiError, AppState};
 use crate::metadata::SourceRecord;
 use crate::sources::display_uri;
@@ -50,8 +50,7 @@ impl From<SourceRecord> for SourceView {
     request_body = CreateSource,
     responses(
         (status = 201, description = "The source, its URI redacted", body = SourceView),
-        (status = 400, description = "Bad alias, URI or source type", body = ErrorBody),
-        (status = 409, description = "The alias is taken", body = ErrorBody),
+        Errors<(codes::InvalidAlias, codes::InvalidSource, codes::Conflict)>,
     )
 )]
 pub async fn create(
@@ -85,12 +84,12 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<SourceView>>
     params(("alias" = String, Path, description = "The source alias")),
     responses(
         (status = 200, description = "The source", body = SourceView),
-        (status = 404, description = "No such source", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
 pub async fn show(
     State(state): State<AppState>,
-    Path(alias): Path<String>,
+    ApiPath(alias): ApiPath<String>,
 ) -> Result<Json<SourceView>, ApiError> {
     Ok(Json(state.sources.get(&alias).await?.into()))
 }
@@ -102,12 +101,12 @@ pub async fn show(
     params(("alias" = String, Path, description = "The source alias")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such source", body = ErrorBody),
+        Errors<codes::NotFound>,
     )
 )]
 pub async fn remove(
     State(state): State<AppState>,
-    Path(alias): Path<String>,
+    ApiPath(alias): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.sources.delete(&alias).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -140,14 +139,19 @@ pub struct LoadScopedView {
     request_body = LoadScoped,
     responses(
         (status = 200, description = "The matching rows, read from the source's own pool", body = LoadScopedView),
-        (status = 400, description = "A condition names an unknown column or does not fit its type", body = ErrorBody),
-        (status = 404, description = "No such source", body = ErrorBody),
-        (status = 503, description = "The source cannot be reached or its pool is exhausted", body = ErrorBody),
+        Errors<(
+            codes::InvalidLimit,
+            codes::UnknownColumn,
+            codes::InvalidCondition,
+            codes::NotFound,
+            codes::SourceUnavailable,
+            codes::SecretUnreadable,
+        )>,
     )
 )]
 pub async fn load_scoped(
     State(state): State<AppState>,
-    Path(alias): Path<String>,
+    ApiPath(alias): ApiPath<String>,
     ApiJson(request): ApiJson<LoadScoped>,
 ) -> Result<Json<LoadScopedView>, ApiError> {
     let preview = state
