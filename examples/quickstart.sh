@@ -5,21 +5,110 @@
 # demo database as a connection and queries it with SQL (cached as parquet on first use); finally
 # reconciles invoices with payments from a recipe (examples/recipes/) and reads the job's results.
 #
-#   examples/quickstart.sh            # KALLA_DEMO_PG_URL picks the Postgres server
-#   KEEP_RUNNING=1 examples/quickstart.sh   # leave the runner up afterwards
+# Postgres: the server at KALLA_DEMO_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+# When nothing answers there, the script starts a throwaway cluster of its own with initdb and
+# pg_ctl (on PATH) in a temp dir, on a free loopback port, and stops and removes it when it exits.
+# It stops the runner it starts then too.
+#
+#   examples/quickstart.sh                     # KALLA_DEMO_PG_URL picks the Postgres server
+#   KEEP_RUNNING=1 examples/quickstart.sh      # after a successful run, leave the runner (and a
+#                                              # throwaway Postgres) up, and say how to stop them
+#   KALLA_QUICKSTART_PORT=8080                 # the runner's loopback port (default 8080)
+#   KALLA_QUICKSTART_DATA_DIR=.kalla           # the runner's data dir (default .kalla in the repository)
+#   CARGO_TARGET_DIR=target                    # where cargo builds (default target in the repository)
+#   KALLA_QUICKSTART_BIN_DIR=target/debug      # use the Kalla binaries already built there (no build)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# Relative paths in these variables are taken from the caller's directory, as cargo takes them.
+absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+DATA_DIR=$(absolute "${KALLA_QUICKSTART_DATA_DIR:-$ROOT/.kalla}")
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+  CARGO_TARGET_DIR=$(absolute "$CARGO_TARGET_DIR")
+  export CARGO_TARGET_DIR
+fi
+cd "$ROOT"
 PG_URL=${KALLA_DEMO_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT=${KALLA_QUICKSTART_PORT:-8080}
-DATA_DIR=$ROOT/.kalla
 step() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
-step "build (debug)"
-# All targets, so the binaries share one feature set (and one build) with the tests.
-cargo build --workspace --all-targets --locked -q
-BIN=$ROOT/target/debug
+# Postgres refuses to run as root: as root, its server tools run as the postgres user (as the tests'
+# PgCluster does in tests/src/postgres.rs).
+if [ "$(id -u)" -eq 0 ]; then
+  as_postgres() { runuser -u postgres -- "$@"; }
+  AS_POSTGRES='runuser -u postgres -- '
+else
+  as_postgres() { "$@"; }
+  AS_POSTGRES=
+fi
+
+# Whether a Postgres server answers at $1 (even one that would refuse us: `kalla demo` then says why).
+pg_answers() {
+  if command -v pg_isready >/dev/null; then
+    local status=0
+    pg_isready -q -t 5 -d "$1" || status=$?
+    [ "$status" -ne 2 ] # 2: no response
+  else
+    python3 -c 'import socket, sys, urllib.parse
+url = urllib.parse.urlsplit(sys.argv[1])
+socket.create_connection((url.hostname or "localhost", url.port or 5432), timeout=5).close()' "$1" 2>/dev/null
+  fi
+}
+
+# What this script started, stopped when it exits, however it exits (KEEP_RUNNING disarms this
+# after a successful run).
+RUNNER=
+PG_DIR=
+cleanup() {
+  if [ -n "$RUNNER" ]; then
+    kill "$RUNNER" 2>/dev/null || true
+    wait "$RUNNER" 2>/dev/null || true
+  fi
+  if [ -n "$PG_DIR" ]; then
+    (cd "$PG_DIR" && as_postgres "$PG_CTL" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1) || true
+    rm -rf "$PG_DIR"
+  fi
+}
+trap cleanup EXIT
+
+step "Postgres"
+if pg_answers "$PG_URL"; then
+  echo "using the Postgres server at $PG_URL"
+else
+  INITDB=$(command -v initdb || true)
+  PG_CTL=$(command -v pg_ctl || true)
+  if [ -z "$INITDB" ] || [ -z "$PG_CTL" ]; then
+    echo "error: no Postgres answers at $PG_URL, and initdb and pg_ctl are not on PATH to start a throwaway one." >&2
+    echo "Install the PostgreSQL server (e.g. \`apt-get install postgresql\`; Debian and Ubuntu put initdb and pg_ctl in /usr/lib/postgresql/<version>/bin: add that to PATH), or set KALLA_DEMO_PG_URL to a Postgres server that answers." >&2
+    exit 1
+  fi
+  if [ -n "$AS_POSTGRES" ] && ! id -u postgres >/dev/null 2>&1; then
+    echo "error: no Postgres answers at $PG_URL, and this script runs as root, which Postgres refuses, with no postgres user to run a throwaway server as: create one (useradd --system postgres), run as another user, or set KALLA_DEMO_PG_URL to a Postgres server that answers." >&2
+    exit 1
+  fi
+  PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kalla-quickstart-pg.XXXXXX")
+  [ -z "$AS_POSTGRES" ] || chown postgres: "$PG_DIR"
+  PG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  (cd "$PG_DIR" && as_postgres "$INITDB" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 --no-locale >"$PG_DIR/initdb.log" 2>&1) ||
+    { cat "$PG_DIR/initdb.log" >&2; echo "error: initdb failed (above)" >&2; exit 1; }
+  (cd "$PG_DIR" && as_postgres "$PG_CTL" -D "$PG_DIR/data" -o "-p $PG_PORT -k '$PG_DIR' -c listen_addresses=127.0.0.1" \
+    -l "$PG_DIR/postgres.log" -w start >/dev/null) ||
+    { cat "$PG_DIR/postgres.log" >&2; echo "error: the throwaway Postgres did not start (its log is above)" >&2; exit 1; }
+  THROWAWAY_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
+  if [ -n "${KEEP_RUNNING:-}" ]; then ENDS="left running at the end: KEEP_RUNNING is set"; else ENDS="stopped at the end"; fi
+  echo "no Postgres answers at $PG_URL; started a throwaway one at $THROWAWAY_URL ($ENDS), data in $PG_DIR/data"
+  PG_URL=$THROWAWAY_URL
+fi
+
+if [ -n "${KALLA_QUICKSTART_BIN_DIR:-}" ]; then
+  BIN=$(absolute "$KALLA_QUICKSTART_BIN_DIR")
+  step "using the Kalla binaries in $BIN"
+else
+  step "build (debug)"
+  # All targets, so the binaries share one feature set (and one build) with the tests.
+  cargo build --workspace --all-targets --locked -q
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+fi
 export PATH=$BIN:$PATH
 
 step "reconcile the demo tables on an embedded cluster"
@@ -29,7 +118,6 @@ step "start an embedded runner on 127.0.0.1:$PORT (data dir $DATA_DIR)"
 mkdir -p "$DATA_DIR"
 kalla-runner --bind "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$DATA_DIR/runner.log" 2>&1 &
 RUNNER=$!
-[ -n "${KEEP_RUNNING:-}" ] || trap 'kill $RUNNER 2>/dev/null; wait $RUNNER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
 curl -fs "http://127.0.0.1:$PORT/ready" || { cat "$DATA_DIR/runner.log"; exit 1; }
 echo
@@ -78,5 +166,11 @@ run kalla jobs results "$JOB" mismatched --limit 5 --runner "$RUNNER_URL"
 run kalla jobs results "$JOB" left_only --format csv -o "$DATA_DIR/left_only.csv" --runner "$RUNNER_URL"
 
 if [ -n "${KEEP_RUNNING:-}" ]; then
-  echo "runner left running (pid $RUNNER) at $RUNNER_URL; token in $DATA_DIR/api-token"
+  trap - EXIT
+  echo
+  echo "runner left running (pid $RUNNER) at $RUNNER_URL; token in $DATA_DIR/api-token; stop it with: kill $RUNNER"
+  if [ -n "$PG_DIR" ]; then
+    echo "throwaway Postgres left running at $PG_URL; stop it and remove its files with:"
+    echo "  ${AS_POSTGRES}$PG_CTL -D '$PG_DIR/data' -m fast stop && rm -rf '$PG_DIR'"
+  fi
 fi
