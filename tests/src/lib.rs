@@ -28,7 +28,7 @@ where
 }
 
 /// An external tool from the environment variable `variable`, else `PATH`; panics saying how to
-/// install it (`.ci/run` installs every tool the tests use).
+/// get it (README's test command, `scripts/test`, installs every tool the tests use).
 pub fn tool(name: &str, variable: &str, install: &str) -> std::path::PathBuf {
     if let Some(path) = std::env::var_os(variable) {
         return path.into();
@@ -36,7 +36,9 @@ pub fn tool(name: &str, variable: &str, install: &str) -> std::path::PathBuf {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|dir| dir.join(name))
         .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{name} not found on PATH or in {variable}: {install}"))
+        .unwrap_or_else(|| {
+            panic!("{name} not found on PATH or in {variable}: run the tests with scripts/test, which installs it, or {install}")
+        })
 }
 
 /// Every file below `dir`, in any depth.
