@@ -154,10 +154,11 @@ impl Runner {
         db: &TestDatabase,
         method: Method,
         path: &str,
+        body: Option<Value>,
     ) -> (tokio::task::JoinHandle<(StatusCode, Value)>, Option<Value>) {
         let mut ended = None;
         for _ in 0..5 {
-            let run = self.spawn_call(method.clone(), path, None);
+            let run = self.spawn_call(method.clone(), path, body.clone());
             if db.wait_for_copy_during(&run).await {
                 return (run, ended);
             }

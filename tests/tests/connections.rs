@@ -446,7 +446,7 @@ async fn refresh_caught_copying(
     id: &str,
 ) -> (tokio::task::JoinHandle<(StatusCode, Value)>, Option<Value>) {
     runner
-        .spawn_caught_copying(db, Method::POST, &refresh_path(id))
+        .spawn_caught_copying(db, Method::POST, &refresh_path(id), None)
         .await
 }
 

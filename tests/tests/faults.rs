@@ -93,8 +93,9 @@ async fn live_scan_through(
     name: &str,
     fault: impl FnOnce(),
 ) {
-    let query = runner.spawn_call(Method::POST, "/api/query", Some(totals_query_body(true)));
-    db.wait_for_copy().await;
+    let (query, _) = runner
+        .spawn_caught_copying(db, Method::POST, "/api/query", Some(totals_query_body(true)))
+        .await;
     fault();
     let (status, answer) = tokio::time::timeout(Duration::from_secs(180), query)
         .await
@@ -296,7 +297,7 @@ async fn s3_stopped_mid_write() {
     // A brief stop, then one that lasts until the refresh has ended.
     for (name, outage) in [("brief", Some(Duration::from_secs(1))), ("long", None)] {
         let (refresh, ended) = runner
-            .spawn_caught_copying(&db, Method::POST, &refresh_path)
+            .spawn_caught_copying(&db, Method::POST, &refresh_path, None)
             .await;
         if let Some(ended) = ended {
             served = ended["version"].as_str().unwrap().to_string();
