@@ -10,14 +10,7 @@ load_lineitem
 python_anchors
 start_cluster
 
-step "runner (release) on the cluster, cache in $WORK/cache"
-PORT=$(free_port)
-mkdir -p "$WORK/cache"
-"$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/runner" --scheduler "df://127.0.0.1:$SPORT" \
-  --cache-dir "file://$WORK/cache/" --cache-grace-period-secs 3600 >"$WORK/runner.log" 2>&1 &
-for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
-TOKEN=$(cat "$WORK/runner/api-token")
-api() { curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+start_runner --cache-grace-period-secs 3600
 CONN=$(api -d "{\"name\":\"bench\",\"source_type\":\"postgres\",\"config\":{\"uri\":\"$DB_URL\"}}" \
   "http://127.0.0.1:$PORT/api/connections" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
@@ -42,7 +35,7 @@ kalla_query() {
 }
 duckdb_query() {
   local files; files=$(python3 -c 'import json; print(json.load(open("'"$WORK/refresh.json"'"))["version"])')
-  "$PY" - "$WORK/cache/cache/$CONN/public/lineitem/$files" "$1" "$WORK/duckdb-$2.json" <<'PY'
+  "$PY" - "$WORK/store/cache/$CONN/public/lineitem/$files" "$1" "$WORK/duckdb-$2.json" <<'PY'
 import duckdb, json, sys
 con = duckdb.connect(config={"threads": 2})
 con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{sys.argv[1]}/*.parquet')")

@@ -42,6 +42,46 @@ load_lineitem() {
   psql "$DB_URL" -X -v ON_ERROR_STOP=1 -q -f "$data_dir/00_helpers.sql" -f "$data_dir/10_lineitem.sql"
 }
 
+# Loads the 5M invoices × 5M payments pair of ../shared/data/20_recon.sql (once).
+load_recon_tables() {
+  step "data: invoices (5M) and payments (5M) in database $DB"
+  table_is_current payments kalla-bench:payments:v1 && return
+  local data_dir=${KALLA_BENCH_DATA:-$ROOT/../shared/data}
+  psql "$DB_URL" -X -v ON_ERROR_STOP=1 -q -f "$data_dir/00_helpers.sql" -f "$data_dir/20_recon.sql"
+}
+
+# Starts a release kalla-runner on the cluster start_cluster started, results in $WORK/store; sets
+# PORT, TOKEN and URL and the helpers `api` (an authenticated call), `field` (a JSON field of
+# stdin) and `run_job`. Extra runner flags: the arguments, and KALLA_BENCH_RUNNER_ARGS
+# (`--shuffle-compression none`).
+start_runner() {
+  step "runner (release) on the cluster, results in $WORK/store"
+  PORT=$(free_port)
+  mkdir -p "$WORK/store"
+  "$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/runner" --scheduler "df://127.0.0.1:$SPORT" \
+    --cache-dir "file://$WORK/store/" "$@" ${KALLA_BENCH_RUNNER_ARGS:-} >"$WORK/runner.log" 2>&1 &
+  for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
+  TOKEN=$(cat "$WORK/runner/api-token")
+  URL=http://127.0.0.1:$PORT
+}
+api() { curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+field() { python3 -c 'import json,sys; v=json.load(sys.stdin); print(eval("v"+sys.argv[1]))' "$1"; }
+# Submits a job and waits for it; prints the finished job. Polls every 20 ms and reads the status
+# in bash, not by starting Python for each look, so the wait ends within ~30 ms of the job.
+run_job() {
+  local id job status_pattern='^\{"id":"[^"]*","type":"[a-z]*","status":"([a-z]*)"'
+  id=$(api -d "$1" "$URL/api/jobs" | field '["id"]')
+  while :; do
+    job=$(api "$URL/api/jobs/$id")
+    [[ $job =~ $status_pattern ]] || { echo "unexpected job JSON: $job" >&2; exit 1; }
+    case ${BASH_REMATCH[1]} in
+      succeeded) printf '%s\n' "$job"; return ;;
+      failed|cancelled) printf '%s\n' "$job" >&2; exit 1 ;;
+    esac
+    sleep 0.02
+  done
+}
+
 # The Python anchors (DuckDB with its postgres scanner, ConnectorX) in bench/.venv; sets PY.
 python_anchors() {
   step "python anchors: duckdb 1.5.5 + postgres scanner, connectorx"
