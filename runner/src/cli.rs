@@ -24,11 +24,19 @@ pub struct RunnerArgs {
     /// The local runner's data dir, where it keeps a generated token.
     #[arg(long, global = true, default_value = "./.kalla")]
     pub data_dir: PathBuf,
+    /// Trust only this CA (PEM) for an https:// runner, instead of the system's roots.
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
 }
 
 impl RunnerArgs {
     pub fn client(&self) -> anyhow::Result<RunnerClient> {
-        RunnerClient::new(&self.runner, self.api_token.as_deref(), &self.data_dir)
+        RunnerClient::new(
+            &self.runner,
+            self.api_token.as_deref(),
+            &self.data_dir,
+            self.cacert.as_deref(),
+        )
     }
 }
 

@@ -17,7 +17,13 @@ pub struct RunnerClient {
 
 impl RunnerClient {
     /// A client for the runner at `base`, with the given token or the one a local runner stored in `data_dir`.
-    pub fn new(base: &str, token: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
+    /// A client of the runner at `base`; `cacert`: the only CA trusted for an https:// runner.
+    pub fn new(
+        base: &str,
+        token: Option<&str>,
+        data_dir: &Path,
+        cacert: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let token = match token {
             Some(token) => token.to_string(),
             None => {
@@ -37,7 +43,7 @@ impl RunnerClient {
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            http: http_client(cacert)?,
         })
     }
 
@@ -164,6 +170,26 @@ pub fn parse_condition(text: &str) -> anyhow::Result<Value> {
         (_, None) => bail!("condition {text:?} needs a value after {op:?}"),
     };
     Ok(json!({"column": column, "op": op, "value": value}))
+}
+
+/// An HTTP client trusting only `cacert` for HTTPS when one is given (as `curl --cacert`).
+fn http_client(cacert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let Some(path) = cacert else {
+        return Ok(reqwest::Client::new());
+    };
+    let pem = std::fs::read(path).with_context(|| format!("--cacert {}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--cacert {}: not a PEM certificate bundle", path.display()))?;
+    anyhow::ensure!(
+        !certificates.is_empty(),
+        "--cacert {} holds no certificate",
+        path.display()
+    );
+    let builder = certificates.into_iter().fold(
+        reqwest::Client::builder().tls_built_in_root_certs(false),
+        |builder, certificate| builder.add_root_certificate(certificate),
+    );
+    builder.build().context("HTTP client")
 }
 
 #[cfg(test)]
