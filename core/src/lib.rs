@@ -5,6 +5,7 @@
 //! - [`seal`]: the cluster key and authenticated encryption of credentials in plans;
 //! - [`postgres`]: the partitioned Postgres table provider and its binary COPY reader;
 //! - [`pool`]: the process-wide registry of bounded source connection pools;
+//! - [`tls`]: `sslmode` and the operator's named certificates for database TLS;
 //! - [`preview`]: load-scoped previews of one source (Postgres, CSV, Parquet);
 //! - [`recon`]: reconciliation recipes and the plans that classify two sources' rows;
 //! - [`storage`]: object stores for file sources and the cache (local files, S3);
@@ -22,6 +23,7 @@ pub mod recon;
 pub mod seal;
 pub mod session;
 pub mod storage;
+pub mod tls;
 pub mod uri;
 
 pub use seal::ClusterKey;

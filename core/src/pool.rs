@@ -3,16 +3,21 @@
 //! Every process (executor, runner, CLI) keeps one bounded pool per source, shared by all of
 //! its tasks and requests. Connections announce the process through `application_name`, so
 //! `pg_stat_activity` shows who is connected; idle connections close after a timeout and an
-//! unused pool is dropped from the registry.
+//! unused pool is dropped from the registry. TLS follows each URL's `sslmode` with the
+//! certificates the process was configured with ([`crate::tls`]); sessions that end up plaintext
+//! are logged once per pool.
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{LazyLock, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Row};
 use thiserror::Error;
+
+use crate::tls::{CertificateDir, SslMode, TlsError, TlsSettings};
 
 /// Postgres truncates `application_name` to this many bytes.
 const MAX_APPLICATION_NAME: usize = 63;
@@ -21,6 +26,12 @@ const MAX_APPLICATION_NAME: usize = 63;
 pub enum PoolError {
     #[error("invalid Postgres connection URL for {redacted}: {reason}")]
     InvalidUrl { redacted: String, reason: String },
+    #[error("TLS settings of {redacted}: {source}")]
+    Tls {
+        redacted: String,
+        #[source]
+        source: Box<TlsError>,
+    },
 }
 
 /// How this process's source pools behave.
@@ -40,6 +51,8 @@ pub struct PoolSettings {
     /// skip the round trip on connections that are busy anyway. (sqlx also pings every connection
     /// as it returns to the pool, so one broken while in use is never handed out again.)
     pub ping_when_idle_for: Duration,
+    /// The operator's named certificates (`--tls-ca-dir`), which URLs refer to by name.
+    pub certificates: Option<CertificateDir>,
 }
 
 impl Default for PoolSettings {
@@ -50,6 +63,7 @@ impl Default for PoolSettings {
             acquire_timeout: Duration::from_secs(30),
             application_name: "kalla".into(),
             ping_when_idle_for: Duration::ZERO,
+            certificates: None,
         }
     }
 }
@@ -117,6 +131,13 @@ impl PoolRegistry {
         Ok(pool)
     }
 
+    /// Errors unless `connection_url`'s TLS parameters are valid and name only certificates this
+    /// process has (so a source is refused when registered, not when first read).
+    pub fn check_tls(&self, connection_url: &str) -> Result<(), TlsError> {
+        let certificates = self.settings().certificates;
+        TlsSettings::of(connection_url)?.check_configured(certificates.as_ref())
+    }
+
     /// Number of pools currently held.
     pub fn stats(&self) -> Vec<PoolStats> {
         let pools = self.pools.lock().expect("pool registry lock");
@@ -140,14 +161,26 @@ impl PoolRegistry {
 
     fn create(&self, connection_url: &str) -> Result<PgPool, PoolError> {
         let settings = self.settings();
-        let options = PgConnectOptions::from_str(connection_url)
+        let redacted = || redact_connection_url(connection_url);
+        let mut url = url::Url::parse(connection_url).map_err(|e| PoolError::InvalidUrl {
+            redacted: redacted(),
+            reason: e.to_string(),
+        })?;
+        let tls = TlsSettings::take_from(&mut url).map_err(|e| tls_error(connection_url, e))?;
+        let options = PgConnectOptions::from_str(url.as_str())
             .map_err(|e| PoolError::InvalidUrl {
-                redacted: redact_connection_url(connection_url),
+                redacted: redacted(),
                 reason: redact_in(&e.to_string(), connection_url),
             })?
             .application_name(&settings.application_name)
             // Literals rendered into COPY statements rely on standard string quoting.
             .options([("standard_conforming_strings", "on")]);
+        let options = tls
+            .apply(options, settings.certificates.as_ref())
+            .map_err(|e| tls_error(connection_url, e))?;
+        let checked_encryption = Arc::new(AtomicBool::new(false));
+        let source = redacted();
+        let mode = tls.mode();
         let ping_when_idle_for = settings.ping_when_idle_for;
         Ok(PgPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -155,6 +188,13 @@ impl PoolRegistry {
             .idle_timeout(settings.idle_timeout)
             .acquire_timeout(settings.acquire_timeout)
             .test_before_acquire(ping_when_idle_for.is_zero())
+            .after_connect(move |connection, _| {
+                let (checked, source) = (checked_encryption.clone(), source.clone());
+                Box::pin(async move {
+                    warn_once_if_plaintext(connection, &checked, &source, mode).await;
+                    Ok(())
+                })
+            })
             .before_acquire(move |connection, metadata| {
                 Box::pin(async move {
                     if ping_when_idle_for.is_zero() || metadata.idle_for < ping_when_idle_for {
@@ -181,6 +221,54 @@ impl PoolRegistry {
             }
             keep
         });
+    }
+}
+
+fn tls_error(connection_url: &str, error: TlsError) -> PoolError {
+    PoolError::Tls {
+        redacted: redact_connection_url(connection_url),
+        source: Box::new(error),
+    }
+}
+
+/// How one session to a source is protected, as the server sees it (`pg_stat_ssl`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEncryption {
+    pub encrypted: bool,
+    /// The TLS version, when encrypted.
+    pub version: Option<String>,
+}
+
+/// Asks the server whether this session is encrypted.
+pub async fn session_encryption(connection: &mut PgConnection) -> Result<SessionEncryption, sqlx::Error> {
+    let row = sqlx::query("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(connection)
+        .await?;
+    Ok(SessionEncryption {
+        encrypted: row.try_get("ssl")?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// Under a mode that may fall back to plaintext (none given, `disable`, `allow`, `prefer`), looks
+/// at a pool's first session and says when it is plaintext, so an operator sees what `sslmode`
+/// left unprotected.
+async fn warn_once_if_plaintext(
+    connection: &mut PgConnection,
+    checked: &AtomicBool,
+    source: &str,
+    mode: Option<SslMode>,
+) {
+    let refuses_plaintext = mode.is_some_and(|mode| mode >= SslMode::Require);
+    if refuses_plaintext || checked.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(SessionEncryption { encrypted: false, .. }) = session_encryption(connection).await {
+        tracing::warn!(
+            %source,
+            "sessions to this source are plaintext: its server offers no TLS or sslmode=disable; \
+             set sslmode=verify-full (or require) to refuse plaintext"
+        );
     }
 }
 

@@ -6,6 +6,7 @@ use thiserror::Error;
 use url::Url;
 
 use crate::ident::{Ident, IdentError, QualifiedName};
+use crate::tls::{TlsError, TlsSettings};
 
 #[derive(Debug, Error)]
 pub enum UriError {
@@ -29,6 +30,14 @@ pub enum UriError {
     },
     #[error("invalid table name {0:?}: expected `table` or `schema.table`")]
     TooManyParts(String),
+    #[error(transparent)]
+    Tls(#[from] Box<TlsError>),
+}
+
+impl From<TlsError> for UriError {
+    fn from(error: TlsError) -> Self {
+        Self::Tls(Box::new(error))
+    }
 }
 
 /// A parsed Postgres source: where to connect and which relation to read.
@@ -69,6 +78,7 @@ impl SourceUri {
         if !remaining.is_empty() {
             connection.query_pairs_mut().extend_pairs(remaining);
         }
+        TlsSettings::of(connection.as_str())?;
         Ok(Self { connection, table })
     }
 
@@ -79,6 +89,11 @@ impl SourceUri {
     /// The libpq-style connection URL, password included. Never log or display it.
     pub fn connection_url(&self) -> &str {
         self.connection.as_str()
+    }
+
+    /// The URI's TLS parameters (checked when it was parsed).
+    pub fn tls(&self) -> TlsSettings {
+        TlsSettings::of(self.connection.as_str()).expect("checked by SourceUri::parse")
     }
 
     pub fn has_password(&self) -> bool {
@@ -227,6 +242,8 @@ mod tests {
         assert!(err("postgres://u@h/db?table=").contains("identifier is empty"));
         assert!(err("postgres://u@h/db?table=%01x").contains("control character"));
         assert!(err("postgres://u@h/?table=t").contains("no database name"));
+        assert!(err("postgres://u@h/db?table=t&sslrootcert=/etc/passwd").contains("never given as paths"));
+        assert!(err("postgres://u@h/db?table=t&sslmode=bogus").contains("not one of disable"));
     }
 }
 

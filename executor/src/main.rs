@@ -21,6 +21,7 @@ use kalla_core::codec::{KallaLogicalCodec, KallaPhysicalCodec};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
 use kalla_core::process::{LogFiles, LogSettings};
 use kalla_core::storage::{ObjectStores, S3Args, S3Settings};
+use kalla_core::tls::{CertificateArgs, CertificateDir};
 use kalla_core::{ClusterKey, process, session};
 use tokio::task::JoinError;
 
@@ -41,6 +42,8 @@ struct Args {
     source_pool_idle_timeout_secs: u64,
     #[command(flatten)]
     s3: S3Args,
+    #[command(flatten)]
+    database_tls: CertificateArgs,
     /// Check the flags, `KALLA_*` variables and cluster key, then exit (0: valid; 2: each
     /// problem on stderr).
     #[arg(long)]
@@ -55,10 +58,15 @@ struct Validated {
     health_addr: SocketAddr,
     config: ExecutorProcessConfig,
     log: LogSettings,
+    certificates: Option<CertificateDir>,
 }
 
-fn validated(ballista: ballista_executor::config::Config) -> anyhow::Result<Validated> {
+fn validated(
+    ballista: ballista_executor::config::Config,
+    database_tls: &CertificateArgs,
+) -> anyhow::Result<Validated> {
     let key = ClusterKey::from_env().context("kalla-executor cannot start")?;
+    let certificates = database_tls.open().context("--tls-ca-dir / KALLA_TLS_CA_DIR")?;
     let health_addr: SocketAddr = format!("{}:{}", ballista.bind_host, ballista.bind_health_port)
         .parse()
         .context("invalid --bind-host/--bind-health-port")?;
@@ -69,6 +77,7 @@ fn validated(ballista: ballista_executor::config::Config) -> anyhow::Result<Vali
         health_addr,
         config,
         log,
+        certificates,
     })
 }
 
@@ -93,9 +102,13 @@ fn start() -> anyhow::Result<()> {
     let args: Args = process::parse_args();
     let stray = process::stray_variables::<Args>(&[kalla_core::seal::SECRET_KEY_ENV]);
     if args.check_config {
-        process::exit_after_check(NAME, &stray, validated(args.ballista).map(drop));
+        process::exit_after_check(
+            NAME,
+            &stray,
+            validated(args.ballista, &args.database_tls).map(drop),
+        );
     }
-    let executor = validated(args.ballista)?;
+    let executor = validated(args.ballista, &args.database_tls)?;
     // Outlives the runtime, so the log file gets every line until the process ends.
     let _log = process::init_logging(&executor.log)?;
     process::warn_stray(&stray);
@@ -103,6 +116,7 @@ fn start() -> anyhow::Result<()> {
         max_connections: args.source_pool_max_connections,
         idle_timeout: Duration::from_secs(args.source_pool_idle_timeout_secs),
         application_name: format!("kalla-executor-{}", executor.config.executor_id),
+        certificates: executor.certificates.clone(),
         ..PoolSettings::default()
     };
     tokio::runtime::Runtime::new()?.block_on(run(executor, pool, args.s3.settings()))

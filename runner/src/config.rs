@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
@@ -14,6 +14,7 @@ use kalla_core::cache::CacheDir;
 use kalla_core::postgres::PartitionOptions;
 use kalla_core::process::with_env_fallbacks;
 use kalla_core::storage::{S3Args, S3Settings};
+use kalla_core::tls::CertificateArgs;
 
 /// A setting that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,6 +72,12 @@ pub struct RunnerConfig {
     /// Address the HTTP API listens on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
+    /// Serve the API over HTTPS with this certificate chain (PEM); re-read when the file changes.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Where the runner keeps its SQLite metadata, generated token and key.
     #[arg(long, default_value = "./.kalla")]
     pub data_dir: PathBuf,
@@ -89,6 +96,9 @@ pub struct RunnerConfig {
     /// S3 settings for s3:// sources and the cache (default: AWS and the `AWS_*` variables).
     #[command(flatten)]
     pub s3: S3Args,
+    /// Named certificates for TLS to source databases.
+    #[command(flatten)]
+    pub database_tls: CertificateArgs,
     /// Most connections the runner opens to one source.
     #[arg(long, default_value_t = 4)]
     pub source_pool_max_connections: u32,
@@ -194,10 +204,21 @@ impl RunnerConfig {
         {
             bail!("KALLA_API_TOKEN / --api-token is empty");
         }
+        self.database_tls
+            .open()
+            .context("--tls-ca-dir / KALLA_TLS_CA_DIR")?;
+        if let Some((cert, key)) = self.https() {
+            crate::https::check(cert, key)?;
+        }
         for origin in &self.cors_allowed_origins {
             check_origin(origin).context("--cors-allowed-origins / KALLA_CORS_ALLOWED_ORIGINS")?;
         }
         Ok(())
+    }
+
+    /// The API's certificate and key, when it serves HTTPS.
+    pub fn https(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 
     pub fn s3(&self) -> S3Settings {

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use kalla_core::SourceUri;
 use kalla_core::ident::QualifiedName;
-use kalla_core::pool::{PoolRegistry, redact_connection_url};
+use kalla_core::pool::{PoolRegistry, redact_connection_url, session_encryption};
 use kalla_core::postgres::catalog;
+use kalla_core::tls::{SslMode, TlsSettings};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use thiserror::Error;
@@ -67,6 +68,13 @@ pub enum Discovery {
 pub struct Health {
     pub reachable: bool,
     pub latency_ms: f64,
+    /// The `sslmode` the runner connects with (`prefer` unless the connection sets one).
+    pub sslmode: String,
+    /// Whether the runner's session is encrypted, as the server reports it (`pg_stat_ssl`).
+    pub encrypted: bool,
+    /// Whether the server's certificate was checked against trusted roots (`verify-ca` or
+    /// `verify-full` on an encrypted session).
+    pub verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -97,6 +105,9 @@ impl Connections {
             return Err(ConnectionError::UnknownType(source_type.to_string()));
         }
         let mut url = postgres_url(config)?;
+        PoolRegistry::global()
+            .check_tls(url.as_str())
+            .map_err(|e| ConnectionError::InvalidConfig(e.to_string()))?;
         let secret = take_password(&mut url).map(|password| self.secrets.seal(&password));
         let config_json = json!({"uri": url.as_str()}).to_string();
         let record = self
@@ -178,21 +189,30 @@ impl Connections {
 
     pub async fn health(&self, record: &ConnectionRecord) -> Result<Health, ConnectionError> {
         let url = self.connection_url(record).await?;
+        // Checked when the connection was created; the pool names any problem since.
+        let mode = TlsSettings::of(url.as_str())
+            .ok()
+            .and_then(|settings| settings.mode())
+            .unwrap_or(SslMode::Prefer);
         let started = Instant::now();
         let checked = async {
             let pool = PoolRegistry::global()
                 .get(url.as_str())
                 .map_err(|e| e.to_string())?;
-            sqlx::query("SELECT 1")
-                .execute(&pool)
+            let mut connection = pool.acquire().await.map_err(|e| e.to_string())?;
+            session_encryption(&mut connection)
                 .await
                 .map_err(|e| e.to_string())
         }
         .await;
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        let encrypted = checked.as_ref().is_ok_and(|session| session.encrypted);
         Ok(Health {
             reachable: checked.is_ok(),
             latency_ms,
+            sslmode: mode.to_string(),
+            encrypted,
+            verified: encrypted && mode.verifies(),
             error: checked.err(),
         })
     }
@@ -248,9 +268,20 @@ fn stored_url(record: &ConnectionRecord) -> Result<String, ConnectionError> {
         .ok_or_else(|| ConnectionError::InvalidConfig("stored config has no uri".into()))
 }
 
-const FIELDS: [&str; 6] = ["host", "port", "database", "user", "password", "sslmode"];
+/// Fields of a config given by parts; the last three name TLS settings as libpq's parameters do.
+const FIELDS: [&str; 8] = [
+    "host",
+    "port",
+    "database",
+    "user",
+    "password",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+];
 
-/// A Postgres `config`: `{"uri": "postgres://…"}` or `{host, port?, database, user, password?, sslmode?}`.
+/// A Postgres `config`: `{"uri": "postgres://…"}` or `{host, port?, database, user, password?,
+/// sslmode?, sslrootcert?, sslcert?}` (certificates by the names the operator configured).
 fn postgres_url(config: &Value) -> Result<Url, ConnectionError> {
     let invalid = |message: String| ConnectionError::InvalidConfig(message);
     let Some(fields) = config.as_object() else {
@@ -259,7 +290,8 @@ fn postgres_url(config: &Value) -> Result<Url, ConnectionError> {
     if let Some(uri) = fields.get("uri") {
         if fields.len() > 1 {
             return Err(invalid(
-                "give either uri or host/port/database/user/password/sslmode, not both".into(),
+                "give either uri or host/port/database/user/password/sslmode/sslrootcert/sslcert, not both"
+                    .into(),
             ));
         }
         let uri = uri
@@ -319,8 +351,10 @@ fn postgres_url(config: &Value) -> Result<Url, ConnectionError> {
         url.set_password(Some(&password))
             .map_err(|()| invalid("password".into()))?;
     }
-    if let Some(sslmode) = text("sslmode", false)? {
-        url.query_pairs_mut().append_pair("sslmode", &sslmode);
+    for parameter in ["sslmode", "sslrootcert", "sslcert"] {
+        if let Some(value) = text(parameter, false)? {
+            url.query_pairs_mut().append_pair(parameter, &value);
+        }
     }
     Ok(url)
 }
@@ -333,12 +367,14 @@ mod tests {
     fn configs_become_urls() {
         let url = postgres_url(
             &json!({"host": "db.internal", "port": 6432, "database": "shop floor",
-            "user": "app", "password": "p@ss/word", "sslmode": "require"}),
+            "user": "app", "password": "p@ss/word", "sslmode": "verify-full",
+            "sslrootcert": "prod-ca", "sslcert": "app"}),
         )
         .unwrap();
         assert_eq!(
             url.as_str(),
-            "postgres://app:p%40ss%2Fword@db.internal:6432/shop%20floor?sslmode=require"
+            "postgres://app:p%40ss%2Fword@db.internal:6432/shop%20floor\
+             ?sslmode=verify-full&sslrootcert=prod-ca&sslcert=app"
         );
         let url = postgres_url(&json!({"uri": "postgresql://app@h/db"})).unwrap();
         assert_eq!(url.as_str(), "postgresql://app@h/db");

@@ -1,7 +1,7 @@
 //! The Kalla runner: the service users talk to, and the `kalla` command-line client.
 //!
 //! - [`config`]: the runner's settings (flags, `KALLA_*` variables, TOML file);
-//! - [`server`] and [`api`]: start-up and the HTTP API;
+//! - [`server`] and [`api`]: start-up and the HTTP API; [`https`]: serving it over TLS;
 //! - [`metadata`]: the metadata DB (SQLite or Postgres) — only the runner touches it;
 //! - [`secrets`]: passwords sealed under the cluster key, put back only to connect;
 //! - [`sources`]: registering sources, and previewing them;
@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod demo;
+pub mod https;
 pub mod jobs;
 pub mod local_cluster;
 pub mod local_state;

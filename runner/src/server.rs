@@ -1,5 +1,6 @@
 //! Starting the runner: credentials, metadata DB, cluster, and the HTTP server until SIGTERM.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::cache::{Cache, CacheSettings};
 use crate::cluster::ClusterEndpoint;
 use crate::config::RunnerConfig;
 use crate::connections::Connections;
+use crate::https::TlsListener;
 use crate::jobs::{JobSettings, Jobs};
 use crate::local_state::{self, Origin};
 use crate::metadata::MetadataDb;
@@ -33,6 +35,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         acquire_timeout: Duration::from_secs(config.source_connect_timeout_secs.max(1)),
         application_name: "kalla-runner".into(),
         ping_when_idle_for: Duration::from_millis(100),
+        certificates: config.database_tls.open()?,
     });
     let metadata = open_metadata(&config).await?;
     tracing::info!(backend = ?metadata.backend(), "metadata database ready");
@@ -106,20 +109,42 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, "kalla-runner listening");
-    println!("kalla-runner listening on http://{address}");
-    // Small JSON answers must not wait for Nagle's algorithm and the client's delayed ACK.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
+    let app = api::router(state, &config.cors_allowed_origins);
+    match config.https() {
+        Some((cert, key)) => {
+            announce_listening("https", address);
+            serve(TlsListener::new(listener, cert, key)?, app).await?;
         }
-    });
-    axum::serve(listener, api::router(state, &config.cors_allowed_origins))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+        None => {
+            announce_listening("http", address);
+            // Small JSON answers must not wait for Nagle's algorithm and the client's delayed ACK.
+            let listener = listener.tap_io(|stream| {
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+            });
+            serve(listener, app).await?;
+        }
+    }
     tracing::info!("kalla-runner stopped");
     Ok(())
+}
+
+fn announce_listening(scheme: &str, address: SocketAddr) {
+    tracing::info!(%address, scheme, "kalla-runner listening");
+    println!("kalla-runner listening on {scheme}://{address}");
+}
+
+/// Serves `app` until SIGTERM or Ctrl-C, finishing in-flight requests.
+async fn serve<L>(listener: L, app: axum::Router) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")
 }
 
 async fn open_metadata(config: &RunnerConfig) -> anyhow::Result<MetadataDb> {

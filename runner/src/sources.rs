@@ -126,7 +126,10 @@ impl Sources {
         let source_type = resolve_type(&url, source_type)?;
         match source_type {
             SourceType::Postgres => {
-                SourceUri::parse(uri).map_err(|e| SourceError::InvalidUri(e.to_string()))?;
+                let parsed = SourceUri::parse(uri).map_err(|e| SourceError::InvalidUri(e.to_string()))?;
+                PoolRegistry::global()
+                    .check_tls(parsed.connection_url())
+                    .map_err(|e| SourceError::InvalidUri(e.to_string()))?;
             }
             SourceType::Csv | SourceType::Parquet => {
                 storage::register_location(&self.files, uri, &self.s3).map_err(storage_error)?;

@@ -43,6 +43,8 @@ pub struct ClusterOptions {
     pub fast_failure_detection: bool,
     /// More flags for the scheduler and every executor (e.g. S3 settings).
     pub extra_args: Vec<String>,
+    /// More flags for every executor only (e.g. `--tls-ca-dir`).
+    pub executor_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -53,6 +55,7 @@ impl Default for ClusterOptions {
             pool_cap: 2,
             fast_failure_detection: false,
             extra_args: Vec::new(),
+            executor_args: Vec::new(),
         }
     }
 }
@@ -126,6 +129,7 @@ impl Cluster {
                     &[][..]
                 })
                 .args(&options.extra_args)
+                .args(&options.executor_args)
                 .env("KALLA_SECRET_KEY", &cluster.key);
             cluster.spawn(&format!("executor-{i}"), &mut command);
         }

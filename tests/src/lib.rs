@@ -7,6 +7,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod runner;
 pub mod s3;
+pub mod tls;
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T

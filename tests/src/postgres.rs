@@ -3,6 +3,7 @@
 //! when no server answers; and [`PgCluster`], a server of a test's own that it can stop and
 //! restart.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -173,6 +174,15 @@ fn throwaway_cluster() -> &'static str {
 /// A Postgres cluster of the test's own, made with `initdb` and run with `pg_ctl`, so a test can
 /// stop and restart its server; stopped (immediately) when dropped. Postgres refuses to run as
 /// root, so under root the cluster belongs to, and runs as, the `postgres` user.
+/// A TLS-only server's certificate and key, the CA it trusts for client certificates, and its
+/// `pg_hba.conf` lines for TCP (`hostssl …`).
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub hba: Vec<String>,
+}
+
 pub struct PgCluster {
     /// `postgres://postgres@127.0.0.1:PORT/postgres`
     pub url: String,
@@ -182,6 +192,21 @@ pub struct PgCluster {
 
 impl PgCluster {
     pub fn start() -> Self {
+        let cluster = Self::init();
+        cluster.start_server();
+        cluster
+    }
+
+    /// A cluster that serves only TLS sessions over TCP (`hostssl` alone in `pg_hba.conf`, the
+    /// socket trusted for the test's own set-up), with `tls`'s certificates.
+    pub fn start_with_tls(tls: &ServerTls) -> Self {
+        let cluster = Self::init();
+        cluster.configure_tls(tls);
+        cluster.start_server();
+        cluster
+    }
+
+    fn init() -> Self {
         let installed = Command::new("initdb").arg("--version").output().is_ok();
         assert!(
             installed,
@@ -194,18 +219,7 @@ impl PgCluster {
             .tempdir()
             .expect("temp dir")
             .keep();
-        if running_as_root() {
-            let owned = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("run chown");
-            assert!(
-                owned.success(),
-                "cannot hand {} to the postgres user",
-                dir.display()
-            );
-        }
+        hand_to_postgres(&dir);
         let port = crate::ports::free_port();
         let cluster = Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
@@ -225,8 +239,29 @@ impl PgCluster {
                 "--no-locale",
             ],
         );
-        cluster.start_server();
         cluster
+    }
+
+    fn configure_tls(&self, tls: &ServerTls) {
+        let data = self.dir.join("data");
+        for (from, to) in [
+            (&tls.cert, "server.crt"),
+            (&tls.key, "server.key"),
+            (&tls.client_ca, "root.crt"),
+        ] {
+            std::fs::copy(from, data.join(to)).expect("copy a certificate file");
+        }
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod server.key");
+        let conf = "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n";
+        let mut settings = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        std::io::Write::write_all(&mut settings, conf.as_bytes()).expect("write postgresql.conf");
+        let hba = format!("local all all trust\n{}\n", tls.hba.join("\n"));
+        std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+        hand_to_postgres(&data);
     }
 
     /// Creates `database` and returns its URL.
@@ -287,6 +322,24 @@ impl Drop for PgCluster {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Gives `path` and everything in it to the `postgres` user when the tests run as root (the
+/// server's tools run as that user then).
+fn hand_to_postgres(path: &std::path::Path) {
+    if !running_as_root() {
+        return;
+    }
+    let owned = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .status()
+        .expect("run chown");
+    assert!(
+        owned.success(),
+        "cannot hand {} to the postgres user",
+        path.display()
+    );
 }
 
 /// `program` of the Postgres server's tools, run as the `postgres` user when the tests run as root.

@@ -29,10 +29,35 @@ impl Runner {
     }
 
     pub async fn start_in(data_dir: TempDir, database_url: Option<&str>, extra_args: &[&str]) -> Self {
+        Self::start_serving(data_dir, database_url, extra_args, None).await
+    }
+
+    /// A runner serving HTTPS (`extra_args` give `--tls-cert`/`--tls-key` for `localhost`),
+    /// called by a client that trusts only `ca`.
+    pub async fn start_https(data_dir: TempDir, extra_args: &[&str], ca: &Path) -> Self {
+        Self::start_serving(data_dir, None, extra_args, Some(ca)).await
+    }
+
+    async fn start_serving(
+        data_dir: TempDir,
+        database_url: Option<&str>,
+        extra_args: &[&str],
+        https_ca: Option<&Path>,
+    ) -> Self {
         let port = free_port();
         let mut child = spawn(data_dir.path(), port, database_url, extra_args);
-        let base_url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let (base_url, http) = match https_ca {
+            None => (format!("http://127.0.0.1:{port}"), reqwest::Client::new()),
+            Some(ca) => {
+                let pem = std::fs::read(ca).expect("read the CA");
+                let client = reqwest::Client::builder()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM CA"))
+                    .build()
+                    .expect("HTTPS client");
+                (format!("https://localhost:{port}"), client)
+            }
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().expect("runner status") {

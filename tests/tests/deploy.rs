@@ -332,7 +332,13 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
             .collect()
     };
     let key = cluster_key();
-    let cases: [(&str, BTreeMap<String, String>, &str); 5] = [
+    let certificates = tempfile::TempDir::new().unwrap();
+    std::fs::create_dir(certificates.path().join("prod")).unwrap();
+    std::fs::write(certificates.path().join("prod/ca.crt"), "not PEM").unwrap();
+    let bad_certificates = certificates.path().to_str().unwrap();
+    let missing = certificates.path().join("nowhere");
+    let missing = missing.to_str().unwrap();
+    let cases: Vec<(&str, BTreeMap<String, String>, &str)> = vec![
         (
             "kalla-scheduler",
             env(&[("KALLA_BIND_PROT", "50050")]),
@@ -349,6 +355,22 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
             "kalla-runner",
             env(&[("KALLA_SCHEDULER", "df://kalla-scheduler:50050")]),
             "KALLA_SECRET_KEY",
+        ),
+        (
+            "kalla-executor",
+            env(&[("KALLA_SECRET_KEY", &key), ("KALLA_TLS_CA_DIR", missing)]),
+            "--tls-ca-dir",
+        ),
+        (
+            "kalla-runner",
+            env(&[("KALLA_TLS_CA_DIR", bad_certificates)]),
+            "prod/ca.crt holds no PEM",
+        ),
+        ("kalla-runner", env(&[("KALLA_TLS_CERT", missing)]), "--tls-key"),
+        (
+            "kalla-runner",
+            env(&[("KALLA_TLS_CERT", missing), ("KALLA_TLS_KEY", missing)]),
+            "--tls-cert",
         ),
     ];
     for (binary, env, named) in cases {

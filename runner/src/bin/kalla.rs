@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
 use kalla_core::postgres::PartitionOptions;
+use kalla_core::tls::CertificateArgs;
 use kalla_core::{ClusterKey, process};
 
 use kalla_runner::cli::{self, JobsCommand, RecipesCommand, RunArgs, RunnerArgs, SourcesCommand};
@@ -96,6 +97,8 @@ struct QueryArgs {
     /// Split each Postgres table into exactly this many partitions (default: by size).
     #[arg(long)]
     partitions: Option<usize>,
+    #[command(flatten)]
+    database_tls: CertificateArgs,
     /// The SQL to run.
     sql: String,
 }
@@ -138,6 +141,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     let key = cluster_key(args.scheduler.is_some())?;
     PoolRegistry::global().configure(PoolSettings {
         application_name: "kalla-cli".into(),
+        certificates: args.database_tls.open()?,
         ..PoolSettings::default()
     });
     let ctx = cluster::connect(args.scheduler.as_deref(), key.clone()).await?;
