@@ -315,3 +315,37 @@ async fn every_session_of_every_process_is_encrypted() {
     assert!(plaintext.is_empty(), "plaintext sessions: {plaintext:?}");
     drop(cluster);
 }
+
+/// Plaintext is visible: a connection's health says it is not encrypted, and a source whose
+/// sessions fell back to plaintext is logged once, however often it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_sessions_are_reported_and_logged_once_per_source() {
+    let db = TestDatabase::create().await;
+    db.execute(ORDERS).await;
+    let runner = Runner::start(None).await;
+    let plaintext = at(&db.url, "127.0.0.1", "sslmode=disable");
+    let created = runner.create_connection("plain", &plaintext).await;
+    let id = created["id"].as_str().unwrap();
+    let (status, health) = runner
+        .call(Method::GET, &format!("/api/connections/{id}/health"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(
+        (&health["sslmode"], &health["encrypted"], &health["verified"]),
+        (&json!("disable"), &json!(false), &json!(false)),
+        "{health}"
+    );
+    // The source names the same database the same way: it shares the connection's pool.
+    let source = at(&db.source_uri("orders"), "127.0.0.1", "sslmode=disable");
+    let (status, answer) = registered_preview(&runner, "orders", &source).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    for _ in 0..2 {
+        let (status, answer) = preview(&runner, "orders").await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let warnings = runner
+        .logs()
+        .matches("sessions to this source are plaintext")
+        .count();
+    assert_eq!(warnings, 1, "logged once per pool:\n{}", runner.logs());
+}
