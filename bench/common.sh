@@ -18,8 +18,16 @@ table_is_current() {
   [ "$(psql "$DB_URL" -XqtAc "SELECT obj_description('$1'::regclass)" 2>/dev/null)" = "$2" ]
 }
 
-step "release build"
-cargo build --release --locked --workspace --bins -q
+# The binaries the images ship (deploy/build-release.sh, which CI runs too, so its kept target dir
+# serves both: `CARGO_TARGET_DIR=~/.cache/kalla-ci/release-target bench/….sh`).
+step "release build (deploy/build-release.sh)"
+deploy/build-release.sh >/dev/null
+
+# The load generators of bench/src/bin, built into the same target dir.
+build_load_generators() {
+  step "release build: load generators"
+  cargo build --release --locked -q -p kalla-bench --bins
+}
 
 psql "$SERVER_URL" -Xqtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
   || psql "$SERVER_URL" -Xqc "CREATE DATABASE $DB"

@@ -7,6 +7,7 @@
 #
 #   bench/load.sh            # CLIENTS=200 LOAD_SECONDS=60 POOL_CAP=4; KALLA_BENCH_PG_URL picks the server
 source "$(dirname "$0")/common.sh"
+build_load_generators
 CLIENTS=${CLIENTS:-200}
 SECONDS_OF_LOAD=${LOAD_SECONDS:-60}
 CAP=${POOL_CAP:-4}

@@ -5,6 +5,7 @@
 #
 #   bench/preview.sh     # RUNS=3 SECONDS_PER_RUN=10 CLIENTS="1 16 64"; KALLA_BENCH_PG_URL picks the server
 source "$(dirname "$0")/common.sh"
+build_load_generators
 RUNS=${RUNS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 CLIENTS=${CLIENTS:-"1 16 64"}
