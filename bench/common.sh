@@ -18,7 +18,8 @@ table_is_current() {
   [ "$(psql "$DB_URL" -XqtAc "SELECT obj_description('$1'::regclass)" 2>/dev/null)" = "$2" ]
 }
 
-# The binaries the images ship (deploy/build-release.sh, which CI runs too, so its kept target dir
+# The build the images ship (deploy/build-release.sh; the benches run its binaries before they are
+# stripped). CI runs it too, so its kept target dir
 # serves both: `CARGO_TARGET_DIR=~/.cache/kalla-ci/release-target bench/….sh`).
 step "release build (deploy/build-release.sh)"
 deploy/build-release.sh >/dev/null

@@ -46,8 +46,9 @@ for mode in "${MODES[@]}"; do
   copy_1 "$mode"; scan "$mode"; recon "$mode"
   echo "$mode $(executor_sessions)" | tee -a "$WORK/sessions" >&2
 done
-cmp "$WORK/scan-require.out" "$WORK/scan-disable.out"
-for mode in "${MODES[@]}"; do field '["summary"]["outputs"]' <"$WORK/recon-$mode.json"; done | uniq | wc -l | grep -qx 1
+cmp "$WORK/scan-require.out" "$WORK/scan-disable.out" || { echo "the scans' answers differ" >&2; exit 1; }
+for mode in "${MODES[@]}"; do field '["summary"]["outputs"]' <"$WORK/recon-$mode.json"; done | uniq | wc -l | grep -qx 1 \
+  || { echo "the reconciliations' counts differ" >&2; exit 1; }
 
 step "$RUNS timed runs, interleaved"
 for run in $(seq "$RUNS"); do

@@ -7,7 +7,7 @@
 //! certificates the process was configured with ([`crate::tls`]); sessions that end up plaintext
 //! are logged once per pool.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
@@ -250,24 +250,36 @@ pub async fn session_encryption(connection: &mut PgConnection) -> Result<Session
     })
 }
 
-/// Under a mode that may fall back to plaintext (none given, `disable`, `allow`, `prefer`), looks
-/// at a pool's first session and says when it is plaintext, so an operator sees what `sslmode`
-/// left unprotected.
+/// Sources (redacted) whose sessions were found plaintext: each is logged once per process.
+static LOGGED_PLAINTEXT: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+
+/// Under a mode that may fall back to plaintext unasked (none given, `allow`, `prefer`), looks at
+/// sessions until one answers and says, once per source, when they are plaintext: an operator
+/// sees what `sslmode` left unprotected. An explicit `disable` is the user's choice, not logged.
 async fn warn_once_if_plaintext(
     connection: &mut PgConnection,
     checked: &AtomicBool,
     source: &str,
     mode: Option<SslMode>,
 ) {
-    let refuses_plaintext = mode.is_some_and(|mode| mode >= SslMode::Require);
-    if refuses_plaintext || checked.swap(true, Ordering::Relaxed) {
+    let may_fall_back = matches!(mode, None | Some(SslMode::Allow | SslMode::Prefer));
+    if !may_fall_back || checked.load(Ordering::Relaxed) {
         return;
     }
-    if let Ok(SessionEncryption { encrypted: false, .. }) = session_encryption(connection).await {
+    let Ok(session) = session_encryption(connection).await else {
+        return;
+    };
+    checked.store(true, Ordering::Relaxed);
+    let first = !session.encrypted
+        && LOGGED_PLAINTEXT
+            .lock()
+            .expect("plaintext log lock")
+            .insert(source.to_string());
+    if first {
         tracing::warn!(
             %source,
-            "sessions to this source are plaintext: its server offers no TLS or sslmode=disable; \
-             set sslmode=verify-full (or require) to refuse plaintext"
+            "sessions to this source are plaintext: its server offers no TLS; set \
+             sslmode=verify-full (or require) to refuse plaintext, or sslmode=disable to say so"
         );
     }
 }

@@ -153,16 +153,26 @@ pub fn report(error: &(dyn Error + 'static)) -> String {
     report
 }
 
-/// Structured logs to stdout; JSON when `KALLA_LOG_FORMAT=json`, level from `RUST_LOG` or `default_level`.
-pub fn init_tracing(default_level: &str) {
+/// Structured logs to `console`; JSON when `KALLA_LOG_FORMAT=json`, level from `RUST_LOG` or
+/// `default_level`.
+pub fn init_tracing(default_level: &str, console: Console) {
     let settings = LogSettings {
         default_level: default_level.to_string(),
         thread_info: false,
         files: None,
     };
-    if let Err(error) = init_logging(&settings).map(drop) {
+    if let Err(error) = init_logging_on(&settings, console).map(drop) {
         eprintln!("{error}");
     }
+}
+
+/// Where log lines go when no log files are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// A service's own output, as Ballista's services log.
+    Stdout,
+    /// A command's diagnostics, kept out of the results it prints (`kalla query --format csv`).
+    Stderr,
 }
 
 /// Where a service logs and what each line carries, from Ballista's `--log-level-setting`,
@@ -244,9 +254,14 @@ pub struct LogGuard {
 
 /// Sets up logging as `settings` say; JSON lines when `KALLA_LOG_FORMAT=json`.
 pub fn init_logging(settings: &LogSettings) -> Result<LogGuard, LoggingError> {
-    let (writer, guard) = match &settings.files {
-        None => (BoxMakeWriter::new(std::io::stdout), None),
-        Some(files) => {
+    init_logging_on(settings, Console::Stdout)
+}
+
+fn init_logging_on(settings: &LogSettings, console: Console) -> Result<LogGuard, LoggingError> {
+    let (writer, guard) = match (&settings.files, console) {
+        (None, Console::Stdout) => (BoxMakeWriter::new(std::io::stdout), None),
+        (None, Console::Stderr) => (BoxMakeWriter::new(std::io::stderr), None),
+        (Some(files), _) => {
             // Not lossy: a burst of lines waits for the file instead of being dropped.
             let (writer, guard) = NonBlockingBuilder::default()
                 .lossy(false)

@@ -34,7 +34,7 @@ pub enum TlsError {
          the operator configured with --tls-ca-dir (letters, digits, '.', '_', '-')"
     )]
     PathNotAllowed { parameter: &'static str, value: String },
-    #[error("{parameter}={name:?} is not a certificate configured in {configured}")]
+    #[error("{parameter}={name:?} names no certificate of this process: {configured}")]
     NotConfigured {
         parameter: &'static str,
         name: String,
@@ -47,6 +47,8 @@ pub enum TlsError {
     RootWithoutVerification { root: String, mode: SslMode },
     #[error("sslrootcert=system needs sslmode=verify-full (sslmode={0} was given)")]
     SystemRootsNeedVerifyFull(SslMode),
+    #[error("{0:?} is not a TLS parameter Kalla takes (sslmode, sslrootcert, sslcert, sslkey)")]
+    UnknownParameter(String),
     #[error("sslkey={key:?} must name the certificate sslcert names, which holds its key")]
     KeyWithoutItsCertificate { key: String },
     #[error("{parameter} is given twice (as {first} and {second})")]
@@ -161,6 +163,8 @@ impl TlsSettings {
                 k if ROOT_PARAMETERS.contains(&k) => &mut found.root,
                 k if CERT_PARAMETERS.contains(&k) => &mut found.cert,
                 k if KEY_PARAMETERS.contains(&k) => &mut found.key,
+                // Whatever else sqlx might one day read as a file, Kalla does not pass on.
+                k if k.starts_with("ssl") => return Err(TlsError::UnknownParameter(key)),
                 _ => {
                     kept.push((key, value));
                     continue;
@@ -218,8 +222,14 @@ impl TlsSettings {
                     parameter,
                     name: name.to_string(),
                     configured: dir.map_or_else(
-                        || "no --tls-ca-dir (none is configured)".to_string(),
-                        |dir| format!("--tls-ca-dir {}", dir.root.display()),
+                        || "it has no --tls-ca-dir".to_string(),
+                        |dir| {
+                            format!(
+                                "its --tls-ca-dir {} holds [{}]",
+                                dir.root.display(),
+                                dir.names().join(", ")
+                            )
+                        },
                     ),
                 });
             }
@@ -515,6 +525,7 @@ mod tests {
             "sslmode=verify-ca&sslrootcert=system",
             "sslmode=on",
             "sslmode=require&ssl-mode=disable",
+            "sslcrl=/etc/crl.pem",
         ] {
             assert!(mode(refused).is_err(), "{refused}");
         }
@@ -543,12 +554,10 @@ mod tests {
             .check_configured(Some(&certificates))
             .unwrap_err()
             .to_string();
-        assert!(
-            error.contains("\"prod\" is not a certificate configured"),
-            "{error}"
-        );
+        assert!(error.contains("\"prod\" names no certificate"), "{error}");
+        assert!(error.ends_with("holds []"), "{error}");
         let error = unknown.check_configured(None).unwrap_err().to_string();
-        assert!(error.contains("no --tls-ca-dir"), "{error}");
+        assert!(error.contains("it has no --tls-ca-dir"), "{error}");
         assert!(
             settings("sslmode=require")
                 .unwrap()

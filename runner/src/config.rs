@@ -73,10 +73,10 @@ pub struct RunnerConfig {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
     /// Serve the API over HTTPS with this certificate chain (PEM); re-read when the file changes.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long)]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `--tls-cert`.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long)]
     pub tls_key: Option<PathBuf>,
     /// Where the runner keeps its SQLite metadata, generated token and key.
     #[arg(long, default_value = "./.kalla")]
@@ -207,6 +207,12 @@ impl RunnerConfig {
         self.database_tls
             .open()
             .context("--tls-ca-dir / KALLA_TLS_CA_DIR")?;
+        // Checked here, not by clap, so a half given in the TOML file is caught too.
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!(
+                "--tls-cert and --tls-key (KALLA_TLS_CERT, KALLA_TLS_KEY) go together: give both or neither"
+            );
+        }
         if let Some((cert, key)) = self.https() {
             crate::https::check(cert, key)?;
         }
@@ -321,6 +327,21 @@ mod tests {
         assert_eq!(config.bind.to_string(), "127.0.0.1:1");
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/kalla"));
         assert!(config.s3.s3_allow_http);
+    }
+
+    #[test]
+    fn the_https_pair_is_checked_wherever_its_halves_come_from() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "tls-cert = \"/etc/kalla/https/tls.crt\"").unwrap();
+        let path = file.path().to_str().unwrap();
+        let config = RunnerConfig::load_from(["kalla-runner", "--config", path]).unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("go together"), "{error}");
+        let config =
+            RunnerConfig::load_from(["kalla-runner", "--config", path, "--tls-key", "/nowhere/tls.key"])
+                .unwrap();
+        let error = format!("{:#}", config.validate().unwrap_err());
+        assert!(error.contains("--tls-cert /etc/kalla/https/tls.crt"), "{error}");
     }
 
     #[test]

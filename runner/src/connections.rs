@@ -70,7 +70,8 @@ pub struct Health {
     pub latency_ms: f64,
     /// The `sslmode` the runner connects with (`prefer` unless the connection sets one).
     pub sslmode: String,
-    /// Whether the runner's session is encrypted, as the server reports it (`pg_stat_ssl`).
+    /// Whether the runner's session is encrypted, as the server reports it (`pg_stat_ssl`; behind
+    /// a connection pooler, that is the pooler's session to the server).
     pub encrypted: bool,
     /// Whether the server's certificate was checked against trusted roots (`verify-ca` or
     /// `verify-full` on an encrypted session).
@@ -200,13 +201,19 @@ impl Connections {
                 .get(url.as_str())
                 .map_err(|e| e.to_string())?;
             let mut connection = pool.acquire().await.map_err(|e| e.to_string())?;
-            session_encryption(&mut connection)
+            if let Ok(session) = session_encryption(&mut connection).await {
+                return Ok(session.encrypted);
+            }
+            // A server without `pg_stat_ssl` (a Postgres-compatible one) still answers.
+            sqlx::query("SELECT 1")
+                .execute(&mut *connection)
                 .await
+                .map(|_| false)
                 .map_err(|e| e.to_string())
         }
         .await;
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        let encrypted = checked.as_ref().is_ok_and(|session| session.encrypted);
+        let encrypted = checked.as_ref().is_ok_and(|encrypted| *encrypted);
         Ok(Health {
             reachable: checked.is_ok(),
             latency_ms,

@@ -21,6 +21,9 @@ use tokio_rustls::server::TlsStream;
 /// A client that has not finished its handshake by then is dropped, so slow or silent clients
 /// cannot hold connections open.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Beyond this many unfinished handshakes no connection is accepted until one ends, so silent
+/// clients cannot use up the process's file descriptors.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// Accepts TCP connections and hands `axum::serve` those whose TLS handshake succeeded.
 /// Handshakes run concurrently, so one slow client does not hold up the others.
@@ -76,7 +79,7 @@ impl axum::serve::Listener for TlsListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             tokio::select! {
-                accepted = self.tcp.accept() => match accepted {
+                accepted = self.tcp.accept(), if self.handshakes.len() < MAX_PENDING_HANDSHAKES => match accepted {
                     Ok((stream, peer)) => self.start_handshake(stream, peer),
                     Err(error) => {
                         // As axum's own listener: out of file descriptors and the like pass.

@@ -112,8 +112,9 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     let app = api::router(state, &config.cors_allowed_origins);
     match config.https() {
         Some((cert, key)) => {
+            let listener = TlsListener::new(listener, cert, key)?;
             announce_listening("https", address);
-            serve(TlsListener::new(listener, cert, key)?, app).await?;
+            serve(listener, app).await?;
         }
         None => {
             announce_listening("http", address);

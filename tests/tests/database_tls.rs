@@ -179,8 +179,9 @@ async fn sslmodes_behave_as_libpq_with_named_certificates_only() {
         ),
         (
             "sslrootcert=nobody",
-            "\"nobody\" is not a certificate configured in --tls-ca-dir",
+            "\"nobody\" names no certificate of this process: its --tls-ca-dir",
         ),
+        ("sslcrl=/etc/crl.pem", "not a TLS parameter Kalla takes"),
         ("sslmode=prefer&sslrootcert=test-ca", "use sslmode=verify-full"),
         ("sslmode=sometimes", "not one of disable, allow, prefer"),
     ] {
@@ -209,7 +210,10 @@ async fn sslmodes_behave_as_libpq_with_named_certificates_only() {
     let body = json!({"alias": "named", "uri": uri("localhost", "sslrootcert=test-ca")});
     let (status, answer) = bare.call(Method::POST, "/api/sources", Some(body)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    assert!(error_message(&answer).contains("no --tls-ca-dir"), "{answer}");
+    assert!(
+        error_message(&answer).contains("it has no --tls-ca-dir"),
+        "{answer}"
+    );
 }
 
 /// Every session Kalla opens to the TLS-only server, from the runner and from separate executor
@@ -316,15 +320,16 @@ async fn every_session_of_every_process_is_encrypted() {
     drop(cluster);
 }
 
-/// Plaintext is visible: a connection's health says it is not encrypted, and a source whose
-/// sessions fell back to plaintext is logged once, however often it is read.
+/// Plaintext is visible: against a server without TLS, a connection's health says its sessions
+/// are not encrypted, and the fallback under the default `prefer` is logged once per source
+/// however often it is read (an explicit `sslmode=disable` is the user's choice, not logged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_sessions_are_reported_and_logged_once_per_source() {
-    let db = TestDatabase::create().await;
+    let server = PgCluster::start();
+    let db = TestDatabase::create_on(&server.url).await;
     db.execute(ORDERS).await;
     let runner = Runner::start(None).await;
-    let plaintext = at(&db.url, "127.0.0.1", "sslmode=disable");
-    let created = runner.create_connection("plain", &plaintext).await;
+    let created = runner.create_connection("plain", &db.url).await;
     let id = created["id"].as_str().unwrap();
     let (status, health) = runner
         .call(Method::GET, &format!("/api/connections/{id}/health"), None)
@@ -332,12 +337,13 @@ async fn plaintext_sessions_are_reported_and_logged_once_per_source() {
     assert_eq!(status, StatusCode::OK, "{health}");
     assert_eq!(
         (&health["sslmode"], &health["encrypted"], &health["verified"]),
-        (&json!("disable"), &json!(false), &json!(false)),
+        (&json!("prefer"), &json!(false), &json!(false)),
         "{health}"
     );
-    // The source names the same database the same way: it shares the connection's pool.
-    let source = at(&db.source_uri("orders"), "127.0.0.1", "sslmode=disable");
-    let (status, answer) = registered_preview(&runner, "orders", &source).await;
+    let (status, answer) = registered_preview(&runner, "orders", &db.source_uri("orders")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let disabled = at(&db.source_uri("orders"), "127.0.0.1", "sslmode=disable");
+    let (status, answer) = registered_preview(&runner, "orders_plain", &disabled).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     for _ in 0..2 {
         let (status, answer) = preview(&runner, "orders").await;
@@ -347,5 +353,5 @@ async fn plaintext_sessions_are_reported_and_logged_once_per_source() {
         .logs()
         .matches("sessions to this source are plaintext")
         .count();
-    assert_eq!(warnings, 1, "logged once per pool:\n{}", runner.logs());
+    assert_eq!(warnings, 1, "logged once per source:\n{}", runner.logs());
 }

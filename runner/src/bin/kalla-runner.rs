@@ -16,7 +16,7 @@ async fn run() -> anyhow::Result<()> {
     if config.check_config {
         process::exit_after_check("kalla-runner", &stray, config.validate());
     }
-    process::init_tracing("info");
+    process::init_tracing("info", process::Console::Stdout);
     process::warn_stray(&stray);
     kalla_runner::server::run(config).await
 }

@@ -113,7 +113,7 @@ async fn run() -> anyhow::Result<()> {
     // local cluster: its flags read no variables but the ones they name themselves.
     let cli: Cli =
         process::parse_args_with(|command| command.mut_subcommand("cluster", process::without_env_fallbacks));
-    process::init_tracing("warn");
+    process::init_tracing("warn", process::Console::Stderr);
     match cli.command {
         Command::Query(args) => query(args).await,
         Command::Demo(args) if args.seed_only => {
