@@ -4,8 +4,8 @@
 //! its tasks and requests. Connections announce the process through `application_name`, so
 //! `pg_stat_activity` shows who is connected; idle connections close after a timeout and an
 //! unused pool is dropped from the registry. TLS follows each URL's `sslmode` with the
-//! certificates the process was configured with ([`crate::tls`]); sessions that end up plaintext
-//! are logged once per pool.
+//! certificates the process was configured with ([`crate::tls`]); a source whose sessions fell
+//! back to plaintext is logged once.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Row};
 use thiserror::Error;
 
 use crate::tls::{CertificateDir, SslMode, TlsError, TlsSettings};
@@ -231,23 +231,11 @@ fn tls_error(connection_url: &str, error: TlsError) -> PoolError {
     }
 }
 
-/// How one session to a source is protected, as the server sees it (`pg_stat_ssl`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionEncryption {
-    pub encrypted: bool,
-    /// The TLS version, when encrypted.
-    pub version: Option<String>,
-}
-
-/// Asks the server whether this session is encrypted.
-pub async fn session_encryption(connection: &mut PgConnection) -> Result<SessionEncryption, sqlx::Error> {
-    let row = sqlx::query("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+/// Whether this session is encrypted, as the server sees it (`pg_stat_ssl`).
+pub async fn session_is_encrypted(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         .fetch_one(connection)
-        .await?;
-    Ok(SessionEncryption {
-        encrypted: row.try_get("ssl")?,
-        version: row.try_get("version")?,
-    })
+        .await
 }
 
 /// Sources (redacted) whose sessions were found plaintext: each is logged once per process.
@@ -266,11 +254,11 @@ async fn warn_once_if_plaintext(
     if !may_fall_back || checked.load(Ordering::Relaxed) {
         return;
     }
-    let Ok(session) = session_encryption(connection).await else {
+    let Ok(encrypted) = session_is_encrypted(connection).await else {
         return;
     };
     checked.store(true, Ordering::Relaxed);
-    let first = !session.encrypted
+    let first = !encrypted
         && LOGGED_PLAINTEXT
             .lock()
             .expect("plaintext log lock")

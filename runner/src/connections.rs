@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use kalla_core::SourceUri;
 use kalla_core::ident::QualifiedName;
-use kalla_core::pool::{PoolRegistry, redact_connection_url, session_encryption};
+use kalla_core::pool::{PoolRegistry, redact_connection_url, session_is_encrypted};
 use kalla_core::postgres::catalog;
 use kalla_core::tls::{SslMode, TlsSettings};
 use serde::{Deserialize, Serialize};
@@ -201,8 +201,8 @@ impl Connections {
                 .get(url.as_str())
                 .map_err(|e| e.to_string())?;
             let mut connection = pool.acquire().await.map_err(|e| e.to_string())?;
-            if let Ok(session) = session_encryption(&mut connection).await {
-                return Ok(session.encrypted);
+            if let Ok(encrypted) = session_is_encrypted(&mut connection).await {
+                return Ok(encrypted);
             }
             // A server without `pg_stat_ssl` (a Postgres-compatible one) still answers.
             sqlx::query("SELECT 1")

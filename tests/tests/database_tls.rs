@@ -81,6 +81,19 @@ async fn preview(runner: &Runner, alias: &str) -> (StatusCode, Value) {
     runner.call(Method::POST, &path, Some(filter)).await
 }
 
+/// Asserts that connection `id`'s health reports `sslmode`, and sessions encrypted and verified
+/// or neither.
+async fn assert_protection(runner: &Runner, id: &str, sslmode: &str, protected: bool) {
+    let path = format!("/api/connections/{id}/health");
+    let (status, health) = runner.call(Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(
+        (&health["sslmode"], &health["encrypted"], &health["verified"]),
+        (&json!(sslmode), &json!(protected), &json!(protected)),
+        "{health}"
+    );
+}
+
 /// Registers `uri` as `alias` and previews it.
 async fn registered_preview(runner: &Runner, alias: &str, uri: &str) -> (StatusCode, Value) {
     let body = json!({"alias": alias, "uri": uri});
@@ -255,15 +268,7 @@ async fn every_session_of_every_process_is_encrypted() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["config"]["sslrootcert"], "test-ca", "{created}");
     let id = created["id"].as_str().unwrap();
-    let (status, health) = runner
-        .call(Method::GET, &format!("/api/connections/{id}/health"), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{health}");
-    assert_eq!(
-        (&health["sslmode"], &health["encrypted"], &health["verified"]),
-        (&json!("verify-full"), &json!(true), &json!(true)),
-        "{health}"
-    );
+    assert_protection(&runner, id, "verify-full", true).await;
 
     let source = at(
         &db.source_uri("orders"),
@@ -331,15 +336,7 @@ async fn plaintext_sessions_are_reported_and_logged_once_per_source() {
     let runner = Runner::start(None).await;
     let created = runner.create_connection("plain", &db.url).await;
     let id = created["id"].as_str().unwrap();
-    let (status, health) = runner
-        .call(Method::GET, &format!("/api/connections/{id}/health"), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{health}");
-    assert_eq!(
-        (&health["sslmode"], &health["encrypted"], &health["verified"]),
-        (&json!("prefer"), &json!(false), &json!(false)),
-        "{health}"
-    );
+    assert_protection(&runner, id, "prefer", false).await;
     let (status, answer) = registered_preview(&runner, "orders", &db.source_uri("orders")).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let disabled = at(&db.source_uri("orders"), "127.0.0.1", "sslmode=disable");
