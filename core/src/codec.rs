@@ -21,6 +21,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 
 use crate::cache::sink::{PartitionParquetSinkExec, SinkSpec};
 use crate::cache::write::{WritePlanTable, WriteSpec};
+use crate::plan_check::PlanCheck;
 use crate::postgres::exec::{PgScanExec, PgScanSpec};
 use crate::postgres::provider::{PgTableProvider, PgTableSpec};
 use crate::recon::pair::PairExec;
@@ -169,11 +170,13 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
     }
 }
 
-/// Encodes Kalla execution plans; holds the cluster key on processes that execute scans.
+/// Encodes Kalla execution plans; holds the cluster key on processes that execute scans, and the
+/// plan check on the scheduler and executors.
 #[derive(Debug, Default)]
 pub struct KallaPhysicalCodec {
     inner: BallistaPhysicalExtensionCodec,
     key: Option<ClusterKey>,
+    check: Option<PlanCheck>,
 }
 
 impl KallaPhysicalCodec {
@@ -181,6 +184,17 @@ impl KallaPhysicalCodec {
         Self {
             inner: BallistaPhysicalExtensionCodec::default(),
             key,
+            check: None,
+        }
+    }
+
+    /// A codec that checks every plan below a Ballista node as it decodes it. Each task an
+    /// executor runs is a stage whose root is Ballista's shuffle writer, so every task's whole
+    /// plan is checked before any of it runs.
+    pub fn checking(key: Option<ClusterKey>, check: PlanCheck) -> Self {
+        Self {
+            check: Some(check),
+            ..Self::new(key)
         }
     }
 }
@@ -228,7 +242,13 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
                 };
                 Ok(Arc::new(PairExec::try_new(keys, left.clone(), right.clone())?))
             }
-            (TAG_BALLISTA, payload) => self.inner.try_decode(payload, inputs, ctx, proto_converter),
+            (TAG_BALLISTA, payload) => {
+                let node = self.inner.try_decode(payload, inputs, ctx, proto_converter)?;
+                if let Some(check) = &self.check {
+                    check.physical(&node)?;
+                }
+                Ok(node)
+            }
             (tag, _) => Err(unknown_tag(tag)),
         }
     }

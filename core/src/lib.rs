@@ -4,17 +4,21 @@
 //! - [`uri`]: parsing and redacting source URIs;
 //! - [`seal`]: the cluster key and authenticated encryption of credentials in plans;
 //! - [`postgres`]: the partitioned Postgres table provider and its binary COPY reader;
+//! - [`plan_check`]: what a plan may do on a cluster (operators, data locations);
 //! - [`pool`]: the process-wide registry of bounded source connection pools;
 //! - [`tls`]: `sslmode` and the operator's named certificates for database TLS;
 //! - [`preview`]: load-scoped previews of one source (Postgres, CSV, Parquet);
 //! - [`recon`]: reconciliation recipes and the plans that classify two sources' rows;
 //! - [`storage`]: object stores for file sources and the cache (local files, S3);
+//! - [`cluster_tls`]: mutual TLS between the runner, the scheduler and the executors;
 //! - [`codec`] and [`session`]: what every Ballista process needs to plan and run Kalla scans;
 //! - [`process`]: flag/environment handling and logging shared by the binaries.
 
 pub mod cache;
+pub mod cluster_tls;
 pub mod codec;
 pub mod ident;
+pub mod plan_check;
 pub mod pool;
 pub mod postgres;
 pub mod preview;

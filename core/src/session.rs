@@ -8,6 +8,8 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{FunctionRegistry, SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 
+use crate::cluster_tls::ClusterTransport;
+use crate::cluster_tls::client::endpoint_override;
 use crate::codec::{KallaLogicalCodec, KallaPhysicalCodec};
 use crate::recon::udf::tolerance_match;
 use crate::seal::ClusterKey;
@@ -19,6 +21,21 @@ pub fn session_config(key: Option<ClusterKey>) -> SessionConfig {
     SessionConfig::new_with_ballista()
         .with_ballista_logical_extension_codec(Arc::new(KallaLogicalCodec::default()))
         .with_ballista_physical_extension_codec(Arc::new(KallaPhysicalCodec::new(key)))
+}
+
+/// `config` for a cluster whose plane is `transport`: with mutual TLS, Ballista's clients (to
+/// the scheduler at `scheduler`, `host:port`, and to executors' Flight) speak TLS with this
+/// process's certificate.
+pub fn on_transport(config: SessionConfig, transport: &ClusterTransport, scheduler: &str) -> SessionConfig {
+    match transport.tls() {
+        None => config,
+        Some(tls) => config
+            .with_ballista_use_tls(true)
+            .with_ballista_override_create_grpc_client_endpoint(endpoint_override(
+                tls.clone(),
+                scheduler.to_string(),
+            )),
+    }
 }
 
 /// The session state every Kalla process plans with, with Kalla's functions registered.

@@ -2,8 +2,10 @@
 //!
 //! It accepts every flag of Ballista's stock `ballista-executor`, each also settable as a
 //! `KALLA_*` environment variable, plus the source pool settings below. It needs the cluster
-//! key (`KALLA_SECRET_KEY`) to unseal source credentials, and S3 settings (`--s3-*`, else the
-//! standard `AWS_*` variables) to reach an `s3://` cache.
+//! key (`KALLA_SECRET_KEY`) to open scan grants, and S3 settings (`--s3-*`, else the standard
+//! `AWS_*` variables) to reach an `s3://` cache. It checks every task's plan as it decodes it
+//! (`kalla_core::plan_check`). With mutual TLS (the default) it asks the scheduler for tasks and
+//! serves only its Flight service, behind a TLS front (see `flight`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,13 +19,18 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_executor::health::spawn_health_server;
 use clap::Parser;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use kalla_core::cluster_tls::server::mutual_acceptor;
+use kalla_core::cluster_tls::{ClusterTlsArgs, ClusterTransport, DEFAULT_SCHEDULING_POLICY, client};
 use kalla_core::codec::{KallaLogicalCodec, KallaPhysicalCodec};
+use kalla_core::plan_check::{DataLocationArgs, PlanCheck};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
 use kalla_core::process::{LogFiles, LogSettings};
 use kalla_core::storage::{ObjectStores, S3Args, S3Settings};
 use kalla_core::tls::{CertificateArgs, CertificateDir};
 use kalla_core::{ClusterKey, process, session};
 use tokio::task::JoinError;
+
+mod flight;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,6 +51,10 @@ struct Args {
     s3: S3Args,
     #[command(flatten)]
     database_tls: CertificateArgs,
+    #[command(flatten)]
+    data: DataLocationArgs,
+    #[command(flatten)]
+    tls: ClusterTlsArgs,
     /// Check the flags, `KALLA_*` variables and cluster key, then exit (0: valid; 2: each
     /// problem on stderr).
     #[arg(long)]
@@ -59,14 +70,30 @@ struct Validated {
     config: ExecutorProcessConfig,
     log: LogSettings,
     certificates: Option<CertificateDir>,
+    plan_check: PlanCheck,
+    transport: ClusterTransport,
 }
 
 fn validated(
     ballista: ballista_executor::config::Config,
     database_tls: &CertificateArgs,
+    data: &DataLocationArgs,
+    tls: &ClusterTlsArgs,
 ) -> anyhow::Result<Validated> {
     let key = ClusterKey::from_env().context("kalla-executor cannot start")?;
     let certificates = database_tls.open().context("--tls-ca-dir / KALLA_TLS_CA_DIR")?;
+    let plan_check = data
+        .plan_check()
+        .context("--data-locations / KALLA_DATA_LOCATIONS")?;
+    let transport = tls.transport()?;
+    transport.check_policy(ballista.task_scheduling_policy, "--task-scheduling-policy")?;
+    // Behind the TLS front the scheduler would see every executor come from loopback.
+    if transport.tls().is_some() && ballista.external_host.is_none() {
+        anyhow::bail!(
+            "give --external-host (KALLA_EXTERNAL_HOST): the address the scheduler and other \
+             executors reach this executor at (in Kubernetes, its pod IP)"
+        );
+    }
     let health_addr: SocketAddr = format!("{}:{}", ballista.bind_host, ballista.bind_health_port)
         .parse()
         .context("invalid --bind-host/--bind-health-port")?;
@@ -78,6 +105,8 @@ fn validated(
         config,
         log,
         certificates,
+        plan_check,
+        transport,
     })
 }
 
@@ -99,16 +128,26 @@ fn main() -> ExitCode {
 }
 
 fn start() -> anyhow::Result<()> {
-    let args: Args = process::parse_args();
+    let args: Args = process::parse_args_with(|command| {
+        command.mut_arg("task_scheduling_policy", |arg| {
+            arg.default_value(DEFAULT_SCHEDULING_POLICY)
+        })
+    });
     let stray = process::stray_variables::<Args>(&[kalla_core::seal::SECRET_KEY_ENV]);
     if args.check_config {
         process::exit_after_check(
             NAME,
             &stray,
-            validated(args.ballista, &args.database_tls).map(drop),
+            validated(args.ballista, &args.database_tls, &args.data, &args.tls).map(|executor| {
+                if matches!(executor.transport, ClusterTransport::Plaintext) {
+                    eprintln!(
+                        "{NAME}: warning: --plaintext: the cluster plane is unencrypted and unauthenticated"
+                    );
+                }
+            }),
         );
     }
-    let executor = validated(args.ballista, &args.database_tls)?;
+    let executor = validated(args.ballista, &args.database_tls, &args.data, &args.tls)?;
     // Outlives the runtime, so the log file gets every line until the process ends.
     let _log = process::init_logging(&executor.log)?;
     process::warn_stray(&stray);
@@ -127,6 +166,8 @@ async fn run(
         key,
         health_addr,
         mut config,
+        plan_check,
+        transport,
         ..
     }: Validated,
     pool: PoolSettings,
@@ -134,7 +175,12 @@ async fn run(
 ) -> anyhow::Result<()> {
     PoolRegistry::global().configure(pool);
     config.override_logical_codec = Some(Arc::new(KallaLogicalCodec::default()));
-    config.override_physical_codec = Some(Arc::new(KallaPhysicalCodec::new(Some(key.clone()))));
+    plan_check.warn_if_no_files(NAME);
+    // Every task's plan is checked as it is decoded, before any of it runs.
+    config.override_physical_codec = Some(Arc::new(KallaPhysicalCodec::checking(
+        Some(key.clone()),
+        plan_check,
+    )));
     // Ballista's default registry lacks DataFusion's nested (array) functions: build it from
     // the same session state clients and the scheduler plan with.
     let state = session::session_state(session::session_config(Some(key.clone())))?;
@@ -152,7 +198,20 @@ async fn run(
             .build()?;
         Ok(Arc::new(runtime))
     }));
-    config.override_config_producer = Some(Arc::new(move || session::session_config(Some(key.clone()))));
+    transport.warn_if_plaintext(NAME);
+    let scheduler = format!("{}:{}", config.scheduler_host, config.scheduler_port);
+    if let Some(tls) = transport.tls() {
+        // Pull-staged, the executor serves no gRPC port; only its Flight service listens, behind TLS.
+        config.override_arrow_flight_service = Some(flight::behind_tls(
+            mutual_acceptor(tls)?,
+            config.grpc_max_encoding_message_size as usize,
+        ));
+        config.override_create_grpc_client_endpoint =
+            Some(client::endpoint_override(tls.clone(), scheduler.clone()));
+    }
+    config.override_config_producer = Some(Arc::new(move || {
+        session::on_transport(session::session_config(Some(key.clone())), &transport, &scheduler)
+    }));
 
     let (stop_health, health_stopped) = tokio::sync::oneshot::channel();
     let mut health = spawn_health_server(health_addr, config.health.clone(), health_stopped);

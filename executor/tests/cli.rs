@@ -32,6 +32,7 @@ fn refuses_to_start_without_a_valid_cluster_key() {
     ] {
         let mut command = Command::new(BIN);
         command.env_remove("KALLA_SECRET_KEY").args([
+            "--plaintext",
             "--scheduler-port",
             "1",
             "--scheduler-connect-timeout-seconds",
@@ -56,6 +57,7 @@ fn log_lines_go_to_the_log_dir_until_the_process_ends() {
     let _ = std::fs::remove_dir_all(&dir);
     let output = Command::new(BIN)
         .args([
+            "--plaintext",
             "--scheduler-port",
             "1",
             "--scheduler-connect-timeout-seconds",

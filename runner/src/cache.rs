@@ -10,7 +10,7 @@ use kalla_core::cache::sink::SinkSpec;
 use kalla_core::cache::write::WritePlanTable;
 use kalla_core::cache::{CacheDir, WrittenFile, written_files};
 use kalla_core::ident::{Ident, QualifiedName};
-use kalla_core::postgres::{PartitionOptions, PgTableProvider};
+use kalla_core::postgres::{PgTableProvider, ScanOptions};
 use kalla_core::storage::{self, S3Settings};
 use serde::Serialize;
 use thiserror::Error;
@@ -43,7 +43,7 @@ pub struct CacheSettings {
     /// How long a replaced version stays readable.
     pub grace: Duration,
     pub s3: S3Settings,
-    pub partitions: PartitionOptions,
+    pub scans: ScanOptions,
 }
 
 /// What a refresh did.
@@ -92,8 +92,8 @@ impl Cache {
         self.settings.grace
     }
 
-    pub fn partitions(&self) -> &PartitionOptions {
-        &self.settings.partitions
+    pub fn scans(&self) -> &ScanOptions {
+        &self.settings.scans
     }
 
     /// Writes a new version of `table` and serves it; fails at once if a refresh of it is running.
@@ -228,7 +228,7 @@ impl Cache {
             name: Ident::new(table.table_name.as_str()).map_err(|e| failed(e.to_string()))?,
         };
         let uri = self.connections.table_uri(connection, &name).await?;
-        let source = PgTableProvider::connect(&uri, &self.key, &self.settings.partitions)
+        let source = PgTableProvider::connect(&uri, &self.key, &self.settings.scans)
             .await
             .map_err(|e| failed(e.to_string()))?;
         let partitions = source.spec().partitions.len();

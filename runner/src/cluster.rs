@@ -5,14 +5,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ballista_core::config::BALLISTA_SHUFFLE_COMPRESSION_CODEC;
-use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::extension::{BallistaConfigGrpcEndpoint, SessionConfigExt, SessionStateExt};
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
 };
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
-use kalla_core::postgres::{PartitionOptions, PgTableProvider};
+use kalla_core::cluster_tls::{ClusterTransport, client};
+use kalla_core::postgres::{PgTableProvider, ScanOptions};
 use kalla_core::recon::udf::tolerance_match;
 use kalla_core::storage::{ObjectStores, S3Settings};
 use kalla_core::{ClusterKey, SourceUri, session};
@@ -21,13 +22,19 @@ use tonic::transport::Channel;
 use crate::config::ShuffleCompression;
 use crate::scheduler_api::SchedulerApi;
 
-/// A session on a remote cluster (`df://host:port`), or on an embedded one when `scheduler` is `None`.
-pub async fn connect(scheduler: Option<&str>, key: ClusterKey) -> anyhow::Result<SessionContext> {
+/// A session on a remote cluster (`df://host:port`, reached through `transport`), or on an
+/// embedded one when `scheduler` is `None`.
+pub async fn connect(
+    scheduler: Option<&str>,
+    key: ClusterKey,
+    transport: ClusterTransport,
+) -> anyhow::Result<SessionContext> {
     Ok(ClusterEndpoint::start(
         scheduler,
         key,
         S3Settings::default(),
         ShuffleCompression::default(),
+        transport,
     )
     .await?
     .base)
@@ -37,8 +44,9 @@ pub async fn connect(scheduler: Option<&str>, key: ClusterKey) -> anyhow::Result
 #[derive(Clone)]
 pub struct ClusterEndpoint {
     base: SessionContext,
-    /// The scheduler's gRPC address (`http://host:port`), embedded or remote.
+    /// The scheduler's gRPC address (`http://host:port`, `https://` with TLS), embedded or remote.
     grpc_url: String,
+    transport: ClusterTransport,
     /// The scheduler's REST API; `None` for the embedded cluster.
     pub rest: Option<SchedulerApi>,
     /// The executors' vcores as last asked, and when.
@@ -49,15 +57,20 @@ pub struct ClusterEndpoint {
 const VCORES_TTL: Duration = Duration::from_secs(10);
 
 impl ClusterEndpoint {
-    /// Connects to `scheduler` (`df://host:port`), or starts the embedded cluster; `s3` opens
-    /// `s3://` buckets in this process and in the embedded cluster's executors. Jobs' shuffle
-    /// files are compressed with `shuffle`.
+    /// Connects to `scheduler` (`df://host:port`) through `transport`, or starts the embedded
+    /// cluster (in this process, on loopback); `s3` opens `s3://` buckets in this process and in
+    /// the embedded cluster's executors. Jobs' shuffle files are compressed with `shuffle`.
     pub async fn start(
         scheduler: Option<&str>,
         key: ClusterKey,
         s3: S3Settings,
         shuffle: ShuffleCompression,
+        transport: ClusterTransport,
     ) -> anyhow::Result<Self> {
+        let transport = match scheduler {
+            Some(_) => transport,
+            None => ClusterTransport::Plaintext,
+        };
         let mut config = session::session_config(Some(key));
         // Poll for job status instead of waiting for pushed updates: the job id is known as soon
         // as the scheduler accepts a query (pushed, it can arrive only at the end), so a job can
@@ -70,12 +83,21 @@ impl ClusterEndpoint {
             .options_mut()
             .set(BALLISTA_SHUFFLE_COMPRESSION_CODEC, shuffle.codec())
             .context("cannot configure the shuffle compression")?;
+        if let Some(url) = scheduler {
+            let authority = scheduler_url(url, false)?
+                .trim_start_matches("http://")
+                .to_string();
+            config = session::on_transport(config, &transport, &authority);
+        }
         let state = session::session_state_with_stores(config, Arc::new(ObjectStores::new(s3)))?;
         // Ballista serves gRPC and REST on the same port.
         let (grpc_url, rest) = match scheduler {
             Some(url) => {
-                let url = scheduler_url(url)?;
-                (url.clone(), Some(SchedulerApi::new(url)))
+                let url = scheduler_url(url, transport.tls().is_some())?;
+                (
+                    url.clone(),
+                    Some(SchedulerApi::new(url, transport.tls().cloned())),
+                )
             }
             None => (start_embedded(&state).await?, None),
         };
@@ -88,6 +110,7 @@ impl ClusterEndpoint {
         Ok(Self {
             base,
             grpc_url,
+            transport,
             rest,
             vcores: Arc::default(),
         })
@@ -95,9 +118,20 @@ impl ClusterEndpoint {
 
     /// A client of the scheduler's gRPC API (job status, cancellation).
     pub async fn scheduler(&self) -> anyhow::Result<SchedulerGrpcClient<Channel>> {
-        SchedulerGrpcClient::connect(self.grpc_url.clone())
+        let channel = client::connect(self.transport.tls(), &self.grpc_url)
             .await
-            .with_context(|| format!("cannot reach the scheduler at {}", self.grpc_url))
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("cannot reach the scheduler at {}", self.grpc_url))?;
+        Ok(SchedulerGrpcClient::new(channel))
+    }
+
+    /// How Ballista's Flight clients reach the executors holding a job's result: with TLS, this
+    /// endpoint set-up; `None` for plaintext.
+    pub fn flight_endpoint(&self) -> Option<Arc<BallistaConfigGrpcEndpoint>> {
+        self.base
+            .state()
+            .config()
+            .ballista_override_create_grpc_client_endpoint()
     }
 
     /// [`Self::session`] for running queries: on a remote cluster its shuffles have as many
@@ -181,13 +215,14 @@ async fn start_embedded(state: &SessionState) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// The scheduler's HTTP address (gRPC and REST) for a `df://host:port` URL.
-pub fn scheduler_url(scheduler: &str) -> anyhow::Result<String> {
+/// The scheduler's HTTP address (gRPC and REST) for a `df://host:port` URL; `https` with TLS.
+pub fn scheduler_url(scheduler: &str, tls: bool) -> anyhow::Result<String> {
     let address = scheduler
         .strip_prefix("df://")
         .filter(|a| !a.is_empty() && !a.contains('/'))
         .with_context(|| format!("scheduler URL {scheduler:?} must look like df://HOST:PORT"))?;
-    Ok(format!("http://{address}"))
+    let scheme = if tls { "https" } else { "http" };
+    Ok(format!("{scheme}://{address}"))
 }
 
 /// A table to register: `NAME=URI` on the command line.
@@ -221,7 +256,7 @@ pub async fn register_tables(
     ctx: &SessionContext,
     tables: &[TableSource],
     key: &ClusterKey,
-    options: &PartitionOptions,
+    options: &ScanOptions,
 ) -> anyhow::Result<()> {
     for table in tables {
         let provider = PgTableProvider::connect(&table.uri, key, options)

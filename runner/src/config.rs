@@ -6,12 +6,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
 use kalla_core::ClusterKey;
 use kalla_core::cache::CacheDir;
-use kalla_core::postgres::PartitionOptions;
+use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
+use kalla_core::postgres::grant::DEFAULT_GRANT_TTL;
+use kalla_core::postgres::{PartitionOptions, ScanOptions};
 use kalla_core::process::with_env_fallbacks;
 use kalla_core::storage::{S3Args, S3Settings};
 use kalla_core::tls::CertificateArgs;
@@ -87,6 +90,9 @@ pub struct RunnerConfig {
     /// Ballista scheduler as df://HOST:PORT; unset runs an embedded in-process cluster.
     #[arg(long)]
     pub scheduler: Option<String>,
+    /// Mutual TLS to a remote scheduler and its executors.
+    #[command(flatten)]
+    pub cluster_tls: ClientTlsArgs,
     /// Bearer token for the API (default: generated into the data dir on first start).
     #[arg(long, hide_env_values = true)]
     pub api_token: Option<SecretString>,
@@ -114,6 +120,11 @@ pub struct RunnerConfig {
     /// Postgres tables are scanned (and cached) in partitions of about this many MiB of heap.
     #[arg(long, default_value_t = 128)]
     pub scan_partition_mib: u64,
+    /// Seconds a planned Postgres scan may read its source: the scan grant sealed into the plan
+    /// expires after this (it must outlast the longest job, its task retries and a runner taking
+    /// it over).
+    #[arg(long, default_value_t = DEFAULT_GRANT_TTL.as_secs())]
+    pub scan_grant_ttl_secs: u64,
     /// Where the parquet cache (`cache/`) and job results (`results/`) live: file:///path or
     /// s3://bucket/prefix (default: the data dir). Executors must reach the same place.
     #[arg(long)]
@@ -186,13 +197,14 @@ impl RunnerConfig {
             CacheDir::parse(location).context("--cache-dir / KALLA_CACHE_DIR")?;
         }
         if let Some(scheduler) = &self.scheduler {
-            crate::cluster::scheduler_url(scheduler).context("--scheduler / KALLA_SCHEDULER")?;
+            crate::cluster::scheduler_url(scheduler, false).context("--scheduler / KALLA_SCHEDULER")?;
             if self.secret_key.is_none() {
                 bail!(
                     "KALLA_SECRET_KEY (or --secret-key) is required with a remote scheduler: set it to \
                      the key the executors use (generate one with `openssl rand -base64 32`)"
                 );
             }
+            self.cluster_transport()?;
         }
         if let Some(key) = &self.secret_key {
             ClusterKey::from_base64(key.expose()).context("KALLA_SECRET_KEY / --secret-key")?;
@@ -222,6 +234,14 @@ impl RunnerConfig {
         Ok(())
     }
 
+    /// How the runner reaches a remote cluster; the embedded one is in this process, on loopback.
+    pub fn cluster_transport(&self) -> anyhow::Result<ClusterTransport> {
+        if self.scheduler.is_none() {
+            return Ok(ClusterTransport::Plaintext);
+        }
+        Ok(self.cluster_tls.transport()?)
+    }
+
     /// The API's certificate and key, when it serves HTTPS.
     pub fn https(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
@@ -246,10 +266,13 @@ impl RunnerConfig {
         CacheDir::parse(&location).context("--cache-dir / KALLA_CACHE_DIR")
     }
 
-    pub fn partition_options(&self) -> PartitionOptions {
-        PartitionOptions {
-            target_partition_bytes: self.scan_partition_mib.max(1) * 1024 * 1024,
-            ..PartitionOptions::default()
+    pub fn scan_options(&self) -> ScanOptions {
+        ScanOptions {
+            partitions: PartitionOptions {
+                target_partition_bytes: self.scan_partition_mib.max(1) * 1024 * 1024,
+                ..PartitionOptions::default()
+            },
+            grant_ttl: Duration::from_secs(self.scan_grant_ttl_secs),
         }
     }
 

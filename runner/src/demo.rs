@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 use datafusion::arrow::array::RecordBatch;
+use kalla_core::cluster_tls::ClusterTransport;
 use kalla_core::ident::Ident;
-use kalla_core::postgres::PartitionOptions;
+use kalla_core::postgres::ScanOptions;
 use kalla_core::{ClusterKey, SourceUri};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -45,7 +46,7 @@ GROUP BY 1 ORDER BY 1";
 pub async fn run(server_url: &str, database: &str) -> anyhow::Result<Vec<RecordBatch>> {
     let demo_url = seed(server_url, database).await?;
     let key = ClusterKey::from_base64(&ClusterKey::generate_base64())?;
-    let ctx = cluster::connect(None, key.clone()).await?;
+    let ctx = cluster::connect(None, key.clone(), ClusterTransport::Plaintext).await?;
     let tables = ["invoices", "payments"].map(|name| {
         SourceUri::parse(&format!("{demo_url}?table=public.{name}")).map(|uri| TableSource {
             name: name.into(),
@@ -53,10 +54,7 @@ pub async fn run(server_url: &str, database: &str) -> anyhow::Result<Vec<RecordB
         })
     });
     let tables = tables.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let options = PartitionOptions {
-        partitions: Some(4),
-        ..PartitionOptions::default()
-    };
+    let options = ScanOptions::in_partitions(4);
     cluster::register_tables(&ctx, &tables, &key, &options).await?;
     Ok(ctx.sql(DEMO_SQL).await?.collect().await?)
 }

@@ -683,9 +683,10 @@ impl Jobs {
 
     async fn follow(&self, ballista: &str) -> Result<Pass, JobError> {
         let mut scheduler = self.inner.cluster.scheduler().await.map_err(failed)?;
-        let batches = reattach::wait_for_result(&mut scheduler, ballista)
-            .await
-            .map_err(failed)?;
+        let batches =
+            reattach::wait_for_result(&mut scheduler, ballista, self.inner.cluster.flight_endpoint())
+                .await
+                .map_err(failed)?;
         pass(ballista, &batches)
     }
 

@@ -14,7 +14,7 @@
 //! - [`local_state`]: the token and key the runner generates into its data dir;
 //! - [`client`] and [`cli`]: the `kalla` CLI's HTTP client for a runner, and its commands;
 //!   [`local_cluster`]: `kalla cluster up|down|status`, the services as local processes, on
-//!   loopback ports [`ports`] reserves;
+//!   loopback ports [`ports`] reserves, with mutual TLS from the throwaway CA [`local_ca`] makes;
 //! - [`cluster`]: connecting to a Ballista cluster (remote, or an embedded in-process one);
 //!   [`scheduler_api`] reads a remote scheduler's REST API;
 //! - [`demo`]: the quickstart data set and query;
@@ -30,6 +30,7 @@ pub mod connections;
 pub mod demo;
 pub mod https;
 pub mod jobs;
+pub mod local_ca;
 pub mod local_cluster;
 pub mod local_state;
 pub mod metadata;

@@ -25,6 +25,7 @@ use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, Signal, System};
 
+use crate::local_ca::LocalCertificates;
 use crate::local_state;
 use crate::ports::{self, PortError, PortReservation};
 
@@ -56,6 +57,9 @@ pub struct UpArgs {
     /// The scheduler's port on 127.0.0.1 (executors' ports are reserved from 20000–31999).
     #[arg(long, default_value_t = 50050)]
     pub scheduler_port: u16,
+    /// The scheduler's plaintext probe port on 127.0.0.1 (`/healthz`, `/readyz`, `/api/metrics`).
+    #[arg(long, default_value_t = 50060)]
+    pub scheduler_health_port: u16,
     /// Metadata database (default: SQLite in the data dir); the variable keeps a password out
     /// of `ps`.
     #[arg(long, env = "KALLA_CLUSTER_DATABASE_URL", hide_env_values = true)]
@@ -63,6 +67,10 @@ pub struct UpArgs {
     /// Cache and results location (default: the data dir; every process must reach it).
     #[arg(long)]
     pub cache_dir: Option<String>,
+    /// Directories file sources live in (comma-separated file:///dir/ or s3://bucket/prefix/):
+    /// plans may read files only there and in the cache location.
+    #[arg(long, value_delimiter = ',')]
+    pub data_locations: Vec<String>,
     /// Where kalla-scheduler, kalla-executor and kalla-runner are (default: next to `kalla`).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -75,19 +83,20 @@ pub struct UpArgs {
 #[derive(Debug, Serialize, Deserialize)]
 struct Endpoints {
     runner: String,
-    scheduler_rest: String,
+    /// The scheduler's plaintext probe server.
+    scheduler_probes: String,
 }
 
 impl Endpoints {
     /// Answers while the scheduler runs, ready or not.
     fn scheduler_health(&self) -> String {
-        format!("{}/healthz", self.scheduler_rest)
+        format!("{}/healthz", self.scheduler_probes)
     }
 
     /// Each service's readiness URL: the scheduler's once its executors registered, the runner's.
     fn readiness(&self) -> [(&'static str, String); 2] {
         [
-            ("scheduler", format!("{}/readyz", self.scheduler_rest)),
+            ("scheduler", format!("{}/readyz", self.scheduler_probes)),
             ("runner", format!("{}/ready", self.runner)),
         ]
     }
@@ -146,7 +155,7 @@ impl LocalCluster {
         };
         let endpoints = Endpoints {
             runner: format!("http://{}", args.bind),
-            scheduler_rest: format!("http://127.0.0.1:{}", args.scheduler_port),
+            scheduler_probes: format!("http://127.0.0.1:{}", args.scheduler_health_port),
         };
         let mut started = Started::default();
         let result = self
@@ -188,7 +197,12 @@ impl LocalCluster {
             SocketAddr::from(([127, 0, 0, 1], args.scheduler_port)),
             "--scheduler-port",
         )?;
+        refuse_taken(
+            SocketAddr::from(([127, 0, 0, 1], args.scheduler_health_port)),
+            "--scheduler-health-port",
+        )?;
         refuse_taken(args.bind, "--bind")?;
+        let certificates = LocalCertificates::issue(&self.dir.join("tls"))?;
         // Reserved before the scheduler starts, so no other reserver takes them meanwhile; held
         // until the executors are up.
         let executors = (0..args.executors)
@@ -199,6 +213,7 @@ impl LocalCluster {
             args,
             bin_dir,
             key,
+            certificates,
             started,
             executors,
         };
@@ -328,6 +343,7 @@ struct Startup<'a> {
     args: &'a UpArgs,
     bin_dir: &'a Path,
     key: &'a str,
+    certificates: LocalCertificates,
     started: &'a mut Started,
     /// Each executor's ports, and how many times it was started.
     executors: Vec<(ExecutorPorts, usize)>,
@@ -355,14 +371,38 @@ impl Startup<'_> {
         self.started.spawn(&self.cluster.dir, service, &mut command)
     }
 
+    /// `--data-locations` for the scheduler and executors: the cache location, and the
+    /// directories of file sources.
+    fn data_locations(&self) -> anyhow::Result<String> {
+        let cache = match &self.args.cache_dir {
+            Some(location) => location.clone(),
+            None => {
+                let dir = fs::canonicalize(&self.cluster.data_dir)
+                    .with_context(|| format!("cannot open {}", self.cluster.data_dir.display()))?;
+                url::Url::from_directory_path(&dir)
+                    .map_err(|()| anyhow::anyhow!("the data dir {} is not an absolute path", dir.display()))?
+                    .to_string()
+            }
+        };
+        Ok(std::iter::once(cache)
+            .chain(self.args.data_locations.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+
     fn command(&self, service: Service) -> anyhow::Result<Command> {
         let scheduler_port = self.args.scheduler_port.to_string();
         let mut command = self.cluster.command(self.bin_dir, &service.binary());
+        if matches!(service, Service::Scheduler | Service::Executor(_)) {
+            command.args(["--data-locations", &self.data_locations()?]);
+        }
         match service {
             Service::Scheduler => {
                 command
                     .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
                     .args(["--bind-port", &scheduler_port])
+                    .args(["--bind-health-port", &self.args.scheduler_health_port.to_string()])
+                    .args(self.certificates.service_flags(&self.certificates.scheduler))
                     .args(["--min-ready-executors", &self.args.executors.to_string()]);
             }
             Service::Executor(index) => {
@@ -380,6 +420,7 @@ impl Startup<'_> {
                     .args(["--scheduler-connect-timeout-seconds", "60"])
                     .args(self.executors[index].0.flags())
                     .args(["--vcores", &self.args.vcores.to_string()])
+                    .args(self.certificates.service_flags(&self.certificates.executor))
                     .arg("--work-dir")
                     .arg(&work_dir)
                     .env("KALLA_SECRET_KEY", self.key);
@@ -390,6 +431,7 @@ impl Startup<'_> {
                     .arg("--data-dir")
                     .arg(&self.cluster.data_dir)
                     .args(["--scheduler", &format!("df://127.0.0.1:{scheduler_port}")])
+                    .args(self.certificates.runner_flags())
                     .env("KALLA_SECRET_KEY", self.key);
                 if let Some(url) = &self.args.database_url {
                     command.env("KALLA_DATABASE_URL", url);

@@ -236,7 +236,7 @@ impl Queries {
                 let (provider, read) = if live && record.cache_url.is_none() {
                     let name = qualified(schema, table).ok_or_else(unknown)?;
                     let uri = self.connections.table_uri(&connection, &name).await?;
-                    let provider = PgTableProvider::connect(&uri, &self.key, self.cache.partitions())
+                    let provider = PgTableProvider::connect(&uri, &self.key, self.cache.scans())
                         .await
                         .map_err(|e| QueryError::Failed(e.to_string()))?;
                     (Arc::new(provider) as Arc<dyn TableProvider>, live_read(reference))
@@ -259,7 +259,7 @@ impl Queries {
                     Err(SourceError::Metadata(MetadataError::NotFound { .. })) => return Err(unknown()),
                     Err(error) => return Err(error.into()),
                     Ok(SourceLocation::Postgres(uri)) => Arc::new(
-                        PgTableProvider::connect(&uri, &self.key, self.cache.partitions())
+                        PgTableProvider::connect(&uri, &self.key, self.cache.scans())
                             .await
                             .map_err(|e| QueryError::Failed(e.to_string()))?,
                     ),

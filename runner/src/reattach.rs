@@ -4,9 +4,11 @@
 //! Ballista's scheduler runs a job to its end whether or not the client that submitted it is
 //! still there, so a restarted runner can take a running job over instead of starting it again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ballista_core::client::BallistaClient;
+use ballista_core::extension::BallistaConfigGrpcEndpoint;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{GetJobStatusParams, PartitionLocation, SuccessfulJob, job_status};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -56,21 +58,26 @@ pub async fn state(scheduler: &mut SchedulerGrpcClient<Channel>, job_id: &str) -
     }
 }
 
-/// Waits for the job to end; its result's rows once it has succeeded.
+/// Waits for the job to end; its result's rows once it has succeeded, fetched from the executors
+/// through `flight` (TLS; `None` for plaintext).
 pub async fn wait_for_result(
     scheduler: &mut SchedulerGrpcClient<Channel>,
     job_id: &str,
+    flight: Option<Arc<BallistaConfigGrpcEndpoint>>,
 ) -> Result<Vec<RecordBatch>, String> {
     loop {
         match state(scheduler, job_id).await {
             ClusterJob::Active => tokio::time::sleep(POLL_INTERVAL).await,
-            ClusterJob::Succeeded(locations) => return fetch(locations).await,
+            ClusterJob::Succeeded(locations) => return fetch(locations, flight).await,
             ClusterJob::Gone(reason) => return Err(format!("Ballista job {job_id} ended: {reason}")),
         }
     }
 }
 
-async fn fetch(locations: Vec<PartitionLocation>) -> Result<Vec<RecordBatch>, String> {
+async fn fetch(
+    locations: Vec<PartitionLocation>,
+    flight: Option<Arc<BallistaConfigGrpcEndpoint>>,
+) -> Result<Vec<RecordBatch>, String> {
     let mut batches = Vec::new();
     for location in locations {
         let layout = location.layout();
@@ -83,8 +90,8 @@ async fn fetch(locations: Vec<PartitionLocation>) -> Result<Vec<RecordBatch>, St
             &executor.host,
             port,
             MAX_MESSAGE_SIZE,
-            false,
-            None,
+            flight.is_some(),
+            flight.clone(),
             FETCH_RETRIES,
             FETCH_RETRY_WAIT_MS,
             0,

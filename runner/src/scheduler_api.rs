@@ -1,9 +1,12 @@
 //! The Ballista scheduler's REST API as the runner reads it: health, executors, a job and its
-//! stages. One client, so every call shares its connections and its timeout.
+//! stages. One client, so every call shares its connections and its timeout; with mutual TLS it
+//! is made again when the runner's certificate files change.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ballista_api_types::dto::{JobResponse, QueryStagesResponse};
+use kalla_core::cluster_tls::{ClusterTls, PemFiles};
 use serde::Deserialize;
 
 /// Scheduler answers are small and local; a slow one is treated as absent.
@@ -11,8 +14,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct SchedulerApi {
-    http: reqwest::Client,
+    http: Arc<Mutex<Client>>,
+    tls: Option<Arc<ClusterTls>>,
     url: String,
+}
+
+/// The HTTP client, and the certificate files it was made with.
+struct Client {
+    http: reqwest::Client,
+    files: Option<PemFiles>,
 }
 
 /// An executor registered with the scheduler.
@@ -28,12 +38,36 @@ pub struct ExecutorSpecification {
 }
 
 impl SchedulerApi {
-    /// The API at `url` (`http://host:port`).
-    pub fn new(url: String) -> Self {
-        Self {
+    /// The API at `url` (`http://host:port`, or `https://` reached with `tls`).
+    pub fn new(url: String, tls: Option<Arc<ClusterTls>>) -> Self {
+        let client = Client {
             http: reqwest::Client::new(),
+            files: None,
+        };
+        Self {
+            http: Arc::new(Mutex::new(client)),
+            tls,
             url,
         }
+    }
+
+    /// The client for the certificate files as they are now.
+    fn http(&self) -> Result<reqwest::Client, String> {
+        let Some(tls) = &self.tls else {
+            return Ok(self.lock().http.clone());
+        };
+        let files = tls.pem_files().map_err(|e| e.to_string())?;
+        let mut client = self.lock();
+        if client.files.as_ref() != Some(&files) {
+            client.http =
+                tls_client(&files).map_err(|e| format!("cannot use the cluster certificate: {e}"))?;
+            client.files = Some(files);
+        }
+        Ok(client.http.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Client> {
+        self.http.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn url(&self) -> &str {
@@ -43,33 +77,55 @@ impl SchedulerApi {
     /// Whether the scheduler answers, or what went wrong.
     pub async fn check(&self) -> Result<(), String> {
         let url = format!("{}/api/state", self.url);
-        match self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await {
+        match self.http()?.get(&url).timeout(REQUEST_TIMEOUT).send().await {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => Err(format!("scheduler answered {} at {url}", response.status())),
             Err(error) => Err(format!("scheduler unreachable at {url}: {error}")),
         }
     }
 
-    pub async fn executors(&self) -> Result<Vec<Executor>, reqwest::Error> {
+    pub async fn executors(&self) -> Result<Vec<Executor>, ApiError> {
         self.get("/api/executors").await
     }
 
-    pub async fn job(&self, job_id: &str) -> Result<JobResponse, reqwest::Error> {
+    pub async fn job(&self, job_id: &str) -> Result<JobResponse, ApiError> {
         self.get(&format!("/api/job/{job_id}")).await
     }
 
-    pub async fn stages(&self, job_id: &str) -> Result<QueryStagesResponse, reqwest::Error> {
+    pub async fn stages(&self, job_id: &str) -> Result<QueryStagesResponse, ApiError> {
         self.get(&format!("/api/job/{job_id}/stages")).await
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, reqwest::Error> {
-        self.http
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        Ok(self
+            .http()
+            .map_err(ApiError::Certificate)?
             .get(format!("{}{path}", self.url))
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await?
             .error_for_status()?
             .json()
-            .await
+            .await?)
     }
+}
+
+/// An HTTPS client that trusts only the cluster's CA and presents the runner's certificate.
+fn tls_client(files: &PemFiles) -> Result<reqwest::Client, reqwest::Error> {
+    let identity = [files.cert.as_slice(), files.key.as_slice()].concat();
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&files.ca)?)
+        .identity(reqwest::Identity::from_pem(&identity)?)
+        .build()
+}
+
+/// Why the scheduler's API did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Certificate(String),
 }

@@ -54,7 +54,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         root: config.cache_root()?,
         grace,
         s3: config.s3(),
-        partitions: config.partition_options(),
+        scans: config.scan_options(),
     };
     tracing::info!(cache = %cache_settings.root.as_str(), "parquet cache");
     let cache = Cache::new(
@@ -208,6 +208,7 @@ async fn start_cluster(config: &RunnerConfig, key: &ClusterKey) -> anyhow::Resul
         key.clone(),
         config.s3(),
         config.shuffle_compression,
+        config.cluster_transport()?,
     )
     .await?;
     match &cluster.rest {

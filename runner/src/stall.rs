@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ballista_api_types::dto::TaskStatus;
 use serde::Serialize;
 
-use crate::scheduler_api::SchedulerApi;
+use crate::scheduler_api::{ApiError, SchedulerApi};
 
 /// How often the scheduler is asked while a job runs.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,7 +42,7 @@ impl StallWatch {
     }
 
     /// The ids of the executors registered with the scheduler now.
-    pub async fn executors(&self) -> Result<BTreeSet<String>, reqwest::Error> {
+    pub async fn executors(&self) -> Result<BTreeSet<String>, ApiError> {
         let executors = self.api.executors().await?;
         Ok(executors.into_iter().map(|e| e.id).collect())
     }

@@ -61,7 +61,15 @@ fn log_lines_go_to_the_log_dir_until_the_process_ends() {
     let dir = std::env::temp_dir().join(format!("kalla-scheduler-logs-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     let mut scheduler = Command::new(BIN)
-        .args(["--bind-host", "127.0.0.1", "--bind-port", "0"])
+        .args([
+            "--bind-host",
+            "127.0.0.1",
+            "--bind-port",
+            "0",
+            "--bind-health-port",
+            "0",
+        ])
+        .arg("--plaintext")
         .args(["--log-rotation-policy", "never", "--log-dir"])
         .arg(&dir)
         .env_remove("RUST_LOG")

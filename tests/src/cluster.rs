@@ -5,9 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use datafusion::prelude::SessionContext;
+use kalla_core::cluster_tls::{CLIENT_FLAGS, ClusterTransport, EXECUTOR_NAME};
+use kalla_core::postgres::ScanOptions;
+use kalla_runner::cluster::{TableSource, connect, register_tables};
 use tempfile::TempDir;
 
 use crate::ports::free_port;
+use crate::tls::{Issued, TestCa, Usage};
 
 /// Where cargo put the workspace binaries: `KALLA_BIN_DIR`, else next to this test's `deps/`.
 pub fn bin_path(name: &str) -> PathBuf {
@@ -45,6 +50,12 @@ pub struct ClusterOptions {
     pub extra_args: Vec<String>,
     /// More flags for every executor only (e.g. `--tls-ca-dir`).
     pub executor_args: Vec<String>,
+    /// Where plans may read and write files (`--data-locations` of the scheduler and executors);
+    /// by default the temp dir, where tests keep their data dirs.
+    pub data_locations: Vec<String>,
+    /// Run the cluster plane without TLS (`--plaintext`); by default it is mutual TLS with a CA
+    /// of the cluster's own.
+    pub plaintext: bool,
 }
 
 impl Default for ClusterOptions {
@@ -56,14 +67,70 @@ impl Default for ClusterOptions {
             fast_failure_detection: false,
             extra_args: Vec::new(),
             executor_args: Vec::new(),
+            data_locations: vec![temp_dir_location()],
+            plaintext: false,
         }
+    }
+}
+
+/// The temp dir as a data location.
+pub fn temp_dir_location() -> String {
+    let dir = std::fs::canonicalize(std::env::temp_dir()).expect("the temp dir");
+    url::Url::from_directory_path(dir)
+        .expect("an absolute path")
+        .to_string()
+}
+
+/// The cluster's CA and the certificates it issued, in the cluster's directory.
+pub struct ClusterCertificates {
+    pub ca: TestCa,
+    pub scheduler: Issued,
+    pub executor: Issued,
+    /// A client's (the runner's, a test's).
+    pub client: Issued,
+}
+
+impl ClusterCertificates {
+    fn issue(dir: &Path) -> Self {
+        let ca = TestCa::new(dir, "cluster-ca");
+        let scheduler = ca.issue(
+            "scheduler",
+            "kalla-scheduler",
+            &["IP:127.0.0.1", "DNS:localhost"],
+            Usage::Peer,
+        );
+        let executor_name = format!("DNS:{EXECUTOR_NAME}");
+        let executor = ca.issue("executor", EXECUTOR_NAME, &[&executor_name], Usage::Peer);
+        let client = ca.issue("client", "kalla-runner", &[], Usage::Client);
+        Self {
+            ca,
+            scheduler,
+            executor,
+            client,
+        }
+    }
+
+    fn flags(issued: &Issued, ca: &Path) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        vec![
+            "--tls-cert".into(),
+            path(&issued.cert),
+            "--tls-key".into(),
+            path(&issued.key),
+            "--tls-ca".into(),
+            path(ca),
+        ]
     }
 }
 
 /// A scheduler and executors; every process is killed when this is dropped.
 pub struct Cluster {
     pub scheduler_port: u16,
+    /// The scheduler's plaintext probe port (`/healthz`, `/readyz`, `/api/metrics`).
+    pub health_port: u16,
     pub key: String,
+    /// `None` when the cluster plane runs plaintext.
+    pub certificates: Option<ClusterCertificates>,
     processes: Vec<(String, Child)>,
     logs: TempDir,
 }
@@ -74,13 +141,24 @@ impl Cluster {
             .prefix("kalla-cluster-")
             .tempdir()
             .expect("log dir");
+        let certificates = (!options.plaintext).then(|| ClusterCertificates::issue(logs.path()));
         let mut cluster = Self {
             scheduler_port: free_port(),
+            health_port: free_port(),
             key: cluster_key(),
+            certificates,
             processes: Vec::new(),
             logs,
         };
+        let (scheduler_tls, executor_tls) = match &cluster.certificates {
+            Some(c) => (
+                ClusterCertificates::flags(&c.scheduler, &c.ca.cert()),
+                ClusterCertificates::flags(&c.executor, &c.ca.cert()),
+            ),
+            None => (vec!["--plaintext".to_string()], vec!["--plaintext".to_string()]),
+        };
         let port = cluster.scheduler_port.to_string();
+        let data_locations = ["--data-locations".to_string(), options.data_locations.join(",")];
         cluster.spawn(
             "scheduler",
             Command::new(bin_path("kalla-scheduler"))
@@ -93,7 +171,13 @@ impl Cluster {
                     &port,
                     "--task-distribution",
                     "round-robin",
+                    "--bind-health-port",
+                    &cluster.health_port.to_string(),
+                    "--min-ready-executors",
+                    &options.executors.to_string(),
                 ])
+                .args(&data_locations)
+                .args(&scheduler_tls)
                 .args(if options.fast_failure_detection {
                     &[
                         "--executor-timeout-seconds",
@@ -120,6 +204,8 @@ impl Cluster {
                 .args(["--bind-grpc-port", &free_port().to_string()])
                 .args(["--bind-health-port", &free_port().to_string()])
                 .args(["--vcores", &options.vcores.to_string()])
+                .args(&data_locations)
+                .args(&executor_tls)
                 .args(["--source-pool-max-connections", &options.pool_cap.to_string()])
                 .arg("--work-dir")
                 .arg(&work_dir)
@@ -133,7 +219,7 @@ impl Cluster {
                 .env("KALLA_SECRET_KEY", &cluster.key);
             cluster.spawn(&format!("executor-{i}"), &mut command);
         }
-        cluster.wait_for_executors(options.executors).await;
+        cluster.wait_for_executors().await;
         cluster
     }
 
@@ -141,8 +227,103 @@ impl Cluster {
         format!("df://127.0.0.1:{}", self.scheduler_port)
     }
 
+    /// The scheduler's REST API at `path` (over TLS unless the cluster is plaintext).
     pub fn rest_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.scheduler_port)
+        let scheme = if self.certificates.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}{path}", self.scheduler_port)
+    }
+
+    /// An HTTP client of the scheduler's REST API, with the client certificate.
+    pub fn rest_client(&self) -> reqwest::Client {
+        let Some(certificates) = &self.certificates else {
+            return reqwest::Client::new();
+        };
+        let read = |p: &Path| std::fs::read(p).expect("a certificate file");
+        let identity = [read(&certificates.client.cert), read(&certificates.client.key)].concat();
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&read(&certificates.ca.cert())).unwrap())
+            .identity(reqwest::Identity::from_pem(&identity).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// The body of the scheduler's REST answer at `path`.
+    pub async fn rest_get(&self, path: &str) -> String {
+        let url = self.rest_url(path);
+        self.rest_client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .text()
+            .await
+            .expect("a body")
+    }
+
+    /// The flags that give a runner (or `kalla query`) this cluster's client certificate.
+    pub fn client_tls_args(&self) -> Vec<String> {
+        let Some(certificates) = &self.certificates else {
+            return vec![CLIENT_FLAGS.plaintext.to_string()];
+        };
+        let path = |p: &Path| p.display().to_string();
+        vec![
+            CLIENT_FLAGS.cert.to_string(),
+            path(&certificates.client.cert),
+            CLIENT_FLAGS.key.to_string(),
+            path(&certificates.client.key),
+            CLIENT_FLAGS.ca.to_string(),
+            path(&certificates.ca.cert()),
+        ]
+    }
+
+    /// The flags that point a runner at this cluster: scheduler, key and client certificate.
+    pub fn runner_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--scheduler".to_string(),
+            self.scheduler_url(),
+            "--secret-key".to_string(),
+            self.key.clone(),
+        ];
+        args.extend(self.client_tls_args());
+        args
+    }
+
+    /// A Ballista session on this cluster, as `kalla query` opens one, with the Postgres table at
+    /// `uri` registered as `name`.
+    pub async fn session_with_table(&self, name: &str, uri: &str, options: &ScanOptions) -> SessionContext {
+        let key = kalla_core::ClusterKey::from_base64(&self.key).expect("the cluster key");
+        let ctx = connect(Some(&self.scheduler_url()), key.clone(), self.transport())
+            .await
+            .expect("connect to the cluster");
+        let table = TableSource {
+            name: name.into(),
+            uri: kalla_core::SourceUri::parse(uri).expect("a source URI"),
+        };
+        register_tables(&ctx, &[table], &key, options)
+            .await
+            .expect("register the table");
+        ctx
+    }
+
+    /// How a test's own Ballista session reaches this cluster.
+    pub fn transport(&self) -> ClusterTransport {
+        let Some(certificates) = &self.certificates else {
+            return ClusterTransport::Plaintext;
+        };
+        ClusterTransport::from_flags(
+            Some(&certificates.client.cert),
+            Some(&certificates.client.key),
+            Some(&certificates.ca.cert()),
+            false,
+            CLIENT_FLAGS,
+        )
+        .expect("the cluster's client certificate")
     }
 
     fn spawn(&mut self, name: &str, command: &mut Command) {
@@ -156,14 +337,14 @@ impl Cluster {
         self.processes.push((name.to_string(), child));
     }
 
-    async fn wait_for_executors(&mut self, count: usize) {
-        let url = self.rest_url("/api/executors");
+    /// Waits until the scheduler's readiness probe says its executors registered.
+    async fn wait_for_executors(&mut self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.health_port);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             self.assert_running();
             if let Ok(response) = reqwest::get(&url).await
-                && let Ok(body) = response.json::<serde_json::Value>().await
-                && body.as_array().is_some_and(|executors| executors.len() >= count)
+                && response.status().is_success()
             {
                 return;
             }
@@ -218,6 +399,11 @@ impl Cluster {
         assert!(exited.is_empty(), "{}\n{}", exited.join("\n"), self.log_tails());
     }
 
+    /// Everything `process` (`scheduler`, `executor-0`, …) has logged so far.
+    pub fn log(&self, process: &str) -> String {
+        std::fs::read_to_string(self.logs.path().join(format!("{process}.log"))).unwrap_or_default()
+    }
+
     /// The last lines of every process's log, for failure messages.
     pub fn log_tails(&self) -> String {
         self.processes
@@ -241,12 +427,7 @@ impl Cluster {
 
     /// The scheduler's REST list of jobs as it answered, and the ids of the jobs in it.
     pub async fn rest_jobs(&self) -> (String, Vec<String>) {
-        let jobs = reqwest::get(self.rest_url("/api/jobs"))
-            .await
-            .expect("the scheduler's REST API answers")
-            .text()
-            .await
-            .expect("a job list");
+        let jobs = self.rest_get("/api/jobs").await;
         let ids = serde_json::from_str::<serde_json::Value>(&jobs)
             .ok()
             .and_then(|v| v.as_array().cloned())

@@ -164,6 +164,14 @@ impl S3Server {
         .map(|s| s.to_string())
         .collect()
     }
+
+    /// [`Self::runner_args`] for a scheduler and executors, with the bucket as a data location
+    /// besides the temp dir (the flag adds to the ones given before it).
+    pub fn cluster_args(&self) -> Vec<String> {
+        let mut args = self.runner_args();
+        args.extend(["--data-locations".to_string(), format!("s3://{}/", self.bucket)]);
+        args
+    }
 }
 
 impl Drop for S3Server {

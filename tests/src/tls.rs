@@ -8,6 +8,8 @@ use std::process::Command;
 pub enum Usage {
     Server,
     Client,
+    /// Both ends of connections, as every process of the cluster plane.
+    Peer,
 }
 
 /// A certificate and its private key, as PEM files.
@@ -73,6 +75,7 @@ impl TestCa {
         lines.push(match usage {
             Usage::Server => "extendedKeyUsage=serverAuth".into(),
             Usage::Client => "extendedKeyUsage=clientAuth".into(),
+            Usage::Peer => "extendedKeyUsage=serverAuth,clientAuth".into(),
         });
         if !alt_names.is_empty() {
             lines.push(format!("subjectAltName={}", alt_names.join(",")));

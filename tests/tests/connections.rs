@@ -38,12 +38,9 @@ async fn setup(extra: &[&str]) -> Setup {
 async fn setup_on(cluster: Cluster, extra: &[&str]) -> Setup {
     let cache = tempfile::Builder::new().prefix("kalla-cache-").tempdir().unwrap();
     let cache_url = url::Url::from_directory_path(cache.path()).unwrap().to_string();
-    let scheduler = cluster.scheduler_url();
-    let mut args = vec![
-        "--scheduler",
-        &scheduler,
-        "--secret-key",
-        &cluster.key,
+    let runner_args = cluster.runner_args();
+    let mut args: Vec<&str> = runner_args.iter().map(String::as_str).collect();
+    args.extend([
         "--cache-dir",
         &cache_url,
         "--cache-grace-period-secs",
@@ -52,7 +49,7 @@ async fn setup_on(cluster: Cluster, extra: &[&str]) -> Setup {
         "1",
         "--scan-partition-mib",
         "4",
-    ];
+    ]);
     args.extend_from_slice(extra);
     let runner = Runner::start_in(TempDir::new().unwrap(), None, &args).await;
     Setup {
@@ -557,20 +554,12 @@ async fn the_cache_can_live_on_s3() {
     let db = TestDatabase::create().await;
     db.execute(ORDERS).await;
     let cluster = Cluster::start(ClusterOptions {
-        extra_args: s3.runner_args(),
+        extra_args: s3.cluster_args(),
         ..ClusterOptions::default()
     })
     .await;
     let cache_dir = format!("s3://{}/kalla", s3.bucket);
-    let mut args: Vec<String> = [
-        "--scheduler",
-        &cluster.scheduler_url(),
-        "--secret-key",
-        &cluster.key,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = cluster.runner_args();
     args.extend(s3.runner_args());
     args.extend(
         [

@@ -244,14 +244,9 @@ async fn every_session_of_every_process_is_encrypted() {
         ..ClusterOptions::default()
     })
     .await;
-    let runner_args = [
-        "--scheduler",
-        &cluster.scheduler_url(),
-        "--secret-key",
-        &cluster.key,
-        "--tls-ca-dir",
-        &dir,
-    ];
+    let mut runner_args = cluster.runner_args();
+    runner_args.extend(["--tls-ca-dir".to_string(), dir.clone()]);
+    let runner_args: Vec<&str> = runner_args.iter().map(String::as_str).collect();
     let metadata = at(&metadata, "localhost", "sslmode=verify-full&sslrootcert=")
         + &setup
             .certificates

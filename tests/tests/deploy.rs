@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use kalla_e2e::cluster::{bin_path, cluster_key};
 use kalla_e2e::ports::free_port;
 use kalla_e2e::postgres::TestDatabase;
+use kalla_e2e::tls::{TestCa, Usage};
 use kalla_e2e::tool;
 use serde::Deserialize;
 use serde_json::Value;
@@ -45,16 +46,26 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
-/// `kubectl kustomize` of an overlay: the YAML, and each document.
+/// `kubectl kustomize` of an overlay: the YAML, and each document. It renders a copy of
+/// `deploy/k8s` in which the dev overlay's throwaway certificates were made, as its
+/// instructions say.
 fn render(overlay: &str) -> (String, Vec<Value>) {
     let kubectl = tool(
         "kubectl",
         "KALLA_TEST_KUBECTL",
         "install kubectl (it carries kustomize)",
     );
+    let copy = tempfile::tempdir().unwrap();
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(deploy_dir().join("k8s"))
+        .arg(copy.path()));
+    run(&mut Command::new(
+        copy.path().join("k8s/overlays/dev/cluster-tls/generate.sh"),
+    ));
     let output = run(Command::new(kubectl)
         .arg("kustomize")
-        .arg(deploy_dir().join("k8s/overlays").join(overlay)));
+        .arg(copy.path().join("k8s/overlays").join(overlay)));
     let yaml = String::from_utf8(output.stdout).expect("UTF-8 YAML");
     let documents = serde_norway::Deserializer::from_str(&yaml)
         .map(|document| Value::deserialize(document).expect("rendered YAML parses"))
@@ -105,6 +116,7 @@ fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
             pool <= limit * 4 / 5,
             "{overlay}: the executor's memory pool ({pool} B) must stay well below its limit ({limit} B)"
         );
+        check_cluster_tls(overlay, &documents);
         let policies: Vec<&Value> = of_kind(&documents, "NetworkPolicy").collect();
         assert!(
             policies
@@ -165,6 +177,93 @@ fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Every Kalla service mounts its cluster-plane TLS Secret where its settings point, each Secret
+/// comes from the overlay (dev) or a cert-manager Certificate (prod) fit for its use, and the
+/// cluster plane's ports take connections only from the components that need them.
+fn check_cluster_tls(overlay: &str, documents: &[Value]) {
+    for (service, secret, prefix) in [
+        ("kalla-scheduler", "kalla-scheduler-tls", "KALLA_TLS_"),
+        ("kalla-executor", "kalla-executor-tls", "KALLA_TLS_"),
+        ("kalla-runner", "kalla-runner-cluster-tls", "KALLA_CLUSTER_TLS_"),
+    ] {
+        let pod = &named(documents, "Deployment", service)["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| {
+                v["secret"]["secretName"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with(secret))
+            })
+            .unwrap_or_else(|| panic!("{overlay}: {service} mounts no Secret {secret}"));
+        // A generated Secret's name carries a hash of its contents.
+        let mounted = volume["secret"]["secretName"].as_str().unwrap();
+        let container = &pod["containers"][0];
+        let mount = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .unwrap_or_else(|| panic!("{overlay}: {service} does not mount {secret}"));
+        let dir = mount["mountPath"].as_str().unwrap();
+        let env = container_env(documents, container);
+        for (variable, file) in [("CERT", "tls.crt"), ("KEY", "tls.key"), ("CA", "ca.crt")] {
+            assert_eq!(
+                env.get(&format!("{prefix}{variable}")).map(String::as_str),
+                Some(format!("{dir}/{file}").as_str()),
+                "{overlay}: {service}'s {prefix}{variable}"
+            );
+        }
+        match of_kind(documents, "Secret").find(|s| s["metadata"]["name"] == mounted) {
+            Some(rendered) => {
+                assert_eq!(rendered["type"], "kubernetes.io/tls", "{overlay} {secret}");
+                for key in ["tls.crt", "tls.key", "ca.crt"] {
+                    assert!(
+                        rendered["data"][key].is_string(),
+                        "{overlay}: {secret} has no {key}"
+                    );
+                }
+            }
+            None => {
+                let certificate = of_kind(documents, "Certificate")
+                    .find(|c| c["spec"]["secretName"] == secret)
+                    .unwrap_or_else(|| {
+                        panic!("{overlay}: neither a Secret nor a Certificate makes {secret}")
+                    });
+                let usages = certificate["spec"]["usages"].to_string();
+                assert!(usages.contains("client auth"), "{overlay} {secret}: {usages}");
+                if service != "kalla-runner" {
+                    assert!(usages.contains("server auth"), "{overlay} {secret}: {usages}");
+                }
+            }
+        }
+    }
+    let dns_names = |secret: &str| {
+        of_kind(documents, "Certificate")
+            .find(|c| c["spec"]["secretName"] == secret)
+            .map(|c| c["spec"]["dnsNames"].to_string())
+    };
+    if let Some(names) = dns_names("kalla-executor-tls") {
+        assert!(names.contains("kalla-executor"), "{overlay}: {names}");
+    }
+    if let Some(names) = dns_names("kalla-scheduler-tls") {
+        assert!(names.contains("\"kalla-scheduler\""), "{overlay}: {names}");
+    }
+    for (service, port) in [("kalla-scheduler", 50050), ("kalla-executor", 50051)] {
+        let policy = of_kind(documents, "NetworkPolicy")
+            .find(|p| p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == service)
+            .unwrap_or_else(|| panic!("{overlay}: no NetworkPolicy for {service}'s port {port}"));
+        let rule = &policy["spec"]["ingress"][0];
+        assert_eq!(rule["ports"][0]["port"], port, "{overlay}: {policy}");
+        let from = rule["from"][0]["podSelector"]["matchExpressions"][0]["values"].to_string();
+        assert_eq!(
+            from, r#"["runner","executor"]"#,
+            "{overlay}: {service}:{port} from {from}"
+        );
+    }
 }
 
 /// `3GiB`, `1536MiB` (Ballista) or `4Gi`, `512Mi` (Kubernetes) in bytes.
@@ -264,6 +363,55 @@ fn container_env(documents: &[Value], container: &Value) -> BTreeMap<String, Str
     env
 }
 
+/// `env` with the paths into the container's mounted Secrets pointing at a local copy of them: the
+/// rendered Secret's files (dev), or a certificate made for the test where cert-manager would
+/// make the Secret (prod). The copy lives as long as the returned directory.
+fn with_mounted_secrets(
+    documents: &[Value],
+    pod: &Value,
+    container: &Value,
+    mut env: BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, tempfile::TempDir) {
+    use base64::Engine;
+    let files = tempfile::tempdir().unwrap();
+    for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        let Some(secret) = volume["secret"]["secretName"].as_str() else {
+            continue;
+        };
+        let local = files.path().join(secret);
+        std::fs::create_dir(&local).unwrap();
+        match of_kind(documents, "Secret").find(|s| s["metadata"]["name"] == secret) {
+            Some(rendered) => {
+                for (key, value) in rendered["data"].as_object().unwrap() {
+                    let encoded: String = value.as_str().unwrap().split_whitespace().collect();
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+                    std::fs::write(local.join(key), bytes).unwrap();
+                }
+            }
+            None => {
+                let ca = TestCa::new(&local, "ca");
+                let issued = ca.issue("tls", secret, &["DNS:kalla-executor"], Usage::Peer);
+                std::fs::rename(&issued.cert, local.join("tls.crt")).unwrap();
+                std::fs::rename(&issued.key, local.join("tls.key")).unwrap();
+                std::fs::rename(ca.cert(), local.join("ca.crt")).unwrap();
+            }
+        }
+        let path = mount["mountPath"].as_str().unwrap();
+        for value in env.values_mut() {
+            if let Some(rest) = value.strip_prefix(path) {
+                *value = format!("{}{rest}", local.display());
+            }
+        }
+    }
+    (env, files)
+}
+
 /// `binary --check-config` with exactly `env` (and `args`).
 fn check_config(binary: &str, args: &[String], env: &BTreeMap<String, String>) -> Output {
     Command::new(bin_path(binary))
@@ -297,7 +445,9 @@ fn every_setting_the_manifests_hand_a_service_is_accepted_by_its_binary() {
                     .flatten()
                     .map(|a| a.as_str().unwrap().to_string())
                     .collect();
-                let env = container_env(&documents, container);
+                let pod = &workload["spec"]["template"]["spec"];
+                let (env, _files) =
+                    with_mounted_secrets(&documents, pod, container, container_env(&documents, container));
                 for name in env.keys() {
                     assert!(
                         name.starts_with("KALLA_"),
@@ -362,6 +512,33 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
             "--tls-ca-dir",
         ),
         (
+            "kalla-executor",
+            env(&[("KALLA_SECRET_KEY", &key)]),
+            "needs --tls-cert, --tls-key and --tls-ca",
+        ),
+        (
+            "kalla-scheduler",
+            env(&[
+                ("KALLA_TLS_CERT", missing),
+                ("KALLA_TLS_KEY", missing),
+                ("KALLA_TLS_CA", missing),
+            ]),
+            "--tls-cert",
+        ),
+        (
+            "kalla-scheduler",
+            env(&[("KALLA_PLAINTEXT", "true"), ("KALLA_TLS_CA", missing)]),
+            "exclude each other",
+        ),
+        (
+            "kalla-runner",
+            env(&[
+                ("KALLA_SCHEDULER", "df://kalla-scheduler:50050"),
+                ("KALLA_SECRET_KEY", &key),
+            ]),
+            "--cluster-tls-cert",
+        ),
+        (
             "kalla-runner",
             env(&[("KALLA_TLS_CA_DIR", bad_certificates)]),
             "prod/ca.crt holds no PEM",
@@ -381,6 +558,19 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
             stderr.contains(named),
             "{binary} {env:?} should name {named}: {stderr}"
         );
+    }
+    // Plaintext is allowed when asked for, but said loudly.
+    for (binary, env) in [
+        ("kalla-scheduler", env(&[("KALLA_PLAINTEXT", "true")])),
+        (
+            "kalla-executor",
+            env(&[("KALLA_SECRET_KEY", &key), ("KALLA_PLAINTEXT", "true")]),
+        ),
+    ] {
+        let output = check_config(binary, &[], &env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{binary}: {stderr}");
+        assert!(stderr.contains("warning: --plaintext"), "{binary}: {stderr}");
     }
 }
 
@@ -518,7 +708,12 @@ async fn the_local_cluster_runs_the_readme_reconciliation_and_stops_leaving_no_p
         &db.name,
     ]));
     let bin_dir = bin_path("kalla").parent().unwrap().to_path_buf();
-    let up = cluster.kalla_ok(&two_executors_up(runner_port, scheduler_port, &bin_dir));
+    let probes_port = free_port();
+    let up = cluster.kalla_ok(&two_executors_up(
+        runner_port,
+        [scheduler_port, probes_port],
+        &bin_dir,
+    ));
     assert!(up.contains(&cluster.runner), "{up}");
     let pids = cluster.pids();
     assert_eq!(pids.len(), 4, "scheduler, 2 executors, runner");
@@ -560,7 +755,7 @@ async fn the_local_cluster_runs_the_readme_reconciliation_and_stops_leaving_no_p
     assert_eq!(outputs["duplicates"], 0, "{job}");
 
     // What the manifests tell Prometheus to scrape answers.
-    let scheduler_metrics = reqwest::get(format!("http://127.0.0.1:{scheduler_port}/api/metrics"))
+    let scheduler_metrics = reqwest::get(format!("http://127.0.0.1:{probes_port}/api/metrics"))
         .await
         .unwrap();
     assert_eq!(scheduler_metrics.status(), 200);
@@ -574,7 +769,7 @@ async fn the_local_cluster_runs_the_readme_reconciliation_and_stops_leaving_no_p
     for pid in pids {
         assert!(!alive(pid), "pid {pid} still runs after `kalla cluster down`");
     }
-    for port in [runner_port, scheduler_port] {
+    for port in [runner_port, scheduler_port, probes_port] {
         assert!(
             port_frees(port).await,
             "port {port} is still taken:\n{}",
@@ -619,11 +814,16 @@ fn reservations_of(up: &mut Child, count: usize) -> Vec<u16> {
     }
 }
 
-/// `kalla cluster up` with two executors, the runner and scheduler on these ports and the
-/// binaries from `bin_dir`.
-fn two_executors_up(runner_port: u16, scheduler_port: u16, bin_dir: &Path) -> Vec<String> {
+/// `kalla cluster up` with two executors, the runner and scheduler (and its probes) on these
+/// ports and the binaries from `bin_dir`.
+fn two_executors_up(
+    runner_port: u16,
+    [scheduler_port, probes_port]: [u16; 2],
+    bin_dir: &Path,
+) -> Vec<String> {
     let runner = format!("127.0.0.1:{runner_port}");
     let scheduler = scheduler_port.to_string();
+    let probes = probes_port.to_string();
     let bin_dir = bin_dir.to_str().unwrap();
     [
         "cluster",
@@ -634,6 +834,8 @@ fn two_executors_up(runner_port: u16, scheduler_port: u16, bin_dir: &Path) -> Ve
         &runner,
         "--scheduler-port",
         &scheduler,
+        "--scheduler-health-port",
+        &probes,
         "--bin-dir",
         bin_dir,
     ]
@@ -654,7 +856,11 @@ fn the_local_cluster_starts_executors_again_when_their_ports_are_taken() {
     let gate = cluster.data_dir.path().join("start-the-scheduler");
     let bin_dir = gated_bin_dir(&gate);
     let mut up = cluster
-        .command(&two_executors_up(runner_port, free_port(), bin_dir.path()))
+        .command(&two_executors_up(
+            runner_port,
+            [free_port(), free_port()],
+            bin_dir.path(),
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

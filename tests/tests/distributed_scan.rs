@@ -9,11 +9,9 @@ use datafusion::arrow::array::{Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
-use kalla_core::postgres::PartitionOptions;
-use kalla_core::{ClusterKey, SourceUri};
+use kalla_core::postgres::ScanOptions;
 use kalla_e2e::cluster::{Cluster, ClusterOptions, kalla_cli};
 use kalla_e2e::postgres::TestDatabase;
-use kalla_runner::cluster::{TableSource, connect, register_tables};
 
 const ROWS: i64 = 200_000;
 const POOL_CAP: u32 = 2;
@@ -227,31 +225,6 @@ fn same(a: &Option<String>, b: &Option<String>) -> bool {
     }
 }
 
-async fn session_with_table(
-    cluster: &Cluster,
-    db: &TestDatabase,
-    uri: &str,
-    partitions: usize,
-) -> SessionContext {
-    let key = ClusterKey::from_base64(&cluster.key).unwrap();
-    let ctx = connect(Some(&cluster.scheduler_url()), key.clone())
-        .await
-        .expect("connect to the cluster");
-    let table = TableSource {
-        name: "t".into(),
-        uri: SourceUri::parse(uri).unwrap(),
-    };
-    let options = PartitionOptions {
-        partitions: Some(partitions),
-        ..PartitionOptions::default()
-    };
-    register_tables(&ctx, &[table], &key, &options)
-        .await
-        .expect("register table");
-    let _ = db;
-    ctx
-}
-
 /// The URI the cluster reads: with a canary password when the server does not need one, so
 /// the test can prove the password never reaches the scheduler.
 fn uri_with_password(db: &TestDatabase) -> (String, String) {
@@ -309,7 +282,9 @@ async fn every_type_every_row_exactly_once_through_two_executors() {
     let (uri, password) = uri_with_password(&db);
 
     for partitions in [1, 2, 7, 16] {
-        let ctx = session_with_table(&cluster, &db, &uri, partitions).await;
+        let ctx = cluster
+            .session_with_table("t", &uri, &ScanOptions::in_partitions(partitions))
+            .await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = watch_connections(&db, stop.clone());
         let counts = df_row(&ctx, "SELECT count(*), count(DISTINCT id), sum(id) FROM t").await;
@@ -339,7 +314,9 @@ async fn every_type_every_row_exactly_once_through_two_executors() {
         }
     }
 
-    let ctx = session_with_table(&cluster, &db, &uri, 7).await;
+    let ctx = cluster
+        .session_with_table("t", &uri, &ScanOptions::in_partitions(7))
+        .await;
     let pg_sql: Vec<String> = CHECKS
         .iter()
         .flat_map(|(column, pg, _)| [pg.to_string(), format!("count(*) - count({column})")])
@@ -420,12 +397,7 @@ async fn every_type_every_row_exactly_once_through_two_executors() {
             format!("/api/job/{id}/stages"),
             format!("/api/job/{id}/dot"),
         ] {
-            let body = reqwest::get(cluster.rest_url(&path))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let body = cluster.rest_get(&path).await;
             assert!(!body.contains(&password), "{path} shows the password");
         }
     }
@@ -436,21 +408,27 @@ async fn cli_runs_sql_on_the_cluster() {
     let db = TestDatabase::create().await;
     db.execute("CREATE TABLE orders AS SELECT g AS id, (g % 7)::int4 AS bucket, g * 1.25::numeric(10,2) AS amount FROM generate_series(1, 5000) g").await;
     let cluster = Cluster::start(ClusterOptions::default()).await;
+    let remote_query: Vec<String> = ["query".to_string(), "--scheduler".into(), cluster.scheduler_url()]
+        .into_iter()
+        .chain(cluster.client_tls_args())
+        .collect();
+    let remote_query: Vec<&str> = remote_query.iter().map(String::as_str).collect();
     let table = format!("orders={}", db.source_uri("orders"));
     let output = kalla_cli(
         &cluster.key,
         &[
-            "query",
-            "--scheduler",
-            &cluster.scheduler_url(),
-            "--table",
-            &table,
-            "--format",
-            "json",
-            "--partitions",
-            "3",
-            "SELECT bucket, count(*) AS n, sum(amount) AS total FROM orders GROUP BY bucket ORDER BY bucket",
-        ],
+            &remote_query[..],
+            &[
+                "--table",
+                &table,
+                "--format",
+                "json",
+                "--partitions",
+                "3",
+                "SELECT bucket, count(*) AS n, sum(amount) AS total FROM orders GROUP BY bucket ORDER BY bucket",
+            ],
+        ]
+        .concat(),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -466,14 +444,7 @@ async fn cli_runs_sql_on_the_cluster() {
 
     let output = kalla_cli(
         &cluster.key,
-        &[
-            "query",
-            "--scheduler",
-            &cluster.scheduler_url(),
-            "--table",
-            "x=postgres://h/db",
-            "SELECT 1",
-        ],
+        &[&remote_query[..], &["--table", "x=postgres://h/db", "SELECT 1"]].concat(),
     );
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no `table` parameter"));
@@ -481,13 +452,10 @@ async fn cli_runs_sql_on_the_cluster() {
     let output = kalla_cli(
         &cluster.key,
         &[
-            "query",
-            "--scheduler",
-            &cluster.scheduler_url(),
-            "--table",
-            &format!("x={}", db.source_uri("missing")),
-            "SELECT 1",
-        ],
+            &remote_query[..],
+            &["--table", &format!("x={}", db.source_uri("missing")), "SELECT 1"],
+        ]
+        .concat(),
     );
     assert!(!output.status.success());
     assert!(
@@ -503,17 +471,9 @@ async fn source_dropped_mid_scan_fails_the_query_clearly() {
     // A view that trickles rows out, so the scan is still running when the source goes away.
     db.execute("CREATE VIEW slow AS SELECT g AS id FROM generate_series(1, 100000) g, LATERAL (SELECT pg_sleep(0.002) WHERE g > 0) s").await;
     let cluster = Cluster::start(ClusterOptions::default()).await;
-    let key = ClusterKey::from_base64(&cluster.key).unwrap();
-    let ctx = connect(Some(&cluster.scheduler_url()), key.clone())
-        .await
-        .unwrap();
-    let table = TableSource {
-        name: "slow".into(),
-        uri: SourceUri::parse(&db.source_uri("slow")).unwrap(),
-    };
-    register_tables(&ctx, &[table], &key, &PartitionOptions::default())
-        .await
-        .unwrap();
+    let ctx = cluster
+        .session_with_table("slow", &db.source_uri("slow"), &ScanOptions::default())
+        .await;
 
     let query = tokio::spawn(async move { ctx.sql("SELECT count(*) FROM slow").await?.collect().await });
     let observer = db.pool.clone();

@@ -38,14 +38,7 @@ async fn start_on_cluster(extra_cluster_args: &[String], extra_runner_args: &[St
         ..ClusterOptions::default()
     })
     .await;
-    let mut args: Vec<String> = [
-        "--scheduler",
-        &cluster.scheduler_url(),
-        "--secret-key",
-        &cluster.key,
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = cluster.runner_args();
     args.extend(
         [
             "--cache-grace-period-secs",
@@ -284,6 +277,7 @@ async fn s3_stopped_mid_write() {
     let mut s3_args = s3.runner_args();
     s3_args.extend(["--s3-retry-timeout-secs", "3"].map(String::from));
     let mut runner_args = s3_args.clone();
+    s3_args.extend(["--data-locations".to_string(), format!("s3://{}/", s3.bucket)]);
     runner_args.extend(["--cache-dir".to_string(), format!("s3://{}/kalla", s3.bucket)]);
     let (cluster, runner) = start_on_cluster(&s3_args, &runner_args).await;
     let id = connect_shop(&runner, &db).await;

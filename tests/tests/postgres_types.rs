@@ -8,7 +8,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
-use kalla_core::postgres::{PartitionOptions, PgTableProvider};
+use kalla_core::postgres::{PgTableProvider, ScanOptions};
 use kalla_core::{ClusterKey, SourceUri};
 use kalla_e2e::postgres::TestDatabase;
 
@@ -18,7 +18,7 @@ fn key() -> ClusterKey {
 
 async fn provider(db: &TestDatabase, table: &str) -> Result<PgTableProvider, String> {
     let uri = SourceUri::parse(&db.source_uri(table)).unwrap();
-    PgTableProvider::connect(&uri, &key(), &PartitionOptions::default())
+    PgTableProvider::connect(&uri, &key(), &ScanOptions::default())
         .await
         .map_err(|e| e.to_string())
 }
@@ -456,10 +456,7 @@ async fn one_dimensional_arrays() {
 async fn views_are_one_partition_and_not_null_columns_are_not_nullable() {
     let db = TestDatabase::create().await;
     db.execute("CREATE TABLE base AS SELECT g AS id, g * 2 AS v FROM generate_series(1, 50000) g; ALTER TABLE base ALTER id SET NOT NULL; CREATE VIEW doubled AS SELECT id, v FROM base WHERE id % 2 = 0").await;
-    let options = PartitionOptions {
-        partitions: Some(8),
-        ..PartitionOptions::default()
-    };
+    let options = ScanOptions::in_partitions(8);
     let key = key();
     let table = PgTableProvider::connect(&SourceUri::parse(&db.source_uri("base")).unwrap(), &key, &options)
         .await
@@ -503,7 +500,7 @@ async fn missing_relations_and_identifiers_with_quotes() {
     assert!(error.contains("public.nope does not exist"), "{error}");
     db.execute(r#"CREATE SCHEMA "we.ird"; CREATE TABLE "we.ird"."ta""ble" ("co""l" int4); INSERT INTO "we.ird"."ta""ble" VALUES (42)"#).await;
     let uri = SourceUri::parse(&format!("{}?table=%22we.ird%22.%22ta%22%22ble%22", db.url)).unwrap();
-    let provider = PgTableProvider::connect(&uri, &key(), &PartitionOptions::default())
+    let provider = PgTableProvider::connect(&uri, &key(), &ScanOptions::default())
         .await
         .unwrap();
     let ctx = SessionContext::new();

@@ -158,19 +158,16 @@ async fn setup(options: ClusterOptions) -> Setup {
 /// A runner on `cluster` whose cache and results go to `results`.
 async fn start_runner(data_dir: TempDir, cluster: &Cluster, results: &TempDir) -> Runner {
     let results_url = url::Url::from_directory_path(results.path()).unwrap().to_string();
-    let scheduler = cluster.scheduler_url();
-    let args = [
-        "--scheduler",
-        &scheduler,
-        "--secret-key",
-        &cluster.key,
+    let runner_args = cluster.runner_args();
+    let mut args: Vec<&str> = runner_args.iter().map(String::as_str).collect();
+    args.extend([
         "--cache-dir",
         &results_url,
         "--scan-partition-mib",
         "16",
         "--job-stall-timeout-secs",
         "10",
-    ];
+    ]);
     Runner::start_in(data_dir, None, &args).await
 }
 
@@ -443,7 +440,7 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
     let ballista = cancelled["ballista_job_ids"][0].as_str().unwrap().to_string();
-    let rest = reqwest::Client::new();
+    let rest = setup.cluster.rest_client();
     kalla_e2e::wait_for("the Ballista job to stop", Duration::from_secs(30), || async {
         let job: Value = rest
             .get(setup.cluster.rest_url(&format!("/api/job/{ballista}")))
@@ -473,7 +470,10 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
 
     // The stall watch reads the real scheduler: its executors, a job's stages, and a stall once
     // an executor it saw is gone (here one that never existed) and nothing moves.
-    let scheduler = SchedulerApi::new(setup.cluster.rest_url(""));
+    let scheduler = SchedulerApi::new(
+        setup.cluster.rest_url(""),
+        setup.cluster.transport().tls().cloned(),
+    );
     let watch = StallWatch::new(scheduler, Duration::from_secs(2));
     let executors = watch.executors().await.expect("executors");
     assert_eq!(executors.len(), 3, "{executors:?}");

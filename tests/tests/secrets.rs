@@ -70,15 +70,6 @@ async fn call(
     answer
 }
 
-async fn get_text(url: &str) -> String {
-    reqwest::get(url)
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .text()
-        .await
-        .expect("a body")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_password_or_key_appears_anywhere_after_a_full_scenario() {
     let s3 = S3Server::start().await;
@@ -97,18 +88,12 @@ async fn no_password_or_key_appears_anywhere_after_a_full_scenario() {
     );
 
     let cluster = Cluster::start(ClusterOptions {
-        extra_args: s3.runner_args(),
+        extra_args: s3.cluster_args(),
         ..ClusterOptions::default()
     })
     .await;
-    let mut args = vec![
-        "--scheduler".to_string(),
-        cluster.scheduler_url(),
-        "--secret-key".into(),
-        cluster.key.clone(),
-        "--cache-dir".into(),
-        format!("s3://{}/kalla", s3.bucket),
-    ];
+    let mut args = cluster.runner_args();
+    args.extend(["--cache-dir".into(), format!("s3://{}/kalla", s3.bucket)]);
     args.extend(s3.runner_args());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let runner = Runner::start_in(TempDir::new().unwrap(), None, &args).await;
@@ -234,7 +219,7 @@ async fn no_password_or_key_appears_anywhere_after_a_full_scenario() {
     for ballista_job in &ballista_jobs {
         for view in ["", "/config", "/stages", "/dot"] {
             let path = format!("/api/job/{ballista_job}{view}");
-            let body = get_text(&cluster.rest_url(&path)).await;
+            let body = cluster.rest_get(&path).await;
             haystack.add(format!("scheduler REST {path}"), body);
         }
     }

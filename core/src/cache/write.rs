@@ -51,6 +51,16 @@ impl WritePlanTable {
     pub fn from_spec(spec: WriteSpec, ctx: &TaskContext) -> Result<Self> {
         Ok(Self::new(decode_plan(&spec.plan, ctx)?, spec.sink))
     }
+
+    /// The plan whose rows are written.
+    pub fn plan(&self) -> &LogicalPlan {
+        &self.plan
+    }
+
+    /// Where they are written.
+    pub fn sink(&self) -> &SinkSpec {
+        &self.sink
+    }
 }
 
 #[async_trait]

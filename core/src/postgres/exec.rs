@@ -9,16 +9,20 @@
 use std::fmt;
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion_proto::bytes::Serializeable;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::pool::PoolConnection;
@@ -26,39 +30,75 @@ use sqlx::{PgPool, Postgres};
 
 use super::catalog::PgColumn;
 use super::copy::{BatchLimits, CopyDecoder};
+use super::filter;
+use super::grant::ScanGrant;
 use super::partition::BlockRange;
 use super::types::PgType;
 use crate::ident::{QualifiedName, quote_ident};
 use crate::pool::PoolRegistry;
-use crate::seal::{ClusterKey, Sealed};
+use crate::seal::ClusterKey;
 
-/// Associated data binding sealed values to their use as a source connection URL.
-pub const SOURCE_URL_PURPOSE: &str = "kalla/source-connection-url";
-
-/// Everything an executor needs to read the scan, apart from its partitions.
+/// Everything an executor needs to read the scan, apart from its partitions. It carries no SQL:
+/// the executor renders the `COPY` itself from the grant-bound columns and typed filters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PgScanSpec {
     pub table: QualifiedName,
-    pub source: Sealed,
-    /// Output columns, in order.
-    pub columns: Vec<PgColumn>,
-    /// Pushed-down filters as SQL (see `filter::to_sql`).
-    pub predicate: Option<String>,
+    pub grant: ScanGrant,
+    /// Every column of the relation, as the grant binds them.
+    pub table_columns: Vec<PgColumn>,
+    /// The output columns: indices into `table_columns`, in order.
+    pub projection: Vec<usize>,
+    /// Pushed-down filters, each a datafusion-proto expression in base64 (see [`encode_filter`]).
+    pub filters: Vec<String>,
     pub limit: Option<usize>,
 }
 
-impl PgScanSpec {
-    pub fn schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns
+/// A filter as it travels in a [`PgScanSpec`].
+pub fn encode_filter(filter: &Expr) -> Result<String> {
+    Ok(BASE64.encode(filter.to_bytes()?))
+}
+
+/// The `COPY` a scan runs, rendered where the scan runs and checked before anything is read.
+#[derive(Debug)]
+struct CopyQuery {
+    table: QualifiedName,
+    columns: Vec<PgColumn>,
+    /// The rendered filters, AND-ed.
+    predicate: Option<String>,
+    limit: Option<usize>,
+}
+
+impl CopyQuery {
+    /// Renders `spec`, refusing anything the whitelisted renderer does not produce itself.
+    fn render(spec: &PgScanSpec) -> Result<Self> {
+        let columns =
+            spec.projection
                 .iter()
-                .map(|c| Field::new(&c.name, c.pg_type.arrow_type(), c.nullable))
-                .collect::<Vec<_>>(),
-        ))
+                .map(|&i| {
+                    spec.table_columns.get(i).cloned().ok_or_else(|| {
+                        plan_refused(&spec.table, format!("projection index {i} names no column"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+        let predicates = spec
+            .filters
+            .iter()
+            .map(|encoded| render_filter(spec, encoded))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            table: spec.table.clone(),
+            columns,
+            predicate: (!predicates.is_empty()).then(|| predicates.join(" AND ")),
+            limit: spec.limit,
+        })
+    }
+
+    fn schema(&self) -> SchemaRef {
+        columns_schema(&self.columns)
     }
 
     /// The COPY statement reading `range` of the relation.
-    pub fn copy_statement(&self, range: BlockRange) -> String {
+    fn statement(&self, range: BlockRange) -> String {
         let select_list: Vec<String> = self
             .columns
             .iter()
@@ -87,6 +127,38 @@ impl PgScanSpec {
         sql.push_str(") TO STDOUT (FORMAT binary)");
         sql
     }
+}
+
+/// One filter of `spec` as SQL. Decoding uses no function registry, so a filter calling any
+/// function is refused as well.
+fn render_filter(spec: &PgScanSpec, encoded: &str) -> Result<String> {
+    let refused = |reason: String| plan_refused(&spec.table, reason);
+    let bytes = BASE64
+        .decode(encoded)
+        .map_err(|e| refused(format!("a filter is not base64 ({e})")))?;
+    let filter =
+        Expr::from_bytes(&bytes).map_err(|e| refused(format!("a filter is not an expression ({e})")))?;
+    filter::to_sql(&filter, &spec.table_columns).ok_or_else(|| {
+        refused(format!(
+            "the filter `{filter}` is not one Kalla pushes down to Postgres"
+        ))
+    })
+}
+
+/// Arrow fields for `columns`, in order.
+pub fn columns_schema(columns: &[PgColumn]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.pg_type.arrow_type(), c.nullable))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Refuses a scan that Kalla's planner would never have produced, and logs it: a forged plan.
+pub fn plan_refused(table: &QualifiedName, reason: String) -> DataFusionError {
+    tracing::warn!(target: "kalla::plan_check", %table, %reason, "refused a Postgres scan");
+    DataFusionError::Plan(format!("plan refused: scan of {table}: {reason}"))
 }
 
 /// Schema of the descriptor rows: one block range per row.
@@ -136,6 +208,7 @@ fn ranges_in(batch: &RecordBatch) -> Result<Vec<BlockRange>> {
 #[derive(Debug)]
 pub struct PgScanExec {
     spec: Arc<PgScanSpec>,
+    query: Arc<CopyQuery>,
     schema: SchemaRef,
     descriptors: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
@@ -152,7 +225,8 @@ impl PgScanExec {
         if descriptors.schema() != descriptor_schema() {
             return internal_err!("PgScanExec input is not a partition descriptor scan");
         }
-        let schema = spec.schema();
+        let query = Arc::new(CopyQuery::render(&spec)?);
+        let schema = query.schema();
         let partitions = descriptors.properties().output_partitioning().partition_count();
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -162,6 +236,7 @@ impl PgScanExec {
         ));
         Ok(Self {
             spec,
+            query,
             schema,
             descriptors,
             properties,
@@ -176,7 +251,7 @@ impl PgScanExec {
 
 impl DisplayAs for PgScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let columns: Vec<&str> = self.spec.columns.iter().map(|c| c.name.as_str()).collect();
+        let columns: Vec<&str> = self.query.columns.iter().map(|c| c.name.as_str()).collect();
         write!(
             f,
             "PgScanExec: table={}, partitions={}, columns=[{}]",
@@ -184,7 +259,7 @@ impl DisplayAs for PgScanExec {
             self.properties.output_partitioning().partition_count(),
             columns.join(", ")
         )?;
-        if let Some(predicate) = &self.spec.predicate {
+        if let Some(predicate) = &self.query.predicate {
             write!(f, ", predicate={predicate}")?;
         }
         if let Some(limit) = self.spec.limit {
@@ -242,9 +317,11 @@ impl ExecutionPlan for PgScanExec {
                 crate::seal::SECRET_KEY_ENV
             ))
         })?;
-        let url = key
-            .unseal(SOURCE_URL_PURPOSE, &self.spec.source)
-            .map_err(|e| DataFusionError::Configuration(format!("cannot read {}: {e}", self.spec.table)))?;
+        let url = self
+            .spec
+            .grant
+            .open(&key, &self.spec.table, &self.spec.table_columns)
+            .map_err(|e| plan_refused(&self.spec.table, e.to_string()))?;
         let pool = PoolRegistry::global()
             .get(&url)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -253,7 +330,7 @@ impl ExecutionPlan for PgScanExec {
             rows: context.session_config().batch_size(),
             ..BatchLimits::default()
         };
-        let stream = read_partition(self.spec.clone(), self.schema.clone(), pool, descriptors, limits);
+        let stream = read_partition(self.query.clone(), self.schema.clone(), pool, descriptors, limits);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             stream,
@@ -262,21 +339,21 @@ impl ExecutionPlan for PgScanExec {
 }
 
 fn read_partition(
-    spec: Arc<PgScanSpec>,
+    query: Arc<CopyQuery>,
     schema: SchemaRef,
     pool: PgPool,
     mut descriptors: SendableRecordBatchStream,
     limits: BatchLimits,
 ) -> impl futures::Stream<Item = Result<RecordBatch>> + Send {
     async_stream::try_stream! {
-        let types: Vec<PgType> = spec.columns.iter().map(|c| c.pg_type.clone()).collect();
+        let types: Vec<PgType> = query.columns.iter().map(|c| c.pg_type.clone()).collect();
         while let Some(batch) = descriptors.next().await {
             for range in ranges_in(&batch?)? {
-                let sql = spec.copy_statement(range);
-                tracing::debug!(table = %spec.table, %sql, "reading partition");
-                let failed = |e: sqlx::Error| source_error(&spec.table, range, e);
+                let sql = query.statement(range);
+                tracing::debug!(table = %query.table, %sql, "reading partition");
+                let failed = |e: sqlx::Error| source_error(&query.table, range, e);
                 let mut connection = CopyConnection(Some(pool.acquire().await.map_err(failed)?));
-                let mut decoder = CopyDecoder::new(spec.table.to_string(), schema.clone(), &types, limits);
+                let mut decoder = CopyDecoder::new(query.table.to_string(), schema.clone(), &types, limits);
                 let mut chunks = connection.conn().copy_out_raw(&sql).await.map_err(failed)?;
                 while let Some(chunk) = chunks.next().await {
                     decoder.push(&chunk.map_err(failed)?).map_err(external)?;
@@ -333,5 +410,74 @@ impl Drop for CopyConnection {
         if let Some(conn) = self.0.as_mut() {
             conn.close_on_drop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+    use crate::ident::Ident;
+    use crate::postgres::filter::tests::columns;
+    use crate::postgres::grant::DEFAULT_GRANT_TTL;
+
+    fn spec(filters: Vec<String>, projection: Vec<usize>) -> PgScanSpec {
+        let table = QualifiedName {
+            schema: Ident::new("public").unwrap(),
+            name: Ident::new("orders").unwrap(),
+        };
+        let table_columns = columns();
+        let key = ClusterKey::from_base64(&ClusterKey::generate_base64()).unwrap();
+        PgScanSpec {
+            grant: ScanGrant::issue(&key, "postgres://db/x", &table, &table_columns, DEFAULT_GRANT_TTL),
+            table,
+            table_columns,
+            projection,
+            filters,
+            limit: Some(10),
+        }
+    }
+
+    fn refusal(spec: &PgScanSpec) -> String {
+        CopyQuery::render(spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn typed_filters_are_rendered_where_the_scan_runs() {
+        let filter = encode_filter(&col("id").gt(lit(5i64))).unwrap();
+        let query = CopyQuery::render(&spec(vec![filter], vec![0])).unwrap();
+        assert_eq!(
+            query.statement(BlockRange::WHOLE),
+            "COPY (SELECT \"id\" FROM \"public\".\"orders\" WHERE (\"id\" > 5) LIMIT 10) TO STDOUT (FORMAT binary)"
+        );
+    }
+
+    #[test]
+    fn raw_sql_where_a_filter_belongs_is_refused() {
+        let sql = BASE64.encode("true) TO PROGRAM 'id' --");
+        assert!(refusal(&spec(vec![sql], vec![0])).contains("not an expression"));
+        assert!(refusal(&spec(vec!["1=1 OR".into()], vec![0])).contains("not base64"));
+    }
+
+    #[test]
+    fn filters_the_renderer_does_not_accept_are_refused() {
+        let unpushable = [
+            col("code").eq(lit("x")),
+            col("id").eq(col("id")),
+            col("missing").eq(lit(1i64)),
+        ];
+        for filter in unpushable {
+            let error = refusal(&spec(vec![encode_filter(&filter).unwrap()], vec![0]));
+            assert!(
+                error.contains("plan refused") && error.contains("not one Kalla pushes down"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_projection_beyond_the_columns_is_refused() {
+        assert!(refusal(&spec(vec![], vec![0, 42])).contains("projection index 42"));
     }
 }

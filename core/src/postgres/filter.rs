@@ -168,12 +168,13 @@ fn timestamp(micros: i64) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::postgres::types::PgType;
     use datafusion::prelude::{col, lit};
 
-    pub(super) fn columns() -> Vec<PgColumn> {
+    /// Columns of every filter class, for tests of what renders.
+    pub(in crate::postgres) fn columns() -> Vec<PgColumn> {
         let column = |name: &str, pg_type, filter| PgColumn {
             name: name.into(),
             sql_type: "unused".into(),

@@ -1,8 +1,9 @@
 //! `PgTableProvider`: a Postgres relation as a DataFusion table, planned for distributed scans.
 //!
 //! The provider is built where the query is submitted: it reads the catalog once, plans the
-//! ctid partitions and seals the connection URL. What it carries travels through the logical
-//! plan to the scheduler, which never connects to the source.
+//! ctid partitions and issues a scan grant (the connection URL sealed for this table's columns,
+//! until an expiry). What it carries travels through the logical plan to the scheduler, which
+//! never connects to the source; pushed-down filters travel on as typed expressions.
 
 use std::sync::Arc;
 
@@ -17,12 +18,15 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::catalog::{self, CatalogError, PgColumn, RelationKind};
-use super::exec::{PgScanExec, PgScanSpec, SOURCE_URL_PURPOSE, partition_descriptors};
+use super::exec::{
+    PgScanExec, PgScanSpec, columns_schema, encode_filter, partition_descriptors, plan_refused,
+};
 use super::filter;
+use super::grant::{DEFAULT_GRANT_TTL, ScanGrant};
 use super::partition::{self, BlockRange, PartitionOptions};
 use crate::ident::QualifiedName;
 use crate::pool::{PoolError, PoolRegistry};
-use crate::seal::{ClusterKey, Sealed};
+use crate::seal::ClusterKey;
 use crate::uri::SourceUri;
 
 #[derive(Debug, Error)]
@@ -37,11 +41,37 @@ pub enum ProviderError {
     },
 }
 
+/// How a Postgres relation is planned for a distributed scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanOptions {
+    pub partitions: PartitionOptions,
+    /// How long the scan's grant stays valid (see [`ScanGrant`]).
+    pub grant_ttl: std::time::Duration,
+}
+
+impl ScanOptions {
+    /// Default options, but exactly `count` partitions.
+    pub fn in_partitions(count: usize) -> Self {
+        let mut options = Self::default();
+        options.partitions.partitions = Some(count);
+        options
+    }
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        Self {
+            partitions: PartitionOptions::default(),
+            grant_ttl: DEFAULT_GRANT_TTL,
+        }
+    }
+}
+
 /// What the provider carries through a logical plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PgTableSpec {
     pub table: QualifiedName,
-    pub source: Sealed,
+    pub grant: ScanGrant,
     pub kind: RelationKind,
     pub columns: Vec<PgColumn>,
     pub partitions: Vec<BlockRange>,
@@ -59,7 +89,7 @@ impl PgTableProvider {
     pub async fn connect(
         uri: &SourceUri,
         key: &ClusterKey,
-        options: &PartitionOptions,
+        options: &ScanOptions,
     ) -> Result<Self, ProviderError> {
         let pool = PoolRegistry::global().get(uri.connection_url())?;
         let relation =
@@ -69,11 +99,18 @@ impl PgTableProvider {
                     source_uri: uri.redacted(),
                     error,
                 })?;
+        let grant = ScanGrant::issue(
+            key,
+            uri.connection_url(),
+            uri.table(),
+            &relation.columns,
+            options.grant_ttl,
+        );
         let spec = PgTableSpec {
             table: uri.table().clone(),
-            source: key.seal(SOURCE_URL_PURPOSE, uri.connection_url()),
+            grant,
             kind: relation.kind,
-            partitions: partition::plan(&relation, options),
+            partitions: partition::plan(&relation, &options.partitions),
             columns: relation.columns,
         };
         Ok(Self::from_spec(spec, Some(key.clone())))
@@ -81,14 +118,7 @@ impl PgTableProvider {
 
     /// Rebuilds a provider from its spec (when decoding a plan); `key` only where scans execute.
     pub fn from_spec(spec: PgTableSpec, key: Option<ClusterKey>) -> Self {
-        let schema = PgScanSpec {
-            table: spec.table.clone(),
-            source: spec.source.clone(),
-            columns: spec.columns.clone(),
-            predicate: None,
-            limit: None,
-        }
-        .schema();
+        let schema = columns_schema(&spec.columns);
         Self {
             spec: Arc::new(spec),
             schema,
@@ -98,6 +128,19 @@ impl PgTableProvider {
 
     pub fn spec(&self) -> &PgTableSpec {
         &self.spec
+    }
+
+    /// `filter` encoded for the executors. DataFusion hands `scan` only filters this provider
+    /// said it renders, unless the plan was forged: then the scan is refused, not the filter
+    /// silently dropped.
+    fn pushed_filter(&self, filter: &Expr) -> Result<String> {
+        if filter::to_sql(filter, &self.spec.columns).is_none() {
+            return Err(plan_refused(
+                &self.spec.table,
+                format!("the filter `{filter}` is not one Kalla pushes down to Postgres"),
+            ));
+        }
+        encode_filter(filter)
     }
 }
 
@@ -131,19 +174,19 @@ impl TableProvider for PgTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let columns = match projection {
-            Some(indices) => indices.iter().map(|&i| self.spec.columns[i].clone()).collect(),
-            None => self.spec.columns.clone(),
+        let projection = match projection {
+            Some(indices) => indices.clone(),
+            None => (0..self.spec.columns.len()).collect(),
         };
-        let predicates: Vec<String> = filters
-            .iter()
-            .filter_map(|f| filter::to_sql(f, &self.spec.columns))
-            .collect();
         let scan = PgScanSpec {
             table: self.spec.table.clone(),
-            source: self.spec.source.clone(),
-            columns,
-            predicate: (!predicates.is_empty()).then(|| predicates.join(" AND ")),
+            grant: self.spec.grant.clone(),
+            table_columns: self.spec.columns.clone(),
+            projection,
+            filters: filters
+                .iter()
+                .map(|f| self.pushed_filter(f))
+                .collect::<Result<_>>()?,
             limit,
         };
         let descriptors = partition_descriptors(&self.spec.partitions)?;

@@ -71,6 +71,11 @@ impl PairsTable {
         ))
     }
 
+    /// The two sides' plans, left first.
+    pub fn inputs(&self) -> [&LogicalPlan; 2] {
+        [&self.left, &self.right]
+    }
+
     /// A side's physical plan, hash-partitioned on its key.
     async fn side(&self, state: &dyn Session, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
         let input = state.create_physical_plan(plan).await?;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
-use kalla_core::postgres::PartitionOptions;
+use kalla_core::postgres::{PartitionOptions, ScanOptions};
 use kalla_core::tls::CertificateArgs;
 use kalla_core::{ClusterKey, process};
 
@@ -99,6 +100,8 @@ struct QueryArgs {
     partitions: Option<usize>,
     #[command(flatten)]
     database_tls: CertificateArgs,
+    #[command(flatten)]
+    cluster_tls: ClientTlsArgs,
     /// The SQL to run.
     sql: String,
 }
@@ -144,10 +147,17 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         certificates: args.database_tls.open()?,
         ..PoolSettings::default()
     });
-    let ctx = cluster::connect(args.scheduler.as_deref(), key.clone()).await?;
-    let options = PartitionOptions {
-        partitions: args.partitions,
-        ..PartitionOptions::default()
+    let transport = match args.scheduler {
+        Some(_) => args.cluster_tls.transport()?,
+        None => ClusterTransport::Plaintext,
+    };
+    let ctx = cluster::connect(args.scheduler.as_deref(), key.clone(), transport).await?;
+    let options = ScanOptions {
+        partitions: PartitionOptions {
+            partitions: args.partitions,
+            ..PartitionOptions::default()
+        },
+        ..ScanOptions::default()
     };
     cluster::register_tables(&ctx, &args.tables, &key, &options).await?;
     let batches = ctx
