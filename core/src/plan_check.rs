@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use ballista_core::execution_plans::{RangeShuffleReaderExec, ShuffleReaderExec};
+use ballista_core::serde::scheduler::PartitionLocation;
 use datafusion::catalog::TableProvider;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -116,6 +118,10 @@ impl DataLocations {
         let Ok(url) = Url::parse(location) else {
             return Some(format!("{location:?} is not a URL"));
         };
+        // An object path holding `?` or `#` would be read as a shorter path with a query.
+        if url.query().is_some() || url.fragment().is_some() {
+            return Some(format!("{location} has `?` or `#` in its path"));
+        }
         if !plain_path(&url) {
             return Some(format!("{location} has an encoded `/` or `\\` in its path"));
         }
@@ -212,6 +218,17 @@ impl PlanCheck {
         }
         if let Some(sink) = plan.downcast_ref::<PartitionParquetSinkExec>() {
             self.kalla_sink(sink.spec())?;
+            let width = plan
+                .children()
+                .first()
+                .map_or(0, |input| input.schema().fields().len());
+            self.kalla_split(sink.spec(), width)?;
+        }
+        if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
+            self.shuffle_locations(&reader.partition)?;
+        }
+        if let Some(reader) = plan.downcast_ref::<RangeShuffleReaderExec>() {
+            self.shuffle_locations(&reader.partition)?;
         }
         plan.children()
             .into_iter()
@@ -234,18 +251,23 @@ impl PlanCheck {
             .try_for_each(|file| self.location(&format!("{store}{}", file.object_meta.location)))
     }
 
-    /// A file sink writes below its table paths (its user-given URL does not survive encoding).
+    /// A file sink writes below its table paths, in the store its `object_store_url` names (its
+    /// user-given URL does not survive encoding): both must be one place, under a data location.
     fn sink_config(&self, config: &FileSinkConfig) -> Result<()> {
         if config.table_paths.is_empty() {
             return Err(refused("a file sink without a target".into()));
         }
-        if !config.original_url.is_empty() {
-            self.location(&local_or_url(&config.original_url))?;
+        for path in &config.table_paths {
+            if path.object_store() != config.object_store_url {
+                return Err(refused(format!(
+                    "a file sink writing {} into the store {}",
+                    path.as_str(),
+                    config.object_store_url.as_str()
+                )));
+            }
+            self.location(path.as_str())?;
         }
-        config
-            .table_paths
-            .iter()
-            .try_for_each(|path| self.location(path.as_str()))
+        Ok(())
     }
 
     fn kalla_sink(&self, spec: &SinkSpec) -> Result<()> {
@@ -260,6 +282,34 @@ impl PlanCheck {
                 return Err(refused(format!(
                     "the output name {name:?} is not one directory name"
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A split routes by a column of its input (`width` columns wide) into at most 256 outputs
+    /// of its input's columns.
+    fn kalla_split(&self, spec: &SinkSpec, width: usize) -> Result<()> {
+        let Some(split) = &spec.split else {
+            return Ok(());
+        };
+        let in_input = std::iter::once(&split.route_column)
+            .chain(split.outputs.iter().flat_map(|output| &output.columns))
+            .all(|&column| column < width);
+        if !in_input || split.outputs.len() > 256 {
+            return Err(refused(
+                "a split naming columns its input lacks, or over 256 outputs".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Shuffle files are found by their job id: one that is no plain name could point elsewhere.
+    fn shuffle_locations(&self, partitions: &[Vec<PartitionLocation>]) -> Result<()> {
+        for location in partitions.iter().flatten() {
+            let job = location.partition_id.job_id.as_str();
+            if job.is_empty() || job.contains(['/', '\\']) || job.contains("..") {
+                return Err(refused(format!("a shuffle read of the job {job:?}")));
             }
         }
         Ok(())
@@ -423,6 +473,8 @@ mod tests {
             "file:///srv/kalla/cache/a%2Fb",
             "s3://other-bucket/kalla/x.parquet",
             "s3://bucket/kallax/x.parquet",
+            "s3://bucket/kalla#x/secret.parquet",
+            "file:///srv/kalla?x/secret.parquet",
             "/srv/kalla/x.csv",
         ] {
             assert!(locations.refusal(refused).is_some(), "{refused}");

@@ -193,6 +193,12 @@ impl RunnerConfig {
         {
             bail!("--database-url / KALLA_DATABASE_URL must start with sqlite: or postgres://");
         }
+        if self.scan_grant_ttl_secs < 60 {
+            bail!(
+                "--scan-grant-ttl-secs / KALLA_SCAN_GRANT_TTL_SECS must be at least 60: a planned scan \
+                 must outlive its job (the default is a day)"
+            );
+        }
         if let Some(location) = &self.cache_dir {
             CacheDir::parse(location).context("--cache-dir / KALLA_CACHE_DIR")?;
         }

@@ -112,13 +112,16 @@ impl SchedulerApi {
 
 /// An HTTPS client that trusts only the cluster's CA and presents the runner's certificate.
 fn tls_client(files: &PemFiles) -> Result<reqwest::Client, reqwest::Error> {
-    let identity = [files.cert.as_slice(), files.key.as_slice()].concat();
-    reqwest::Client::builder()
+    // PEM files need not end in a newline: keep the key's block apart from the chain's.
+    let identity = [files.cert.as_slice(), b"\n", files.key.as_slice()].concat();
+    let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&files.ca)?)
-        .identity(reqwest::Identity::from_pem(&identity)?)
-        .build()
+        .tls_built_in_root_certs(false);
+    // During a CA rollover the bundle holds the old CA and the new one.
+    for ca in reqwest::Certificate::from_pem_bundle(&files.ca)? {
+        builder = builder.add_root_certificate(ca);
+    }
+    builder.identity(reqwest::Identity::from_pem(&identity)?).build()
 }
 
 /// Why the scheduler's API did not answer.

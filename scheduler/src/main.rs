@@ -2,8 +2,8 @@
 //!
 //! It accepts every flag of Ballista's stock `ballista-scheduler`, each also settable as a
 //! `KALLA_*` environment variable (`--bind-port` → `KALLA_BIND_PORT`). It never needs the
-//! cluster key: it plans scans but never connects to a source. It checks every plan before it
-//! plans it (`kalla_core::plan_check`). With mutual TLS (the default), Ballista's gRPC and REST
+//! cluster key: it plans scans but never connects to a source. It checks every logical plan
+//! before it plans it, and every decoded plan below a Ballista node (`kalla_core::plan_check`). With mutual TLS (the default), Ballista's gRPC and REST
 //! service listens on loopback only, behind a TLS front on `--bind-port` that admits only peers
 //! with a certificate of the cluster's CA; Kubernetes probes use the plaintext
 //! `--bind-health-port`, which answers `/healthz`, `/readyz` and `/api/metrics` and nothing else.

@@ -298,6 +298,22 @@ async fn forged_plans_are_refused_before_any_io_and_logged() {
         "something was written outside the data locations"
     );
 
+    // A file sink whose target is under the data locations but whose store is another one.
+    let honest_sink = local
+        .sql(&format!(
+            "COPY (SELECT 1 AS x) TO '{}sunk.csv' STORED AS CSV",
+            directory_url(&setup.data)
+        ))
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let error = setup
+        .refusal_of_physical(with_sink_store(honest_sink, "s3://elsewhere/"))
+        .await;
+    assert_refused(&error, "into the store s3://elsewhere/");
+
     let scheduler_log = setup.log("scheduler");
     let executor_log = setup.log("executor-0");
     assert!(scheduler_log.contains("refused a plan"), "{scheduler_log}");
@@ -318,5 +334,17 @@ fn with_scan_filters(scan: Arc<dyn ExecutionPlan>, filters: &[&str]) -> Vec<u8> 
     extension.node = std::iter::once(*tag)
         .chain(serde_json::to_vec(&spec).unwrap())
         .collect();
+    node.encode_to_vec()
+}
+
+/// A CSV sink's plan encoded for the scheduler, its object store replaced by `store`.
+fn with_sink_store(sink: Arc<dyn ExecutionPlan>, store: &str) -> Vec<u8> {
+    let bytes = physical_plan_to_bytes_with_extension_codec(sink, &KallaPhysicalCodec::default()).unwrap();
+    let mut node = PhysicalPlanNode::decode(bytes.as_ref()).unwrap();
+    let Some(PhysicalPlanType::CsvSink(csv)) = node.physical_plan_type.as_mut() else {
+        panic!("COPY … STORED AS CSV plans a CSV sink");
+    };
+    let config = csv.sink.as_mut().and_then(|sink| sink.config.as_mut()).unwrap();
+    config.object_store_url = store.to_string();
     node.encode_to_vec()
 }

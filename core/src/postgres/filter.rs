@@ -113,7 +113,7 @@ fn literal(expr: &Expr, column: &PgColumn) -> Option<String> {
     }
     match (&column.pg_type, value) {
         (T::Int2 | T::Int4 | T::Int8 | T::Numeric { .. }, v) if integer(v).is_some() => integer(v),
-        (T::Numeric { .. }, ScalarValue::Decimal128(Some(v), _, scale)) => Some(decimal(*v, *scale)),
+        (T::Numeric { .. }, ScalarValue::Decimal128(Some(v), _, scale)) => decimal(*v, *scale),
         (T::Bool, ScalarValue::Boolean(Some(b))) => Some(if *b { "TRUE" } else { "FALSE" }.into()),
         (T::Date, ScalarValue::Date32(Some(days))) => {
             let date = NaiveDate::from_ymd_opt(1970, 1, 1)?
@@ -148,16 +148,23 @@ fn integer(value: &ScalarValue) -> Option<String> {
     })
 }
 
-fn decimal(unscaled: i128, scale: i8) -> String {
+/// A Decimal128 as SQL text; `None` for a scale no Decimal128 has (a forged plan's).
+fn decimal(unscaled: i128, scale: i8) -> Option<String> {
+    if scale.unsigned_abs() > 38 {
+        return None;
+    }
     if scale <= 0 {
-        return format!("{unscaled}{}", "0".repeat((-scale) as usize));
+        return Some(format!(
+            "{unscaled}{}",
+            "0".repeat(usize::from(scale.unsigned_abs()))
+        ));
     }
     let digits = unscaled.unsigned_abs().to_string();
-    let scale = scale as usize;
+    let scale = usize::from(scale.unsigned_abs());
     let padded = format!("{digits:0>width$}", width = scale + 1);
     let (int, frac) = padded.split_at(padded.len() - scale);
     let sign = if unscaled < 0 { "-" } else { "" };
-    format!("{sign}{int}.{frac}")
+    Some(format!("{sign}{int}.{frac}"))
 }
 
 fn timestamp(micros: i64) -> Option<String> {
@@ -281,10 +288,13 @@ pub(super) mod tests {
 
     #[test]
     fn decimal_rendering() {
-        assert_eq!(decimal(12345, 2), "123.45");
-        assert_eq!(decimal(5, 3), "0.005");
-        assert_eq!(decimal(-12, 0), "-12");
-        assert_eq!(decimal(7, -2), "700");
+        let rendered = |unscaled, scale| decimal(unscaled, scale).unwrap();
+        assert_eq!(rendered(12345, 2), "123.45");
+        assert_eq!(rendered(5, 3), "0.005");
+        assert_eq!(rendered(-12, 0), "-12");
+        assert_eq!(rendered(7, -2), "700");
+        assert_eq!(decimal(7, i8::MIN), None, "no Decimal128 has that scale");
+        assert_eq!(decimal(7, 39), None);
     }
 }
 
@@ -400,7 +410,7 @@ mod properties {
 
         #[test]
         fn decimals_render_their_exact_digits(unscaled in any::<i128>(), scale in -5i8..39) {
-            let text = decimal(unscaled, scale);
+            let text = decimal(unscaled, scale).unwrap();
             let digits: String = text.chars().filter(char::is_ascii_digit).collect();
             let expected = match scale {
                 s if s <= 0 => format!("{}{}", unscaled.unsigned_abs(), "0".repeat((-s) as usize)),
