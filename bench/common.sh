@@ -67,10 +67,11 @@ start_runner() {
   step "runner (release) on the cluster, results in $WORK/store"
   PORT=$(free_port)
   mkdir -p "$WORK/store"
-  "$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/runner" --scheduler "df://127.0.0.1:$SPORT" \
-    --cache-dir "file://$WORK/store/" "$@" ${KALLA_BENCH_RUNNER_ARGS:-} >"$WORK/runner.log" 2>&1 &
+  # shellcheck disable=SC2086 # the TLS flags are words
+  "$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/runner-$PORT" --scheduler "df://127.0.0.1:$SPORT" \
+    $CLIENT_FLAGS --cache-dir "file://$WORK/store/" "$@" ${KALLA_BENCH_RUNNER_ARGS:-} >"$WORK/runner-$PORT.log" 2>&1 &
   for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
-  TOKEN=$(cat "$WORK/runner/api-token")
+  TOKEN=$(cat "$WORK/runner-$PORT/api-token")
   URL=http://127.0.0.1:$PORT
 }
 api() { curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
@@ -101,24 +102,59 @@ python_anchors() {
 }
 
 # Starts kalla-scheduler and two kalla-executors (2 vcores each) with a fresh cluster key; sets
-# SPORT and KALLA_SECRET_KEY. Extra arguments go to each executor.
+# SPORT, KALLA_SECRET_KEY and CLIENT_FLAGS (what the runner and `kalla query` need to reach it).
+# The cluster plane is mutual TLS with a throwaway CA unless CLUSTER_TLS=off. Extra arguments go
+# to each executor.
 start_cluster() {
-  step "cluster: kalla-scheduler + 2 kalla-executors (release)"
-  export KALLA_SECRET_KEY=$(openssl rand -base64 32)
+  local mode=${CLUSTER_TLS:-on} tls=$WORK/tls-$RANDOM scheduler_tls executor_tls
+  step "cluster: kalla-scheduler + 2 kalla-executors (release), mutual TLS $mode"
+  export KALLA_SECRET_KEY=${KALLA_SECRET_KEY:-$(openssl rand -base64 32)}
   SPORT=$(free_port)
+  local hport=$(free_port)
+  if [ "$mode" = on ]; then
+    mkdir -p "$tls" && deploy/k8s/overlays/dev/cluster-tls/generate.sh "$tls" >/dev/null
+    scheduler_tls="--tls-cert $tls/scheduler.crt --tls-key $tls/scheduler.key --tls-ca $tls/ca.crt"
+    executor_tls="--tls-cert $tls/executor.crt --tls-key $tls/executor.key --tls-ca $tls/ca.crt"
+    CLIENT_FLAGS="--cluster-tls-cert $tls/runner.crt --cluster-tls-key $tls/runner.key --cluster-tls-ca $tls/ca.crt"
+  else
+    scheduler_tls=--plaintext executor_tls=--plaintext CLIENT_FLAGS=--cluster-plaintext
+  fi
+  # shellcheck disable=SC2086 # the TLS flags are words
   "$BIN/kalla-scheduler" --bind-host 127.0.0.1 --external-host 127.0.0.1 --bind-port "$SPORT" \
-    --task-distribution round-robin >"$WORK/scheduler.log" 2>&1 &
+    --bind-health-port "$hport" --min-ready-executors 2 --data-locations "file://$WORK/" $scheduler_tls \
+    --task-distribution round-robin >"$WORK/scheduler-$SPORT.log" 2>&1 &
   for i in 1 2; do
+    # shellcheck disable=SC2086
     "$BIN/kalla-executor" --bind-host 127.0.0.1 --external-host 127.0.0.1 --scheduler-port "$SPORT" \
       --bind-port "$(free_port)" --bind-grpc-port "$(free_port)" --bind-health-port "$(free_port)" \
-      --vcores 2 --work-dir "$WORK" "$@" >"$WORK/executor-$i.log" 2>&1 &
+      --data-locations "file://$WORK/" $executor_tls \
+      --vcores 2 --work-dir "$WORK" "$@" >"$WORK/executor-$SPORT-$i.log" 2>&1 &
   done
   for _ in $(seq 100); do
-    [ "$(curl -fs "http://127.0.0.1:$SPORT/api/executors" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null)" = 2 ] && return
+    curl -fs "http://127.0.0.1:$hport/readyz" >/dev/null && return
     sleep 0.2
   done
   echo "executors did not register; see $WORK/*.log" >&2
   exit 1
+}
+
+# Prints a Markdown table of medians comparing two modes of the timed steps in $WORK/times:
+#   median_table A B "header of A" "header of B" STEP="what the step is"...
+# one row per STEP (from its runs STEP_A and STEP_B), with what A costs over B.
+median_table() {
+  python3 - "$WORK/times" "$@" <<'PY'
+import statistics, sys
+times = {}
+for line in open(sys.argv[1]):
+    name, secs = line.split(); times.setdefault(name, []).append(float(secs))
+a, b, header_a, header_b = sys.argv[2:6]
+runs = lambda ts: "%.2f (%s)" % (statistics.median(ts), ", ".join("%.2f" % t for t in ts))
+print("| what | %s median s (runs) | %s median s (runs) | cost |" % (header_a, header_b))
+print("|---|---|---|---|")
+for step, label in (arg.split("=", 1) for arg in sys.argv[6:]):
+    ta, tb = times[step + "_" + a], times[step + "_" + b]
+    print("| %s | %s | %s | %+.1f%% |" % (label, runs(ta), runs(tb), 100 * (statistics.median(ta) / statistics.median(tb) - 1)))
+PY
 }
 
 # Writes the machine and versions lines every result file ends with.
@@ -135,7 +171,8 @@ EVERY_COLUMN="SELECT count(*), sum(l_orderkey), sum(l_partkey), sum(l_suppkey), 
 
 # The distributed scan of the live lineitem through the cluster started by start_cluster.
 kalla_scan() {
-  "$BIN/kalla" query --scheduler "df://127.0.0.1:$SPORT" --table "lineitem=$DB_URL?table=public.lineitem" \
+  # shellcheck disable=SC2086 # the TLS flags are words
+  "$BIN/kalla" query --scheduler "df://127.0.0.1:$SPORT" $CLIENT_FLAGS --table "lineitem=$DB_URL?table=public.lineitem" \
     --format csv "$EVERY_COLUMN" >"$WORK/kalla.out"
 }
 

@@ -17,7 +17,8 @@ start_runner
 
 copy_1() { psql "$DB_URL?sslmode=$1" -Xqc "COPY lineitem TO STDOUT (FORMAT binary)" >/dev/null; }
 scan() {
-  "$BIN/kalla" query --scheduler "df://127.0.0.1:$SPORT" --table "lineitem=$DB_URL?sslmode=$1&table=public.lineitem" \
+  # shellcheck disable=SC2086 # the TLS flags are words
+  "$BIN/kalla" query --scheduler "df://127.0.0.1:$SPORT" $CLIENT_FLAGS --table "lineitem=$DB_URL?sslmode=$1&table=public.lineitem" \
     --format csv "$EVERY_COLUMN" >"$WORK/scan-$1.out"
 }
 declare -A RECIPE
@@ -62,33 +63,18 @@ done
 step "results"
 OUT=$ROOT/bench/results/tls-$(date -u +%Y-%m-%d).md
 {
-  python3 - "$WORK/times" "$WORK/sessions" "$WORK/recon-require.json" <<'PY'
-import json, statistics, sys
-times = {}
-for line in open(sys.argv[1]):
-    name, secs = line.split(); times.setdefault(name, []).append(float(secs))
-sessions = dict(line.split(" ", 1) for line in open(sys.argv[2]).read().splitlines())
-outputs = json.load(open(sys.argv[3]))["summary"]["outputs"]
-what = {
-    "copy_1": "psql binary COPY of lineitem to /dev/null, 1 connection",
-    "scan": "Kalla scan: 10M-row lineitem, every column decoded and aggregated, 2-executor cluster",
-    "recon": "Kalla reconciliation read live from Postgres: 5M invoices × 5M payments, all outputs written",
-}
-print("# TLS to the source, %d interleaved runs after one warm-up\n" % len(times["scan_require"]))
-print("| what | `sslmode=require` median s (runs) | `sslmode=disable` median s (runs) | TLS cost |")
-print("|---|---|---|---|")
-for key, label in what.items():
-    tls, plain = times[key + "_require"], times[key + "_disable"]
-    runs = lambda ts: "%.2f (%s)" % (statistics.median(ts), ", ".join("%.2f" % t for t in ts))
-    print("| %s | %s | %s | %+.1f%% |" % (label, runs(tls), runs(plain),
-          100 * (statistics.median(tls) / statistics.median(plain) - 1)))
-print()
-print("- executors' sessions to the bench database after each mode's warm-up (`pg_stat_ssl.ssl:count`, "
-      "cumulative: pools stay open): require → %s; disable → %s" % (sessions["require"], sessions["disable"]))
-print("- both modes gave the same scan answer and the same reconciliation counts: %s" % json.dumps(outputs))
-print("- `require` encrypts without checking the certificate; `verify-full` costs the same per byte "
-      "(verification happens once per connection, and connections are pooled)")
-PY
+  echo "# TLS to the source, $RUNS interleaved runs after one warm-up"
+  echo
+  median_table require disable "\`sslmode=require\`" "\`sslmode=disable\`" \
+    "copy_1=psql binary COPY of lineitem to /dev/null, 1 connection" \
+    "scan=Kalla scan: 10M-row lineitem, every column decoded and aggregated, 2-executor cluster" \
+    "recon=Kalla reconciliation read live from Postgres: 5M invoices × 5M payments, all outputs written"
+  echo
+  echo "- executors' sessions to the bench database after each mode's warm-up (\`pg_stat_ssl.ssl:count\`,"
+  echo "  cumulative: pools stay open): $(tr '\n' ';' <"$WORK/sessions")"
+  echo "- both modes gave the same scan answer and the same reconciliation counts: $(field '["summary"]["outputs"]' <"$WORK/recon-require.json")"
+  echo "- \`require\` encrypts without checking the certificate; \`verify-full\` costs the same per byte"
+  echo "  (verification happens once per connection, and connections are pooled)"
   machine_lines
   echo "- server: $(psql "$DB_URL" -XtAc "SELECT 'ssl=' || current_setting('ssl') || ', ' || version()")"
   echo "- command: \`bench/tls.sh\` (RUNS=$RUNS)"
