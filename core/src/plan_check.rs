@@ -14,6 +14,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::cte_worktable::CteWorkTable;
 use datafusion::datasource::file_format::csv::CsvSink;
 use datafusion::datasource::file_format::json::JsonSink;
 use datafusion::datasource::file_format::parquet::ParquetSink;
@@ -372,6 +373,7 @@ impl PlanCheck {
         if provider.downcast_ref::<PgTableProvider>().is_some()
             || provider.downcast_ref::<MemTable>().is_some()
             || provider.downcast_ref::<EmptyTable>().is_some()
+            || provider.downcast_ref::<CteWorkTable>().is_some()
         {
             return Ok(());
         }
@@ -481,6 +483,25 @@ mod tests {
         }
         let none = DataLocations::default().refusal("file:///srv/kalla/x").unwrap();
         assert!(none.contains("--data-locations"), "{none}");
+    }
+
+    #[tokio::test]
+    async fn a_recursive_query_passes_and_a_file_outside_the_locations_does_not() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let check = PlanCheck::new(locations());
+        let recursive = ctx
+            .sql(
+                "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r",
+            )
+            .await
+            .unwrap();
+        check.logical(recursive.logical_plan()).unwrap();
+        let outside = ctx
+            .sql("COPY (SELECT 1 AS n) TO '/tmp/elsewhere.parquet'")
+            .await
+            .unwrap();
+        let refusal = check.logical(outside.logical_plan()).unwrap_err().to_string();
+        assert!(refusal.contains("/tmp/elsewhere.parquet"), "{refusal}");
     }
 
     #[test]
