@@ -67,8 +67,9 @@ start_runner() {
   step "runner (release) on the cluster, results in $WORK/store"
   PORT=$(free_port)
   mkdir -p "$WORK/store"
+  # The secrets key is the runner's alone: set for its command only, never exported to executors.
   # shellcheck disable=SC2086 # the TLS flags are words
-  "$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/runner-$PORT" --scheduler "df://127.0.0.1:$SPORT" \
+  KALLA_SECRET_KEY=$(openssl rand -base64 32) "$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/runner-$PORT" --scheduler "df://127.0.0.1:$SPORT" \
     $CLIENT_FLAGS --cache-dir "file://$WORK/store/" "$@" ${KALLA_BENCH_RUNNER_ARGS:-} >"$WORK/runner-$PORT.log" 2>&1 &
   for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
   TOKEN=$(cat "$WORK/runner-$PORT/api-token")
@@ -102,13 +103,13 @@ python_anchors() {
 }
 
 # Starts kalla-scheduler and two kalla-executors (2 vcores each) with a fresh cluster key; sets
-# SPORT, KALLA_SECRET_KEY and CLIENT_FLAGS (what the runner and `kalla query` need to reach it).
+# SPORT, KALLA_CLUSTER_KEY and CLIENT_FLAGS (what the runner and `kalla query` need to reach it).
 # The cluster plane is mutual TLS with a throwaway CA unless CLUSTER_TLS=off. Extra arguments go
 # to each executor.
 start_cluster() {
   local mode=${CLUSTER_TLS:-on} tls=$WORK/tls-$RANDOM scheduler_tls executor_tls
   step "cluster: kalla-scheduler + 2 kalla-executors (release), mutual TLS $mode"
-  export KALLA_SECRET_KEY=${KALLA_SECRET_KEY:-$(openssl rand -base64 32)}
+  export KALLA_CLUSTER_KEY=${KALLA_CLUSTER_KEY:-$(openssl rand -base64 32)}
   SPORT=$(free_port)
   local hport=$(free_port)
   if [ "$mode" = on ]; then

@@ -30,5 +30,5 @@ pub mod storage;
 pub mod tls;
 pub mod uri;
 
-pub use seal::ClusterKey;
+pub use seal::{ClusterKey, SecretsKey};
 pub use uri::SourceUri;

@@ -61,7 +61,7 @@ pub fn parse_args_with<T: Parser>(adjust: impl FnOnce(Command) -> Command) -> T 
 }
 
 /// `KALLA_*` variables in this process's environment that no flag of `T` reads, nor `also_read`
-/// (variables the service reads itself, like `KALLA_SECRET_KEY`): a typo, or another service's
+/// (variables the service reads itself, like `KALLA_CLUSTER_KEY`): a typo, or another service's
 /// setting, that would otherwise be silently ignored.
 pub fn stray_variables<T: CommandFactory>(also_read: &[&str]) -> Vec<String> {
     let command = with_env_fallbacks(T::command());

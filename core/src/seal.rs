@@ -1,10 +1,17 @@
-//! The cluster key and sealing: authenticated encryption of credentials that travel in plans.
+//! Sealing keys: authenticated encryption of credentials, with one key per trust boundary.
 //!
-//! A client seals a source's connection URL with the cluster key before the URL enters a
-//! logical plan; only processes holding the key (executors) can unseal it. The scheduler sees
-//! ciphertext, so its job config, plan display and logs never contain a password.
+//! Kalla holds two keys of the same shape (32 random bytes, base64) for two different readers:
+//! - the **cluster key** ([`ClusterKey`], `KALLA_CLUSTER_KEY`) seals a source's credentials into
+//!   a scan grant before it enters a plan; the runner and the executors hold it, so the scheduler
+//!   sees only ciphertext in job configs, plan displays and logs;
+//! - the **secrets key** ([`SecretsKey`], `KALLA_SECRET_KEY`) seals the secrets the runner stores
+//!   in its metadata DB; only the runner holds it, so a cluster peer (an executor's host, a
+//!   captured plan) never holds what opens the stored passwords.
+//!
+//! The two are distinct types, so one cannot be passed where the other belongs.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -14,7 +21,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Environment variable holding the base64-encoded 32-byte cluster key.
+/// Environment variable holding the cluster key (runner and executors).
+pub const CLUSTER_KEY_ENV: &str = "KALLA_CLUSTER_KEY";
+/// Environment variable holding the secrets key (the runner only).
 pub const SECRET_KEY_ENV: &str = "KALLA_SECRET_KEY";
 
 const NONCE_LEN: usize = 12;
@@ -23,41 +32,102 @@ const SEALED_PREFIX: &str = "kalla-sealed-v1:";
 #[derive(Debug, Error)]
 pub enum SealError {
     #[error(
-        "{SECRET_KEY_ENV} is not set: this process needs the cluster key \
+        "{variable} is not set: this process needs the {what} \
          (32 random bytes, base64-encoded, e.g. `openssl rand -base64 32`)"
     )]
-    MissingKey,
-    #[error("{SECRET_KEY_ENV} is not valid base64 ({0}); generate a key with `openssl rand -base64 32`")]
-    KeyNotBase64(base64::DecodeError),
-    #[error("{SECRET_KEY_ENV} must decode to exactly 32 bytes, got {0} (use `openssl rand -base64 32`)")]
-    KeyWrongLength(usize),
+    MissingKey {
+        variable: &'static str,
+        what: &'static str,
+    },
+    #[error("{variable} is not valid base64 ({source}); generate a key with `openssl rand -base64 32`")]
+    KeyNotBase64 {
+        variable: &'static str,
+        source: base64::DecodeError,
+    },
+    #[error("{variable} must decode to exactly 32 bytes, got {length} (use `openssl rand -base64 32`)")]
+    KeyWrongLength { variable: &'static str, length: usize },
     #[error("sealed value is malformed")]
     Malformed,
     #[error(
-        "sealed value could not be opened: it was sealed with a different {SECRET_KEY_ENV} \
+        "sealed value could not be opened: it was sealed with a different {variable} \
          or has been tampered with"
     )]
-    WrongKeyOrTampered,
+    WrongKeyOrTampered { variable: &'static str },
 }
 
-/// The 256-bit key shared by the processes of one Kalla cluster.
-#[derive(Clone)]
-pub struct ClusterKey(Aes256Gcm);
+/// What a key is for: the variable that configures it and how errors name it.
+pub trait KeyKind {
+    const VARIABLE: &'static str;
+    const WHAT: &'static str;
+}
 
-impl ClusterKey {
-    pub fn from_base64(encoded: &str) -> Result<Self, SealError> {
-        let bytes = BASE64.decode(encoded.trim()).map_err(SealError::KeyNotBase64)?;
-        if bytes.len() != 32 {
-            return Err(SealError::KeyWrongLength(bytes.len()));
+/// Marker for [`ClusterKey`].
+#[derive(Debug, Clone, Copy)]
+pub enum Cluster {}
+
+impl KeyKind for Cluster {
+    const VARIABLE: &'static str = CLUSTER_KEY_ENV;
+    const WHAT: &'static str = "cluster key";
+}
+
+/// Marker for [`SecretsKey`].
+#[derive(Debug, Clone, Copy)]
+pub enum Secrets {}
+
+impl KeyKind for Secrets {
+    const VARIABLE: &'static str = SECRET_KEY_ENV;
+    const WHAT: &'static str = "secrets key";
+}
+
+/// Seals credentials into scan grants; held by the runner and the executors.
+pub type ClusterKey = SealingKey<Cluster>;
+/// Seals the secrets stored in the metadata DB; held by the runner alone.
+pub type SecretsKey = SealingKey<Secrets>;
+
+/// A 256-bit AES-GCM key of one [`KeyKind`].
+pub struct SealingKey<K> {
+    cipher: Aes256Gcm,
+    kind: PhantomData<K>,
+}
+
+impl<K> Clone for SealingKey<K> {
+    fn clone(&self) -> Self {
+        Self {
+            cipher: self.cipher.clone(),
+            kind: PhantomData,
         }
-        Ok(Self(Aes256Gcm::new_from_slice(&bytes).expect("32-byte key")))
+    }
+}
+
+impl<K: KeyKind> SealingKey<K> {
+    pub fn from_base64(encoded: &str) -> Result<Self, SealError> {
+        let variable = K::VARIABLE;
+        let bytes = BASE64
+            .decode(encoded.trim())
+            .map_err(|source| SealError::KeyNotBase64 { variable, source })?;
+        let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| SealError::KeyWrongLength {
+            variable,
+            length: bytes.len(),
+        })?;
+        Ok(Self {
+            cipher,
+            kind: PhantomData,
+        })
     }
 
-    /// Reads `KALLA_SECRET_KEY`; an error says what is missing or malformed.
+    /// Reads the key's variable; an error says what is missing or malformed.
     pub fn from_env() -> Result<Self, SealError> {
-        match std::env::var(SECRET_KEY_ENV) {
+        match std::env::var(K::VARIABLE) {
             Ok(value) if !value.trim().is_empty() => Self::from_base64(&value),
-            _ => Err(SealError::MissingKey),
+            _ => Err(Self::missing()),
+        }
+    }
+
+    /// The error for a key that is not configured.
+    pub fn missing() -> SealError {
+        SealError::MissingKey {
+            variable: K::VARIABLE,
+            what: K::WHAT,
         }
     }
 
@@ -66,6 +136,11 @@ impl ClusterKey {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         BASE64.encode(bytes)
+    }
+
+    /// A fresh random key, for a process that is its own whole cluster.
+    pub fn generate() -> Self {
+        Self::from_base64(&Self::generate_base64()).expect("a generated key has 32 bytes")
     }
 
     /// Encrypts `plaintext` for `purpose` (bound as associated data, so a sealed value
@@ -78,7 +153,7 @@ impl ClusterKey {
             aad: purpose.as_bytes(),
         };
         let ciphertext = self
-            .0
+            .cipher
             .encrypt(Nonce::from_slice(&nonce), payload)
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut sealed = nonce.to_vec();
@@ -98,16 +173,18 @@ impl ClusterKey {
             aad: purpose.as_bytes(),
         };
         let plaintext = self
-            .0
+            .cipher
             .decrypt(Nonce::from_slice(nonce), payload)
-            .map_err(|_| SealError::WrongKeyOrTampered)?;
+            .map_err(|_| SealError::WrongKeyOrTampered {
+                variable: K::VARIABLE,
+            })?;
         String::from_utf8(plaintext).map_err(|_| SealError::Malformed)
     }
 }
 
-impl fmt::Debug for ClusterKey {
+impl<K: KeyKind> fmt::Debug for SealingKey<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClusterKey(<redacted>)")
+        write!(f, "SealingKey({}, <redacted>)", K::WHAT)
     }
 }
 
@@ -138,7 +215,7 @@ mod tests {
     use super::*;
 
     fn key() -> ClusterKey {
-        ClusterKey::from_base64(&ClusterKey::generate_base64()).unwrap()
+        ClusterKey::generate()
     }
 
     #[test]
@@ -165,11 +242,11 @@ mod tests {
         let sealed = a.seal("source-url", "secret");
         assert!(matches!(
             b.unseal("source-url", &sealed),
-            Err(SealError::WrongKeyOrTampered)
+            Err(SealError::WrongKeyOrTampered { .. })
         ));
         assert!(matches!(
             a.unseal("other", &sealed),
-            Err(SealError::WrongKeyOrTampered)
+            Err(SealError::WrongKeyOrTampered { .. })
         ));
         let mut tampered = sealed.0.clone().into_bytes();
         let last = tampered.len() - 2;
@@ -183,19 +260,33 @@ mod tests {
     }
 
     #[test]
+    fn an_unseal_error_names_the_variable_of_the_key_that_failed() {
+        let sealed = key().seal("p", "secret");
+        let error = SecretsKey::generate()
+            .unseal("p", &sealed)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(SECRET_KEY_ENV), "{error}");
+    }
+
+    #[test]
     fn key_errors_say_what_is_wrong() {
         assert!(matches!(
             ClusterKey::from_base64("not base64!"),
-            Err(SealError::KeyNotBase64(_))
+            Err(SealError::KeyNotBase64 {
+                variable: CLUSTER_KEY_ENV,
+                ..
+            })
         ));
         assert!(matches!(
-            ClusterKey::from_base64("c2hvcnQ="),
-            Err(SealError::KeyWrongLength(5))
+            SecretsKey::from_base64("c2hvcnQ="),
+            Err(SealError::KeyWrongLength {
+                variable: SECRET_KEY_ENV,
+                length: 5
+            })
         ));
-        assert!(
-            SealError::MissingKey
-                .to_string()
-                .contains("openssl rand -base64 32")
-        );
+        let missing = ClusterKey::missing().to_string();
+        assert!(missing.contains("KALLA_CLUSTER_KEY"), "{missing}");
+        assert!(missing.contains("openssl rand -base64 32"), "{missing}");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! It accepts every flag of Ballista's stock `ballista-executor`, each also settable as a
 //! `KALLA_*` environment variable, plus the source pool settings below. It needs the cluster
-//! key (`KALLA_SECRET_KEY`) to open scan grants, and S3 settings (`--s3-*`, else the standard
+//! key (`KALLA_CLUSTER_KEY`) to open scan grants, and refuses to start holding the runner's
+//! secrets key (`KALLA_SECRET_KEY`); and S3 settings (`--s3-*`, else the standard
 //! `AWS_*` variables) to reach an `s3://` cache. It checks every task's plan as it decodes it
 //! (`kalla_core::plan_check`). With mutual TLS (the default) it asks the scheduler for tasks and
 //! serves only its Flight service, behind a TLS front (see `flight`).
@@ -25,6 +26,7 @@ use kalla_core::codec::{KallaLogicalCodec, KallaPhysicalCodec};
 use kalla_core::plan_check::{DataLocationArgs, PlanCheck};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
 use kalla_core::process::{LogFiles, LogSettings};
+use kalla_core::seal::{CLUSTER_KEY_ENV, SECRET_KEY_ENV};
 use kalla_core::storage::{ObjectStores, S3Args, S3Settings};
 use kalla_core::tls::{CertificateArgs, CertificateDir};
 use kalla_core::{ClusterKey, process, session};
@@ -80,6 +82,7 @@ fn validated(
     data: &DataLocationArgs,
     tls: &ClusterTlsArgs,
 ) -> anyhow::Result<Validated> {
+    refuse_secrets_key()?;
     let key = ClusterKey::from_env().context("kalla-executor cannot start")?;
     let certificates = database_tls.open().context("--tls-ca-dir / KALLA_TLS_CA_DIR")?;
     let plan_check = data
@@ -110,6 +113,18 @@ fn validated(
     })
 }
 
+/// An executor never needs the secrets key: one set here (an old deployment's single key, or a
+/// copied env file) would put what opens every stored password on every executor's host.
+fn refuse_secrets_key() -> anyhow::Result<()> {
+    if std::env::var_os(SECRET_KEY_ENV).is_some() {
+        anyhow::bail!(
+            "{SECRET_KEY_ENV} is set: executors must not hold the runner's secrets key; remove it \
+             and give executors the cluster key as {CLUSTER_KEY_ENV} (the runner holds both)"
+        );
+    }
+    Ok(())
+}
+
 /// Logging as Ballista's stock executor does it, file names included.
 fn log_settings(config: &ExecutorProcessConfig) -> anyhow::Result<LogSettings> {
     Ok(LogSettings {
@@ -133,7 +148,7 @@ fn start() -> anyhow::Result<()> {
             arg.default_value(DEFAULT_SCHEDULING_POLICY)
         })
     });
-    let stray = process::stray_variables::<Args>(&[kalla_core::seal::SECRET_KEY_ENV]);
+    let stray = process::stray_variables::<Args>(&[CLUSTER_KEY_ENV, SECRET_KEY_ENV]);
     if args.check_config {
         process::exit_after_check(
             NAME,

@@ -24,23 +24,38 @@ fn help_lists_stock_and_kalla_flags() {
     assert!(help.contains("KALLA_SCHEDULER_PORT"));
 }
 
+/// The executor, told to give up at once on a scheduler that is not there.
+fn without_a_scheduler() -> Command {
+    let mut command = Command::new(BIN);
+    command.args([
+        "--plaintext",
+        "--scheduler-port",
+        "1",
+        "--scheduler-connect-timeout-seconds",
+        "0",
+    ]);
+    command
+}
+
 #[test]
-fn refuses_to_start_without_a_valid_cluster_key() {
-    for (key, expected) in [
-        (None, "KALLA_SECRET_KEY is not set"),
-        (Some("c2hvcnQ="), "exactly 32 bytes"),
+fn refuses_to_start_without_a_valid_cluster_key_or_with_the_secrets_key() {
+    let key = kalla_core::ClusterKey::generate_base64();
+    for (variables, expected) in [
+        (vec![], "KALLA_CLUSTER_KEY is not set"),
+        (vec![("KALLA_CLUSTER_KEY", "c2hvcnQ=")], "exactly 32 bytes"),
+        (
+            vec![
+                ("KALLA_CLUSTER_KEY", key.as_str()),
+                ("KALLA_SECRET_KEY", key.as_str()),
+            ],
+            "executors must not hold the runner's secrets key",
+        ),
     ] {
-        let mut command = Command::new(BIN);
-        command.env_remove("KALLA_SECRET_KEY").args([
-            "--plaintext",
-            "--scheduler-port",
-            "1",
-            "--scheduler-connect-timeout-seconds",
-            "0",
-        ]);
-        if let Some(key) = key {
-            command.env("KALLA_SECRET_KEY", key);
-        }
+        let mut command = without_a_scheduler();
+        command
+            .env_remove("KALLA_SECRET_KEY")
+            .env_remove("KALLA_CLUSTER_KEY")
+            .envs(variables);
         let output = command.output().unwrap();
         assert!(!output.status.success());
         let stderr = String::from_utf8(output.stderr).unwrap();
@@ -55,14 +70,7 @@ fn refuses_to_start_without_a_valid_cluster_key() {
 fn log_lines_go_to_the_log_dir_until_the_process_ends() {
     let dir = std::env::temp_dir().join(format!("kalla-executor-logs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let output = Command::new(BIN)
-        .args([
-            "--plaintext",
-            "--scheduler-port",
-            "1",
-            "--scheduler-connect-timeout-seconds",
-            "0",
-        ])
+    let output = without_a_scheduler()
         .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
         .args([
             "--bind-port",
@@ -74,7 +82,7 @@ fn log_lines_go_to_the_log_dir_until_the_process_ends() {
         ])
         .args(["--log-rotation-policy", "never", "--log-dir"])
         .arg(&dir)
-        .env("KALLA_SECRET_KEY", kalla_core::ClusterKey::generate_base64())
+        .env("KALLA_CLUSTER_KEY", kalla_core::ClusterKey::generate_base64())
         .env("KALLA_LOG_FORMAT", "json")
         .env_remove("RUST_LOG")
         .output()

@@ -10,7 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::client::{RunnerClient, parse_condition, path_segment};
-use crate::output;
+use crate::output::{self, Format};
+
+/// Where a runner keeps its state unless told otherwise, and where the CLI looks for its token.
+pub const DEFAULT_DATA_DIR: &str = "./.kalla";
 
 /// Where the runner is and how to authenticate (flags, or `KALLA_RUNNER` / `KALLA_API_TOKEN`).
 #[derive(clap::Args, Debug)]
@@ -22,7 +25,7 @@ pub struct RunnerArgs {
     #[arg(long, global = true, hide_env_values = true)]
     pub api_token: Option<String>,
     /// The local runner's data dir, where it keeps a generated token.
-    #[arg(long, global = true, default_value = "./.kalla")]
+    #[arg(long, global = true, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Trust only this CA (PEM) for an https:// runner, instead of the system's roots.
     #[arg(long, global = true)]
@@ -342,7 +345,7 @@ pub async fn jobs(runner: &RunnerArgs, command: JobsCommand) -> anyhow::Result<(
             }
             if format == "table" {
                 let page: Value = client.get(&format!("{path}&format=json")).await?;
-                return output::write_rows(&page, &mut stdout);
+                return output::write_rows(&page, Format::Table, &mut stdout);
             }
             if !matches!(format.as_str(), "csv" | "parquet") {
                 bail!("--format must be table, csv or parquet, not {format:?}");

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
-use kalla_core::ClusterKey;
 use kalla_core::cache::CacheDir;
 use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
 use kalla_core::postgres::grant::DEFAULT_GRANT_TTL;
@@ -18,6 +17,7 @@ use kalla_core::postgres::{PartitionOptions, ScanOptions};
 use kalla_core::process::with_env_fallbacks;
 use kalla_core::storage::{S3Args, S3Settings};
 use kalla_core::tls::CertificateArgs;
+use kalla_core::{ClusterKey, SecretsKey};
 
 /// A setting that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub struct RunnerConfig {
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
     /// Where the runner keeps its SQLite metadata, generated token and key.
-    #[arg(long, default_value = "./.kalla")]
+    #[arg(long, default_value = crate::cli::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Metadata database: sqlite://… or postgres://… (default: kalla.db in the data dir).
     #[arg(long, hide_env_values = true)]
@@ -96,9 +96,14 @@ pub struct RunnerConfig {
     /// Bearer token for the API (default: generated into the data dir on first start).
     #[arg(long, hide_env_values = true)]
     pub api_token: Option<SecretString>,
-    /// Cluster key: 32 random bytes, base64 (default in embedded mode: generated into the data dir).
+    /// Secrets key: seals the secrets stored in the metadata DB; 32 random bytes, base64; only the
+    /// runner holds it (default in embedded mode: generated into the data dir).
     #[arg(long, hide_env_values = true)]
     pub secret_key: Option<SecretString>,
+    /// Cluster key: seals source credentials into the scans the executors run; 32 random bytes,
+    /// base64, the executors' KALLA_CLUSTER_KEY (default in embedded mode: a fresh one per start).
+    #[arg(long, hide_env_values = true)]
+    pub cluster_key: Option<SecretString>,
     /// S3 settings for s3:// sources and the cache (default: AWS and the `AWS_*` variables).
     #[command(flatten)]
     pub s3: S3Args,
@@ -202,18 +207,23 @@ impl RunnerConfig {
         if let Some(location) = &self.cache_dir {
             CacheDir::parse(location).context("--cache-dir / KALLA_CACHE_DIR")?;
         }
+        self.check_keys()?;
         if let Some(scheduler) = &self.scheduler {
             crate::cluster::scheduler_url(scheduler, false).context("--scheduler / KALLA_SCHEDULER")?;
             if self.secret_key.is_none() {
                 bail!(
-                    "KALLA_SECRET_KEY (or --secret-key) is required with a remote scheduler: set it to \
-                     the key the executors use (generate one with `openssl rand -base64 32`)"
+                    "KALLA_SECRET_KEY (or --secret-key) is required with a remote scheduler: the key \
+                     that seals stored secrets, kept by every runner of this metadata DB and by no \
+                     executor (generate one with `openssl rand -base64 32`)"
+                );
+            }
+            if self.cluster_key.is_none() {
+                bail!(
+                    "KALLA_CLUSTER_KEY (or --cluster-key) is required with a remote scheduler: set it \
+                     to the key the executors use (generate one with `openssl rand -base64 32`)"
                 );
             }
             self.cluster_transport()?;
-        }
-        if let Some(key) = &self.secret_key {
-            ClusterKey::from_base64(key.expose()).context("KALLA_SECRET_KEY / --secret-key")?;
         }
         if self
             .api_token
@@ -236,6 +246,27 @@ impl RunnerConfig {
         }
         for origin in &self.cors_allowed_origins {
             check_origin(origin).context("--cors-allowed-origins / KALLA_CORS_ALLOWED_ORIGINS")?;
+        }
+        Ok(())
+    }
+
+    /// Each configured key is well formed, and the two differ: one key for both would hand every
+    /// executor what opens the stored secrets.
+    fn check_keys(&self) -> anyhow::Result<()> {
+        if let Some(key) = &self.secret_key {
+            SecretsKey::from_base64(key.expose()).context("KALLA_SECRET_KEY / --secret-key")?;
+        }
+        if let Some(key) = &self.cluster_key {
+            ClusterKey::from_base64(key.expose()).context("KALLA_CLUSTER_KEY / --cluster-key")?;
+        }
+        if let (Some(secrets), Some(cluster)) = (&self.secret_key, &self.cluster_key)
+            && secrets.expose().trim() == cluster.expose().trim()
+        {
+            bail!(
+                "KALLA_SECRET_KEY and KALLA_CLUSTER_KEY are the same key: give the cluster (runner and \
+                 executors) its own, e.g. `openssl rand -base64 32`, and keep the secrets key on the \
+                 runner only"
+            );
         }
         Ok(())
     }
@@ -416,6 +447,30 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_cluster_needs_two_different_keys() {
+        let secrets = SecretsKey::generate_base64();
+        let cluster = ClusterKey::generate_base64();
+        let remote = |keys: &[(&str, &str)]| {
+            let mut args = vec![
+                "kalla-runner",
+                "--scheduler",
+                "df://127.0.0.1:50050",
+                "--cluster-plaintext",
+            ];
+            for (flag, value) in keys {
+                args.extend([*flag, *value]);
+            }
+            RunnerConfig::load_from(args).unwrap().validate()
+        };
+        let error = |result: anyhow::Result<()>| format!("{:#}", result.unwrap_err());
+        assert!(error(remote(&[("--cluster-key", &cluster)])).contains("KALLA_SECRET_KEY"));
+        assert!(error(remote(&[("--secret-key", &secrets)])).contains("KALLA_CLUSTER_KEY"));
+        let same = error(remote(&[("--secret-key", &secrets), ("--cluster-key", &secrets)]));
+        assert!(same.contains("are the same key"), "{same}");
+        remote(&[("--secret-key", &secrets), ("--cluster-key", &cluster)]).unwrap();
+    }
+
+    #[test]
     fn secrets_never_show_in_debug_output() {
         let config = RunnerConfig::load_from([
             "kalla-runner",
@@ -423,11 +478,13 @@ mod tests {
             "tok-123",
             "--secret-key",
             "key-456",
+            "--cluster-key",
+            "key-789",
         ])
         .unwrap();
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("tok-123") && !shown.contains("key-456"),
+            !shown.contains("tok-123") && !shown.contains("key-456") && !shown.contains("key-789"),
             "{shown}"
         );
     }

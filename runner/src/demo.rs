@@ -45,7 +45,7 @@ GROUP BY 1 ORDER BY 1";
 /// Seeds `database` on the server at `server_url` and runs [`DEMO_SQL`] on an embedded cluster.
 pub async fn run(server_url: &str, database: &str) -> anyhow::Result<Vec<RecordBatch>> {
     let demo_url = seed(server_url, database).await?;
-    let key = ClusterKey::from_base64(&ClusterKey::generate_base64())?;
+    let key = ClusterKey::generate();
     let ctx = cluster::connect(None, key.clone(), ClusterTransport::Plaintext).await?;
     let tables = ["invoices", "payments"].map(|name| {
         SourceUri::parse(&format!("{demo_url}?table=public.{name}")).map(|uri| TableSource {

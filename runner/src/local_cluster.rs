@@ -2,8 +2,7 @@
 //! logs and pid files — the Kubernetes topology without containers.
 //!
 //! Everything lives in the runner's data dir, so the `kalla` CLI finds the runner's token there as
-//! it does for an embedded runner: `secret.key` (the cluster key, shared by the runner and the
-//! executors), `api-token`, and `cluster/` with one `<process>.pid` and `<process>.log` each, the
+//! it does for an embedded runner: `secret.key` (the runner's secrets key), `api-token`, and `cluster/` with one `<process>.pid` and `<process>.log` each, the
 //! executors' work dirs and `cluster.json` (where the runner and scheduler listen).
 //!
 //! The scheduler and runner listen where the user says. Executors must be told their ports (they
@@ -22,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use kalla_core::ClusterKey;
+use kalla_core::seal::{CLUSTER_KEY_ENV, SECRET_KEY_ENV};
 use serde::{Deserialize, Serialize};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, Signal, System};
 
@@ -143,12 +144,17 @@ impl LocalCluster {
             fs::remove_file(&pid_file).with_context(|| format!("cannot remove {}", pid_file.display()))?;
         }
         let _ = fs::remove_file(self.dir.join("cluster.json"));
-        let (key, _) = local_state::load_or_generate(
+        let (secrets_key, _) = local_state::load_or_generate(
             &self.data_dir,
             local_state::KEY_FILE,
             None,
             local_state::generate_key,
         )?;
+        // The cluster key lives only in the processes' environments, for as long as they run.
+        let keys = Keys {
+            secrets: secrets_key,
+            cluster: ClusterKey::generate_base64(),
+        };
         let bin_dir = match args.bin_dir.clone() {
             Some(dir) => dir,
             None => sibling_dir()?,
@@ -159,7 +165,7 @@ impl LocalCluster {
         };
         let mut started = Started::default();
         let result = self
-            .start_all(&args, &bin_dir, &key, &endpoints, &mut started)
+            .start_all(&args, &bin_dir, &keys, &endpoints, &mut started)
             .await;
         if let Err(error) = result {
             let logs = started.log_tails(&self.dir);
@@ -189,7 +195,7 @@ impl LocalCluster {
         &self,
         args: &UpArgs,
         bin_dir: &Path,
-        key: &str,
+        keys: &Keys,
         endpoints: &Endpoints,
         started: &mut Started,
     ) -> anyhow::Result<()> {
@@ -212,7 +218,7 @@ impl LocalCluster {
             cluster: self,
             args,
             bin_dir,
-            key,
+            keys,
             certificates,
             started,
             executors,
@@ -336,13 +342,19 @@ impl LocalCluster {
     }
 }
 
+/// The two keys of a local cluster: the runner holds both, the executors only the cluster key.
+struct Keys {
+    secrets: String,
+    cluster: String,
+}
+
 /// One `kalla cluster up`: starts the services, and starts again an executor whose port another
 /// process took before it could listen.
 struct Startup<'a> {
     cluster: &'a LocalCluster,
     args: &'a UpArgs,
     bin_dir: &'a Path,
-    key: &'a str,
+    keys: &'a Keys,
     certificates: LocalCertificates,
     started: &'a mut Started,
     /// Each executor's ports, and how many times it was started.
@@ -423,7 +435,7 @@ impl Startup<'_> {
                     .args(self.certificates.service_flags(&self.certificates.executor))
                     .arg("--work-dir")
                     .arg(&work_dir)
-                    .env("KALLA_SECRET_KEY", self.key);
+                    .env(CLUSTER_KEY_ENV, &self.keys.cluster);
             }
             Service::Runner => {
                 command
@@ -432,7 +444,8 @@ impl Startup<'_> {
                     .arg(&self.cluster.data_dir)
                     .args(["--scheduler", &format!("df://127.0.0.1:{scheduler_port}")])
                     .args(self.certificates.runner_flags())
-                    .env("KALLA_SECRET_KEY", self.key);
+                    .env(CLUSTER_KEY_ENV, &self.keys.cluster)
+                    .env(SECRET_KEY_ENV, &self.keys.secrets);
                 if let Some(url) = &self.args.database_url {
                     command.env("KALLA_DATABASE_URL", url);
                 }

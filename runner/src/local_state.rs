@@ -7,12 +7,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use kalla_core::ClusterKey;
+use kalla_core::SecretsKey;
 use rand::distributions::{Alphanumeric, DistString};
 
 /// File holding the generated API token; the `kalla` CLI reads it to talk to a local runner.
 pub const TOKEN_FILE: &str = "api-token";
-/// File holding the generated cluster key (embedded mode only).
+/// File holding the generated secrets key (the runner's alone; see `kalla_core::seal`).
 pub const KEY_FILE: &str = "secret.key";
 
 /// Where a credential came from, for the start-up message.
@@ -74,7 +74,7 @@ pub fn generate_token() -> String {
 }
 
 pub fn generate_key() -> String {
-    ClusterKey::generate_base64()
+    SecretsKey::generate_base64()
 }
 
 /// Refuses to use a credential file others can read.

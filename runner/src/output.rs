@@ -39,12 +39,17 @@ pub fn write_json_table(keys: &[&str], objects: &[Value], out: &mut impl Write) 
         .iter()
         .map(|object| keys.iter().map(|key| text(&object[*key])).collect())
         .collect();
-    write_strings(keys.iter().map(|k| k.to_string()).collect(), rows, out)
+    write_strings(
+        keys.iter().map(|k| k.to_string()).collect(),
+        rows,
+        Format::Table,
+        out,
+    )
 }
 
 /// Prints a load-scoped preview response: its rows, then how many rows match.
 pub fn write_preview(preview: &Value, out: &mut impl Write) -> anyhow::Result<()> {
-    write_rows(preview, out)?;
+    write_rows(preview, Format::Table, out)?;
     let bound = if preview["total_rows_exact"] == Value::Bool(false) {
         "at least "
     } else {
@@ -58,8 +63,8 @@ pub fn write_preview(preview: &Value, out: &mut impl Write) -> anyhow::Result<()
     Ok(())
 }
 
-/// Prints a response's `rows` as a table headed by its `columns` names.
-pub fn write_rows(response: &Value, out: &mut impl Write) -> anyhow::Result<()> {
+/// Prints a response's `rows` (values in their text form) headed by its `columns` names.
+pub fn write_rows(response: &Value, format: Format, out: &mut impl Write) -> anyhow::Result<()> {
     let headers = response["columns"]
         .as_array()
         .map(|columns| {
@@ -81,7 +86,7 @@ pub fn write_rows(response: &Value, out: &mut impl Write) -> anyhow::Result<()> 
                 .collect()
         })
         .unwrap_or_default();
-    write_strings(headers, rows, out)
+    write_strings(headers, rows, format, out)
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -95,6 +100,7 @@ fn text(value: &Value) -> Option<String> {
 fn write_strings(
     headers: Vec<String>,
     rows: Vec<Vec<Option<String>>>,
+    format: Format,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let fields: Vec<Field> = headers
@@ -109,5 +115,5 @@ fn write_strings(
         })
         .collect();
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-    write(&[batch], Format::Table, out)
+    write(&[batch], format, out)
 }

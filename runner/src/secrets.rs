@@ -1,7 +1,7 @@
-//! Passwords taken out of URIs and settings, sealed under the cluster key, and put back only
-//! when a connection is opened.
+//! Passwords taken out of URIs and settings, sealed under the secrets key (which only the runner
+//! holds), and put back only when a connection is opened.
 
-use kalla_core::ClusterKey;
+use kalla_core::SecretsKey;
 use kalla_core::seal::{SealError, Sealed};
 use thiserror::Error;
 use url::Url;
@@ -22,11 +22,11 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct Secrets {
     db: MetadataDb,
-    key: ClusterKey,
+    key: SecretsKey,
 }
 
 impl Secrets {
-    pub fn new(db: MetadataDb, key: ClusterKey) -> Self {
+    pub fn new(db: MetadataDb, key: SecretsKey) -> Self {
         Self { db, key }
     }
 

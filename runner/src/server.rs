@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use kalla_core::ClusterKey;
 use kalla_core::pool::{PoolRegistry, PoolSettings, redact_connection_url};
+use kalla_core::{ClusterKey, SecretsKey};
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiToken, AppState};
@@ -27,6 +27,7 @@ use crate::sources::Sources;
 pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     config.validate()?;
     local_state::prepare_data_dir(&config.data_dir)?;
+    let secrets_key = secrets_key(&config)?;
     let key = cluster_key(&config)?;
     let token = api_token(&config)?;
     PoolRegistry::global().configure(PoolSettings {
@@ -41,7 +42,7 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     tracing::info!(backend = ?metadata.backend(), "metadata database ready");
     let cluster = start_cluster(&config, &key).await?;
 
-    let secrets = Secrets::new(metadata.clone(), key.clone());
+    let secrets = Secrets::new(metadata.clone(), secrets_key);
     let grace = Duration::from_secs(config.cache_grace_period_secs);
     let sources = Sources::new(
         metadata.clone(),
@@ -162,9 +163,9 @@ async fn open_metadata(config: &RunnerConfig) -> anyhow::Result<MetadataDb> {
     })
 }
 
-/// The configured key, else (embedded mode; [`RunnerConfig::validate`] requires one with a remote
-/// scheduler) one generated into the data dir.
-fn cluster_key(config: &RunnerConfig) -> anyhow::Result<ClusterKey> {
+/// The configured secrets key, else (embedded mode; [`RunnerConfig::validate`] requires one with a
+/// remote scheduler) one generated into the data dir, where the next start finds it again.
+fn secrets_key(config: &RunnerConfig) -> anyhow::Result<SecretsKey> {
     let configured = config.secret_key.as_ref().map(|k| k.expose());
     let (key, origin) = local_state::load_or_generate(
         &config.data_dir,
@@ -172,8 +173,17 @@ fn cluster_key(config: &RunnerConfig) -> anyhow::Result<ClusterKey> {
         configured,
         local_state::generate_key,
     )?;
-    announce("cluster key", &origin);
-    ClusterKey::from_base64(&key).context("KALLA_SECRET_KEY")
+    announce("secrets key", &origin);
+    SecretsKey::from_base64(&key).context("KALLA_SECRET_KEY")
+}
+
+/// The configured cluster key, else (embedded mode) a fresh one: an embedded cluster lives and dies
+/// with this process, so nothing sealed for it outlives the key.
+fn cluster_key(config: &RunnerConfig) -> anyhow::Result<ClusterKey> {
+    match &config.cluster_key {
+        Some(key) => ClusterKey::from_base64(key.expose()).context("KALLA_CLUSTER_KEY / --cluster-key"),
+        None => Ok(ClusterKey::generate()),
+    }
 }
 
 fn api_token(config: &RunnerConfig) -> anyhow::Result<String> {

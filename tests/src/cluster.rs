@@ -216,7 +216,7 @@ impl Cluster {
                 })
                 .args(&options.extra_args)
                 .args(&options.executor_args)
-                .env("KALLA_SECRET_KEY", &cluster.key);
+                .env("KALLA_CLUSTER_KEY", &cluster.key);
             cluster.spawn(&format!("executor-{i}"), &mut command);
         }
         cluster.wait_for_executors().await;
@@ -282,13 +282,16 @@ impl Cluster {
         ]
     }
 
-    /// The flags that point a runner at this cluster: scheduler, key and client certificate.
+    /// The flags that point a runner at this cluster: scheduler, the cluster key and a secrets key
+    /// of the runner's own, and a client certificate.
     pub fn runner_args(&self) -> Vec<String> {
         let mut args = vec![
             "--scheduler".to_string(),
             self.scheduler_url(),
-            "--secret-key".to_string(),
+            "--cluster-key".to_string(),
             self.key.clone(),
+            "--secret-key".to_string(),
+            kalla_core::SecretsKey::generate_base64(),
         ];
         args.extend(self.client_tls_args());
         args
@@ -474,7 +477,7 @@ impl Drop for Cluster {
 pub fn kalla_cli(key: &str, args: &[&str]) -> Output {
     Command::new(bin_path("kalla"))
         .args(args)
-        .env("KALLA_SECRET_KEY", key)
+        .env("KALLA_CLUSTER_KEY", key)
         .stdin(Stdio::null())
         .output()
         .expect("run kalla")

@@ -276,6 +276,7 @@ fn spawn(data_dir: &Path, port: u16, database_url: Option<&str>, extra_args: &[&
         .arg(data_dir)
         .env_remove("KALLA_API_TOKEN")
         .env_remove("KALLA_SECRET_KEY")
+        .env_remove("KALLA_CLUSTER_KEY")
         .env_remove("KALLA_SCHEDULER")
         .env_remove("KALLA_DATABASE_URL")
         .args(extra_args)

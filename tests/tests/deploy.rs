@@ -283,7 +283,7 @@ fn bytes(quantity: &str) -> u64 {
 /// Values for what a cluster fills in: Secret keys the template leaves empty, and pod fields.
 fn sample_secret(key: &str) -> String {
     match key {
-        "KALLA_SECRET_KEY" => cluster_key(),
+        "KALLA_SECRET_KEY" | "KALLA_CLUSTER_KEY" => cluster_key(),
         "KALLA_DATABASE_URL" => "postgres://kalla:password@metadata-db.example:5432/kalla".into(),
         other => format!("sample-{}", other.to_ascii_lowercase()),
     }
@@ -482,6 +482,7 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
             .collect()
     };
     let key = cluster_key();
+    let secrets_key = cluster_key();
     let certificates = tempfile::TempDir::new().unwrap();
     std::fs::create_dir(certificates.path().join("prod")).unwrap();
     std::fs::write(certificates.path().join("prod/ca.crt"), "not PEM").unwrap();
@@ -495,10 +496,15 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
             "KALLA_BIND_PROT",
         ),
         ("kalla-scheduler", env(&[("KALLA_BIND_PORT", "fifty")]), "fifty"),
-        ("kalla-executor", env(&[]), "KALLA_SECRET_KEY"),
+        ("kalla-executor", env(&[]), "KALLA_CLUSTER_KEY"),
         (
             "kalla-executor",
-            env(&[("KALLA_SECRET_KEY", &key), ("KALLA_JOB_CONCURRENCY", "2")]),
+            env(&[("KALLA_CLUSTER_KEY", &key), ("KALLA_SECRET_KEY", &secrets_key)]),
+            "executors must not hold the runner's secrets key",
+        ),
+        (
+            "kalla-executor",
+            env(&[("KALLA_CLUSTER_KEY", &key), ("KALLA_JOB_CONCURRENCY", "2")]),
             "KALLA_JOB_CONCURRENCY is not a setting of kalla-executor",
         ),
         (
@@ -507,13 +513,30 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
             "KALLA_SECRET_KEY",
         ),
         (
+            "kalla-runner",
+            env(&[
+                ("KALLA_SCHEDULER", "df://kalla-scheduler:50050"),
+                ("KALLA_SECRET_KEY", &secrets_key),
+            ]),
+            "KALLA_CLUSTER_KEY",
+        ),
+        (
+            "kalla-runner",
+            env(&[
+                ("KALLA_SCHEDULER", "df://kalla-scheduler:50050"),
+                ("KALLA_SECRET_KEY", &key),
+                ("KALLA_CLUSTER_KEY", &key),
+            ]),
+            "are the same key",
+        ),
+        (
             "kalla-executor",
-            env(&[("KALLA_SECRET_KEY", &key), ("KALLA_TLS_CA_DIR", missing)]),
+            env(&[("KALLA_CLUSTER_KEY", &key), ("KALLA_TLS_CA_DIR", missing)]),
             "--tls-ca-dir",
         ),
         (
             "kalla-executor",
-            env(&[("KALLA_SECRET_KEY", &key)]),
+            env(&[("KALLA_CLUSTER_KEY", &key)]),
             "needs --tls-cert, --tls-key and --tls-ca",
         ),
         (
@@ -534,7 +557,8 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
             "kalla-runner",
             env(&[
                 ("KALLA_SCHEDULER", "df://kalla-scheduler:50050"),
-                ("KALLA_SECRET_KEY", &key),
+                ("KALLA_SECRET_KEY", &secrets_key),
+                ("KALLA_CLUSTER_KEY", &key),
             ]),
             "--cluster-tls-cert",
         ),
@@ -564,7 +588,7 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
         ("kalla-scheduler", env(&[("KALLA_PLAINTEXT", "true")])),
         (
             "kalla-executor",
-            env(&[("KALLA_SECRET_KEY", &key), ("KALLA_PLAINTEXT", "true")]),
+            env(&[("KALLA_CLUSTER_KEY", &key), ("KALLA_PLAINTEXT", "true")]),
         ),
     ] {
         let output = check_config(binary, &[], &env);
@@ -642,11 +666,23 @@ impl LocalCluster {
 
     /// The pid in each pid file.
     fn pids(&self) -> Vec<u32> {
+        self.pids_by_name().into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// Each pid file's process name (`runner`, `executor-1`, …) and the pid in it.
+    fn pids_by_name(&self) -> Vec<(String, u32)> {
         std::fs::read_dir(self.data_dir.path().join("cluster"))
             .unwrap()
             .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap().trim().parse().unwrap())
+            .map(|e| e.path())
+            .filter(|path| path.extension().is_some_and(|x| x == "pid"))
+            .map(|path| {
+                let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+                (
+                    name,
+                    std::fs::read_to_string(&path).unwrap().trim().parse().unwrap(),
+                )
+            })
             .collect()
     }
 }
@@ -753,6 +789,38 @@ async fn the_local_cluster_runs_the_readme_reconciliation_and_stops_leaving_no_p
     assert_eq!(outputs["left_only"], left_only, "{job}");
     assert_eq!(outputs["right_only"], 0, "{job}");
     assert_eq!(outputs["duplicates"], 0, "{job}");
+
+    // Two keys: the runner holds both, executors only the cluster key, and a user's
+    // `kalla query --runner` (KALLA_RUNNER here) neither.
+    for (process, pid) in cluster.pids_by_name() {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let names: Vec<&[u8]> = environ
+            .split(|byte| *byte == 0)
+            .filter_map(|entry| entry.split(|byte| *byte == b'=').next())
+            .collect();
+        let holds = |name: &str| names.contains(&name.as_bytes());
+        let expected = match process.as_str() {
+            "runner" => (true, true),
+            "scheduler" => (false, false),
+            _ => (false, true),
+        };
+        assert_eq!(
+            (holds("KALLA_SECRET_KEY"), holds("KALLA_CLUSTER_KEY")),
+            expected,
+            "{process}: (secrets key, cluster key)"
+        );
+    }
+    let counted = cluster.kalla_ok(&[
+        "query",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM invoices_pg",
+    ]);
+    let invoices: i64 = sqlx::query_scalar("SELECT count(*) FROM invoices")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, format!("n\n{invoices}\n"), "kalla query --runner");
 
     // What the manifests tell Prometheus to scrape answers.
     let scheduler_metrics = reqwest::get(format!("http://127.0.0.1:{probes_port}/api/metrics"))

@@ -1,6 +1,6 @@
 //! The metadata catalog on both backends: SQLite files and Postgres databases.
 
-use kalla_core::ClusterKey;
+use kalla_core::SecretsKey;
 use kalla_e2e::postgres::TestDatabase;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ async fn each_backend(check: impl AsyncFn(MetadataDb, &str)) {
 #[tokio::test]
 async fn sources_and_their_secrets_live_and_die_together() {
     each_backend(async |db: MetadataDb, _: &str| {
-        let key = ClusterKey::from_base64(&ClusterKey::generate_base64()).unwrap();
+        let key = SecretsKey::generate();
         let secret_id = MetadataDb::new_secret_id();
         let sealed = key.seal(&secret_id, "pw");
         let created = db
@@ -142,7 +142,7 @@ fn discovered(schema: &str, name: &str, columns: &str) -> DiscoveredTable {
 #[tokio::test]
 async fn connections_tables_and_cache_versions() {
     each_backend(async |db: MetadataDb, _: &str| {
-        let key = ClusterKey::from_base64(&ClusterKey::generate_base64()).unwrap();
+        let key = SecretsKey::generate();
         let secret_id = MetadataDb::new_secret_id();
         let connection = db
             .insert_connection(NewConnection {

@@ -13,7 +13,7 @@ use kalla_core::{ClusterKey, SourceUri};
 use kalla_e2e::postgres::TestDatabase;
 
 fn key() -> ClusterKey {
-    ClusterKey::from_base64(&ClusterKey::generate_base64()).unwrap()
+    ClusterKey::generate()
 }
 
 async fn provider(db: &TestDatabase, table: &str) -> Result<PgTableProvider, String> {

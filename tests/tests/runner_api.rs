@@ -667,11 +667,19 @@ async fn auth_health_readiness_metrics_and_graceful_shutdown() {
 }
 
 #[tokio::test]
-async fn a_remote_scheduler_needs_a_configured_key() {
+async fn a_remote_scheduler_needs_both_keys_configured() {
     let dir = tempfile::tempdir().unwrap();
     let (status, output) = run_to_exit(dir.path(), None, &["--scheduler", "df://127.0.0.1:1"]);
     assert!(!status.success());
     assert!(output.contains("KALLA_SECRET_KEY"), "{output}");
+    let secrets_key = kalla_e2e::cluster::cluster_key();
+    let (status, output) = run_to_exit(
+        dir.path(),
+        None,
+        &["--scheduler", "df://127.0.0.1:1", "--secret-key", &secrets_key],
+    );
+    assert!(!status.success());
+    assert!(output.contains("KALLA_CLUSTER_KEY"), "{output}");
     assert!(!dir.path().join("secret.key").exists());
 }
 
@@ -740,6 +748,7 @@ fn runner_start_failure(args: &[&str], env: &[(&str, &str)]) -> (std::process::E
     for variable in [
         "KALLA_API_TOKEN",
         "KALLA_SECRET_KEY",
+        "KALLA_CLUSTER_KEY",
         "KALLA_SCHEDULER",
         "KALLA_DATABASE_URL",
     ] {

@@ -314,7 +314,7 @@ impl ExecutionPlan for PgScanExec {
                 "cannot read {}: this process has no cluster key ({}); \
                  Postgres scans run on executors started with it",
                 self.spec.table,
-                crate::seal::SECRET_KEY_ENV
+                crate::seal::CLUSTER_KEY_ENV
             ))
         })?;
         let url = self
@@ -428,7 +428,7 @@ mod tests {
             name: Ident::new("orders").unwrap(),
         };
         let table_columns = columns();
-        let key = ClusterKey::from_base64(&ClusterKey::generate_base64()).unwrap();
+        let key = ClusterKey::generate();
         PgScanSpec {
             grant: ScanGrant::issue(&key, "postgres://db/x", &table, &table_columns, DEFAULT_GRANT_TTL),
             table,

@@ -97,7 +97,7 @@ mod tests {
     use crate::postgres::types::PgType;
 
     fn key() -> ClusterKey {
-        ClusterKey::from_base64(&ClusterKey::generate_base64()).unwrap()
+        ClusterKey::generate()
     }
 
     fn table(name: &str) -> QualifiedName {

@@ -8,10 +8,13 @@ use clap::{Parser, Subcommand};
 use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
 use kalla_core::postgres::{PartitionOptions, ScanOptions};
+use kalla_core::seal::CLUSTER_KEY_ENV;
 use kalla_core::tls::CertificateArgs;
 use kalla_core::{ClusterKey, process};
+use serde_json::{Value, json};
 
 use kalla_runner::cli::{self, JobsCommand, RecipesCommand, RunArgs, RunnerArgs, SourcesCommand};
+use kalla_runner::client::RunnerClient;
 use kalla_runner::cluster::{self, TableSource};
 use kalla_runner::local_cluster::{ClusterCommand, LocalCluster};
 use kalla_runner::output::{self, Format};
@@ -29,7 +32,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run SQL over Postgres tables on a Kalla cluster (or an embedded one).
+    /// Run SQL: through a runner (--runner), on a cluster as one of its peers (--scheduler), or on
+    /// an embedded cluster in this process.
     Query(QueryArgs),
     /// Seed a small invoices/payments data set in Postgres and reconcile it on an embedded cluster.
     Demo(DemoArgs),
@@ -64,7 +68,7 @@ enum Command {
     /// Start, stop and check a local cluster: scheduler, executors and runner as processes.
     Cluster {
         /// The runner's data dir; the cluster's logs and pid files go to its `cluster/`.
-        #[arg(long, global = true, default_value = "./.kalla")]
+        #[arg(long, global = true, default_value = cli::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         #[command(subcommand)]
         command: ClusterCommand,
@@ -86,7 +90,22 @@ struct DemoArgs {
 
 #[derive(clap::Args, Debug)]
 struct QueryArgs {
-    /// Scheduler to run on, as df://HOST:PORT; without it an embedded cluster runs in this process.
+    /// Run through this runner's `/api/query`, over its sources and connections: this client then
+    /// holds no key (the way for users of a remote cluster). Takes --api-token / KALLA_API_TOKEN.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["scheduler", "tables", "partitions"])]
+    runner: Option<String>,
+    /// With --runner: its API token (default: the one a local runner generated into ./.kalla).
+    #[arg(long, hide_env_values = true)]
+    api_token: Option<String>,
+    /// With --runner: trust only this CA (PEM) for an https:// runner, not the system's roots.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// With --runner: the local runner's data dir, where it keeps a generated token.
+    #[arg(long, default_value = cli::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Scheduler to run on, as df://HOST:PORT, as a peer of the cluster: this client then needs
+    /// the cluster key (KALLA_CLUSTER_KEY) and a cluster certificate, like the runner. Without
+    /// --runner or --scheduler an embedded cluster runs in this process.
     #[arg(long)]
     scheduler: Option<String>,
     /// A table to register, as NAME=postgres://user:pass@host:port/db?table=schema.table (repeatable).
@@ -141,6 +160,9 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    if let Some(runner) = &args.runner {
+        return query_through_runner(runner, &args).await;
+    }
     let key = cluster_key(args.scheduler.is_some())?;
     PoolRegistry::global().configure(PoolSettings {
         application_name: "kalla-cli".into(),
@@ -170,13 +192,31 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     output::write(&batches, args.format, &mut std::io::stdout().lock())
 }
 
+/// SQL sent to a runner, which plans it over its own catalog and answers with rows as text.
+async fn query_through_runner(runner: &str, args: &QueryArgs) -> anyhow::Result<()> {
+    let client = RunnerClient::new(
+        runner,
+        args.api_token.as_deref(),
+        &args.data_dir,
+        args.cacert.as_deref(),
+    )?;
+    let response: Value = client.post("/api/query", &json!({ "sql": args.sql })).await?;
+    output::write_rows(&response, args.format, &mut std::io::stdout().lock())?;
+    if response["truncated"] == Value::Bool(true) {
+        eprintln!(
+            "only the first {} rows: the runner caps /api/query; run larger results as a job",
+            response["row_count"]
+        );
+    }
+    Ok(())
+}
+
 /// The cluster key: required to talk to a remote cluster; an embedded one can use a throwaway key.
 fn cluster_key(remote: bool) -> anyhow::Result<ClusterKey> {
-    match ClusterKey::from_env() {
-        Ok(key) => Ok(key),
-        Err(kalla_core::seal::SealError::MissingKey) if !remote => {
-            Ok(ClusterKey::from_base64(&ClusterKey::generate_base64())?)
-        }
-        Err(error) => Err(error).context("a remote cluster needs the cluster key its executors use"),
+    if !remote && std::env::var_os(CLUSTER_KEY_ENV).is_none() {
+        return Ok(ClusterKey::generate());
     }
+    ClusterKey::from_env().context(
+        "a remote cluster needs the cluster key its executors use (or use --runner, which needs none)",
+    )
 }
