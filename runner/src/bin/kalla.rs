@@ -18,6 +18,7 @@ use kalla_runner::client::RunnerClient;
 use kalla_runner::cluster::{self, TableSource};
 use kalla_runner::local_cluster::{ClusterCommand, LocalCluster};
 use kalla_runner::output::{self, Format};
+use kalla_runner::query::MAX_QUERY_ROWS;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -200,7 +201,8 @@ async fn query_through_runner(runner: &str, args: &QueryArgs) -> anyhow::Result<
         &args.data_dir,
         args.cacert.as_deref(),
     )?;
-    let response: Value = client.post("/api/query", &json!({ "sql": args.sql })).await?;
+    let request = json!({ "sql": args.sql, "limit": MAX_QUERY_ROWS });
+    let response: Value = client.post("/api/query", &request).await?;
     output::write_rows(&response, args.format, &mut std::io::stdout().lock())?;
     if response["truncated"] == Value::Bool(true) {
         eprintln!(
