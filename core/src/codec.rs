@@ -22,15 +22,15 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use crate::cache::sink::{PartitionParquetSinkExec, SinkSpec};
 use crate::cache::write::{WritePlanTable, WriteSpec};
 use crate::plan_check::PlanCheck;
-use crate::postgres::exec::{PgScanExec, PgScanSpec};
-use crate::postgres::provider::{PgTableProvider, PgTableSpec};
 use crate::recon::pair::PairExec;
 use crate::recon::pairs_table::{PairsSpec, PairsTable};
 use crate::seal::ClusterKey;
+use crate::source::Engines;
 
 /// Envelope tags: what follows the first byte.
 const TAG_BALLISTA: u8 = 0;
-const TAG_POSTGRES: u8 = 1;
+/// A source engine's table or scan; the engine's name follows (see [`Engines`]).
+const TAG_SOURCE: u8 = 1;
 const TAG_PARQUET_SINK: u8 = 3;
 const TAG_WRITE_PLAN: u8 = 4;
 const TAG_PAIRS_TABLE: u8 = 5;
@@ -99,10 +99,7 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
         match split(buf)? {
-            (TAG_POSTGRES, payload) => {
-                let spec: PgTableSpec = open(payload)?;
-                Ok(Arc::new(PgTableProvider::from_spec(spec, None)))
-            }
+            (TAG_SOURCE, payload) => Engines::global().decode_table(payload),
             (TAG_WRITE_PLAN, payload) => {
                 let spec: WriteSpec = open(payload)?;
                 Ok(Arc::new(WritePlanTable::from_spec(spec, ctx)?))
@@ -124,8 +121,10 @@ impl LogicalExtensionCodec for KallaLogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        if let Some(provider) = node.downcast_ref::<PgTableProvider>() {
-            return envelope(TAG_POSTGRES, provider.spec(), buf);
+        if let Some(payload) = Engines::global().encode_table(node.as_ref()) {
+            buf.push(TAG_SOURCE);
+            buf.extend(payload?);
+            return Ok(());
         }
         if let Some(write) = node.downcast_ref::<WritePlanTable>() {
             return envelope(TAG_WRITE_PLAN, &write.spec()?, buf);
@@ -208,19 +207,7 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match split(buf)? {
-            (TAG_POSTGRES, payload) => {
-                let spec: PgScanSpec = open(payload)?;
-                let [descriptors] = inputs else {
-                    return Err(DataFusionError::Internal(
-                        "PgScanExec needs exactly one input".into(),
-                    ));
-                };
-                Ok(Arc::new(PgScanExec::try_new(
-                    Arc::new(spec),
-                    descriptors.clone(),
-                    self.key.clone(),
-                )?))
-            }
+            (TAG_SOURCE, payload) => Engines::global().decode_scan(payload, inputs, self.key.as_ref()),
             (TAG_PARQUET_SINK, payload) => {
                 let spec: SinkSpec = open(payload)?;
                 let [input] = inputs else {
@@ -259,8 +246,10 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        if let Some(scan) = node.downcast_ref::<PgScanExec>() {
-            return envelope(TAG_POSTGRES, scan.spec(), buf);
+        if let Some(payload) = Engines::global().encode_scan(node.as_ref()) {
+            buf.push(TAG_SOURCE);
+            buf.extend(payload?);
+            return Ok(());
         }
         if let Some(sink) = node.downcast_ref::<PartitionParquetSinkExec>() {
             return envelope(TAG_PARQUET_SINK, sink.spec(), buf);

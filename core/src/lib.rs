@@ -1,9 +1,11 @@
 //! Kalla's shared library: everything that touches data lives here once.
 //!
 //! The scheduler, executor and runner binaries are thin wiring around this crate:
-//! - [`uri`]: parsing and redacting source URIs;
+//! - [`source`]: the seam every source engine sits behind, and the registry of engines;
+//! - [`uri`]: parsing and redacting Postgres source URIs;
 //! - [`seal`]: the cluster key and authenticated encryption of credentials in plans;
-//! - [`postgres`]: the partitioned Postgres table provider and its binary COPY reader;
+//! - [`postgres`]: the Postgres engine: partitioned table provider and binary COPY reader;
+//! - [`files`]: the CSV and Parquet file engines;
 //! - [`plan_check`]: what a plan may do on a cluster (operators, data locations);
 //! - [`pool`]: the process-wide registry of bounded source connection pools;
 //! - [`tls`]: `sslmode` and the operator's named certificates for database TLS;
@@ -12,11 +14,14 @@
 //! - [`storage`]: object stores for file sources and the cache (local files, S3);
 //! - [`cluster_tls`]: mutual TLS between the runner, the scheduler and the executors;
 //! - [`codec`] and [`session`]: what every Ballista process needs to plan and run Kalla scans;
-//! - [`process`]: flag/environment handling and logging shared by the binaries.
+//! - [`process`]: flag/environment handling and logging shared by the binaries;
+//! - [`demo`]: the demo data set `kalla demo` seeds.
 
 pub mod cache;
 pub mod cluster_tls;
 pub mod codec;
+pub mod demo;
+pub mod files;
 pub mod ident;
 pub mod plan_check;
 pub mod pool;
@@ -26,6 +31,7 @@ pub mod process;
 pub mod recon;
 pub mod seal;
 pub mod session;
+pub mod source;
 pub mod storage;
 pub mod tls;
 pub mod uri;

@@ -4,7 +4,7 @@
 //! The scheduler checks each logical plan before it plans it (an analyzer rule) and every executor
 //! checks each task's plan before it runs it, so a plan forged by a holder of a client certificate
 //! (or sent by a compromised scheduler) is refused before any I/O, and the refusal is logged.
-//! Postgres scans check themselves where they are decoded (see `postgres::exec`).
+//! Source engines' scans check themselves where they are decoded (Postgres: see `postgres::exec`).
 
 use std::sync::Arc;
 
@@ -32,14 +32,13 @@ use url::Url;
 use crate::cache::sink::{PartitionParquetSinkExec, SinkSpec};
 use crate::cache::write::WritePlanTable;
 use crate::cache::{CacheDir, CacheError};
-use crate::postgres::PgTableProvider;
 use crate::recon::pairs_table::PairsTable;
+use crate::source::Engines;
 
 /// DataFusion's and Ballista's operators a Kalla job may run, besides Kalla's own and the
 /// file scans and sinks checked against the data locations.
 const OPERATORS: &[&str] = &[
-    // Kalla's own.
-    "PgScanExec",
+    // Kalla's own (source engines' scans are asked of the engines).
     "PairExec",
     "PartitionParquetSinkExec",
     // Ballista's stages and shuffles.
@@ -208,7 +207,7 @@ impl PlanCheck {
         let name = plan.name();
         // Some operators name their variant too: `SortExec(TopK)`.
         let operator = name.split('(').next().unwrap_or(name);
-        if !OPERATORS.contains(&operator) {
+        if !OPERATORS.contains(&operator) && !Engines::global().is_scan_operator(operator) {
             return Err(refused(format!("the operator {name} is not one Kalla runs")));
         }
         if let Some(source) = plan.downcast_ref::<DataSourceExec>() {
@@ -370,7 +369,7 @@ impl PlanCheck {
     }
 
     fn provider(&self, table: &str, provider: &Arc<dyn TableProvider>) -> Result<()> {
-        if provider.downcast_ref::<PgTableProvider>().is_some()
+        if Engines::global().owns_table(provider.as_ref())
             || provider.downcast_ref::<MemTable>().is_some()
             || provider.downcast_ref::<EmptyTable>().is_some()
             || provider.downcast_ref::<CteWorkTable>().is_some()

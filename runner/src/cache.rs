@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use kalla_core::ClusterKey;
+use datafusion::physical_plan::ExecutionPlanProperties;
 use kalla_core::cache::sink::SinkSpec;
 use kalla_core::cache::write::WritePlanTable;
 use kalla_core::cache::{CacheDir, WrittenFile, written_files};
 use kalla_core::ident::{Ident, QualifiedName};
-use kalla_core::postgres::{PgTableProvider, ScanOptions};
+use kalla_core::source::SourceContext;
 use kalla_core::storage::{self, S3Settings};
 use serde::Serialize;
 use thiserror::Error;
@@ -43,7 +43,6 @@ pub struct CacheSettings {
     /// How long a replaced version stays readable.
     pub grace: Duration,
     pub s3: S3Settings,
-    pub scans: ScanOptions,
 }
 
 /// What a refresh did.
@@ -64,7 +63,8 @@ pub struct Cache {
     db: MetadataDb,
     connections: Connections,
     cluster: ClusterEndpoint,
-    key: ClusterKey,
+    /// What the engines of connections' tables plan refreshes with.
+    context: Arc<SourceContext>,
     settings: CacheSettings,
     /// One gate per table: refreshes of a table in this runner never overlap.
     gates: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -75,14 +75,14 @@ impl Cache {
         db: MetadataDb,
         connections: Connections,
         cluster: ClusterEndpoint,
-        key: ClusterKey,
+        context: Arc<SourceContext>,
         settings: CacheSettings,
     ) -> Self {
         Self {
             db,
             connections,
             cluster,
-            key,
+            context,
             settings,
             gates: Arc::default(),
         }
@@ -90,10 +90,6 @@ impl Cache {
 
     pub fn grace(&self) -> Duration {
         self.settings.grace
-    }
-
-    pub fn scans(&self) -> &ScanOptions {
-        &self.settings.scans
     }
 
     /// Writes a new version of `table` and serves it; fails at once if a refresh of it is running.
@@ -227,15 +223,22 @@ impl Cache {
             schema: Ident::new(table.schema_name.as_str()).map_err(|e| failed(e.to_string()))?,
             name: Ident::new(table.table_name.as_str()).map_err(|e| failed(e.to_string()))?,
         };
-        let uri = self.connections.table_uri(connection, &name).await?;
-        let source = PgTableProvider::connect(&uri, &self.key, &self.settings.scans)
+        let session = self.cluster.session();
+        let source = self
+            .connections
+            .table_location(connection, &name)
+            .await?
+            .table(&session, &self.context)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let partitions = source.spec().partitions.len();
-        let session = self.cluster.session();
-        let scan = session
-            .read_table(Arc::new(source))
-            .map_err(|e| failed(e.to_string()))?;
+        // Each partition of the scan writes one file.
+        let partitions = source
+            .scan(&session.state(), None, &[], None)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .output_partitioning()
+            .partition_count();
+        let scan = session.read_table(source).map_err(|e| failed(e.to_string()))?;
         let refresh = WritePlanTable::new(
             scan.logical_plan().clone(),
             SinkSpec {

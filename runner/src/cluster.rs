@@ -1,4 +1,4 @@
-//! Connecting a session to a Kalla cluster and registering Postgres sources as tables.
+//! Connecting a session to a Kalla cluster and registering the `kalla` CLI's sources as tables.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -13,11 +13,13 @@ use datafusion::catalog::{
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 use kalla_core::cluster_tls::{ClusterTransport, client};
-use kalla_core::postgres::{PgTableProvider, ScanOptions};
+use kalla_core::pool::redact_connection_url;
 use kalla_core::recon::udf::tolerance_match;
+use kalla_core::source::{Engines, SourceContext};
 use kalla_core::storage::{ObjectStores, S3Settings};
-use kalla_core::{ClusterKey, SourceUri, session};
+use kalla_core::{ClusterKey, session};
 use tonic::transport::Channel;
+use url::Url;
 
 use crate::config::ShuffleCompression;
 use crate::scheduler_api::SchedulerApi;
@@ -225,11 +227,11 @@ pub fn scheduler_url(scheduler: &str, tls: bool) -> anyhow::Result<String> {
     Ok(format!("{scheme}://{address}"))
 }
 
-/// A table to register: `NAME=URI` on the command line.
+/// A table to register: `NAME=URI` on the command line, read by the engine its URI implies.
 #[derive(Debug, Clone)]
 pub struct TableSource {
     pub name: String,
-    pub uri: SourceUri,
+    pub location: Url,
 }
 
 impl std::str::FromStr for TableSource {
@@ -243,26 +245,35 @@ impl std::str::FromStr for TableSource {
         if name.is_empty() {
             return Err("table name before '=' is empty".into());
         }
-        let uri = SourceUri::parse(uri).map_err(|e| e.to_string())?;
+        let location = Url::parse(uri).map_err(|e| format!("{e} (in {})", redact_connection_url(uri)))?;
         Ok(Self {
             name: name.to_string(),
-            uri,
+            location,
         })
     }
 }
 
-/// Describes each source and registers it under its name.
+/// Plans each source with its engine and registers it under its name.
 pub async fn register_tables(
     ctx: &SessionContext,
     tables: &[TableSource],
-    key: &ClusterKey,
-    options: &ScanOptions,
+    context: &SourceContext,
 ) -> anyhow::Result<()> {
     for table in tables {
-        let provider = PgTableProvider::connect(&table.uri, key, options)
+        let registered = async {
+            let engine = Engines::global().infer(&table.location).with_context(|| {
+                format!(
+                    "cannot tell which engine reads {} (one of: {})",
+                    redact_connection_url(table.location.as_str()),
+                    Engines::global().names(false).join(", ")
+                )
+            })?;
+            let provider = engine.table(&table.location, context, ctx).await?;
+            ctx.register_table(table.name.as_str(), provider)?;
+            anyhow::Ok(())
+        };
+        registered
             .await
-            .with_context(|| format!("cannot register table {:?}", table.name))?;
-        ctx.register_table(table.name.as_str(), Arc::new(provider))
             .with_context(|| format!("cannot register table {:?}", table.name))?;
     }
     Ok(())

@@ -12,9 +12,8 @@ use anyhow::{Context, bail};
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
 use kalla_core::cache::CacheDir;
 use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
-use kalla_core::postgres::grant::DEFAULT_GRANT_TTL;
-use kalla_core::postgres::{PartitionOptions, ScanOptions};
 use kalla_core::process::with_env_fallbacks;
+use kalla_core::source::{DEFAULT_COUNT_CAP, DEFAULT_GRANT_TTL, PartitionOptions, ScanOptions};
 use kalla_core::storage::{S3Args, S3Settings};
 use kalla_core::tls::CertificateArgs;
 use kalla_core::{ClusterKey, SecretsKey};
@@ -120,7 +119,7 @@ pub struct RunnerConfig {
     #[arg(long, default_value_t = 5)]
     pub source_connect_timeout_secs: u64,
     /// Previews count matching rows up to this many; beyond it the total is a lower bound.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = DEFAULT_COUNT_CAP)]
     pub preview_count_cap: u64,
     /// Postgres tables are scanned (and cached) in partitions of about this many MiB of heap.
     #[arg(long, default_value_t = 128)]

@@ -23,7 +23,7 @@ use datafusion_proto::protobuf::LogicalPlanNode;
 use kalla_core::cache::sink::{SinkSpec, Split, write_empty};
 use kalla_core::cache::write::WritePlanTable;
 use kalla_core::cache::{CacheDir, WrittenFile, written_files};
-use kalla_core::preview::files::predicate;
+use kalla_core::preview::predicate;
 use kalla_core::recon::plan::{self, OUTPUTS};
 use kalla_core::recon::{Recipe, Side};
 use kalla_core::storage::{self, S3Settings};

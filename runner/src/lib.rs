@@ -3,7 +3,8 @@
 //! - [`config`]: the runner's settings (flags, `KALLA_*` variables, TOML file);
 //! - [`server`] and [`api`]: start-up and the HTTP API; [`https`]: serving it over TLS;
 //! - [`metadata`]: the metadata DB (SQLite or Postgres) — only the runner touches it;
-//! - [`secrets`]: passwords sealed under the cluster key, put back only to connect;
+//! - [`secrets`]: passwords sealed under the secrets key, put back only to connect;
+//! - [`registry`]: what registering sources and connections shares: names, engines, sealed passwords;
 //! - [`sources`]: registering sources, and previewing them;
 //! - [`connections`]: databases registered once, and the discovery of their tables;
 //! - [`cache`]: refreshing tables into versioned parquet on the cluster, and deleting old versions;
@@ -39,6 +40,7 @@ pub mod ports;
 pub mod query;
 pub mod reattach;
 pub mod recipes;
+pub mod registry;
 pub mod results;
 pub mod scheduler_api;
 pub mod secrets;

@@ -2,7 +2,7 @@
 //! and `information_schema`.
 //!
 //! Only the tables a statement names are resolved: a connection table is read from its current
-//! cache version (cached first if it has none) or, with `live`, by the partitioned Postgres scan.
+//! cache version (cached first if it has none) or, with `live`, by its engine's scan.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,21 +11,16 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::common::TableReference;
 use datafusion::datasource::empty::EmptyTable;
-use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::Statement;
-use kalla_core::ClusterKey;
+use kalla_core::cache::version_table;
 use kalla_core::ident::{Ident, QualifiedName};
-use kalla_core::postgres::PgTableProvider;
 use kalla_core::preview::PreviewColumn;
-use kalla_core::preview::files::{FileFormat, text_rows};
-use kalla_core::storage;
+use kalla_core::preview::text_rows;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -33,7 +28,7 @@ use crate::cache::{Cache, CacheError};
 use crate::cluster::ClusterEndpoint;
 use crate::connections::{ColumnInfo, ConnectionError, Connections};
 use crate::metadata::{MetadataDb, MetadataError};
-use crate::sources::{SourceError, SourceLocation, Sources};
+use crate::sources::{SourceError, Sources};
 
 /// Rows a query returns when the request names no limit.
 pub const DEFAULT_QUERY_ROWS: usize = 1000;
@@ -67,7 +62,7 @@ pub enum QueryError {
 pub struct QueryRequest {
     pub sql: String,
     pub limit: Option<usize>,
-    /// Read uncached connection tables straight from Postgres instead of caching them first.
+    /// Read uncached connection tables straight from their database instead of caching them first.
     #[serde(default)]
     pub live: bool,
 }
@@ -88,7 +83,7 @@ pub struct QueryResult {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TableRead {
     pub name: String,
-    /// `cache`, `live` (partitioned Postgres scan), `source` or `catalog`.
+    /// `cache`, `live` (read from the database by its engine), `source` or `catalog`.
     pub read: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -101,7 +96,6 @@ pub struct Queries {
     sources: Sources,
     cache: Cache,
     cluster: ClusterEndpoint,
-    key: ClusterKey,
 }
 
 impl Queries {
@@ -111,7 +105,6 @@ impl Queries {
         sources: Sources,
         cache: Cache,
         cluster: ClusterEndpoint,
-        key: ClusterKey,
     ) -> Self {
         Self {
             db,
@@ -119,7 +112,6 @@ impl Queries {
             sources,
             cache,
             cluster,
-            key,
         }
     }
 
@@ -188,7 +180,7 @@ impl Queries {
     }
 
     /// The source `name` (an alias, or `connection.schema.table`) registered in `session` and
-    /// read whole. With `live`, an uncached connection table is read from Postgres (its schema
+    /// read whole. With `live`, an uncached connection table is read from its database (its schema
     /// is then known without caching it). A source already registered in `session` (a recipe
     /// may read one source on both sides) is read as registered.
     pub async fn read_source(
@@ -235,15 +227,20 @@ impl Queries {
                 };
                 let (provider, read) = if live && record.cache_url.is_none() {
                     let name = qualified(schema, table).ok_or_else(unknown)?;
-                    let uri = self.connections.table_uri(&connection, &name).await?;
-                    let provider = PgTableProvider::connect(&uri, &self.key, self.cache.scans())
+                    let provider = self
+                        .connections
+                        .table_location(&connection, &name)
+                        .await?
+                        .table(session, self.sources.context())
                         .await
                         .map_err(|e| QueryError::Failed(e.to_string()))?;
-                    (Arc::new(provider) as Arc<dyn TableProvider>, live_read(reference))
+                    (provider, live_read(reference))
                 } else {
                     let cached = self.cache.ensure_cached(&connection, &record).await?;
                     let url = cached.cache_url.clone().unwrap_or_default();
-                    let provider = listing_table(session, &url, FileFormat::Parquet).await?;
+                    let provider = version_table(session, &url)
+                        .await
+                        .map_err(|e| QueryError::Failed(e.to_string()))?;
                     let read = TableRead {
                         name: reference.to_string(),
                         read: "cache",
@@ -255,20 +252,14 @@ impl Queries {
                 Ok(read)
             }
             TableReference::Bare { table } => {
-                let provider: Arc<dyn TableProvider> = match self.sources.locate(table).await {
+                let source = match self.sources.locate(table).await {
                     Err(SourceError::Metadata(MetadataError::NotFound { .. })) => return Err(unknown()),
-                    Err(error) => return Err(error.into()),
-                    Ok(SourceLocation::Postgres(uri)) => Arc::new(
-                        PgTableProvider::connect(&uri, &self.key, self.cache.scans())
-                            .await
-                            .map_err(|e| QueryError::Failed(e.to_string()))?,
-                    ),
-                    Ok(SourceLocation::File { url, format }) => {
-                        storage::register_location(session, url.as_str(), self.sources.s3())
-                            .map_err(|e| QueryError::Failed(e.to_string()))?;
-                        listing_table(session, url.as_str(), format).await?
-                    }
+                    other => other?,
                 };
+                let provider = source
+                    .table(session, self.sources.context())
+                    .await
+                    .map_err(|e| QueryError::Failed(e.to_string()))?;
                 session
                     .register_table(table.as_ref(), provider)
                     .map_err(|e| QueryError::Failed(e.to_string()))?;
@@ -356,27 +347,6 @@ fn qualified(schema: &str, table: &str) -> Option<QualifiedName> {
         schema: Ident::new(schema).ok()?,
         name: Ident::new(table).ok()?,
     })
-}
-
-async fn listing_table(
-    session: &SessionContext,
-    url: &str,
-    format: FileFormat,
-) -> Result<Arc<dyn TableProvider>, QueryError> {
-    let failed = |e: datafusion::error::DataFusionError| QueryError::Failed(e.to_string());
-    let table_url = ListingTableUrl::parse(url).map_err(failed)?;
-    let options = match format {
-        FileFormat::Parquet => {
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet")
-        }
-        FileFormat::Csv => ListingOptions::new(Arc::new(CsvFormat::default())),
-    };
-    let config = ListingTableConfig::new(table_url)
-        .with_listing_options(options)
-        .infer_schema(&session.state())
-        .await
-        .map_err(failed)?;
-    Ok(Arc::new(ListingTable::try_new(config).map_err(failed)?))
 }
 
 /// Registers `provider` as `catalog.schema.table`, creating the catalog and schema as needed.

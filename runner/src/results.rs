@@ -14,7 +14,7 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionC
 use futures::StreamExt;
 use kalla_core::cache::CacheDir;
 use kalla_core::preview::PreviewColumn;
-use kalla_core::preview::files::text_rows;
+use kalla_core::preview::text_rows;
 use kalla_core::storage::{self, S3Settings};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use kalla_core::pool::{PoolRegistry, PoolSettings, redact_connection_url};
+use kalla_core::source::SourceContext;
 use kalla_core::{ClusterKey, SecretsKey};
 use tokio::net::TcpListener;
 
@@ -21,6 +22,7 @@ use crate::local_state::{self, Origin};
 use crate::metadata::MetadataDb;
 use crate::query::Queries;
 use crate::recipes::Recipes;
+use crate::registry::Registry;
 use crate::secrets::Secrets;
 use crate::sources::Sources;
 
@@ -30,6 +32,18 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     let secrets_key = secrets_key(&config)?;
     let key = cluster_key(&config)?;
     let token = api_token(&config)?;
+    configure_source_pools(&config)?;
+    let metadata = open_metadata(&config).await?;
+    tracing::info!(backend = ?metadata.backend(), "metadata database ready");
+    let cluster = start_cluster(&config, &key).await?;
+    let state = services(&config, metadata, cluster, secrets_key, key, token).await?;
+    listen(&config, state).await?;
+    tracing::info!("kalla-runner stopped");
+    Ok(())
+}
+
+/// The bounds every source connection pool of this process keeps.
+fn configure_source_pools(config: &RunnerConfig) -> anyhow::Result<()> {
     PoolRegistry::global().configure(PoolSettings {
         max_connections: config.source_pool_max_connections,
         idle_timeout: Duration::from_secs(config.source_pool_idle_timeout_secs),
@@ -38,31 +52,40 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         ping_when_idle_for: Duration::from_millis(100),
         certificates: config.database_tls.open()?,
     });
-    let metadata = open_metadata(&config).await?;
-    tracing::info!(backend = ?metadata.backend(), "metadata database ready");
-    let cluster = start_cluster(&config, &key).await?;
+    Ok(())
+}
 
+/// The runner's services, each given what it reads from, and the workers and sweeps they run.
+async fn services(
+    config: &RunnerConfig,
+    metadata: MetadataDb,
+    cluster: ClusterEndpoint,
+    secrets_key: SecretsKey,
+    key: ClusterKey,
+    token: String,
+) -> anyhow::Result<AppState> {
     let secrets = Secrets::new(metadata.clone(), secrets_key);
     let grace = Duration::from_secs(config.cache_grace_period_secs);
-    let sources = Sources::new(
-        metadata.clone(),
-        secrets.clone(),
-        config.s3(),
-        config.preview_count_cap,
-    );
-    let connections = Connections::new(metadata.clone(), secrets, grace);
+    let context = Arc::new(SourceContext {
+        key,
+        scans: config.scan_options(),
+        s3: config.s3(),
+        count_cap: config.preview_count_cap,
+    });
+    let registry = Registry::new(secrets, context.clone());
+    let sources = Sources::new(metadata.clone(), registry.clone());
+    let connections = Connections::new(metadata.clone(), registry, grace);
     let cache_settings = CacheSettings {
         root: config.cache_root()?,
         grace,
         s3: config.s3(),
-        scans: config.scan_options(),
     };
     tracing::info!(cache = %cache_settings.root.as_str(), "parquet cache");
     let cache = Cache::new(
         metadata.clone(),
         connections.clone(),
         cluster.clone(),
-        key.clone(),
+        context,
         cache_settings,
     );
     tokio::spawn(
@@ -76,7 +99,6 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         sources.clone(),
         cache.clone(),
         cluster.clone(),
-        key,
     );
     let recipes = Recipes::new(metadata.clone(), queries.clone(), cluster.clone());
     let jobs = Jobs::start(
@@ -106,6 +128,11 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
         cluster,
         metrics: api::install_recorder(),
     };
+    Ok(state)
+}
+
+/// Serves the API (HTTPS when a certificate is configured) until SIGTERM or Ctrl-C.
+async fn listen(config: &RunnerConfig, state: AppState) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -128,7 +155,6 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
             serve(listener, app).await?;
         }
     }
-    tracing::info!("kalla-runner stopped");
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
 use kalla_core::cluster_tls::{CLIENT_FLAGS, ClusterTransport, EXECUTOR_NAME};
-use kalla_core::postgres::ScanOptions;
+use kalla_core::source::{ScanOptions, SourceContext};
 use kalla_runner::cluster::{TableSource, connect, register_tables};
 use tempfile::TempDir;
 
@@ -306,9 +306,13 @@ impl Cluster {
             .expect("connect to the cluster");
         let table = TableSource {
             name: name.into(),
-            uri: kalla_core::SourceUri::parse(uri).expect("a source URI"),
+            location: url::Url::parse(uri).expect("a source URI"),
         };
-        register_tables(&ctx, &[table], &key, options)
+        let context = SourceContext {
+            scans: *options,
+            ..SourceContext::new(key)
+        };
+        register_tables(&ctx, &[table], &context)
             .await
             .expect("register the table");
         ctx

@@ -328,10 +328,13 @@ fn with_scan_filters(scan: Arc<dyn ExecutionPlan>, filters: &[&str]) -> Vec<u8> 
     let Some(PhysicalPlanType::Extension(extension)) = node.physical_plan_type.as_mut() else {
         panic!("a Postgres scan is an extension node");
     };
-    let (tag, json) = extension.node.split_first().unwrap();
+    // Kalla's envelope: its tag, the engine's name (a length byte, then the name), the scan's JSON.
+    let (head, json) = extension.node.split_at(2 + usize::from(extension.node[1]));
     let mut spec: serde_json::Value = serde_json::from_slice(json).unwrap();
     spec["filters"] = filters.iter().map(|sql| BASE64.encode(sql)).collect();
-    extension.node = std::iter::once(*tag)
+    extension.node = head
+        .iter()
+        .copied()
         .chain(serde_json::to_vec(&spec).unwrap())
         .collect();
     node.encode_to_vec()

@@ -418,3 +418,72 @@ async fn jobs_record_their_attempts_ballista_jobs_and_passes() {
     })
     .await;
 }
+
+/// A metadata DB made before engines were open (migrations 1–4), with a connection, its table and
+/// a source, keeps every row when migration 5 drops the `source_type` checks, on both backends;
+/// afterwards any engine's name is stored.
+#[tokio::test]
+async fn opening_engine_names_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let database = TestDatabase::create().await;
+    sqlx::any::install_default_drivers();
+    for (url, backend) in [
+        (sqlite_url.as_str(), "sqlite"),
+        (database.url.as_str(), "postgres"),
+    ] {
+        let pool = sqlx::AnyPool::connect(url).await.unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../migrations")
+            .join(backend);
+        let mut before = sqlx::migrate::Migrator::new(path).await.unwrap();
+        let older: Vec<_> = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 5)
+            .cloned()
+            .collect();
+        assert_eq!(older.len(), 4, "{backend}");
+        before.migrations = older.into();
+        before.run(&pool).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO connections VALUES ('conn_old', 'shop', 'postgres', '{}', NULL, 't', 't');
+             INSERT INTO tables (id, connection_id, schema_name, table_name, arrow_schema_json, discovered_at)
+                 VALUES ('tbl_old', 'conn_old', 'public', 'orders', '[]', 't');
+             INSERT INTO sources VALUES ('src_old', 'inv', 'file:///x.csv', 'csv', NULL, 't', 't')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let db = MetadataDb::open(url).await.expect(backend);
+        let tables = db.list_tables(None).await.unwrap();
+        assert_eq!(tables.len(), 1, "{backend}: the connection's table survives");
+        assert_eq!(tables[0].connection_id, "conn_old", "{backend}");
+        assert_eq!(db.source("inv").await.unwrap().source_type, "csv", "{backend}");
+        db.insert_source(NewSource {
+            alias: "ledger",
+            uri: "toy://ledger/invoices",
+            source_type: "toy",
+            secret: None,
+        })
+        .await
+        .expect(backend);
+        db.insert_connection(NewConnection {
+            name: "books",
+            source_type: "toy",
+            config_json: "{}",
+            secret: None,
+        })
+        .await
+        .expect(backend);
+        db.delete_connection("conn_old", Duration::from_secs(60))
+            .await
+            .expect(backend);
+        assert!(
+            db.list_tables(None).await.unwrap().is_empty(),
+            "{backend}: tables still cascade"
+        );
+    }
+}

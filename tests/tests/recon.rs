@@ -188,7 +188,7 @@ async fn outputs_query(results: &Path, job: &str, sql: &str) -> Vec<Vec<String>>
             .unwrap_or_else(|e| panic!("output {output}: {e}"));
     }
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    kalla_core::preview::files::text_rows(&batches)
+    kalla_core::preview::text_rows(&batches)
         .unwrap()
         .into_iter()
         .map(|row| row.into_iter().map(|v| v.unwrap_or_default()).collect())

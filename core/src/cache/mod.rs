@@ -18,6 +18,14 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use thiserror::Error;
 use url::Url;
 
+/// A cache version's parquet files as one table; `session` must reach their store.
+pub async fn version_table(
+    session: &datafusion::prelude::SessionContext,
+    url: &str,
+) -> datafusion::common::Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    crate::files::listing_table(session, url, crate::preview::files::FileFormat::Parquet).await
+}
+
 #[derive(Debug, Error)]
 pub enum CacheError {
     #[error("invalid cache location {0:?}: expected file:///path or s3://bucket/prefix")]

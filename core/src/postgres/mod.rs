@@ -1,8 +1,10 @@
 //! Postgres as a distributed source: catalog discovery, ctid partitioning, filter pushdown,
-//! and binary COPY decoded straight into Arrow.
+//! binary COPY decoded straight into Arrow, and the engine that puts all this behind the source
+//! seam.
 
 pub mod catalog;
 pub mod copy;
+pub mod engine;
 pub mod exec;
 pub mod filter;
 pub mod grant;

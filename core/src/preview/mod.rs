@@ -3,16 +3,19 @@
 //!
 //! - [`condition`]: the conditions users send and the operands each operator needs;
 //! - [`postgres`]: previews answered by the source database with bound parameters;
-//! - [`files`]: CSV and Parquet previews answered by DataFusion over `object_store`.
+//! - [`files`]: CSV and Parquet previews answered by DataFusion over `object_store`;
+//! - [`frame`]: conditions as DataFusion predicates, and batches as rows of text.
 
 pub mod condition;
 pub mod files;
+pub mod frame;
 pub mod postgres;
 
 use serde::Serialize;
 use thiserror::Error;
 
 pub use condition::{Condition, Op, Operand};
+pub use frame::{predicate, text_rows};
 
 /// Most rows a preview may return.
 pub const MAX_PREVIEW_ROWS: usize = 1000;

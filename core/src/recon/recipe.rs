@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::ReconError;
 use super::udf::tolerance_match;
 use crate::preview::Condition;
-use crate::preview::files::predicate;
+use crate::preview::predicate;
 
 /// Longest recipe or rule name.
 const MAX_NAME_CHARS: usize = 200;

@@ -99,7 +99,7 @@ mod tests {
         let ctx = SessionContext::new();
         ctx.register_udf(tolerance_match().as_ref().clone());
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        crate::preview::files::text_rows(&batches).unwrap()[0][0]
+        crate::preview::text_rows(&batches).unwrap()[0][0]
             .clone()
             .unwrap_or_default()
     }

@@ -307,8 +307,8 @@ impl HasCode for SourceError {
             Self::Preview(error) => error.code(),
             Self::Secret(error) => error.code(),
             Self::InvalidAlias(_) => ErrorCode::InvalidAlias,
-            Self::UnknownType(_)
-            | Self::CannotInferType(_)
+            Self::UnknownType { .. }
+            | Self::CannotInferType { .. }
             | Self::TypeMismatch { .. }
             | Self::InvalidUri(_) => ErrorCode::InvalidSource,
         }
@@ -330,7 +330,7 @@ impl HasCode for ConnectionError {
             Self::Metadata(error) => error.code(),
             Self::Secret(error) => error.code(),
             Self::InvalidName(_) => ErrorCode::InvalidName,
-            Self::UnknownType(_) | Self::InvalidConfig(_) => ErrorCode::InvalidConnection,
+            Self::UnknownType { .. } | Self::InvalidConfig(_) => ErrorCode::InvalidConnection,
             Self::Unreachable(_) => ErrorCode::SourceUnavailable,
         }
     }

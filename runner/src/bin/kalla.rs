@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
-use kalla_core::postgres::{PartitionOptions, ScanOptions};
 use kalla_core::seal::CLUSTER_KEY_ENV;
+use kalla_core::source::{PartitionOptions, ScanOptions, SourceContext};
 use kalla_core::tls::CertificateArgs;
 use kalla_core::{ClusterKey, process};
 use serde_json::{Value, json};
@@ -175,14 +175,17 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         None => ClusterTransport::Plaintext,
     };
     let ctx = cluster::connect(args.scheduler.as_deref(), key.clone(), transport).await?;
-    let options = ScanOptions {
-        partitions: PartitionOptions {
-            partitions: args.partitions,
-            ..PartitionOptions::default()
+    let context = SourceContext {
+        scans: ScanOptions {
+            partitions: PartitionOptions {
+                partitions: args.partitions,
+                ..PartitionOptions::default()
+            },
+            ..ScanOptions::default()
         },
-        ..ScanOptions::default()
+        ..SourceContext::new(key)
     };
-    cluster::register_tables(&ctx, &args.tables, &key, &options).await?;
+    cluster::register_tables(&ctx, &args.tables, &context).await?;
     let batches = ctx
         .sql(&args.sql)
         .await

@@ -1,0 +1,83 @@
+//! DataFusion's side of previews and filters: conditions as a typed predicate over a frame's
+//! columns, and record batches as rows of text.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::logical_expr::{Expr, cast, lit};
+
+use super::{Condition, Op, Operand, PreviewError, find_column};
+
+/// All conditions ANDed, each value converted to its column's type (also the filters of recipes).
+pub fn predicate(fields: &[Arc<Field>], conditions: &[Condition]) -> Result<Option<Expr>, PreviewError> {
+    let mut predicates = Vec::with_capacity(conditions.len());
+    for condition in conditions {
+        let field = find_column(fields, &condition.column, |f| f.name())?;
+        let column = Expr::Column(Column::new_unqualified(field.name()));
+        let typed = |value: String| typed_literal(value, field);
+        predicates.push(match (condition.op, condition.operand()?) {
+            (Op::IsNull, _) => column.is_null(),
+            (Op::IsNotNull, _) => column.is_not_null(),
+            (Op::Like, Operand::One(pattern)) => cast(column, DataType::Utf8).like(lit(pattern)),
+            (Op::Between, Operand::Two(low, high)) => column.between(typed(low)?, typed(high)?),
+            (Op::In, Operand::List(values)) => {
+                let values = values.into_iter().map(typed).collect::<Result<Vec<_>, _>>()?;
+                column.in_list(values, false)
+            }
+            (op, Operand::One(value)) => {
+                let value = typed(value)?;
+                match op {
+                    Op::Eq => column.eq(value),
+                    Op::Neq => column.not_eq(value),
+                    Op::Gt => column.gt(value),
+                    Op::Gte => column.gt_eq(value),
+                    Op::Lt => column.lt(value),
+                    Op::Lte => column.lt_eq(value),
+                    other => unreachable!("{other:?} has no scalar operand"),
+                }
+            }
+            (op, operand) => unreachable!("Condition::operand gave {operand:?} for {op:?}"),
+        });
+    }
+    Ok(predicates.into_iter().reduce(Expr::and))
+}
+
+fn typed_literal(value: String, field: &Field) -> Result<Expr, PreviewError> {
+    ScalarValue::try_from_string(value.clone(), field.data_type())
+        .map(lit)
+        .map_err(|_| {
+            PreviewError::InvalidValue(format!(
+                "{value:?} is not a valid {} for column {:?}",
+                field.data_type(),
+                field.name()
+            ))
+        })
+}
+
+/// Every value of `batches` in its text form, `None` for null, row by row.
+pub fn text_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Option<String>>>, PreviewError> {
+    let options = FormatOptions::default();
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|array| ArrayFormatter::try_new(array.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PreviewError::Internal(e.to_string()))?;
+        for row in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .zip(&formatters)
+                    .map(|(array, formatter)| array.is_valid(row).then(|| formatter.value(row).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
+}
