@@ -1,0 +1,114 @@
+//! Submitting a job: the request checked (a recipe against its sources, SQL parsed, a callback
+//! URL's scheme), then recorded and queued, or refused at once when the queue is full.
+
+use kalla_core::recon::Recipe;
+use serde::{Deserialize, Serialize};
+
+use super::callbacks::check_callback_url;
+use super::views::view;
+use super::{JobError, JobRequest, JobView, Jobs, failed};
+use crate::metadata::{NewJob, new_id};
+
+/// What a query job stores.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct QuerySpec {
+    pub(super) sql: String,
+    pub(super) live: bool,
+}
+
+impl Jobs {
+    pub async fn submit(&self, request: JobRequest) -> Result<JobView, JobError> {
+        let (job_type, recipe_id, spec_json, callback_url) = match request {
+            JobRequest::Recon {
+                recipe_id,
+                recipe,
+                callback_url,
+            } => {
+                let (recipe_id, recipe) = match one_recipe(recipe_id, recipe)? {
+                    RecipeRef::Stored(id) => {
+                        let stored = self.inner.recipes.get(&id).await?;
+                        (Some(stored.id), stored.recipe)
+                    }
+                    RecipeRef::Inline(recipe) => (None, *recipe),
+                };
+                self.inner.recipes.check(&recipe).await?;
+                let spec = serde_json::to_string(&recipe).map_err(failed)?;
+                ("recon", recipe_id, spec, callback_url)
+            }
+            JobRequest::Query {
+                sql,
+                live,
+                callback_url,
+            } => {
+                crate::query::table_references(&sql)?;
+                let spec = serde_json::to_string(&QuerySpec { sql, live }).map_err(failed)?;
+                ("query", None, spec, callback_url)
+            }
+        };
+        if let Some(url) = &callback_url {
+            check_callback_url(url)?;
+        }
+        let permit = self
+            .inner
+            .queue
+            .try_reserve()
+            .map_err(|_| JobError::QueueFull(self.inner.settings.queue_capacity))?;
+        let id = new_id("job");
+        let record = self
+            .inner
+            .db
+            .insert_job(NewJob {
+                id: &id,
+                job_type,
+                recipe_id: recipe_id.as_deref(),
+                spec_json: &spec_json,
+                callback_url: callback_url.as_deref(),
+            })
+            .await?;
+        permit.send(id);
+        tracing::info!(job = %record.id, job_type, "job queued");
+        Ok(view(record))
+    }
+}
+
+/// The recipe a recon job names: stored (by id) or given whole.
+#[derive(Debug)]
+enum RecipeRef {
+    Stored(String),
+    Inline(Box<Recipe>),
+}
+
+fn one_recipe(recipe_id: Option<String>, recipe: Option<Box<Recipe>>) -> Result<RecipeRef, JobError> {
+    match (recipe_id, recipe) {
+        (Some(id), None) => Ok(RecipeRef::Stored(id)),
+        (None, Some(recipe)) => Ok(RecipeRef::Inline(recipe)),
+        _ => Err(JobError::InvalidRequest(
+            "a recon job needs exactly one of recipe_id and recipe".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recon_job_names_exactly_one_recipe() {
+        let recipe: Box<Recipe> = Box::new(
+            serde_json::from_value(serde_json::json!({
+                "name": "r", "left": {"source": "a", "key": ["id"]}, "right": {"source": "b", "key": ["id"]},
+                "rules": []
+            }))
+            .unwrap(),
+        );
+        assert!(matches!(one_recipe(Some("rcp_1".into()), None), Ok(RecipeRef::Stored(id)) if id == "rcp_1"));
+        assert!(matches!(
+            one_recipe(None, Some(recipe.clone())),
+            Ok(RecipeRef::Inline(_))
+        ));
+        for (id, inline) in [(None, None), (Some("rcp_1".to_string()), Some(recipe))] {
+            let error = one_recipe(id, inline).unwrap_err().to_string();
+            assert!(error.contains("exactly one of recipe_id and recipe"), "{error}");
+        }
+    }
+}
