@@ -8,7 +8,7 @@
 //! [`Engine`] plus one line in [`Engines::builtin`].
 
 use std::fmt;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
@@ -149,6 +149,11 @@ pub trait Engine: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// Whether `table` is one this engine planned; the default encodes it to find out.
+    fn owns_table(&self, table: &dyn TableProvider) -> bool {
+        self.encode_table(table).is_some()
+    }
+
     /// `table` encoded for a plan, if it is one of this engine's tables.
     fn encode_table(&self, _table: &dyn TableProvider) -> Option<Result<Vec<u8>>> {
         None
@@ -234,15 +239,12 @@ impl Engines {
         engines.push(engine);
     }
 
-    fn all(&self) -> Vec<Arc<dyn Engine>> {
-        self.engines
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn all(&self) -> RwLockReadGuard<'_, Vec<Arc<dyn Engine>>> {
+        self.engines.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Engine>> {
-        self.all().into_iter().find(|engine| engine.name() == name)
+        self.all().iter().find(|engine| engine.name() == name).cloned()
     }
 
     /// The names of every engine (`serves_databases`: of those serving connections).
@@ -257,8 +259,9 @@ impl Engines {
     /// The engine whose URIs look like `location`.
     pub fn infer(&self, location: &Url) -> Option<Arc<dyn Engine>> {
         self.all()
-            .into_iter()
+            .iter()
             .find(|engine| engine.fits(location) == Fit::Inferred)
+            .cloned()
     }
 
     /// The engine (and its payload) of a table encoded by [`Engines::encode_table`].
@@ -293,9 +296,7 @@ impl Engines {
 
     /// Whether `table` is one an engine plans (and so checks itself where it is scanned).
     pub fn owns_table(&self, table: &dyn TableProvider) -> bool {
-        self.all()
-            .iter()
-            .any(|engine| engine.encode_table(table).is_some())
+        self.all().iter().any(|engine| engine.owns_table(table))
     }
 
     pub fn is_scan_operator(&self, operator: &str) -> bool {

@@ -10,14 +10,13 @@ use kalla_core::cache::sink::SinkSpec;
 use kalla_core::cache::write::WritePlanTable;
 use kalla_core::cache::{CacheDir, WrittenFile, written_files};
 use kalla_core::ident::{Ident, QualifiedName};
-use kalla_core::source::SourceContext;
 use kalla_core::storage::{self, S3Settings};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::cluster::ClusterEndpoint;
-use crate::connections::{ConnectionError, Connections};
-use crate::metadata::{ConnectionRecord, MetadataDb, MetadataError, NewVersion, TableRecord, new_id};
+use crate::metadata::{MetadataDb, MetadataError, NewVersion, Registration, TableRecord, new_id};
+use crate::registry::{Registry, RegistryError};
 
 /// A refresh's claim on its table; a runner that dies mid-refresh loses it after this long.
 const LEASE_TTL: Duration = Duration::from_secs(6 * 3600);
@@ -31,7 +30,7 @@ pub enum CacheError {
     #[error("refreshing {table} failed: {reason}")]
     RefreshFailed { table: String, reason: String },
     #[error(transparent)]
-    Connection(#[from] ConnectionError),
+    Registry(#[from] RegistryError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
 }
@@ -61,10 +60,8 @@ pub struct Refreshed {
 #[derive(Clone)]
 pub struct Cache {
     db: MetadataDb,
-    connections: Connections,
+    registry: Registry,
     cluster: ClusterEndpoint,
-    /// What the engines of connections' tables plan refreshes with.
-    context: Arc<SourceContext>,
     settings: CacheSettings,
     /// One gate per table: refreshes of a table in this runner never overlap.
     gates: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -73,16 +70,14 @@ pub struct Cache {
 impl Cache {
     pub fn new(
         db: MetadataDb,
-        connections: Connections,
+        registry: Registry,
         cluster: ClusterEndpoint,
-        context: Arc<SourceContext>,
         settings: CacheSettings,
     ) -> Self {
         Self {
             db,
-            connections,
+            registry,
             cluster,
-            context,
             settings,
             gates: Arc::default(),
         }
@@ -95,7 +90,7 @@ impl Cache {
     /// Writes a new version of `table` and serves it; fails at once if a refresh of it is running.
     pub async fn refresh(
         &self,
-        connection: &ConnectionRecord,
+        connection: &Registration,
         table: &TableRecord,
     ) -> Result<Refreshed, CacheError> {
         let gate = self.gate(&table.id);
@@ -109,7 +104,7 @@ impl Cache {
     /// wait for one refresh instead of starting their own.
     pub async fn ensure_cached(
         &self,
-        connection: &ConnectionRecord,
+        connection: &Registration,
         table: &TableRecord,
     ) -> Result<TableRecord, CacheError> {
         if table.cache_url.is_some() {
@@ -140,7 +135,7 @@ impl Cache {
 
     async fn refresh_now(
         &self,
-        connection: &ConnectionRecord,
+        connection: &Registration,
         table: &TableRecord,
     ) -> Result<Refreshed, CacheError> {
         let started = Instant::now();
@@ -211,7 +206,7 @@ impl Cache {
     /// Runs the refresh on the cluster; succeeds only if every partition wrote its file.
     async fn write_version(
         &self,
-        connection: &ConnectionRecord,
+        connection: &Registration,
         table: &TableRecord,
         dir: &CacheDir,
     ) -> Result<Vec<WrittenFile>, CacheError> {
@@ -225,10 +220,12 @@ impl Cache {
         };
         let session = self.cluster.session();
         let source = self
-            .connections
-            .table_location(connection, &name)
+            .registry
+            .open(connection)
             .await?
-            .table(&session, &self.context)
+            .table_of(&name)
+            .ok_or_else(|| failed(format!("{} reads no databases", connection.engine)))?
+            .table(&session, self.registry.context())
             .await
             .map_err(|e| failed(e.to_string()))?;
         // Each partition of the scan writes one file.

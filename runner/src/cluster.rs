@@ -15,13 +15,14 @@ use datafusion::prelude::SessionContext;
 use kalla_core::cluster_tls::{ClusterTransport, client};
 use kalla_core::pool::redact_connection_url;
 use kalla_core::recon::udf::tolerance_match;
-use kalla_core::source::{Engines, SourceContext};
+use kalla_core::source::SourceContext;
 use kalla_core::storage::{ObjectStores, S3Settings};
 use kalla_core::{ClusterKey, session};
 use tonic::transport::Channel;
 use url::Url;
 
 use crate::config::ShuffleCompression;
+use crate::registry::{Located, engine_for};
 use crate::scheduler_api::SchedulerApi;
 
 /// A session on a remote cluster (`df://host:port`, reached through `transport`), or on an
@@ -231,7 +232,7 @@ pub fn scheduler_url(scheduler: &str, tls: bool) -> anyhow::Result<String> {
 #[derive(Debug, Clone)]
 pub struct TableSource {
     pub name: String,
-    pub location: Url,
+    pub located: Located,
 }
 
 impl std::str::FromStr for TableSource {
@@ -246,9 +247,10 @@ impl std::str::FromStr for TableSource {
             return Err("table name before '=' is empty".into());
         }
         let location = Url::parse(uri).map_err(|e| format!("{e} (in {})", redact_connection_url(uri)))?;
+        let engine = engine_for(&location, None).map_err(|e| e.to_string())?;
         Ok(Self {
             name: name.to_string(),
-            location,
+            located: Located { engine, location },
         })
     }
 }
@@ -261,14 +263,7 @@ pub async fn register_tables(
 ) -> anyhow::Result<()> {
     for table in tables {
         let registered = async {
-            let engine = Engines::global().infer(&table.location).with_context(|| {
-                format!(
-                    "cannot tell which engine reads {} (one of: {})",
-                    redact_connection_url(table.location.as_str()),
-                    Engines::global().names(false).join(", ")
-                )
-            })?;
-            let provider = engine.table(&table.location, context, ctx).await?;
+            let provider = table.located.table(ctx, context).await?;
             ctx.register_table(table.name.as_str(), provider)?;
             anyhow::Ok(())
         };

@@ -4,7 +4,6 @@ use datafusion::arrow::array::RecordBatch;
 use kalla_core::ClusterKey;
 use kalla_core::cluster_tls::ClusterTransport;
 use kalla_core::source::{ScanOptions, SourceContext};
-use url::Url;
 
 use crate::cluster::{self, TableSource};
 
@@ -30,13 +29,11 @@ pub async fn run(server_url: &str, database: &str) -> anyhow::Result<Vec<RecordB
     let demo_url = seed(server_url, database).await?;
     let key = ClusterKey::generate();
     let ctx = cluster::connect(None, key.clone(), ClusterTransport::Plaintext).await?;
-    let tables = ["invoices", "payments"].map(|name| {
-        Url::parse(&format!("{demo_url}?table=public.{name}")).map(|location| TableSource {
-            name: name.into(),
-            location,
-        })
-    });
-    let tables = tables.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let tables = ["invoices", "payments"]
+        .map(|name| format!("{name}={demo_url}?table=public.{name}").parse::<TableSource>())
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let context = SourceContext {
         scans: ScanOptions::in_partitions(4),
         ..SourceContext::new(key)

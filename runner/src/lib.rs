@@ -4,11 +4,12 @@
 //! - [`server`] and [`api`]: start-up and the HTTP API; [`https`]: serving it over TLS;
 //! - [`metadata`]: the metadata DB (SQLite or Postgres) — only the runner touches it;
 //! - [`secrets`]: passwords sealed under the secrets key, put back only to connect;
-//! - [`registry`]: what registering sources and connections shares: names, engines, sealed passwords;
-//! - [`sources`]: registering sources, and previewing them;
+//! - [`registry`]: the one registry of sources and connections: names, engines, sealed passwords;
+//! - [`sources`]: registering sources by URI, and previewing them;
 //! - [`connections`]: databases registered once, and the discovery of their tables;
 //! - [`cache`]: refreshing tables into versioned parquet on the cluster, and deleting old versions;
-//! - [`query`]: SQL on the cluster over connection tables, sources and `information_schema`;
+//! - [`catalog`]: the names statements and recipes use, resolved to tables on the cluster;
+//! - [`query`]: `/api/query`'s SQL over the catalog;
 //! - [`recipes`] and [`jobs`]: reconciliation recipes, and the job queue that runs them (and large
 //!   queries) on the cluster; [`results`] reads their outputs back; [`stall`] notices a job that
 //!   a lost executor left hanging; [`reattach`] follows a job an earlier runner submitted;
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -5,16 +5,16 @@ use kalla_core::recon::{CheckedRecipe, Recipe, ReconError};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::catalog::{Catalog, CatalogError};
 use crate::cluster::ClusterEndpoint;
 use crate::metadata::{MetadataDb, MetadataError, RecipeRecord};
-use crate::query::{Queries, QueryError};
 
 #[derive(Debug, Error)]
 pub enum RecipeError {
     #[error(transparent)]
     Invalid(#[from] ReconError),
     #[error("{side}.source: {error}")]
-    Source { side: &'static str, error: QueryError },
+    Source { side: &'static str, error: CatalogError },
     #[error("stored recipe {0} cannot be read: {1}")]
     Unreadable(String, String),
     #[error(transparent)]
@@ -34,13 +34,13 @@ pub struct RecipeView {
 #[derive(Clone)]
 pub struct Recipes {
     db: MetadataDb,
-    queries: Queries,
+    catalog: Catalog,
     cluster: ClusterEndpoint,
 }
 
 impl Recipes {
-    pub fn new(db: MetadataDb, queries: Queries, cluster: ClusterEndpoint) -> Self {
-        Self { db, queries, cluster }
+    pub fn new(db: MetadataDb, catalog: Catalog, cluster: ClusterEndpoint) -> Self {
+        Self { db, catalog, cluster }
     }
 
     pub async fn create(&self, recipe: Recipe) -> Result<RecipeView, RecipeError> {
@@ -79,8 +79,8 @@ impl Recipes {
         let mut schemas: Vec<Schema> = Vec::with_capacity(2);
         for (side, source) in [("left", &recipe.left.source), ("right", &recipe.right.source)] {
             let frame = self
-                .queries
-                .read_source(&session, source, true)
+                .catalog
+                .read(&session, source, true)
                 .await
                 .map_err(|error| RecipeError::Source { side, error })?;
             schemas.push(frame.schema().as_arrow().clone());

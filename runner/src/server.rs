@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, ApiToken, AppState};
 use crate::cache::{Cache, CacheSettings};
+use crate::catalog::Catalog;
 use crate::cluster::ClusterEndpoint;
 use crate::config::RunnerConfig;
 use crate::connections::Connections;
@@ -72,9 +73,9 @@ async fn services(
         s3: config.s3(),
         count_cap: config.preview_count_cap,
     });
-    let registry = Registry::new(secrets, context.clone());
-    let sources = Sources::new(metadata.clone(), registry.clone());
-    let connections = Connections::new(metadata.clone(), registry, grace);
+    let registry = Registry::new(metadata.clone(), secrets, context, grace);
+    let sources = Sources::new(registry.clone());
+    let connections = Connections::new(metadata.clone(), registry.clone(), grace);
     let cache_settings = CacheSettings {
         root: config.cache_root()?,
         grace,
@@ -83,9 +84,8 @@ async fn services(
     tracing::info!(cache = %cache_settings.root.as_str(), "parquet cache");
     let cache = Cache::new(
         metadata.clone(),
-        connections.clone(),
+        registry.clone(),
         cluster.clone(),
-        context,
         cache_settings,
     );
     tokio::spawn(
@@ -93,17 +93,12 @@ async fn services(
             .clone()
             .run_deletions(Duration::from_secs(config.cache_sweep_interval_secs.max(1))),
     );
-    let queries = Queries::new(
-        metadata.clone(),
-        connections.clone(),
-        sources.clone(),
-        cache.clone(),
-        cluster.clone(),
-    );
-    let recipes = Recipes::new(metadata.clone(), queries.clone(), cluster.clone());
+    let catalog = Catalog::new(metadata.clone(), registry.clone(), cache.clone(), cluster.clone());
+    let queries = Queries::new(catalog.clone());
+    let recipes = Recipes::new(metadata.clone(), catalog.clone(), cluster.clone());
     let jobs = Jobs::start(
         metadata.clone(),
-        queries.clone(),
+        catalog,
         recipes.clone(),
         cluster.clone(),
         JobSettings {
@@ -117,6 +112,7 @@ async fn services(
     .await
     .context("cannot take up unfinished jobs")?;
     let state = AppState {
+        registry,
         recipes,
         jobs,
         sources,

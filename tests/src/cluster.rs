@@ -304,10 +304,7 @@ impl Cluster {
         let ctx = connect(Some(&self.scheduler_url()), key.clone(), self.transport())
             .await
             .expect("connect to the cluster");
-        let table = TableSource {
-            name: name.into(),
-            location: url::Url::parse(uri).expect("a source URI"),
-        };
+        let table: TableSource = format!("{name}={uri}").parse().expect("a NAME=URI table");
         let context = SourceContext {
             scans: *options,
             ..SourceContext::new(key)

@@ -5,7 +5,7 @@ use kalla_e2e::postgres::TestDatabase;
 use std::time::Duration;
 
 use kalla_runner::metadata::{
-    DiscoveredTable, JobEnd, JobStatus, MetadataDb, MetadataError, NewConnection, NewJob, NewSource,
+    By, DiscoveredTable, JobEnd, JobStatus, Kind, MetadataDb, MetadataError, NewJob, NewRegistration,
     NewVersion, TableSync,
 };
 
@@ -33,10 +33,11 @@ async fn sources_and_their_secrets_live_and_die_together() {
         let secret_id = MetadataDb::new_secret_id();
         let sealed = key.seal(&secret_id, "pw");
         let created = db
-            .insert_source(NewSource {
-                alias: "invoices",
-                uri: "postgres://app@h/db?table=t",
-                source_type: "postgres",
+            .register(NewRegistration {
+                kind: Kind::Source,
+                name: "invoices",
+                location: "postgres://app@h/db?table=t",
+                engine: "postgres",
                 secret: Some((secret_id.clone(), sealed.clone())),
             })
             .await
@@ -46,30 +47,35 @@ async fn sources_and_their_secrets_live_and_die_together() {
             "{}",
             created.id
         );
-        assert_eq!(db.source("invoices").await.unwrap(), created);
+        assert_eq!(
+            db.registration(Kind::Source, By::Name("invoices")).await.unwrap(),
+            created
+        );
         assert_eq!(db.secret(&secret_id).await.unwrap(), sealed);
-        db.insert_source(NewSource {
-            alias: "payments",
-            uri: "file:///x.csv",
-            source_type: "csv",
+        db.register(NewRegistration {
+            kind: Kind::Source,
+            name: "payments",
+            location: "file:///x.csv",
+            engine: "csv",
             secret: None,
         })
         .await
         .unwrap();
         let aliases: Vec<String> = db
-            .list_sources()
+            .registrations(Kind::Source)
             .await
             .unwrap()
             .into_iter()
-            .map(|s| s.alias)
+            .map(|s| s.name)
             .collect();
         assert_eq!(aliases, ["invoices", "payments"]);
 
         let duplicate = db
-            .insert_source(NewSource {
-                alias: "invoices",
-                uri: "file:///y.csv",
-                source_type: "csv",
+            .register(NewRegistration {
+                kind: Kind::Source,
+                name: "invoices",
+                location: "file:///y.csv",
+                engine: "csv",
                 secret: Some((MetadataDb::new_secret_id(), sealed.clone())),
             })
             .await
@@ -79,9 +85,11 @@ async fn sources_and_their_secrets_live_and_die_together() {
             "{duplicate}"
         );
 
-        db.delete_source("invoices").await.unwrap();
+        db.unregister(Kind::Source, By::Name("invoices"), Duration::ZERO)
+            .await
+            .unwrap();
         assert!(matches!(
-            db.source("invoices").await,
+            db.registration(Kind::Source, By::Name("invoices")).await,
             Err(MetadataError::NotFound { .. })
         ));
         assert!(matches!(
@@ -89,7 +97,8 @@ async fn sources_and_their_secrets_live_and_die_together() {
             Err(MetadataError::NotFound { .. })
         ));
         assert!(matches!(
-            db.delete_source("invoices").await,
+            db.unregister(Kind::Source, By::Name("invoices"), Duration::ZERO)
+                .await,
             Err(MetadataError::NotFound { .. })
         ));
         let secrets: i64 = sqlx::query_scalar("SELECT count(*) FROM secrets")
@@ -145,10 +154,11 @@ async fn connections_tables_and_cache_versions() {
         let key = SecretsKey::generate();
         let secret_id = MetadataDb::new_secret_id();
         let connection = db
-            .insert_connection(NewConnection {
+            .register(NewRegistration {
+                kind: Kind::Connection,
                 name: "shop",
-                source_type: "postgres",
-                config_json: r#"{"uri":"postgres://app@h/db"}"#,
+                engine: "postgres",
+                location: "postgres://app@h/db",
                 secret: Some((secret_id.clone(), key.seal(&secret_id, "pw"))),
             })
             .await
@@ -159,10 +169,11 @@ async fn connections_tables_and_cache_versions() {
             connection.id
         );
         let duplicate = db
-            .insert_connection(NewConnection {
+            .register(NewRegistration {
+                kind: Kind::Connection,
                 name: "shop",
-                source_type: "postgres",
-                config_json: "{}",
+                engine: "postgres",
+                location: "postgres://h/other",
                 secret: None,
             })
             .await;
@@ -288,7 +299,9 @@ async fn connections_tables_and_cache_versions() {
                 .unwrap()
         );
         assert!(publish(&db, &items.id, "lease_g", "v2", "file:///i/v2/", 1).await);
-        db.delete_connection(&connection.id, grace).await.unwrap();
+        db.unregister(Kind::Connection, By::Id(&connection.id), grace)
+            .await
+            .unwrap();
         assert_eq!(
             db.pending_deletion_count().await.unwrap(),
             4,
@@ -300,7 +313,8 @@ async fn connections_tables_and_cache_versions() {
             Err(MetadataError::NotFound { .. })
         ));
         assert!(matches!(
-            db.delete_connection(&connection.id, grace).await,
+            db.unregister(Kind::Connection, By::Id(&connection.id), grace)
+                .await,
             Err(MetadataError::NotFound { .. })
         ));
     })
@@ -461,24 +475,33 @@ async fn opening_engine_names_keeps_every_row() {
         let tables = db.list_tables(None).await.unwrap();
         assert_eq!(tables.len(), 1, "{backend}: the connection's table survives");
         assert_eq!(tables[0].connection_id, "conn_old", "{backend}");
-        assert_eq!(db.source("inv").await.unwrap().source_type, "csv", "{backend}");
-        db.insert_source(NewSource {
-            alias: "ledger",
-            uri: "toy://ledger/invoices",
-            source_type: "toy",
+        assert_eq!(
+            db.registration(Kind::Source, By::Name("inv"))
+                .await
+                .unwrap()
+                .engine,
+            "csv",
+            "{backend}"
+        );
+        db.register(NewRegistration {
+            kind: Kind::Source,
+            name: "ledger",
+            location: "toy://ledger/invoices",
+            engine: "toy",
             secret: None,
         })
         .await
         .expect(backend);
-        db.insert_connection(NewConnection {
+        db.register(NewRegistration {
+            kind: Kind::Connection,
             name: "books",
-            source_type: "toy",
-            config_json: "{}",
+            engine: "toy",
+            location: "toy://books",
             secret: None,
         })
         .await
         .expect(backend);
-        db.delete_connection("conn_old", Duration::from_secs(60))
+        db.unregister(Kind::Connection, By::Id("conn_old"), Duration::from_secs(60))
             .await
             .expect(backend);
         assert!(

@@ -96,6 +96,10 @@ impl Engine for PostgresEngine {
         Some(self)
     }
 
+    fn owns_table(&self, table: &dyn TableProvider) -> bool {
+        table.downcast_ref::<PgTableProvider>().is_some()
+    }
+
     fn encode_table(&self, table: &dyn TableProvider) -> Option<Result<Vec<u8>>> {
         let provider = table.downcast_ref::<PgTableProvider>()?;
         Some(to_json(provider.spec()))

@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::error::{ApiJson, ApiPath, ApiQuery, Errors, codes};
 use super::{ApiError, AppState};
 use crate::cache::Refreshed;
-use crate::connections::{ColumnInfo, Discovery, Health, display_config};
-use crate::metadata::{ConnectionRecord, TableRecord};
+use crate::connections::{ColumnInfo, Discovery, Health, shown_config};
+use crate::metadata::{By, Kind, Registration, TableRecord};
 use crate::query::{QueryRequest, QueryResult};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -42,13 +42,13 @@ pub struct ConnectionView {
     discovery: Option<Discovery>,
 }
 
-impl From<ConnectionRecord> for ConnectionView {
-    fn from(record: ConnectionRecord) -> Self {
+impl From<Registration> for ConnectionView {
+    fn from(record: Registration) -> Self {
         Self {
-            config: display_config(&record),
+            config: shown_config(&record),
             id: record.id,
             name: record.name,
-            source_type: record.source_type,
+            source_type: record.engine,
             created_at: record.created_at,
             updated_at: record.updated_at,
             table_count: None,
@@ -106,7 +106,7 @@ pub async fn create(
     )
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ConnectionView>>, ApiError> {
-    let records = state.connections.list().await?;
+    let records = state.registry.list(Kind::Connection).await?;
     Ok(Json(records.into_iter().map(ConnectionView::from).collect()))
 }
 
@@ -124,7 +124,7 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConnectionView>, ApiError> {
-    let record = state.connections.get(&id).await?;
+    let record = state.registry.get(Kind::Connection, By::Id(&id)).await?;
     let tables = state.metadata.list_tables(Some(&id)).await?;
     let mut view = ConnectionView::from(record);
     view.table_count = Some(tables.len());
@@ -146,7 +146,7 @@ pub async fn remove(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.connections.delete(&id).await?;
+    state.registry.delete(Kind::Connection, By::Id(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -164,7 +164,7 @@ pub async fn health(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Health>, ApiError> {
-    let record = state.connections.get(&id).await?;
+    let record = state.registry.get(Kind::Connection, By::Id(&id)).await?;
     Ok(Json(state.connections.health(&record).await?))
 }
 
@@ -200,7 +200,7 @@ pub async fn refresh(
     ApiPath(id): ApiPath<String>,
     ApiQuery(options): ApiQuery<RefreshOptions>,
 ) -> Result<Json<ConnectionRefreshed>, ApiError> {
-    let record = state.connections.get(&id).await?;
+    let record = state.registry.get(Kind::Connection, By::Id(&id)).await?;
     let discovery = state.connections.discover(&record).await;
     let mut refreshed = Vec::new();
     if options.data {
@@ -227,7 +227,7 @@ pub async fn refresh_table(
     State(state): State<AppState>,
     ApiPath((id, schema, table)): ApiPath<(String, String, String)>,
 ) -> Result<Json<Refreshed>, ApiError> {
-    let record = state.connections.get(&id).await?;
+    let record = state.registry.get(Kind::Connection, By::Id(&id)).await?;
     let table = state.metadata.table(&id, &schema, &table).await?;
     Ok(Json(state.cache.refresh(&record, &table).await?))
 }
@@ -253,7 +253,7 @@ pub async fn purge(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Purged>, ApiError> {
-    state.connections.get(&id).await?;
+    state.registry.get(Kind::Connection, By::Id(&id)).await?;
     let mut purged_tables = 0;
     for table in state.metadata.list_tables(Some(&id)).await? {
         if state
@@ -317,7 +317,7 @@ pub async fn information_schema(
     ApiQuery(filter): ApiQuery<CatalogFilter>,
 ) -> Result<Json<Vec<TableView>>, ApiError> {
     if let Some(id) = &filter.connection_id {
-        state.connections.get(id).await?;
+        state.registry.get(Kind::Connection, By::Id(id)).await?;
     }
     let tables = state
         .metadata

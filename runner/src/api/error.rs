@@ -16,11 +16,14 @@ use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::{Content, Ref, RefOr};
 
 use crate::cache::CacheError;
+use crate::catalog::CatalogError;
 use crate::connections::ConnectionError;
 use crate::jobs::JobError;
+use crate::metadata::Kind;
 use crate::metadata::MetadataError;
 use crate::query::QueryError;
 use crate::recipes::RecipeError;
+use crate::registry::RegistryError;
 use crate::results::ResultsError;
 use crate::secrets::SecretError;
 use crate::sources::SourceError;
@@ -300,17 +303,35 @@ impl HasCode for PreviewError {
     }
 }
 
-impl HasCode for SourceError {
+impl HasCode for RegistryError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Metadata(error) => error.code(),
-            Self::Preview(error) => error.code(),
             Self::Secret(error) => error.code(),
-            Self::InvalidAlias(_) => ErrorCode::InvalidAlias,
-            Self::UnknownType { .. }
-            | Self::CannotInferType { .. }
-            | Self::TypeMismatch { .. }
-            | Self::InvalidUri(_) => ErrorCode::InvalidSource,
+            Self::InvalidName {
+                kind: Kind::Source, ..
+            } => ErrorCode::InvalidAlias,
+            Self::InvalidName {
+                kind: Kind::Connection,
+                ..
+            } => ErrorCode::InvalidName,
+            Self::UnknownEngine {
+                kind: Kind::Connection,
+                ..
+            } => ErrorCode::InvalidConnection,
+            Self::UnknownEngine { .. } | Self::CannotInferEngine { .. } | Self::EngineMismatch { .. } => {
+                ErrorCode::InvalidSource
+            }
+        }
+    }
+}
+
+impl HasCode for SourceError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Registry(error) => error.code(),
+            Self::Preview(error) => error.code(),
+            Self::InvalidUri(_) => ErrorCode::InvalidSource,
         }
     }
 }
@@ -328,9 +349,8 @@ impl HasCode for ConnectionError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Metadata(error) => error.code(),
-            Self::Secret(error) => error.code(),
-            Self::InvalidName(_) => ErrorCode::InvalidName,
-            Self::UnknownType { .. } | Self::InvalidConfig(_) => ErrorCode::InvalidConnection,
+            Self::Registry(error) => error.code(),
+            Self::InvalidConfig(_) => ErrorCode::InvalidConnection,
             Self::Unreachable(_) => ErrorCode::SourceUnavailable,
         }
     }
@@ -339,7 +359,7 @@ impl HasCode for ConnectionError {
 impl HasCode for CacheError {
     fn code(&self) -> ErrorCode {
         match self {
-            Self::Connection(error) => error.code(),
+            Self::Registry(error) => error.code(),
             Self::Metadata(error) => error.code(),
             Self::RefreshRunning(_) => ErrorCode::RefreshRunning,
             Self::RefreshFailed { .. } => ErrorCode::RefreshFailed,
@@ -350,11 +370,18 @@ impl HasCode for CacheError {
 impl HasCode for QueryError {
     fn code(&self) -> ErrorCode {
         match self {
-            Self::Cache(error) => error.code(),
-            Self::Connection(error) => error.code(),
-            Self::Source(error) => error.code(),
-            Self::Metadata(error) => error.code(),
+            Self::Catalog(error) => error.code(),
             Self::InvalidLimit(_) => ErrorCode::InvalidLimit,
+        }
+    }
+}
+
+impl HasCode for CatalogError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Cache(error) => error.code(),
+            Self::Registry(error) => error.code(),
+            Self::Metadata(error) => error.code(),
             Self::InvalidSql(_) => ErrorCode::InvalidSql,
             Self::UnknownTable(_) => ErrorCode::UnknownTable,
             Self::Failed(_) => ErrorCode::QueryFailed,
@@ -369,9 +396,7 @@ impl HasCode for RecipeError {
             Self::Invalid(_) => ErrorCode::InvalidRecipe,
             // A source the recipe names that does not exist is the recipe's mistake.
             Self::Source {
-                error:
-                    QueryError::UnknownTable(_)
-                    | QueryError::Source(SourceError::Metadata(MetadataError::NotFound { .. })),
+                error: CatalogError::UnknownTable(_),
                 ..
             } => ErrorCode::InvalidRecipe,
             Self::Source { error, .. } => error.code(),
@@ -384,7 +409,7 @@ impl HasCode for JobError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Recipe(error) => error.code(),
-            Self::Query(error) => error.code(),
+            Self::Catalog(error) => error.code(),
             Self::Metadata(error) => error.code(),
             Self::QueueFull(_) => ErrorCode::QueueFull,
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
@@ -405,47 +430,40 @@ impl HasCode for ResultsError {
     }
 }
 
-/// `Query<T>` whose rejections are API errors (400 naming the bad parameter).
-pub struct ApiQuery<T>(pub T);
+/// An axum extractor of request parts whose rejections are API errors (400 naming the bad part).
+macro_rules! api_parts_extractor {
+    ($(#[$doc:meta])* $name:ident wraps $inner:ident) => {
+        $(#[$doc])*
+        pub struct $name<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
+        impl<S, T> FromRequestParts<S> for $name<T>
+        where
+            T: DeserializeOwned + Send,
+            S: Send + Sync,
+        {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())),
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                match axum::extract::$inner::<T>::from_request_parts(parts, state).await {
+                    Ok(axum::extract::$inner(value)) => Ok(Self(value)),
+                    Err(rejection) => Err(ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())),
+                }
+            }
         }
-    }
+    };
 }
 
-/// `Path<T>` whose rejections are API errors (400 naming the bad segment).
-pub struct ApiPath<T>(pub T);
-
-impl<S, T> FromRequestParts<S> for ApiPath<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())),
-        }
-    }
-}
+api_parts_extractor!(
+    /// `Query<T>` whose rejections are API errors (400 naming the bad parameter).
+    ApiQuery wraps Query
+);
+api_parts_extractor!(
+    /// `Path<T>` whose rejections are API errors (400 naming the bad segment).
+    ApiPath wraps Path
+);
 
 /// `Json<T>` whose rejections are API errors (400 naming the problem, 413 for oversized bodies).
 pub struct ApiJson<T>(pub T);

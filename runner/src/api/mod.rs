@@ -25,6 +25,7 @@ use crate::jobs::Jobs;
 use crate::metadata::MetadataDb;
 use crate::query::Queries;
 use crate::recipes::Recipes;
+use crate::registry::Registry;
 use crate::sources::Sources;
 
 pub use auth::ApiToken;
@@ -37,6 +38,7 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub metadata: MetadataDb,
+    pub registry: Registry,
     pub sources: Sources,
     pub connections: Connections,
     pub cache: Cache,

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiJson, ApiPath, Errors, codes};
 use super::{ApiError, AppState};
-use crate::metadata::SourceRecord;
-use crate::sources::display_uri;
+use crate::metadata::{By, Kind, Registration};
+use crate::registry::shown_location;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,13 +30,13 @@ pub struct SourceView {
     updated_at: String,
 }
 
-impl From<SourceRecord> for SourceView {
-    fn from(record: SourceRecord) -> Self {
+impl From<Registration> for SourceView {
+    fn from(record: Registration) -> Self {
         Self {
-            uri: display_uri(&record),
+            uri: shown_location(&record),
             id: record.id,
-            alias: record.alias,
-            source_type: record.source_type,
+            alias: record.name,
+            source_type: record.engine,
             created_at: record.created_at,
             updated_at: record.updated_at,
         }
@@ -73,7 +73,7 @@ pub async fn create(
     )
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<SourceView>>, ApiError> {
-    let records = state.sources.list().await?;
+    let records = state.registry.list(Kind::Source).await?;
     Ok(Json(records.into_iter().map(SourceView::from).collect()))
 }
 
@@ -91,7 +91,9 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(alias): ApiPath<String>,
 ) -> Result<Json<SourceView>, ApiError> {
-    Ok(Json(state.sources.get(&alias).await?.into()))
+    Ok(Json(
+        state.registry.get(Kind::Source, By::Name(&alias)).await?.into(),
+    ))
 }
 
 #[utoipa::path(
@@ -108,7 +110,7 @@ pub async fn remove(
     State(state): State<AppState>,
     ApiPath(alias): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.sources.delete(&alias).await?;
+    state.registry.delete(Kind::Source, By::Name(&alias)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

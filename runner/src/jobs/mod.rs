@@ -37,9 +37,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use crate::catalog::{Catalog, CatalogError};
 use crate::cluster::ClusterEndpoint;
 use crate::metadata::{JobEnd, JobStatus, MetadataDb, MetadataError};
-use crate::query::{Queries, QueryError};
 use crate::recipes::{RecipeError, Recipes};
 use crate::stall::StallWatch;
 
@@ -64,7 +64,7 @@ pub enum JobError {
     #[error(transparent)]
     Recipe(#[from] RecipeError),
     #[error(transparent)]
-    Query(#[from] QueryError),
+    Catalog(#[from] CatalogError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error("{0}")]
@@ -113,7 +113,7 @@ pub struct Jobs {
 
 struct Inner {
     db: MetadataDb,
-    queries: Queries,
+    catalog: Catalog,
     recipes: Recipes,
     cluster: ClusterEndpoint,
     settings: JobSettings,
@@ -130,7 +130,7 @@ impl Jobs {
     /// Starts the workers; jobs a previous runner left unfinished are taken up again first.
     pub async fn start(
         db: MetadataDb,
-        queries: Queries,
+        catalog: Catalog,
         recipes: Recipes,
         cluster: ClusterEndpoint,
         settings: JobSettings,
@@ -147,7 +147,7 @@ impl Jobs {
         let jobs = Self {
             inner: Arc::new(Inner {
                 db,
-                queries,
+                catalog,
                 recipes,
                 cluster,
                 queue,

@@ -74,7 +74,7 @@ impl Jobs {
     }
 
     async fn query(&self, job: &JobRecord, spec: &QuerySpec) -> Result<RunSummary, JobError> {
-        let (frame, _) = self.inner.queries.prepare(&spec.sql, spec.live).await?;
+        let (frame, _) = self.inner.catalog.plan(&spec.sql, spec.live).await?;
         let dir = self.results_dir(&job.id);
         let output = dir.join(&[QUERY_OUTPUT]);
         let schema = Arc::new(frame.schema().as_arrow().clone());
@@ -100,11 +100,7 @@ impl Jobs {
     }
 
     async fn side(&self, session: &SessionContext, side: &Side) -> Result<DataFrame, JobError> {
-        Ok(self
-            .inner
-            .queries
-            .read_source(session, &side.source, false)
-            .await?)
+        Ok(self.inner.catalog.read(session, &side.source, false).await?)
     }
 
     /// Runs the job's next pass, unless an earlier run finished it; takes over the Ballista job of

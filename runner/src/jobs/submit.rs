@@ -40,7 +40,7 @@ impl Jobs {
                 live,
                 callback_url,
             } => {
-                crate::query::table_references(&sql)?;
+                crate::catalog::table_references(&sql)?;
                 let spec = serde_json::to_string(&QuerySpec { sql, live }).map_err(failed)?;
                 ("query", None, spec, callback_url)
             }

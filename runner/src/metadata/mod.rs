@@ -4,12 +4,11 @@
 //! transaction and recorded with its checksum, and an applied migration that was edited since
 //! stops the runner with its name.
 
-mod connections;
 mod deletions;
 mod jobs;
 mod recipes;
+mod registrations;
 mod secrets;
-mod sources;
 mod tables;
 
 use std::time::Duration;
@@ -21,11 +20,10 @@ use sqlx::{Any, AnyPool, Error as SqlxError, Transaction};
 use thiserror::Error;
 use tokio::time::Instant;
 
-pub use connections::{ConnectionRecord, NewConnection};
 pub use deletions::PendingDeletion;
 pub use jobs::{JobEnd, JobRecord, JobStatus, NewJob};
 pub use recipes::RecipeRecord;
-pub use sources::{NewSource, SourceRecord};
+pub use registrations::{By, Kind, NewRegistration, Registration};
 pub use tables::{DiscoveredTable, NewVersion, TableRecord, TableSync};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -190,7 +188,7 @@ impl MetadataDb {
 /// One row of text values to insert, after its sealed secret if it has one.
 struct RowInsert<'a> {
     table: &'static str,
-    columns: &'static str,
+    columns: &'a str,
     values: Vec<Option<&'a str>>,
     secret: Option<&'a (String, Sealed)>,
     /// What a unique violation is reported as: a duplicate `kind` named `name`.
