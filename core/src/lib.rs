@@ -8,6 +8,7 @@
 //! - [`files`]: the CSV and Parquet file engines;
 //! - [`plan_check`]: what a plan may do on a cluster (operators, data locations);
 //! - [`pool`]: the process-wide registry of bounded source connection pools;
+//! - [`allow`]: which hosts connections may go to (allow-lists, internal addresses);
 //! - [`tls`]: `sslmode` and the operator's named certificates for database TLS;
 //! - [`preview`]: load-scoped previews of one source (Postgres, CSV, Parquet);
 //! - [`recon`]: reconciliation recipes and the plans that classify two sources' rows;
@@ -17,6 +18,7 @@
 //! - [`process`]: flag/environment handling and logging shared by the binaries;
 //! - [`demo`]: the demo data set `kalla demo` seeds.
 
+pub mod allow;
 pub mod cache;
 pub mod cluster_tls;
 pub mod codec;

@@ -1,4 +1,5 @@
-//! The `kalla` CLI's commands that talk to a runner: sources, recipes, runs and jobs.
+//! The `kalla` CLI's commands that talk to a runner: sources, recipes, runs, jobs, tokens and the
+//! audit log.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -364,5 +365,84 @@ pub async fn jobs(runner: &RunnerArgs, command: JobsCommand) -> anyhow::Result<(
             }
         }
     }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensCommand {
+    /// Make a token: kalla tokens create NAME --role viewer|operator|admin [--expires-in-secs N].
+    /// Prints its value, which is shown this once.
+    Create {
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+    },
+    /// List tokens (never their values).
+    List,
+    /// Revoke a token: it is refused from now on.
+    Revoke { name: String },
+}
+
+pub async fn tokens(runner: &RunnerArgs, command: TokensCommand) -> anyhow::Result<()> {
+    let client = runner.client()?;
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        TokensCommand::Create {
+            name,
+            role,
+            expires_in_secs,
+        } => {
+            let body = json!({"name": name, "role": role, "expires_in_secs": expires_in_secs});
+            let created: Value = client.post("/api/tokens", &body).await?;
+            writeln!(stdout, "{}", created["token"].as_str().unwrap_or_default())?;
+        }
+        TokensCommand::List => {
+            let tokens: Vec<Value> = client.get("/api/tokens").await?;
+            let columns = [
+                "name",
+                "role",
+                "created_at",
+                "expires_at",
+                "revoked_at",
+                "last_used_at",
+            ];
+            output::write_json_table(&columns, &tokens, &mut stdout)?;
+        }
+        TokensCommand::Revoke { name } => {
+            let _: Value = client
+                .delete(&format!("/api/tokens/{}", path_segment(&name)))
+                .await?;
+            writeln!(stdout, "revoked {name}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Filters of `kalla audit`; entries print newest first.
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// Only this token's entries.
+    #[arg(long)]
+    token: Option<String>,
+    /// Only succeeded, failed or refused entries.
+    #[arg(long)]
+    outcome: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+pub async fn audit(runner: &RunnerArgs, args: AuditArgs) -> anyhow::Result<()> {
+    let client = runner.client()?;
+    let mut query = vec![format!("limit={}", args.limit)];
+    for (name, value) in [("token", &args.token), ("outcome", &args.outcome)] {
+        if let Some(value) = value {
+            query.push(format!("{name}={}", path_segment(value)));
+        }
+    }
+    let entries: Vec<Value> = client.get(&format!("/api/audit?{}", query.join("&"))).await?;
+    let columns = ["at", "token_name", "method", "path", "status", "outcome"];
+    output::write_json_table(&columns, &entries, &mut std::io::stdout().lock())?;
     Ok(())
 }

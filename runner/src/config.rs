@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+use kalla_core::allow::{HostError, HostPolicy};
 use kalla_core::cache::CacheDir;
 use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
 use kalla_core::process::with_env_fallbacks;
@@ -157,6 +158,19 @@ pub struct RunnerConfig {
     /// a browser; none by default, so browsers refuse cross-origin calls.
     #[arg(long, value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
+    /// Hosts (names, `*.domains`, addresses, CIDR networks; comma-separated) job callbacks may
+    /// go to. Default: any host; with `--scheduler`, any but loopback, link-local (cloud
+    /// metadata) and unspecified addresses, which only a network listed here admits.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Let job callbacks use plain http:// (default: https:// only).
+    #[arg(long)]
+    pub allow_http_callbacks: bool,
+    /// Keys (comma-separated, at least 32 characters each) that sign every callback delivery,
+    /// one `v1` signature each: give the new and the old key during a rotation (default: one
+    /// generated into the data dir).
+    #[arg(long, hide_env_values = true)]
+    pub callback_signing_keys: Option<SecretString>,
     /// Check the settings and `KALLA_*` variables without starting, then exit (0: valid; 2:
     /// each problem on stderr). Nothing is connected to or created.
     #[arg(long)]
@@ -243,10 +257,24 @@ impl RunnerConfig {
         if let Some((cert, key)) = self.https() {
             crate::https::check(cert, key)?;
         }
+        self.host_policy()
+            .context("--allowed-hosts / KALLA_ALLOWED_HOSTS")?;
+        if let Some(keys) = &self.callback_signing_keys
+            && keys.expose().split(',').any(|key| key.trim().len() < 32)
+        {
+            bail!(
+                "--callback-signing-keys / KALLA_CALLBACK_SIGNING_KEYS: each key must be at least 32 characters"
+            );
+        }
         for origin in &self.cors_allowed_origins {
             check_origin(origin).context("--cors-allowed-origins / KALLA_CORS_ALLOWED_ORIGINS")?;
         }
         Ok(())
+    }
+
+    /// Where callbacks may go: `--allowed-hosts`, internal addresses refused on a remote cluster.
+    pub fn host_policy(&self) -> Result<HostPolicy, HostError> {
+        HostPolicy::new(&self.allowed_hosts, self.scheduler.is_some())
     }
 
     /// Each configured key is well formed, and the two differ: one key for both would hand every

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the runner's settings (flags, `KALLA_*` variables, TOML file);
 //! - [`server`] and [`api`]: start-up and the HTTP API; [`https`]: serving it over TLS;
+//! - [`access`]: roles, named tokens and who a request acts as;
 //! - [`metadata`]: the metadata DB (SQLite or Postgres) — only the runner touches it;
 //! - [`secrets`]: passwords sealed under the secrets key, put back only to connect;
 //! - [`registry`]: the one registry of sources and connections: names, engines, sealed passwords;
@@ -22,6 +23,7 @@
 //! - [`demo`]: the quickstart data set and query;
 //! - [`output`]: printing query results as a table, CSV or JSON.
 
+pub mod access;
 pub mod api;
 pub mod cache;
 pub mod catalog;

@@ -12,6 +12,8 @@ use rand::distributions::{Alphanumeric, DistString};
 
 /// File holding the generated API token; the `kalla` CLI reads it to talk to a local runner.
 pub const TOKEN_FILE: &str = "api-token";
+/// File holding the generated key that signs job callbacks.
+pub const CALLBACK_KEY_FILE: &str = "callback-signing-key";
 /// File holding the generated secrets key (the runner's alone; see `kalla_core::seal`).
 pub const KEY_FILE: &str = "secret.key";
 

@@ -11,14 +11,15 @@ use kalla_core::source::SourceContext;
 use kalla_core::{ClusterKey, SecretsKey};
 use tokio::net::TcpListener;
 
-use crate::api::{self, ApiToken, AppState};
+use crate::access::Tokens;
+use crate::api::{self, AppState};
 use crate::cache::{Cache, CacheSettings};
 use crate::catalog::Catalog;
 use crate::cluster::ClusterEndpoint;
 use crate::config::RunnerConfig;
 use crate::connections::Connections;
 use crate::https::TlsListener;
-use crate::jobs::{JobSettings, Jobs};
+use crate::jobs::{CallbackSettings, JobSettings, Jobs};
 use crate::local_state::{self, Origin};
 use crate::metadata::MetadataDb;
 use crate::query::Queries;
@@ -107,11 +108,17 @@ async fn services(
             concurrency: config.job_concurrency,
             queue_capacity: config.job_queue_capacity,
             stall_timeout: Duration::from_secs(config.job_stall_timeout_secs),
+            callbacks: CallbackSettings {
+                hosts: config.host_policy()?,
+                allow_http: config.allow_http_callbacks,
+                signing_keys: callback_signing_keys(config)?,
+            },
         },
     )
     .await
     .context("cannot take up unfinished jobs")?;
     let state = AppState {
+        tokens: Tokens::new(metadata.clone(), token),
         registry,
         recipes,
         jobs,
@@ -120,7 +127,6 @@ async fn services(
         cache,
         queries,
         metadata,
-        token: Arc::new(ApiToken::new(token)),
         cluster,
         metrics: api::install_recorder(),
     };
@@ -206,6 +212,19 @@ fn cluster_key(config: &RunnerConfig) -> anyhow::Result<ClusterKey> {
         Some(key) => ClusterKey::from_base64(key.expose()).context("KALLA_CLUSTER_KEY / --cluster-key"),
         None => Ok(ClusterKey::generate()),
     }
+}
+
+/// The configured callback signing keys, else one generated into the data dir.
+fn callback_signing_keys(config: &RunnerConfig) -> anyhow::Result<Vec<String>> {
+    let configured = config.callback_signing_keys.as_ref().map(|k| k.expose());
+    let (keys, origin) = local_state::load_or_generate(
+        &config.data_dir,
+        local_state::CALLBACK_KEY_FILE,
+        configured,
+        local_state::generate_token,
+    )?;
+    announce("callback signing key", &origin);
+    Ok(keys.split(',').map(|key| key.trim().to_string()).collect())
 }
 
 fn api_token(config: &RunnerConfig) -> anyhow::Result<String> {

@@ -94,11 +94,32 @@ impl Runner {
         answer(self.request(method, path, body)).await
     }
 
+    /// [`Runner::call`] with `token` instead of the runner's own (`None`: no token at all).
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        answer(self.request_as(token, method, path, body)).await
+    }
+
     fn request(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::RequestBuilder {
-        let request = self
-            .http
-            .request(method, format!("{}{path}", self.base_url))
-            .bearer_auth(&self.token);
+        self.request_as(Some(&self.token), method, path, body)
+    }
+
+    fn request_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         match body {
             Some(body) => request.json(&body),
             None => request,

@@ -51,6 +51,10 @@ const JOBS: Route = (Method::GET, "/api/jobs");
 const JOB: Route = (Method::GET, "/api/jobs/{id}");
 const CANCEL: Route = (Method::DELETE, "/api/jobs/{id}");
 const RESULTS: Route = (Method::GET, "/api/jobs/{id}/results/{output}");
+const CREATE_TOKEN: Route = (Method::POST, "/api/tokens");
+const TOKENS: Route = (Method::GET, "/api/tokens");
+const REVOKE_TOKEN: Route = (Method::DELETE, "/api/tokens/{name}");
+const AUDIT: Route = (Method::GET, "/api/audit");
 const READY: Route = (Method::GET, "/ready");
 
 /// The document's error statuses per route, each with the codes it lists.
@@ -212,6 +216,14 @@ fn protected_routes(ids: &Ids) -> Vec<(Route, Vec<&str>, Option<Value>)> {
         (JOB, vec![&ids.job], None),
         (CANCEL, vec![&ids.job], None),
         (RESULTS, vec![&ids.job, "matched"], None),
+        (
+            CREATE_TOKEN,
+            vec![],
+            Some(json!({"name": "another", "role": "viewer"})),
+        ),
+        (TOKENS, vec![], None),
+        (REVOKE_TOKEN, vec!["t1"], None),
+        (AUDIT, vec![], None),
     ]
 }
 
@@ -362,6 +374,7 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         (&JOBS, "status=sideways"),
         (&CATALOG, "nonsense=1"),
         (&REFRESH, "data=maybe"),
+        (&AUDIT, "nonsense=1"),
     ] {
         let parameters = if route == &REFRESH {
             vec![id.as_str()]
@@ -374,8 +387,68 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         driven.record(route, status, answer["error"]["code"].as_str());
     }
 
+    // 403: a viewer's token on every route that needs more; 400 and 409 of tokens and the audit
+    // log.
+    let (status, viewer) = runner
+        .call(
+            Method::POST,
+            "/api/tokens",
+            Some(json!({"name": "t1", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{viewer}");
+    let viewer = viewer["token"].as_str().expect("a token").to_string();
+    for (route, parameters, body) in protected_routes(&ids) {
+        let target = path(&route, &parameters);
+        let (status, answer) = runner
+            .call_as(Some(&viewer), route.0.clone(), &target, body)
+            .await;
+        if status != StatusCode::FORBIDDEN {
+            assert!(status.is_success(), "{route:?} as a viewer: {status} {answer}");
+            continue;
+        }
+        driven.record(&route, status, answer["error"]["code"].as_str());
+    }
+    let token = |name: &str| Some(json!({"name": name, "role": "viewer"}));
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_TOKEN,
+        &[],
+        token("t1"),
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    let invalid = StatusCode::BAD_REQUEST;
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_TOKEN,
+        &[],
+        token("bootstrap"),
+        invalid,
+        "invalid_name",
+    )
+    .await;
+    let target = "/api/audit?limit=0";
+    let (status, answer) = runner.call(Method::GET, target, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_limit", "{answer}");
+    driven.record(&AUDIT, status, Some("invalid_limit"));
+
     // 404: ids and names nobody made.
     let missing = StatusCode::NOT_FOUND;
+    expect(
+        &mut driven,
+        &runner,
+        &REVOKE_TOKEN,
+        &["nobody"],
+        None,
+        missing,
+        "not_found",
+    )
+    .await;
     for route in [&SOURCE, &DELETE_SOURCE] {
         expect(
             &mut driven,

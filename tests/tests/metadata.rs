@@ -5,8 +5,8 @@ use kalla_e2e::postgres::TestDatabase;
 use std::time::Duration;
 
 use kalla_runner::metadata::{
-    By, DiscoveredTable, JobEnd, JobStatus, Kind, MetadataDb, MetadataError, NewJob, NewRegistration,
-    NewVersion, TableSync,
+    AuditFilter, By, DiscoveredTable, JobEnd, JobStatus, Kind, MetadataDb, MetadataError, NewAuditEntry,
+    NewJob, NewRegistration, NewToken, NewVersion, TableSync,
 };
 
 /// Runs `check` with a freshly migrated SQLite database, then a Postgres one, and their URLs.
@@ -509,4 +509,81 @@ async fn opening_engine_names_keeps_every_row() {
             "{backend}: tables still cascade"
         );
     }
+}
+
+/// Tokens and the audit log on both backends: hashes found, revocation kept, entries filtered and
+/// paged newest first.
+#[tokio::test]
+async fn tokens_and_the_audit_log() {
+    each_backend(async |db: MetadataDb, backend: &str| {
+        let token = db
+            .insert_token(NewToken {
+                name: "ops",
+                role: "operator",
+                value_sha256: "ab12",
+                created_by: "bootstrap",
+                expires_in: Some(Duration::from_secs(60)),
+            })
+            .await
+            .expect(backend);
+        assert!(token.expires_at.is_some(), "{backend}");
+        let found = db.token_by_hash("ab12").await.unwrap().expect(backend);
+        assert_eq!(found.name, "ops", "{backend}");
+        assert!(db.token_by_hash("cd34").await.unwrap().is_none(), "{backend}");
+        assert!(
+            db.revoke_token("ops").await.unwrap().revoked_at.is_some(),
+            "{backend}"
+        );
+        assert!(matches!(
+            db.revoke_token("nobody").await,
+            Err(MetadataError::NotFound { .. })
+        ));
+
+        for (token_name, outcome) in [
+            (Some("ops"), "succeeded"),
+            (None, "refused"),
+            (Some("ops"), "failed"),
+        ] {
+            db.record_audit(NewAuditEntry {
+                token_name,
+                method: "POST",
+                route: "/api/jobs",
+                path: "/api/jobs",
+                resource: None,
+                status: 202,
+                outcome,
+            })
+            .await
+            .expect(backend);
+        }
+        let all = AuditFilter {
+            limit: 10,
+            ..AuditFilter::default()
+        };
+        let entries = db.audit_entries(&all).await.expect(backend);
+        let outcomes: Vec<&str> = entries.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            ["failed", "refused", "succeeded"],
+            "{backend}: newest first"
+        );
+        let by_ops = AuditFilter {
+            token_name: Some("ops"),
+            limit: 10,
+            ..AuditFilter::default()
+        };
+        assert_eq!(db.audit_entries(&by_ops).await.unwrap().len(), 2, "{backend}");
+        let after_first = AuditFilter {
+            before: Some(&entries[0].id),
+            limit: 1,
+            ..AuditFilter::default()
+        };
+        let page = db.audit_entries(&after_first).await.expect(backend);
+        assert_eq!(page.len(), 1, "{backend}");
+        assert_eq!(
+            page[0].id, entries[1].id,
+            "{backend}: the next page starts after `before`"
+        );
+    })
+    .await;
 }

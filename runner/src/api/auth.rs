@@ -1,45 +1,56 @@
-//! Bearer-token authentication for every route but health, readiness and metrics.
+//! Who a request acts as (its bearer token, 401 without a live one) and whether that token's role
+//! may call the route (403 otherwise). Health, readiness, metrics and the document need neither.
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use super::error::ErrorCode;
 use super::{ApiError, AppState};
+use crate::access::{AccessError, Principal, Role};
 
-/// The API token. `Debug` never shows it.
-pub struct ApiToken(String);
-
-impl ApiToken {
-    pub fn new(token: String) -> Self {
-        Self(token)
-    }
-
-    /// Compares in time independent of where the first difference is.
-    fn matches(&self, presented: &str) -> bool {
-        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
-    }
+/// Puts the token's [`Principal`] in the request (for the route) and in the response (for the
+/// audit log), or answers 401.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(presented) = bearer(request.headers()) else {
+        return unauthorized("missing `Authorization: Bearer <token>` header");
+    };
+    let principal = match state.tokens.authenticate(presented).await {
+        Ok(principal) => principal,
+        Err(AccessError::Metadata(error)) => return ApiError::from(error).into_response(),
+        Err(error) => return unauthorized(&error.to_string()),
+    };
+    request.extensions_mut().insert(principal.clone());
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(principal);
+    response
 }
 
-impl std::fmt::Debug for ApiToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiToken(***)")
+/// Answers 403 unless the request's principal has at least the `required` role.
+pub async fn require_role(State(required): State<Role>, request: Request, next: Next) -> Response {
+    let Some(principal) = request.extensions().get::<Principal>() else {
+        return unauthorized("missing `Authorization: Bearer <token>` header");
+    };
+    if principal.role < required {
+        let message = format!(
+            "this route needs the {} role; token {:?} is a {}",
+            required.as_str(),
+            principal.name,
+            principal.role.as_str()
+        );
+        return ApiError::new(ErrorCode::Forbidden, message).into_response();
     }
+    next.run(request).await
 }
 
-pub async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if state.token.matches(token.trim()) => next.run(request).await,
-        Some(_) => unauthorized("the bearer token is wrong"),
-        None => unauthorized("missing `Authorization: Bearer <token>` header"),
-    }
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -56,12 +67,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_match_exactly() {
-        let token = ApiToken::new("kalla_abc".into());
-        assert!(token.matches("kalla_abc"));
-        assert!(!token.matches("kalla_abd"));
-        assert!(!token.matches("kalla_ab"));
-        assert!(!token.matches(""));
-        assert_eq!(format!("{token:?}"), "ApiToken(***)");
+    fn only_bearer_headers_name_a_token() {
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            headers
+        };
+        assert_eq!(bearer(&headers("Bearer kalla_x ")), Some("kalla_x"));
+        assert_eq!(bearer(&headers("Basic a2FsbGE=")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
     }
 }

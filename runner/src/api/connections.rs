@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{ApiJson, ApiPath, ApiQuery, Errors, codes};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Created, created};
 use crate::cache::Refreshed;
 use crate::connections::{ColumnInfo, Discovery, Health, shown_config};
 use crate::metadata::{By, Kind, Registration, TableRecord};
@@ -87,14 +87,15 @@ impl From<TableRecord> for TableView {
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateConnection>,
-) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
+) -> Result<Created<ConnectionView>, ApiError> {
     let (record, discovery) = state
         .connections
         .create(&request.name, &request.source_type, &request.config)
         .await?;
+    let location = format!("/api/connections/{}", record.id);
     let mut view = ConnectionView::from(record);
     view.discovery = Some(discovery);
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(created(StatusCode::CREATED, location, view))
 }
 
 #[utoipa::path(

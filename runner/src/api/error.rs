@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::{Content, Ref, RefOr};
 
+use crate::access::AccessError;
 use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::connections::ConnectionError;
@@ -91,7 +92,8 @@ error_codes! {
     InvalidCondition = (BAD_REQUEST, "invalid_condition", "a condition's operator or value does not fit its column"),
     InvalidSql = (BAD_REQUEST, "invalid_sql", "the SQL does not parse, is not one query, or names unknown columns"),
     InvalidRecipe = (BAD_REQUEST, "invalid_recipe", "the recipe does not fit its sources; the message names the field"),
-    Unauthorized = (UNAUTHORIZED, "unauthorized", "the `Authorization: Bearer <token>` header is missing or wrong"),
+    Unauthorized = (UNAUTHORIZED, "unauthorized", "the `Authorization: Bearer <token>` header is missing, or its token unknown, expired or revoked"),
+    Forbidden = (FORBIDDEN, "forbidden", "the token's role may not call this route; the message names the role it needs"),
     NotFound = (NOT_FOUND, "not_found", "the resource named in the path or body does not exist"),
     UnknownTable = (NOT_FOUND, "unknown_table", "the SQL names a table that is neither a connection's nor a source"),
     UnknownOutput = (NOT_FOUND, "unknown_output", "the job has no output of that name"),
@@ -405,6 +407,17 @@ impl HasCode for RecipeError {
     }
 }
 
+impl HasCode for AccessError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Metadata(error) => error.code(),
+            Self::UnknownToken | Self::Expired(_) | Self::Revoked(_) => ErrorCode::Unauthorized,
+            Self::InvalidName(_) => ErrorCode::InvalidName,
+            Self::InvalidExpiry => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
 impl HasCode for JobError {
     fn code(&self) -> ErrorCode {
         match self {
@@ -488,6 +501,18 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         return ApiError::new(ErrorCode::BodyTooLarge, rejection.body_text());
     }
     ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())
+}
+
+/// A list's `limit`: `default` when absent, else between 1 and `max` (400 otherwise).
+pub fn checked_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidLimit,
+            format!("limit must be between 1 and {max}, got {limit}"),
+        ));
+    }
+    Ok(limit)
 }
 
 pub async fn no_such_route() -> ApiError {

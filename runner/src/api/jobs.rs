@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio_util::io::ReaderStream;
 
-use super::error::{ApiJson, ApiPath, ApiQuery, ErrorCode, Errors, codes};
-use super::{ApiError, AppState};
+use super::error::{ApiJson, ApiPath, ApiQuery, ErrorCode, Errors, checked_limit, codes};
+use super::{ApiError, AppState, Created, created};
 use crate::jobs::{JobRequest, JobView};
 use crate::metadata::JobStatus;
 use crate::results::{self, Page, ResultFormat};
@@ -37,8 +37,13 @@ const MAX_LIST: i64 = 1000;
 pub async fn submit(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<JobRequest>,
-) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(state.jobs.submit(request).await?)))
+) -> Result<Created<JobView>, ApiError> {
+    let job = state.jobs.submit(request).await?;
+    Ok(created(
+        StatusCode::ACCEPTED,
+        format!("/api/jobs/{}", job.id),
+        job,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -65,13 +70,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_LIST).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidLimit,
-            format!("limit must be between 1 and {MAX_LIST}, got {limit}"),
-        ));
-    }
+    let limit = checked_limit(query.limit, 50, MAX_LIST)?;
     let offset = query.offset.unwrap_or(0).max(0);
     Ok(Json(state.jobs.list(query.status, limit, offset).await?))
 }

@@ -1,5 +1,6 @@
 //! The runner's HTTP API: routes, shared state, and the layers every request passes through.
 
+mod audit;
 mod auth;
 mod connections;
 mod error;
@@ -9,15 +10,16 @@ mod metrics;
 mod openapi;
 mod recipes;
 mod sources;
+mod tokens;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::{Router, middleware};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::access::{Role, Tokens};
 use crate::cache::Cache;
 use crate::cluster::ClusterEndpoint;
 use crate::connections::Connections;
@@ -28,9 +30,15 @@ use crate::recipes::Recipes;
 use crate::registry::Registry;
 use crate::sources::Sources;
 
-pub use auth::ApiToken;
 pub use error::ApiError;
 pub use metrics::install_recorder;
+
+/// A `201` or `202` with the `Location` of what the request made (which the audit log records).
+type Created<T> = (StatusCode, [(header::HeaderName, String); 1], axum::Json<T>);
+
+fn created<T>(status: StatusCode, location: String, body: T) -> Created<T> {
+    (status, [(header::LOCATION, location)], axum::Json(body))
+}
 
 /// Request bodies larger than this are refused with 413.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -45,7 +53,7 @@ pub struct AppState {
     pub queries: Queries,
     pub recipes: Recipes,
     pub jobs: Jobs,
-    pub token: Arc<ApiToken>,
+    pub tokens: Tokens,
     pub cluster: ClusterEndpoint,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -68,42 +76,57 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 
 openapi::documented_api! {
     public: [health::health, health::ready, health::metrics, openapi::document],
-    protected: [
+    Viewer: [
         sources::list,
-        sources::create,
         sources::show,
-        sources::remove,
         sources::load_scoped,
         connections::list,
-        connections::create,
         connections::show,
-        connections::remove,
         connections::health,
+        connections::information_schema,
+        recipes::list,
+        recipes::show,
+        jobs::list,
+        jobs::show,
+        jobs::output,
+    ],
+    Operator: [
         connections::refresh,
         connections::purge,
         connections::refresh_table,
         connections::purge_table,
-        connections::information_schema,
         connections::query,
-        recipes::list,
         recipes::create,
-        recipes::show,
         recipes::replace,
         recipes::remove,
-        jobs::list,
         jobs::submit,
-        jobs::show,
         jobs::cancel,
-        jobs::output,
+    ],
+    Admin: [
+        sources::create,
+        sources::remove,
+        connections::create,
+        connections::remove,
+        tokens::create,
+        tokens::list,
+        tokens::revoke,
+        audit::list,
     ],
 }
 
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
-    let protected =
-        protected_routes().route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let protected = Role::ALL
+        .into_iter()
+        .fold(Router::new(), |routes, role| {
+            routes.merge(
+                role_routes(role).route_layer(middleware::from_fn_with_state(role, auth::require_role)),
+            )
+        })
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let router = public_routes()
         .merge(protected)
         .fallback(error::no_such_route)
+        .layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(middleware::from_fn(openapi::check_documented))
         .layer(middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));

@@ -18,29 +18,34 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
 use utoipa::openapi::OpenApi;
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::path::{HttpMethod, Operation, PathItem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::{Modify, OpenApi as _};
 
 use super::AppState;
 use super::error::{ErrorCode, add_error_responses, documented_codes};
+use crate::access::Role;
 
 /// The name of the bearer-token security scheme in the document.
 const BEARER: &str = "bearer";
 
-/// Defines `ApiDoc` (the document) and `public_routes()`/`protected_routes()` (the routes) from
-/// one list of handlers; protected operations require the bearer token in the document too.
+/// Defines `ApiDoc` (the document), `public_routes()` and `role_routes(role)` (the routes) from
+/// one list of handlers; protected operations require the bearer token, and name the least role
+/// that may call them, in the document too.
 macro_rules! documented_api {
     (
         public: [$($public_module:ident :: $public:ident),* $(,)?],
-        protected: [$($module:ident :: $handler:ident),* $(,)?] $(,)?
+        $(
+            $role:ident: [$($module:ident :: $handler:ident),* $(,)?]
+        ),+ $(,)?
     ) => {
         use $crate::api::openapi::{CommonResponses, RequireToken};
 
         #[derive(utoipa::OpenApi)]
         #[openapi(
-            info(title = "Kalla runner API", description = "Sources, connections, queries, recipes and reconciliation jobs. Every route but health, readiness, metrics and this document needs `Authorization: Bearer <token>`."),
-            paths($($public_module::$public,)* $($module::$handler,)*),
+            info(title = "Kalla runner API", description = "Sources, connections, queries, recipes and reconciliation jobs. Every route but health, readiness, metrics and this document needs `Authorization: Bearer <token>`, of a token whose role (viewer, operator or admin, each allowed what the one before it is) the route names."),
+            paths($($public_module::$public,)* $($($module::$handler,)*)+),
             components(schemas($crate::api::error::ErrorBody)),
             modifiers(&CommonResponses, &RequireToken),
         )]
@@ -51,17 +56,25 @@ macro_rules! documented_api {
                 $(.merge($crate::api::openapi::route::<pastey::paste!($public_module::[<__path_ $public>]), _, _>($public_module::$public)))*
         }
 
-        fn protected_routes() -> axum::Router<AppState> {
-            axum::Router::new()
-                $(.merge($crate::api::openapi::route::<pastey::paste!($module::[<__path_ $handler>]), _, _>($module::$handler)))*
+        /// The routes whose least role is `role`.
+        fn role_routes(role: $crate::access::Role) -> axum::Router<AppState> {
+            let mut routes = axum::Router::new();
+            $(
+                if role == $crate::access::Role::$role {
+                    routes = routes
+                        $(.merge($crate::api::openapi::route::<pastey::paste!($module::[<__path_ $handler>]), _, _>($module::$handler)))*;
+                }
+            )+
+            routes
         }
 
-        /// `(path, methods)` of every operation that needs the token.
-        fn protected_operations() -> Vec<(String, Vec<utoipa::openapi::path::HttpMethod>)> {
-            vec![$((
+        /// `(path, methods, least role)` of every operation that needs a token.
+        pub(crate) fn protected_operations() -> Vec<(String, Vec<utoipa::openapi::path::HttpMethod>, $crate::access::Role)> {
+            vec![$($((
                 <pastey::paste!($module::[<__path_ $handler>]) as utoipa::Path>::path(),
                 <pastey::paste!($module::[<__path_ $handler>]) as utoipa::Path>::methods(),
-            )),*]
+                $crate::access::Role::$role,
+            ),)*)+]
         }
     };
 }
@@ -170,34 +183,54 @@ impl Modify for CommonResponses {
     }
 }
 
-/// Declares the bearer token and, on every protected operation, requires it and documents what
-/// every protected operation may answer: 401 without the token, 503 while the metadata DB (which
-/// each of them reads) is away, and 500 for a bug.
+/// The extension naming the least role an operation needs.
+pub const ROLE_EXTENSION: &str = "x-kalla-role";
+
+/// Declares the bearer token and, on every protected operation, requires it, names its least
+/// role and documents what every protected operation may answer: 401 without a live token, 403
+/// for a token of a lesser role, 503 while the metadata DB (which each of them reads) is away,
+/// and 500 for a bug.
 pub(super) struct RequireToken;
 
 impl Modify for RequireToken {
     fn modify(&self, openapi: &mut OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(BEARER, SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-        for (path, methods) in super::protected_operations() {
+        for (path, methods, role) in super::protected_operations() {
             let Some(item) = openapi.paths.paths.get_mut(&path) else {
                 continue;
             };
             for method in methods {
                 if let Some(operation) = operation_mut(item, &method) {
-                    operation.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
-                    add_error_responses(
-                        &mut operation.responses.responses,
-                        &[
-                            ErrorCode::Unauthorized,
-                            ErrorCode::MetadataUnavailable,
-                            ErrorCode::Internal,
-                        ],
-                    );
+                    require_role(operation, role);
                 }
             }
         }
     }
+}
+
+fn require_role(operation: &mut Operation, role: Role) {
+    operation.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
+    let mut codes = vec![
+        ErrorCode::Unauthorized,
+        ErrorCode::MetadataUnavailable,
+        ErrorCode::Internal,
+    ];
+    if role > Role::Viewer {
+        codes.push(ErrorCode::Forbidden);
+    }
+    add_error_responses(&mut operation.responses.responses, &codes);
+    let extensions = operation.extensions.get_or_insert_with(Default::default);
+    extensions.merge(
+        Extensions::builder()
+            .add(ROLE_EXTENSION, serde_json::json!(role.as_str()))
+            .build(),
+    );
+    let needs = format!("Needs a token of the `{}` role or above.", role.as_str());
+    operation.description = Some(match operation.description.take() {
+        Some(description) => format!("{description}\n\n{needs}"),
+        None => needs,
+    });
 }
 
 /// The document, built once.
@@ -246,15 +279,19 @@ fn is_documented(method: &Method, route: &str, status: StatusCode, code: Option<
     code.is_none_or(|code| codes.is_empty() || codes.contains(&code))
 }
 
+/// The route pattern (`/api/jobs/{id}`) `request` was matched to; `None` for no route.
+pub fn matched_route(request: &Request) -> Option<String> {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+}
+
 /// Logs (and counts in `kalla_http_undocumented_answers_total`) every answer whose status or
 /// error code the route's document does not list: the document must say everything a client can
 /// get. The contract tests drive every documented error, and fail on any such log line.
 pub async fn check_documented(request: Request, next: Next) -> Response {
-    let Some(route) = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-    else {
+    let Some(route) = matched_route(&request) else {
         return next.run(request).await;
     };
     let method = request.method().clone();
@@ -355,7 +392,7 @@ mod tests {
             ErrorCode::MetadataUnavailable,
             ErrorCode::Internal,
         ];
-        for (path, methods) in super::super::protected_operations() {
+        for (path, methods, _) in super::super::protected_operations() {
             for method in methods {
                 let method = http_method(&method);
                 for code in shared {

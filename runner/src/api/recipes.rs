@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use kalla_core::recon::Recipe;
 
 use super::error::{ApiJson, ApiPath, Errors, codes};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Created, created};
 use crate::recipes::RecipeView;
 
 #[utoipa::path(
@@ -22,8 +22,13 @@ use crate::recipes::RecipeView;
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(recipe): ApiJson<Recipe>,
-) -> Result<(StatusCode, Json<RecipeView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(state.recipes.create(recipe).await?)))
+) -> Result<Created<RecipeView>, ApiError> {
+    let recipe = state.recipes.create(recipe).await?;
+    Ok(created(
+        StatusCode::CREATED,
+        format!("/api/recipes/{}", recipe.id),
+        recipe,
+    ))
 }
 
 #[utoipa::path(

@@ -7,7 +7,7 @@ use kalla_core::preview::{Condition, PreviewColumn};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiJson, ApiPath, Errors, codes};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Created, created};
 use crate::metadata::{By, Kind, Registration};
 use crate::registry::shown_location;
 
@@ -56,12 +56,13 @@ impl From<Registration> for SourceView {
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateSource>,
-) -> Result<(StatusCode, Json<SourceView>), ApiError> {
+) -> Result<Created<SourceView>, ApiError> {
     let record = state
         .sources
         .register(&request.alias, &request.uri, request.source_type.as_deref())
         .await?;
-    Ok((StatusCode::CREATED, Json(record.into())))
+    let location = format!("/api/sources/{}", record.name);
+    Ok(created(StatusCode::CREATED, location, record.into()))
 }
 
 #[utoipa::path(

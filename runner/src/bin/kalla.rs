@@ -13,7 +13,9 @@ use kalla_core::tls::CertificateArgs;
 use kalla_core::{ClusterKey, process};
 use serde_json::{Value, json};
 
-use kalla_runner::cli::{self, JobsCommand, RecipesCommand, RunArgs, RunnerArgs, SourcesCommand};
+use kalla_runner::cli::{
+    self, AuditArgs, JobsCommand, RecipesCommand, RunArgs, RunnerArgs, SourcesCommand, TokensCommand,
+};
 use kalla_runner::client::RunnerClient;
 use kalla_runner::cluster::{self, TableSource};
 use kalla_runner::local_cluster::{ClusterCommand, LocalCluster};
@@ -65,6 +67,20 @@ enum Command {
         runner: RunnerArgs,
         #[command(subcommand)]
         command: JobsCommand,
+    },
+    /// Make, list and revoke named API tokens (admin).
+    Tokens {
+        #[command(flatten)]
+        runner: RunnerArgs,
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Read the audit log: changes, results downloads and refused requests (admin).
+    Audit {
+        #[command(flatten)]
+        runner: RunnerArgs,
+        #[command(flatten)]
+        args: AuditArgs,
     },
     /// Start, stop and check a local cluster: scheduler, executors and runner as processes.
     Cluster {
@@ -156,6 +172,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Recipes { runner, command } => cli::recipes(&runner, command).await,
         Command::Run { runner, args } => cli::run(&runner, args).await,
         Command::Jobs { runner, command } => cli::jobs(&runner, command).await,
+        Command::Tokens { runner, command } => cli::tokens(&runner, command).await,
+        Command::Audit { runner, args } => cli::audit(&runner, args).await,
         Command::Cluster { data_dir, command } => LocalCluster::new(&data_dir).run(command).await,
     }
 }

@@ -43,6 +43,7 @@ use crate::metadata::{JobEnd, JobStatus, MetadataDb, MetadataError};
 use crate::recipes::{RecipeError, Recipes};
 use crate::stall::StallWatch;
 
+pub use callbacks::{CallbackSettings, SIGNATURE_HEADER, signature};
 use views::view;
 pub use views::{JobView, QUERY_OUTPUT, outputs_of};
 
@@ -104,6 +105,7 @@ pub struct JobSettings {
     pub queue_capacity: usize,
     /// After an executor is lost, a job with no finished task for this long is run again.
     pub stall_timeout: Duration,
+    pub callbacks: CallbackSettings,
 }
 
 #[derive(Clone)]
@@ -121,7 +123,6 @@ struct Inner {
     waiting: tokio::sync::Mutex<mpsc::Receiver<String>>,
     /// Jobs running in this runner, to abort on cancel.
     running: Mutex<HashMap<String, AbortHandle>>,
-    http: reqwest::Client,
     /// `None` on the embedded cluster, whose executor cannot be lost on its own.
     stall: Option<StallWatch>,
 }
@@ -136,10 +137,6 @@ impl Jobs {
         settings: JobSettings,
     ) -> Result<Self, JobError> {
         let (queue, waiting) = mpsc::channel(settings.queue_capacity.max(1));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(failed)?;
         let stall = cluster
             .rest
             .clone()
@@ -153,7 +150,6 @@ impl Jobs {
                 queue,
                 waiting: tokio::sync::Mutex::new(waiting),
                 running: Mutex::default(),
-                http,
                 stall,
                 settings,
             }),

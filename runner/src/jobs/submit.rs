@@ -46,7 +46,7 @@ impl Jobs {
             }
         };
         if let Some(url) = &callback_url {
-            check_callback_url(url)?;
+            check_callback_url(url, &self.inner.settings.callbacks).await?;
         }
         let permit = self
             .inner

@@ -4,12 +4,14 @@
 //! transaction and recorded with its checksum, and an applied migration that was edited since
 //! stops the runner with its name.
 
+mod audit;
 mod deletions;
 mod jobs;
 mod recipes;
 mod registrations;
 mod secrets;
 mod tables;
+mod tokens;
 
 use std::time::Duration;
 
@@ -20,11 +22,13 @@ use sqlx::{Any, AnyPool, Error as SqlxError, Transaction};
 use thiserror::Error;
 use tokio::time::Instant;
 
+pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use deletions::PendingDeletion;
 pub use jobs::{JobEnd, JobRecord, JobStatus, NewJob};
 pub use recipes::RecipeRecord;
 pub use registrations::{By, Kind, NewRegistration, Registration};
 pub use tables::{DiscoveredTable, NewVersion, TableRecord, TableSync};
+pub use tokens::{NewToken, TokenRecord};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -242,12 +246,13 @@ fn unique_violation(error: SqlxError, kind: &'static str, name: &str) -> Metadat
     }
 }
 
-fn now() -> String {
+/// The time now, as stored: compare stored times with it as text.
+pub fn now() -> String {
     timestamp(chrono::Utc::now())
 }
 
 /// The time `delay` from now, as stored.
-fn after(delay: std::time::Duration) -> String {
+pub fn after(delay: std::time::Duration) -> String {
     // Capped so the result keeps the fixed width of a four-digit year.
     let cap = chrono::Duration::days(365 * 100);
     let delay = chrono::Duration::from_std(delay).unwrap_or(cap).min(cap);
