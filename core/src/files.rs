@@ -41,13 +41,6 @@ impl FileEngine {
             previews: SessionContext::new(),
         }
     }
-
-    fn extension(&self) -> &'static str {
-        match self.format {
-            FileFormat::Csv => ".csv",
-            FileFormat::Parquet => ".parquet",
-        }
-    }
 }
 
 impl fmt::Debug for FileEngine {
@@ -71,7 +64,11 @@ impl Engine for FileEngine {
         if !matches!(location.scheme(), "file" | "s3") {
             return Fit::No;
         }
-        if location.path().to_ascii_lowercase().ends_with(self.extension()) {
+        if location
+            .path()
+            .to_ascii_lowercase()
+            .ends_with(self.format.extension())
+        {
             Fit::Inferred
         } else {
             Fit::Possible
@@ -119,11 +116,10 @@ pub async fn listing_table(
 ) -> Result<Arc<dyn TableProvider>, DataFusionError> {
     let table_url = ListingTableUrl::parse(url)?;
     let options = match format {
-        FileFormat::Parquet => {
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet")
-        }
+        FileFormat::Parquet => ListingOptions::new(Arc::new(ParquetFormat::default())),
         FileFormat::Csv => ListingOptions::new(Arc::new(CsvFormat::default())),
-    };
+    }
+    .with_file_extension(format.extension_in(url));
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .infer_schema(&session.state())

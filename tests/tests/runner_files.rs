@@ -124,6 +124,15 @@ async fn local_csv_and_parquet_files() {
     )
     .await;
 
+    // An upper-case extension reads like a lower-case one: previewed, and queried on the cluster.
+    let upper = dir.path().join("INVOICES.CSV");
+    std::fs::copy(example_csv(), &upper).unwrap();
+    check_source(&runner, "invoices_upper", &format!("file://{}", upper.display())).await;
+    let query = json!({"sql": "SELECT count(*) AS n FROM invoices_upper"});
+    let (status, body) = runner.call(Method::POST, "/api/query", Some(query)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"][0][0], json!(invoices().len().to_string()), "{body}");
+
     let (status, body) = runner
         .call(
             Method::POST,

@@ -18,6 +18,29 @@ pub enum FileFormat {
     Parquet,
 }
 
+impl FileFormat {
+    /// The extension files of this format have, in lower case.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Csv => ".csv",
+            Self::Parquet => ".parquet",
+        }
+    }
+
+    /// The extension the files at `url` are listed by: a single file's own (`.CSV` as written),
+    /// else the format's.
+    pub fn extension_in(self, url: &str) -> String {
+        let extension = self.extension();
+        let path = url.split(['?', '#']).next().unwrap_or(url);
+        match path.len().checked_sub(extension.len()) {
+            Some(start) if path.is_char_boundary(start) && path[start..].eq_ignore_ascii_case(extension) => {
+                path[start..].to_string()
+            }
+            _ => extension.to_string(),
+        }
+    }
+}
+
 /// The first `limit` rows of the file(s) at `url` matching `conditions`, and how many match.
 pub async fn preview(
     ctx: &SessionContext,
@@ -49,9 +72,19 @@ pub async fn preview(
 }
 
 async fn read(ctx: &SessionContext, url: &str, format: FileFormat) -> Result<DataFrame, PreviewError> {
+    let extension = format.extension_in(url);
     let frame = match format {
-        FileFormat::Csv => ctx.read_csv(url, CsvReadOptions::new()).await,
-        FileFormat::Parquet => ctx.read_parquet(url, ParquetReadOptions::default()).await,
+        FileFormat::Csv => {
+            ctx.read_csv(url, CsvReadOptions::new().file_extension(&extension))
+                .await
+        }
+        FileFormat::Parquet => {
+            let options = ParquetReadOptions {
+                file_extension: &extension,
+                ..ParquetReadOptions::default()
+            };
+            ctx.read_parquet(url, options).await
+        }
     };
     frame.map_err(read_error)
 }
@@ -79,6 +112,18 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::io::Write;
+
+    #[test]
+    fn a_single_file_is_listed_by_its_own_extension() {
+        assert_eq!(FileFormat::Csv.extension_in("file:///d/INVOICES.CSV"), ".CSV");
+        assert_eq!(FileFormat::Csv.extension_in("s3://b/x.Csv?versionId=1"), ".Csv");
+        assert_eq!(FileFormat::Csv.extension_in("file:///d/"), ".csv");
+        assert_eq!(
+            FileFormat::Parquet.extension_in("file:///d/x.PARQUET"),
+            ".PARQUET"
+        );
+        assert_eq!(FileFormat::Parquet.extension_in("s3://b/dir/"), ".parquet");
+    }
 
     async fn csv_preview(conditions: serde_json::Value, limit: usize) -> Result<Preview, PreviewError> {
         let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
