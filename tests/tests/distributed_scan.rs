@@ -306,10 +306,23 @@ async fn every_type_every_row_exactly_once_through_two_executors() {
             "an executor exceeded its pool cap: {peaks:?}"
         );
         if partitions >= 7 {
+            // Which executor pulls which task is the scheduler's choice: on a loaded machine one
+            // may take every short task of a run, so the spread is checked over up to three runs.
+            let mut seen = peaks;
+            for _ in 0..2 {
+                if seen.len() == 2 {
+                    break;
+                }
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let watcher = watch_connections(&db, stop.clone());
+                df_row(&ctx, "SELECT count(*) FROM t").await;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                seen.extend(watcher.await.unwrap());
+            }
             assert_eq!(
-                peaks.len(),
+                seen.len(),
                 2,
-                "both executors should have connected with {partitions} partitions: {peaks:?}"
+                "both executors should have connected with {partitions} partitions: {seen:?}"
             );
         }
     }
