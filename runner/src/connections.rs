@@ -1,7 +1,7 @@
 //! Connections: databases registered once by name, the discovery of their tables, and whether
 //! they can be reached.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use kalla_core::source::{ColumnInfo, Health};
 use serde::Serialize;
@@ -43,13 +43,11 @@ pub enum Discovery {
 pub struct Connections {
     db: MetadataDb,
     registry: Registry,
-    grace: Duration,
 }
 
 impl Connections {
-    /// `grace`: how long replaced cache versions stay readable before they are deleted.
-    pub fn new(db: MetadataDb, registry: Registry, grace: Duration) -> Self {
-        Self { db, registry, grace }
+    pub fn new(db: MetadataDb, registry: Registry) -> Self {
+        Self { db, registry }
     }
 
     /// Registers the database `config` describes as `name`, then discovers its tables.
@@ -101,7 +99,10 @@ impl Connections {
                 arrow_schema_json: serde_json::to_string(&found.columns).expect("columns serialize"),
             })
             .collect();
-        let changes = self.db.sync_tables(&record.id, &discovered, self.grace).await?;
+        let changes = self
+            .db
+            .sync_tables(&record.id, &discovered, self.registry.grace())
+            .await?;
         Ok((discovered.len(), changes))
     }
 

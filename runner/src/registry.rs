@@ -170,6 +170,11 @@ impl Registry {
         }
     }
 
+    /// How long cache versions no longer served stay readable before they are deleted.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// What engines are lent to check, plan and preview what is registered.
     pub fn context(&self) -> &SourceContext {
         &self.context

@@ -76,7 +76,7 @@ async fn services(
     });
     let registry = Registry::new(metadata.clone(), secrets, context, grace);
     let sources = Sources::new(registry.clone());
-    let connections = Connections::new(metadata.clone(), registry.clone(), grace);
+    let connections = Connections::new(metadata.clone(), registry.clone());
     let cache_settings = CacheSettings {
         root: config.cache_root()?,
         grace,

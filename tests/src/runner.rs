@@ -269,6 +269,21 @@ impl Runner {
 }
 
 /// What the runner logs for an answer its OpenAPI document does not list.
+/// A documented path pattern (`/api/jobs/{id}`) with every parameter naming nothing that exists.
+pub fn concrete_path(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|part| {
+            if part.starts_with('{') {
+                "no_such_thing"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 pub const UNDOCUMENTED_ANSWER: &str = "undocumented answer";
 
 impl Drop for Runner {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kalla_e2e::cluster::bin_path;
-use kalla_e2e::runner::Runner;
+use kalla_e2e::runner::{Runner, concrete_path};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -77,21 +77,6 @@ async fn documented_roles(runner: &Runner) -> BTreeMap<(String, String), String>
     roles
 }
 
-/// A pattern with every parameter naming nothing that exists.
-fn concrete(pattern: &str) -> String {
-    pattern
-        .split('/')
-        .map(|part| {
-            if part.starts_with('{') {
-                "no_such_thing"
-            } else {
-                part
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// Makes a token of `role` named `name` with the runner's (bootstrap, admin) token; its value.
 async fn issue(runner: &Runner, name: &str, role: &str, expires_in_secs: Option<u64>) -> String {
     let body = json!({"name": name, "role": role, "expires_in_secs": expires_in_secs});
@@ -138,7 +123,7 @@ async fn each_role_gets_exactly_its_routes() {
     }
     for (method, pattern, least) in ROUTES {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let path = concrete(pattern);
+        let path = concrete_path(pattern);
         let body = matches!(method, Method::POST | Method::PUT).then(|| json!({}));
         let (status, answer) = runner.call_as(None, method.clone(), &path, body.clone()).await;
         assert_eq!(

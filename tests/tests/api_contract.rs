@@ -9,7 +9,7 @@
 use std::process::Command;
 
 use kalla_e2e::postgres::TestDatabase;
-use kalla_e2e::runner::Runner;
+use kalla_e2e::runner::{Runner, concrete_path};
 use kalla_e2e::tool;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -34,17 +34,7 @@ async fn documented_operations(runner: &Runner) -> Vec<(Method, String, bool)> {
     for (path, item) in document["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("a path item") {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("an HTTP method");
-            let concrete = path
-                .split('/')
-                .map(|part| {
-                    if part.starts_with('{') {
-                        "no_such_thing"
-                    } else {
-                        part
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("/");
+            let concrete = concrete_path(path);
             let protected = operation["security"]
                 .as_array()
                 .is_some_and(|schemes| schemes.iter().any(|s| s.get("bearer").is_some()));
