@@ -75,7 +75,8 @@ impl Engine for FileEngine {
         }
     }
 
-    fn check(&self, location: &Url, context: &SourceContext) -> Result<(), EngineError> {
+    async fn check(&self, location: &Url, context: &SourceContext) -> Result<(), EngineError> {
+        allowed(location, context)?;
         storage::register_location(&self.previews, location.as_str(), &context.s3)
             .map(drop)
             .map_err(|e| EngineError::InvalidLocation(e.to_string()))
@@ -87,6 +88,7 @@ impl Engine for FileEngine {
         context: &SourceContext,
         session: &SessionContext,
     ) -> Result<Arc<dyn TableProvider>, EngineError> {
+        allowed(location, context)?;
         storage::register_location(session, location.as_str(), &context.s3)
             .map_err(|e| EngineError::InvalidLocation(e.to_string()))?;
         listing_table(session, location.as_str(), self.format)
@@ -101,10 +103,20 @@ impl Engine for FileEngine {
         limit: usize,
         context: &SourceContext,
     ) -> Result<Preview, PreviewError> {
+        allowed(location, context).map_err(|e| PreviewError::NotAllowed(e.to_string()))?;
         storage::register_location(&self.previews, location.as_str(), &context.s3)
             .map_err(|e| PreviewError::Unreachable(e.to_string()))?;
         files::preview(&self.previews, location.as_str(), self.format, conditions, limit).await
     }
+}
+
+/// Errors unless the files at `location` are ones sources may read here; checked each time they
+/// are opened, so a link planted after registration is caught too.
+fn allowed(location: &Url, context: &SourceContext) -> Result<(), EngineError> {
+    context
+        .files
+        .check(location)
+        .map_err(|e| EngineError::NotAllowed(e.to_string()))
 }
 
 /// The files at `url` as one table whose schema is inferred from them; `session` must reach

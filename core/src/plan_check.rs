@@ -6,6 +6,7 @@
 //! (or sent by a compromised scheduler) is refused before any I/O, and the refusal is logged.
 //! Source engines' scans check themselves where they are decoded (Postgres: see `postgres::exec`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ballista_core::execution_plans::{RangeShuffleReaderExec, ShuffleReaderExec};
@@ -29,6 +30,7 @@ use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use url::Url;
 
+use crate::allow::canonical_within;
 use crate::cache::sink::{PartitionParquetSinkExec, SinkSpec};
 use crate::cache::write::WritePlanTable;
 use crate::cache::{CacheDir, CacheError};
@@ -96,21 +98,34 @@ const OPERATORS: &[&str] = &[
 ];
 
 /// Where plans may read and write files: the cache root (cache and job results) and the
-/// directories of file sources, each a `file:///…/` or `s3://bucket/…/` prefix.
+/// directories of file sources, each a `file:///…/` or `s3://bucket/…/` prefix. A local file must
+/// stay under one once links are resolved, too.
 #[derive(Debug, Clone, Default)]
-pub struct DataLocations(Vec<CacheDir>);
+pub struct DataLocations {
+    locations: Vec<CacheDir>,
+    /// The local locations' directories, canonical where they exist.
+    local_roots: Vec<PathBuf>,
+}
 
 impl DataLocations {
     pub fn parse(locations: &[String]) -> Result<Self, CacheError> {
-        locations
+        let locations: Vec<CacheDir> = locations
             .iter()
             .map(|location| CacheDir::parse(location))
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<_, _>>()?;
+        let local_roots = locations
+            .iter()
+            .filter_map(|location| location.url().to_file_path().ok())
+            .map(|dir| std::fs::canonicalize(&dir).unwrap_or(dir))
+            .collect();
+        Ok(Self {
+            locations,
+            local_roots,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.locations.is_empty()
     }
 
     /// Why `location` may not be read or written, if it may not.
@@ -125,15 +140,28 @@ impl DataLocations {
         if !plain_path(&url) {
             return Some(format!("{location} has an encoded `/` or `\\` in its path"));
         }
-        if self.0.iter().any(|root| contains(root.url(), &url)) {
-            return None;
+        if !self.locations.iter().any(|root| contains(root.url(), &url)) {
+            let allowed: Vec<&str> = self.locations.iter().map(CacheDir::as_str).collect();
+            return Some(if allowed.is_empty() {
+                format!("{location} is not under a data location: none is configured (--data-locations)")
+            } else {
+                format!("{location} is not under a data location ({})", allowed.join(", "))
+            });
         }
-        let allowed: Vec<&str> = self.0.iter().map(CacheDir::as_str).collect();
-        Some(if allowed.is_empty() {
-            format!("{location} is not under a data location: none is configured (--data-locations)")
-        } else {
-            format!("{location} is not under a data location ({})", allowed.join(", "))
-        })
+        self.link_refusal(&url)
+    }
+
+    /// Why the local file at `url`, under a data location as written, may not be opened: a
+    /// symbolic link on its way leads out of every data location.
+    fn link_refusal(&self, url: &Url) -> Option<String> {
+        let path = url.to_file_path().ok()?;
+        match canonical_within(&path, &self.local_roots) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(format!(
+                "{url} leads out of the data locations through a symbolic link"
+            )),
+            Err(error) => Some(format!("{url} cannot be looked at: {error}")),
+        }
     }
 }
 

@@ -5,18 +5,22 @@
 //! `pg_stat_activity` shows who is connected; idle connections close after a timeout and an
 //! unused pool is dropped from the registry. TLS follows each URL's `sslmode` with the
 //! certificates the process was configured with ([`crate::tls`]); a source whose sessions fell
-//! back to plaintext is logged once.
+//! back to plaintext is logged once. A pool is made only for a host the process's
+//! [`HostPolicy`] allows, checked against the addresses it resolves to, which its connections
+//! are then pinned to.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 use thiserror::Error;
 
+use crate::allow::{HostError, HostPolicy};
 use crate::tls::{CertificateDir, SslMode, TlsError, TlsSettings};
 
 /// Postgres truncates `application_name` to this many bytes.
@@ -32,6 +36,19 @@ pub enum PoolError {
         #[source]
         source: Box<TlsError>,
     },
+    #[error("{redacted}: {source}")]
+    Host {
+        redacted: String,
+        #[source]
+        source: HostError,
+    },
+}
+
+impl PoolError {
+    /// Whether the source is one this process may not connect to (rather than one it cannot).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Host { source, .. } if source.is_refusal())
+    }
 }
 
 /// How this process's source pools behave.
@@ -53,6 +70,8 @@ pub struct PoolSettings {
     pub ping_when_idle_for: Duration,
     /// The operator's named certificates (`--tls-ca-dir`), which URLs refer to by name.
     pub certificates: Option<CertificateDir>,
+    /// The hosts sources may be on (`--allowed-hosts`).
+    pub hosts: HostPolicy,
 }
 
 impl Default for PoolSettings {
@@ -64,6 +83,7 @@ impl Default for PoolSettings {
             application_name: "kalla".into(),
             ping_when_idle_for: Duration::ZERO,
             certificates: None,
+            hosts: HostPolicy::any(),
         }
     }
 }
@@ -112,15 +132,19 @@ impl PoolRegistry {
         self.settings.read().expect("pool settings lock").clone()
     }
 
-    /// The pool for `connection_url`, created (without connecting) on first use.
-    pub fn get(&self, connection_url: &str) -> Result<PgPool, PoolError> {
+    /// The pool for `connection_url`, created (without connecting) on first use, once its host
+    /// is allowed.
+    pub async fn get(&self, connection_url: &str) -> Result<PgPool, PoolError> {
+        if let Some(pool) = self.existing(connection_url) {
+            return Ok(pool);
+        }
+        let pool = self.create(connection_url).await?;
         let mut pools = self.pools.lock().expect("pool registry lock");
-        self.evict_idle(&mut pools);
         if let Some(entry) = pools.get_mut(connection_url) {
+            // Another task made one meanwhile: use it, so the source keeps one bounded pool.
             entry.last_used = Instant::now();
             return Ok(entry.pool.clone());
         }
-        let pool = self.create(connection_url)?;
         pools.insert(
             connection_url.to_string(),
             Entry {
@@ -129,6 +153,20 @@ impl PoolRegistry {
             },
         );
         Ok(pool)
+    }
+
+    fn existing(&self, connection_url: &str) -> Option<PgPool> {
+        let mut pools = self.pools.lock().expect("pool registry lock");
+        self.evict_idle(&mut pools);
+        let entry = pools.get_mut(connection_url)?;
+        entry.last_used = Instant::now();
+        Some(entry.pool.clone())
+    }
+
+    /// Errors unless `connection_url` names a host (or socket) this process may connect to.
+    pub async fn check_host(&self, connection_url: &str) -> Result<(), PoolError> {
+        let (options, _) = self.options(connection_url)?;
+        self.pinned(options, connection_url).await.map(drop)
     }
 
     /// Errors unless `connection_url`'s TLS parameters are valid and name only certificates this
@@ -159,28 +197,12 @@ impl PoolRegistry {
         self.len() == 0
     }
 
-    fn create(&self, connection_url: &str) -> Result<PgPool, PoolError> {
+    async fn create(&self, connection_url: &str) -> Result<PgPool, PoolError> {
         let settings = self.settings();
-        let redacted = || redact_connection_url(connection_url);
-        let mut url = url::Url::parse(connection_url).map_err(|e| PoolError::InvalidUrl {
-            redacted: redacted(),
-            reason: e.to_string(),
-        })?;
-        let tls = TlsSettings::take_from(&mut url).map_err(|e| tls_error(connection_url, e))?;
-        let options = PgConnectOptions::from_str(url.as_str())
-            .map_err(|e| PoolError::InvalidUrl {
-                redacted: redacted(),
-                reason: redact_in(&e.to_string(), connection_url),
-            })?
-            .application_name(&settings.application_name)
-            // Literals rendered into COPY statements rely on standard string quoting.
-            .options([("standard_conforming_strings", "on")]);
-        let options = tls
-            .apply(options, settings.certificates.as_ref())
-            .map_err(|e| tls_error(connection_url, e))?;
+        let (options, mode) = self.options(connection_url)?;
+        let options = self.pinned(options, connection_url).await?;
         let checked_encryption = Arc::new(AtomicBool::new(false));
-        let source = redacted();
-        let mode = tls.mode();
+        let source = redact_connection_url(connection_url);
         let ping_when_idle_for = settings.ping_when_idle_for;
         Ok(PgPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -207,6 +229,65 @@ impl PoolRegistry {
             .connect_lazy_with(options))
     }
 
+    /// The connection options of `connection_url`, TLS applied, and the `sslmode` it asked for;
+    /// its host not yet checked.
+    fn options(&self, connection_url: &str) -> Result<(PgConnectOptions, Option<SslMode>), PoolError> {
+        let settings = self.settings();
+        let redacted = || redact_connection_url(connection_url);
+        let mut url = url::Url::parse(connection_url).map_err(|e| PoolError::InvalidUrl {
+            redacted: redacted(),
+            reason: e.to_string(),
+        })?;
+        let tls = TlsSettings::take_from(&mut url).map_err(|e| tls_error(connection_url, e))?;
+        let options = PgConnectOptions::from_str(url.as_str())
+            .map_err(|e| PoolError::InvalidUrl {
+                redacted: redacted(),
+                reason: redact_in(&e.to_string(), connection_url),
+            })?
+            .application_name(&settings.application_name)
+            // Literals rendered into COPY statements rely on standard string quoting.
+            .options([("standard_conforming_strings", "on")]);
+        let options = tls
+            .apply(options, settings.certificates.as_ref())
+            .map_err(|e| tls_error(connection_url, e))?;
+        Ok((options, tls.mode()))
+    }
+
+    /// `options` once its host is allowed: a socket directory or `hostaddr` only if listed, a host
+    /// name only if every address it resolves to is allowed. Connections then go to the checked
+    /// address, so a resolver answering differently later cannot move them, unless `verify-full`
+    /// checks the server's certificate against the name.
+    async fn pinned(
+        &self,
+        options: PgConnectOptions,
+        connection_url: &str,
+    ) -> Result<PgConnectOptions, PoolError> {
+        let hosts = self.settings().hosts;
+        let refused = |source: HostError| PoolError::Host {
+            redacted: redact_connection_url(connection_url),
+            source,
+        };
+        if let Some(dir) = socket_dir(&options) {
+            hosts.check_socket_dir(&dir).map_err(refused)?;
+            return Ok(options);
+        }
+        if let Some(address) = host_address(connection_url) {
+            hosts.check_host_address(address).map_err(refused)?;
+            return Ok(options);
+        }
+        if hosts.allows_any_host() {
+            return Ok(options);
+        }
+        let addresses = hosts
+            .resolve(options.get_host(), options.get_port())
+            .await
+            .map_err(refused)?;
+        if matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) {
+            return Ok(options);
+        }
+        Ok(options.host(&addresses[0].ip().to_string()))
+    }
+
     /// Drops pools that have had no connections checked out for the idle timeout.
     fn evict_idle(&self, pools: &mut HashMap<String, Entry>) {
         let idle_timeout = self.settings().idle_timeout;
@@ -222,6 +303,25 @@ impl PoolRegistry {
             keep
         });
     }
+}
+
+/// The Unix socket directory `options` connect through, if any (a `host` that is a path, given
+/// in the URL or taken from the defaults).
+fn socket_dir(options: &PgConnectOptions) -> Option<std::path::PathBuf> {
+    if let Some(socket) = options.get_socket() {
+        return Some(socket.clone());
+    }
+    options
+        .get_host()
+        .starts_with('/')
+        .then(|| options.get_host().into())
+}
+
+/// A `hostaddr` parameter's address: where connections go whatever the host says.
+fn host_address(connection_url: &str) -> Option<IpAddr> {
+    let url = url::Url::parse(connection_url).ok()?;
+    let (_, value) = url.query_pairs().find(|(key, _)| key == "hostaddr")?;
+    value.parse().ok()
 }
 
 fn tls_error(connection_url: &str, error: TlsError) -> PoolError {
@@ -323,9 +423,9 @@ mod tests {
     #[tokio::test]
     async fn one_pool_per_source_reused_across_calls() {
         let registry = PoolRegistry::new(PoolSettings::default());
-        let a1 = registry.get("postgres://u@127.0.0.1:1/a").unwrap();
-        let a2 = registry.get("postgres://u@127.0.0.1:1/a").unwrap();
-        let b = registry.get("postgres://u@127.0.0.1:1/b").unwrap();
+        let a1 = registry.get("postgres://u@127.0.0.1:1/a").await.unwrap();
+        let a2 = registry.get("postgres://u@127.0.0.1:1/a").await.unwrap();
+        let b = registry.get("postgres://u@127.0.0.1:1/b").await.unwrap();
         assert_eq!(registry.len(), 2);
         assert_eq!(a1.options().get_max_connections(), 4);
         // A pool's options live in its shared state: one address means one pool, whose
@@ -341,10 +441,46 @@ mod tests {
             idle_timeout: Duration::from_millis(10),
             ..PoolSettings::default()
         });
-        registry.get("postgres://u@127.0.0.1:1/a").unwrap();
+        registry.get("postgres://u@127.0.0.1:1/a").await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        registry.get("postgres://u@127.0.0.1:1/b").unwrap();
+        registry.get("postgres://u@127.0.0.1:1/b").await.unwrap();
         assert_eq!(registry.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sockets_hostaddr_and_internal_hosts_get_no_pool() {
+        let strict = PoolRegistry::new(PoolSettings {
+            hosts: HostPolicy::new(&[], true).unwrap(),
+            ..PoolSettings::default()
+        });
+        let open = PoolRegistry::new(PoolSettings::default());
+        for url in [
+            "postgres://u@db.example/x?host=/var/run/postgresql",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/x",
+            "postgres://u@db.example/x?hostaddr=10.0.0.1",
+        ] {
+            for registry in [&strict, &open] {
+                let error = registry.get(url).await.unwrap_err();
+                assert!(error.is_refusal(), "{url}: {error}");
+            }
+        }
+        // 2852039166 is 169.254.169.254 to the resolver: a name that is a link-local address.
+        for url in ["postgres://u@127.0.0.1:1/x", "postgres://u@2852039166:1/x"] {
+            let error = strict.get(url).await.unwrap_err();
+            assert!(error.is_refusal(), "{url}: {error}");
+            assert!(error.to_string().contains("--allowed-hosts"), "{error}");
+            assert!(open.get(url).await.is_ok());
+        }
+        let listed = PoolRegistry::new(PoolSettings {
+            hosts: HostPolicy::new(&["/var/run/postgresql/".into(), "127.0.0.0/8".into()], true).unwrap(),
+            ..PoolSettings::default()
+        });
+        listed
+            .get("postgres://u@h/x?host=/var/run/postgresql")
+            .await
+            .unwrap();
+        listed.get("postgres://u@localhost:1/x").await.unwrap();
+        assert_eq!(strict.len() + listed.len(), 2);
     }
 
     #[test]

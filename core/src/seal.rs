@@ -9,9 +9,16 @@
 //!   captured plan) never holds what opens the stored passwords.
 //!
 //! The two are distinct types, so one cannot be passed where the other belongs.
+//!
+//! Each is a key ring so it can be rotated without stopping anything: the first key seals, every
+//! key opens. A key given as a file (`KALLA_CLUSTER_KEY_FILE`, `KALLA_SECRET_KEY_FILE`) is read
+//! again when the file changes, so a rotated key reaches running executors and runners.
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -25,6 +32,10 @@ use thiserror::Error;
 pub const CLUSTER_KEY_ENV: &str = "KALLA_CLUSTER_KEY";
 /// Environment variable holding the secrets key (the runner only).
 pub const SECRET_KEY_ENV: &str = "KALLA_SECRET_KEY";
+/// Environment variable naming a file that holds the cluster key ring, read again on change.
+pub const CLUSTER_KEY_FILE_ENV: &str = "KALLA_CLUSTER_KEY_FILE";
+/// Environment variable naming a file that holds the secrets key ring, read again on change.
+pub const SECRET_KEY_FILE_ENV: &str = "KALLA_SECRET_KEY_FILE";
 
 const NONCE_LEN: usize = 12;
 const SEALED_PREFIX: &str = "kalla-sealed-v1:";
@@ -46,6 +57,14 @@ pub enum SealError {
     },
     #[error("{variable} must decode to exactly 32 bytes, got {length} (use `openssl rand -base64 32`)")]
     KeyWrongLength { variable: &'static str, length: usize },
+    #[error("{variable} holds no key: give one or more (comma- or line-separated, the sealing key first)")]
+    NoKey { variable: &'static str },
+    #[error("cannot read the key file {path} ({variable}_FILE): {reason}")]
+    KeyFile {
+        variable: &'static str,
+        path: String,
+        reason: String,
+    },
     #[error("sealed value is malformed")]
     Malformed,
     #[error(
@@ -58,6 +77,8 @@ pub enum SealError {
 /// What a key is for: the variable that configures it and how errors name it.
 pub trait KeyKind {
     const VARIABLE: &'static str;
+    /// The variable naming a file that holds the key ring instead.
+    const FILE_VARIABLE: &'static str;
     const WHAT: &'static str;
 }
 
@@ -67,6 +88,7 @@ pub enum Cluster {}
 
 impl KeyKind for Cluster {
     const VARIABLE: &'static str = CLUSTER_KEY_ENV;
+    const FILE_VARIABLE: &'static str = CLUSTER_KEY_FILE_ENV;
     const WHAT: &'static str = "cluster key";
 }
 
@@ -76,6 +98,7 @@ pub enum Secrets {}
 
 impl KeyKind for Secrets {
     const VARIABLE: &'static str = SECRET_KEY_ENV;
+    const FILE_VARIABLE: &'static str = SECRET_KEY_FILE_ENV;
     const WHAT: &'static str = "secrets key";
 }
 
@@ -84,39 +107,102 @@ pub type ClusterKey = SealingKey<Cluster>;
 /// Seals the secrets stored in the metadata DB; held by the runner alone.
 pub type SecretsKey = SealingKey<Secrets>;
 
-/// A 256-bit AES-GCM key of one [`KeyKind`].
+/// A ring of 256-bit AES-GCM keys of one [`KeyKind`]: the first seals, each opens. Clones
+/// share the ring, so a key file read again updates every holder.
 pub struct SealingKey<K> {
-    cipher: Aes256Gcm,
+    ring: Arc<Ring>,
     kind: PhantomData<K>,
+}
+
+struct Ring {
+    keys: RwLock<Keys>,
+    /// Where the keys come from, when read from a file.
+    file: Option<PathBuf>,
+}
+
+struct Keys {
+    /// Never empty; the first seals.
+    ciphers: Vec<Aes256Gcm>,
+    /// The key file's modification time when it was read.
+    modified: Option<SystemTime>,
 }
 
 impl<K> Clone for SealingKey<K> {
     fn clone(&self) -> Self {
         Self {
-            cipher: self.cipher.clone(),
+            ring: self.ring.clone(),
             kind: PhantomData,
         }
     }
 }
 
 impl<K: KeyKind> SealingKey<K> {
+    /// One key, or several separated by commas or lines: the first seals, every one opens (the
+    /// ones before it during a rotation).
     pub fn from_base64(encoded: &str) -> Result<Self, SealError> {
-        let variable = K::VARIABLE;
-        let bytes = BASE64
-            .decode(encoded.trim())
-            .map_err(|source| SealError::KeyNotBase64 { variable, source })?;
-        let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| SealError::KeyWrongLength {
-            variable,
-            length: bytes.len(),
-        })?;
-        Ok(Self {
-            cipher,
-            kind: PhantomData,
-        })
+        Ok(Self::with_ring(parse_keys::<K>(encoded)?, None, None))
     }
 
-    /// Reads the key's variable; an error says what is missing or malformed.
+    /// The keys in the file at `path`, read again whenever the file changes.
+    pub fn from_file(path: &Path) -> Result<Self, SealError> {
+        let (ciphers, modified) = read_key_file::<K>(path)?;
+        Ok(Self::with_ring(ciphers, Some(path.to_path_buf()), modified))
+    }
+
+    fn with_ring(ciphers: Vec<Aes256Gcm>, file: Option<PathBuf>, modified: Option<SystemTime>) -> Self {
+        Self {
+            ring: Arc::new(Ring {
+                keys: RwLock::new(Keys { ciphers, modified }),
+                file,
+            }),
+            kind: PhantomData,
+        }
+    }
+
+    /// How many keys the ring holds (one outside a rotation).
+    pub fn key_count(&self) -> usize {
+        self.ciphers().len()
+    }
+
+    /// The ring's keys, the key file read again first if it changed. A file that no longer
+    /// reads as keys leaves the ring as it was, and says so.
+    fn ciphers(&self) -> Vec<Aes256Gcm> {
+        if let Some(path) = &self.ring.file {
+            self.reload_if_changed(path);
+        }
+        let keys = self.ring.keys.read().unwrap_or_else(PoisonError::into_inner);
+        keys.ciphers.clone()
+    }
+
+    fn reload_if_changed(&self, path: &Path) {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let unchanged = {
+            let keys = self.ring.keys.read().unwrap_or_else(PoisonError::into_inner);
+            keys.modified == modified
+        };
+        if unchanged {
+            return;
+        }
+        let mut keys = self.ring.keys.write().unwrap_or_else(PoisonError::into_inner);
+        match read_key_file::<K>(path) {
+            Ok((ciphers, modified)) => {
+                tracing::info!(file = %path.display(), keys = ciphers.len(), "the {} was read again", K::WHAT);
+                *keys = Keys { ciphers, modified };
+            }
+            Err(error) => {
+                // Tried again at the next change, not at every use.
+                keys.modified = modified;
+                tracing::error!(%error, "the {} file changed but cannot be used; the keys read before stay", K::WHAT);
+            }
+        }
+    }
+
+    /// Reads the key's file (`<VARIABLE>_FILE`) or variable; an error says what is missing or
+    /// malformed.
     pub fn from_env() -> Result<Self, SealError> {
+        if let Some(path) = std::env::var_os(K::FILE_VARIABLE) {
+            return Self::from_file(Path::new(&path));
+        }
         match std::env::var(K::VARIABLE) {
             Ok(value) if !value.trim().is_empty() => Self::from_base64(&value),
             _ => Err(Self::missing()),
@@ -152,8 +238,7 @@ impl<K: KeyKind> SealingKey<K> {
             msg: plaintext.as_bytes(),
             aad: purpose.as_bytes(),
         };
-        let ciphertext = self
-            .cipher
+        let ciphertext = self.ciphers()[0]
             .encrypt(Nonce::from_slice(&nonce), payload)
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut sealed = nonce.to_vec();
@@ -162,24 +247,72 @@ impl<K: KeyKind> SealingKey<K> {
     }
 
     pub fn unseal(&self, purpose: &str, sealed: &Sealed) -> Result<String, SealError> {
+        self.unseal_noting_key(purpose, sealed)
+            .map(|(plaintext, _)| plaintext)
+    }
+
+    /// The plaintext, and whether the sealing key (the ring's first) sealed it: `false` means it
+    /// should be sealed again before an older key leaves the ring.
+    pub fn unseal_noting_key(&self, purpose: &str, sealed: &Sealed) -> Result<(String, bool), SealError> {
         let encoded = sealed.0.strip_prefix(SEALED_PREFIX).ok_or(SealError::Malformed)?;
         let bytes = BASE64.decode(encoded).map_err(|_| SealError::Malformed)?;
         if bytes.len() < NONCE_LEN {
             return Err(SealError::Malformed);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        let payload = Payload {
+        let payload = || Payload {
             msg: ciphertext,
             aad: purpose.as_bytes(),
         };
-        let plaintext = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), payload)
-            .map_err(|_| SealError::WrongKeyOrTampered {
+        let ciphers = self.ciphers();
+        let (index, plaintext) = ciphers
+            .iter()
+            .enumerate()
+            .find_map(|(index, cipher)| {
+                let plaintext = cipher.decrypt(Nonce::from_slice(nonce), payload()).ok()?;
+                Some((index, plaintext))
+            })
+            .ok_or(SealError::WrongKeyOrTampered {
                 variable: K::VARIABLE,
             })?;
-        String::from_utf8(plaintext).map_err(|_| SealError::Malformed)
+        let plaintext = String::from_utf8(plaintext).map_err(|_| SealError::Malformed)?;
+        Ok((plaintext, index == 0))
     }
+}
+
+/// The keys `encoded` holds, separated by commas or white space.
+fn parse_keys<K: KeyKind>(encoded: &str) -> Result<Vec<Aes256Gcm>, SealError> {
+    let variable = K::VARIABLE;
+    let ciphers = encoded
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|key| !key.is_empty())
+        .map(|key| {
+            let bytes = BASE64
+                .decode(key)
+                .map_err(|source| SealError::KeyNotBase64 { variable, source })?;
+            Aes256Gcm::new_from_slice(&bytes).map_err(|_| SealError::KeyWrongLength {
+                variable,
+                length: bytes.len(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ciphers.is_empty() {
+        return Err(SealError::NoKey { variable });
+    }
+    Ok(ciphers)
+}
+
+fn read_key_file<K: KeyKind>(path: &Path) -> Result<(Vec<Aes256Gcm>, Option<SystemTime>), SealError> {
+    let unreadable = |error: std::io::Error| SealError::KeyFile {
+        variable: K::VARIABLE,
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    };
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(unreadable)?;
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    Ok((parse_keys::<K>(&text)?, Some(modified)))
 }
 
 impl<K: KeyKind> fmt::Debug for SealingKey<K> {
@@ -267,6 +400,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains(SECRET_KEY_ENV), "{error}");
+    }
+
+    #[test]
+    fn a_ring_seals_with_its_first_key_and_opens_with_each() {
+        let (old, new) = (ClusterKey::generate_base64(), ClusterKey::generate_base64());
+        let before = ClusterKey::from_base64(&old).unwrap();
+        let sealed_before = before.seal("p", "secret");
+        let during = ClusterKey::from_base64(&format!("{new},{old}")).unwrap();
+        assert_eq!(during.key_count(), 2);
+        assert_eq!(
+            during.unseal_noting_key("p", &sealed_before).unwrap(),
+            ("secret".into(), false)
+        );
+        let sealed_during = during.seal("p", "secret");
+        assert_eq!(
+            during.unseal_noting_key("p", &sealed_during).unwrap(),
+            ("secret".into(), true)
+        );
+        assert!(
+            before.unseal("p", &sealed_during).is_err(),
+            "the new key sealed it"
+        );
+        let after = ClusterKey::from_base64(&new).unwrap();
+        assert!(after.unseal("p", &sealed_during).is_ok());
+        assert!(after.unseal("p", &sealed_before).is_err(), "the old key is gone");
+        assert!(matches!(
+            ClusterKey::from_base64(" , "),
+            Err(SealError::NoKey { .. })
+        ));
+    }
+
+    #[test]
+    fn a_key_file_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let (old, new) = (ClusterKey::generate_base64(), ClusterKey::generate_base64());
+        std::fs::write(&path, format!("{old}\n")).unwrap();
+        let key = ClusterKey::from_file(&path).unwrap();
+        let held_elsewhere = key.clone();
+        let sealed_old = key.seal("p", "secret");
+        let rewrite = |text: String| {
+            // A new modification time, even on a file system with coarse timestamps.
+            let file = std::fs::File::create(&path).unwrap();
+            std::io::Write::write_all(&mut &file, text.as_bytes()).unwrap();
+            let later = SystemTime::now() + std::time::Duration::from_secs(5);
+            file.set_modified(later).unwrap();
+        };
+        rewrite(format!("{new}\n{old}\n"));
+        let sealed_new = held_elsewhere.seal("p", "secret");
+        assert!(
+            key.unseal_noting_key("p", &sealed_new).unwrap().1,
+            "sealed by the new key"
+        );
+        assert!(
+            !key.unseal_noting_key("p", &sealed_old).unwrap().1,
+            "sealed by the old key"
+        );
+        rewrite("not a key".into());
+        assert_eq!(key.key_count(), 2, "a broken file leaves the ring as it was");
     }
 
     #[test]

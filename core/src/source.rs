@@ -20,6 +20,7 @@ use serde_json::Value;
 use thiserror::Error;
 use url::Url;
 
+use crate::allow::FileAccess;
 use crate::ident::QualifiedName;
 use crate::preview::{Condition, Preview, PreviewError};
 use crate::seal::ClusterKey;
@@ -40,6 +41,10 @@ pub enum EngineError {
     /// Planning the table for a scan failed.
     #[error("{0}")]
     Failed(String),
+    /// The location is outside what this process may reach (`--file-roots`, `--allowed-hosts`,
+    /// `--allowed-buckets`); the message names the rule.
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 /// Rows a preview counts unless configured otherwise.
@@ -54,6 +59,8 @@ pub struct SourceContext {
     pub s3: S3Settings,
     /// Rows a preview counts before it reports the total as a lower bound.
     pub count_cap: u64,
+    /// The directories and buckets file sources may be read from.
+    pub files: FileAccess,
 }
 
 impl SourceContext {
@@ -63,6 +70,7 @@ impl SourceContext {
             scans: ScanOptions::default(),
             s3: S3Settings::default(),
             count_cap: DEFAULT_COUNT_CAP,
+            files: FileAccess::any(),
         }
     }
 }
@@ -124,7 +132,7 @@ pub trait Engine: fmt::Debug + Send + Sync + 'static {
     fn fits(&self, location: &Url) -> Fit;
 
     /// Checks a table's location before it is registered: that it parses and is allowed here.
-    fn check(&self, location: &Url, context: &SourceContext) -> Result<(), EngineError>;
+    async fn check(&self, location: &Url, context: &SourceContext) -> Result<(), EngineError>;
 
     /// The table at `location`, planned for a scan on the cluster `session` is connected to.
     async fn table(
@@ -188,8 +196,9 @@ pub trait Engine: fmt::Debug + Send + Sync + 'static {
 /// An engine's side of connections: databases registered once, whose tables are discovered.
 #[async_trait]
 pub trait Database: Send + Sync {
-    /// The database's URL (password included) from a connection's `config`.
-    fn url(&self, config: &Value) -> Result<Url, EngineError>;
+    /// The database's URL (password included) from a connection's `config`, once it is checked
+    /// to be one this process may connect to.
+    async fn url(&self, config: &Value) -> Result<Url, EngineError>;
 
     /// The settings users see of a stored URL (no password; `"***"` where one is stored).
     fn shown_config(&self, stored: &Url, has_password: bool) -> Value;

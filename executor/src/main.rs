@@ -2,8 +2,9 @@
 //!
 //! It accepts every flag of Ballista's stock `ballista-executor`, each also settable as a
 //! `KALLA_*` environment variable, plus the source pool settings below. It needs the cluster
-//! key (`KALLA_CLUSTER_KEY`) to open scan grants, and refuses to start holding the runner's
-//! secrets key (`KALLA_SECRET_KEY`); and S3 settings (`--s3-*`, else the standard
+//! key (`KALLA_CLUSTER_KEY`, or `KALLA_CLUSTER_KEY_FILE`, read again when it changes, so a
+//! rotated key is taken up without a restart) to open scan grants, and refuses to start holding
+//! the runner's secrets key (`KALLA_SECRET_KEY`); and S3 settings (`--s3-*`, else the standard
 //! `AWS_*` variables) to reach an `s3://` cache. It checks every task's plan as it decodes it
 //! (`kalla_core::plan_check`). With mutual TLS (the default) it asks the scheduler for tasks and
 //! serves only its Flight service, behind a TLS front (see `flight`).
@@ -20,13 +21,14 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_executor::health::spawn_health_server;
 use clap::Parser;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use kalla_core::allow::HostPolicy;
 use kalla_core::cluster_tls::server::mutual_acceptor;
 use kalla_core::cluster_tls::{ClusterTlsArgs, ClusterTransport, DEFAULT_SCHEDULING_POLICY, client};
 use kalla_core::codec::{KallaLogicalCodec, KallaPhysicalCodec};
 use kalla_core::plan_check::{DataLocationArgs, PlanCheck};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
 use kalla_core::process::{LogFiles, LogSettings};
-use kalla_core::seal::{CLUSTER_KEY_ENV, SECRET_KEY_ENV};
+use kalla_core::seal::{CLUSTER_KEY_ENV, CLUSTER_KEY_FILE_ENV, SECRET_KEY_ENV, SECRET_KEY_FILE_ENV};
 use kalla_core::storage::{ObjectStores, S3Args, S3Settings};
 use kalla_core::tls::{CertificateArgs, CertificateDir};
 use kalla_core::{ClusterKey, process, session};
@@ -49,6 +51,12 @@ struct Args {
     /// Seconds before an idle source connection is closed.
     #[arg(long, default_value_t = PoolSettings::default().idle_timeout.as_secs())]
     source_pool_idle_timeout_secs: u64,
+    /// Hosts (comma-separated names, `*.domains`, `*` for any name, addresses, CIDR networks,
+    /// socket directories) scans may connect to, checked against the addresses they resolve to.
+    /// Default: any but loopback, link-local (cloud metadata) and unspecified addresses, which
+    /// only a network listed here admits; Unix sockets and `hostaddr` only where listed.
+    #[arg(long, value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     #[command(flatten)]
     s3: S3Args,
     #[command(flatten)]
@@ -74,6 +82,7 @@ struct Validated {
     certificates: Option<CertificateDir>,
     plan_check: PlanCheck,
     transport: ClusterTransport,
+    hosts: HostPolicy,
 }
 
 fn validated(
@@ -81,6 +90,7 @@ fn validated(
     database_tls: &CertificateArgs,
     data: &DataLocationArgs,
     tls: &ClusterTlsArgs,
+    allowed_hosts: &[String],
 ) -> anyhow::Result<Validated> {
     refuse_secrets_key()?;
     let key = ClusterKey::from_env().context("kalla-executor cannot start")?;
@@ -88,6 +98,7 @@ fn validated(
     let plan_check = data
         .plan_check()
         .context("--data-locations / KALLA_DATA_LOCATIONS")?;
+    let hosts = HostPolicy::new(allowed_hosts, true).context("--allowed-hosts / KALLA_ALLOWED_HOSTS")?;
     let transport = tls.transport()?;
     transport.check_policy(ballista.task_scheduling_policy, "--task-scheduling-policy")?;
     // Behind the TLS front the scheduler would see every executor come from loopback.
@@ -110,15 +121,19 @@ fn validated(
         certificates,
         plan_check,
         transport,
+        hosts,
     })
 }
 
 /// An executor never needs the secrets key: one set here (an old deployment's single key, or a
 /// copied env file) would put what opens every stored password on every executor's host.
 fn refuse_secrets_key() -> anyhow::Result<()> {
-    if std::env::var_os(SECRET_KEY_ENV).is_some() {
+    if let Some(variable) = [SECRET_KEY_ENV, SECRET_KEY_FILE_ENV]
+        .into_iter()
+        .find(|variable| std::env::var_os(variable).is_some())
+    {
         anyhow::bail!(
-            "{SECRET_KEY_ENV} is set: executors must not hold the runner's secrets key; remove it \
+            "{variable} is set: executors must not hold the runner's secrets key; remove it \
              and give executors the cluster key as {CLUSTER_KEY_ENV} (the runner holds both)"
         );
     }
@@ -148,12 +163,24 @@ fn start() -> anyhow::Result<()> {
             arg.default_value(DEFAULT_SCHEDULING_POLICY)
         })
     });
-    let stray = process::stray_variables::<Args>(&[CLUSTER_KEY_ENV, SECRET_KEY_ENV]);
+    let stray = process::stray_variables::<Args>(&[
+        CLUSTER_KEY_ENV,
+        CLUSTER_KEY_FILE_ENV,
+        SECRET_KEY_ENV,
+        SECRET_KEY_FILE_ENV,
+    ]);
     if args.check_config {
         process::exit_after_check(
             NAME,
             &stray,
-            validated(args.ballista, &args.database_tls, &args.data, &args.tls).map(|executor| {
+            validated(
+                args.ballista,
+                &args.database_tls,
+                &args.data,
+                &args.tls,
+                &args.allowed_hosts,
+            )
+            .map(|executor| {
                 if matches!(executor.transport, ClusterTransport::Plaintext) {
                     eprintln!(
                         "{NAME}: warning: --plaintext: the cluster plane is unencrypted and unauthenticated"
@@ -162,7 +189,13 @@ fn start() -> anyhow::Result<()> {
             }),
         );
     }
-    let executor = validated(args.ballista, &args.database_tls, &args.data, &args.tls)?;
+    let executor = validated(
+        args.ballista,
+        &args.database_tls,
+        &args.data,
+        &args.tls,
+        &args.allowed_hosts,
+    )?;
     // Outlives the runtime, so the log file gets every line until the process ends.
     let _log = process::init_logging(&executor.log)?;
     process::warn_stray(&stray);
@@ -171,6 +204,7 @@ fn start() -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.source_pool_idle_timeout_secs),
         application_name: format!("kalla-executor-{}", executor.config.executor_id),
         certificates: executor.certificates.clone(),
+        hosts: executor.hosts.clone(),
         ..PoolSettings::default()
     };
     tokio::runtime::Runtime::new()?.block_on(run(executor, pool, args.s3.settings()))

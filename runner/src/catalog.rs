@@ -20,6 +20,7 @@ use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::Statement;
 use kalla_core::cache::version_table;
 use kalla_core::ident::{Ident, QualifiedName};
+use kalla_core::source::EngineError;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -39,12 +40,23 @@ pub enum CatalogError {
     UnknownTable(String),
     #[error("the query failed: {0}")]
     Failed(String),
+    #[error("{0}")]
+    NotAllowed(String),
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+}
+
+impl From<EngineError> for CatalogError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::NotAllowed(message) => Self::NotAllowed(message),
+            other => Self::Failed(other.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -183,8 +195,7 @@ impl Catalog {
                 .table_of(&table_name)
                 .ok_or_else(|| CatalogError::UnknownTable(name.clone()))?
                 .table(session, self.registry.context())
-                .await
-                .map_err(|e| CatalogError::Failed(e.to_string()))?;
+                .await?;
             let read = TableRead {
                 name,
                 read: "live",
@@ -215,8 +226,7 @@ impl Catalog {
             .locate(Kind::Source, alias)
             .await?
             .table(session, self.registry.context())
-            .await
-            .map_err(|e| CatalogError::Failed(e.to_string()))?;
+            .await?;
         session
             .register_table(alias, provider)
             .map_err(|e| CatalogError::Failed(e.to_string()))?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
-use kalla_core::allow::{HostError, HostPolicy};
+use kalla_core::allow::{Buckets, FileAccess, FileRoots, HostError, HostPolicy};
 use kalla_core::cache::CacheDir;
 use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
 use kalla_core::process::with_env_fallbacks;
@@ -104,6 +104,16 @@ pub struct RunnerConfig {
     /// base64, the executors' KALLA_CLUSTER_KEY (default in embedded mode: a fresh one per start).
     #[arg(long, hide_env_values = true)]
     pub cluster_key: Option<SecretString>,
+    /// A file holding the secrets key (instead of --secret-key), read again when it changes: to
+    /// rotate, write the new key first and the old one after it (one per line), wait until
+    /// `GET /api/keys` reports no secret sealed with older keys, then remove the old one.
+    #[arg(long, conflicts_with = "secret_key")]
+    pub secret_key_file: Option<PathBuf>,
+    /// A file holding the cluster key (instead of --cluster-key), read again when it changes: to
+    /// rotate, give executors the new key after the old one, then the runner the new key first,
+    /// then (once the jobs planned before have ended) drop the old key everywhere.
+    #[arg(long, conflicts_with = "cluster_key")]
+    pub cluster_key_file: Option<PathBuf>,
     /// S3 settings for s3:// sources and the cache (default: AWS and the `AWS_*` variables).
     #[command(flatten)]
     pub s3: S3Args,
@@ -158,11 +168,21 @@ pub struct RunnerConfig {
     /// a browser; none by default, so browsers refuse cross-origin calls.
     #[arg(long, value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
-    /// Hosts (names, `*.domains`, addresses, CIDR networks; comma-separated) job callbacks may
-    /// go to. Default: any host; with `--scheduler`, any but loopback, link-local (cloud
-    /// metadata) and unspecified addresses, which only a network listed here admits.
+    /// Hosts (comma-separated names, `*.domains`, `*` for any name, addresses, CIDR networks,
+    /// socket directories) sources, connections and job callbacks may reach, checked against
+    /// the addresses they resolve to. Default: any host; with `--scheduler`, any but loopback,
+    /// link-local (cloud metadata) and unspecified addresses, which only a network listed here
+    /// admits. Unix sockets and `hostaddr` only where listed.
     #[arg(long, value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+    /// Directories (comma-separated) file sources may be read from, `..` and links resolved.
+    /// Default: the working directory and the data dir; with `--scheduler`, none.
+    #[arg(long, value_delimiter = ',')]
+    pub file_roots: Vec<PathBuf>,
+    /// Buckets (comma-separated names, `*` for any) s3:// file sources may be read from.
+    /// Default: any; with `--scheduler`, only the cache's bucket.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_buckets: Vec<String>,
     /// Let job callbacks use plain http:// (default: https:// only).
     #[arg(long)]
     pub allow_http_callbacks: bool,
@@ -223,14 +243,14 @@ impl RunnerConfig {
         self.check_keys()?;
         if let Some(scheduler) = &self.scheduler {
             crate::cluster::scheduler_url(scheduler, false).context("--scheduler / KALLA_SCHEDULER")?;
-            if self.secret_key.is_none() {
+            if self.secret_key.is_none() && self.secret_key_file.is_none() {
                 bail!(
                     "KALLA_SECRET_KEY (or --secret-key) is required with a remote scheduler: the key \
                      that seals stored secrets, kept by every runner of this metadata DB and by no \
                      executor (generate one with `openssl rand -base64 32`)"
                 );
             }
-            if self.cluster_key.is_none() {
+            if self.cluster_key.is_none() && self.cluster_key_file.is_none() {
                 bail!(
                     "KALLA_CLUSTER_KEY (or --cluster-key) is required with a remote scheduler: set it \
                      to the key the executors use (generate one with `openssl rand -base64 32`)"
@@ -259,6 +279,7 @@ impl RunnerConfig {
         }
         self.host_policy()
             .context("--allowed-hosts / KALLA_ALLOWED_HOSTS")?;
+        FileRoots::under(&self.file_roots).context("--file-roots / KALLA_FILE_ROOTS")?;
         if let Some(keys) = &self.callback_signing_keys
             && keys.expose().split(',').any(|key| key.trim().len() < 32)
         {
@@ -277,20 +298,53 @@ impl RunnerConfig {
         HostPolicy::new(&self.allowed_hosts, self.scheduler.is_some())
     }
 
+    /// Where file sources may be read: `--file-roots` and `--allowed-buckets`, or their defaults.
+    pub fn file_access(&self) -> anyhow::Result<FileAccess> {
+        let roots = if !self.file_roots.is_empty() {
+            FileRoots::under(&self.file_roots)
+        } else if self.scheduler.is_none() {
+            crate::local_state::prepare_data_dir(&self.data_dir)?;
+            FileRoots::under(&[std::env::current_dir()?, self.data_dir.clone()])
+        } else {
+            Ok(FileRoots::Under(Vec::new()))
+        }
+        .context("--file-roots / KALLA_FILE_ROOTS")?;
+        let buckets = if self.allowed_buckets.iter().any(|bucket| bucket == "*") {
+            Buckets::Any
+        } else if !self.allowed_buckets.is_empty() {
+            Buckets::Only(self.allowed_buckets.clone())
+        } else if self.scheduler.is_none() {
+            Buckets::Any
+        } else {
+            Buckets::Only(self.cache_bucket().into_iter().collect())
+        };
+        Ok(FileAccess { roots, buckets })
+    }
+
+    /// The bucket of an `s3://` cache dir.
+    fn cache_bucket(&self) -> Option<String> {
+        let location = url::Url::parse(self.cache_dir.as_deref()?).ok()?;
+        (location.scheme() == "s3").then(|| location.host_str().map(str::to_string))?
+    }
+
     /// Each configured key is well formed, and the two differ: one key for both would hand every
     /// executor what opens the stored secrets.
     fn check_keys(&self) -> anyhow::Result<()> {
-        if let Some(key) = &self.secret_key {
-            SecretsKey::from_base64(key.expose()).context("KALLA_SECRET_KEY / --secret-key")?;
+        let secrets = key_text(self.secret_key.as_ref(), self.secret_key_file.as_deref())
+            .context("KALLA_SECRET_KEY / --secret-key(-file)")?;
+        let cluster = key_text(self.cluster_key.as_ref(), self.cluster_key_file.as_deref())
+            .context("KALLA_CLUSTER_KEY / --cluster-key(-file)")?;
+        if let Some(text) = &secrets {
+            SecretsKey::from_base64(text).context("KALLA_SECRET_KEY / --secret-key(-file)")?;
         }
-        if let Some(key) = &self.cluster_key {
-            ClusterKey::from_base64(key.expose()).context("KALLA_CLUSTER_KEY / --cluster-key")?;
+        if let Some(text) = &cluster {
+            ClusterKey::from_base64(text).context("KALLA_CLUSTER_KEY / --cluster-key(-file)")?;
         }
-        if let (Some(secrets), Some(cluster)) = (&self.secret_key, &self.cluster_key)
-            && secrets.expose().trim() == cluster.expose().trim()
+        if let (Some(secrets), Some(cluster)) = (&secrets, &cluster)
+            && keys_in(secrets).any(|key| keys_in(cluster).any(|other| other == key))
         {
             bail!(
-                "KALLA_SECRET_KEY and KALLA_CLUSTER_KEY are the same key: give the cluster (runner and \
+                "KALLA_SECRET_KEY and KALLA_CLUSTER_KEY share a key: give the cluster (runner and \
                  executors) its own, e.g. `openssl rand -base64 32`, and keep the secrets key on the \
                  runner only"
             );
@@ -384,6 +438,22 @@ fn with_file_defaults(mut command: Command, matches: &ArgMatches, path: &PathBuf
         }
     }
     Ok(command)
+}
+
+/// A key ring's text, given inline or in a file.
+fn key_text(inline: Option<&SecretString>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(Some)
+            .with_context(|| format!("cannot read {}", path.display())),
+        None => Ok(inline.map(|key| key.expose().to_string())),
+    }
+}
+
+/// The keys of a ring's text (comma- or line-separated).
+fn keys_in(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|key| !key.is_empty())
 }
 
 #[cfg(test)]
@@ -493,7 +563,7 @@ mod tests {
         assert!(error(remote(&[("--cluster-key", &cluster)])).contains("KALLA_SECRET_KEY"));
         assert!(error(remote(&[("--secret-key", &secrets)])).contains("KALLA_CLUSTER_KEY"));
         let same = error(remote(&[("--secret-key", &secrets), ("--cluster-key", &secrets)]));
-        assert!(same.contains("are the same key"), "{same}");
+        assert!(same.contains("share a key"), "{same}");
         remote(&[("--secret-key", &secrets), ("--cluster-key", &cluster)]).unwrap();
     }
 

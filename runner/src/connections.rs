@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use kalla_core::source::EngineError;
 pub use kalla_core::source::{ColumnInfo, Health};
 use serde::Serialize;
 use serde_json::Value;
@@ -18,6 +19,8 @@ pub enum ConnectionError {
     InvalidConfig(String),
     #[error("the connection's database cannot be read: {0}")]
     Unreachable(String),
+    #[error("{0}")]
+    NotAllowed(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -56,16 +59,21 @@ impl Connections {
         name: &str,
         source_type: &str,
         config: &Value,
+        secret: Option<&str>,
     ) -> Result<(Registration, Discovery), ConnectionError> {
         let engine = engine_named(Kind::Connection, source_type)?;
         let url = engine
             .database()
             .expect("engine_named gives connections only engines serving databases")
             .url(config)
-            .map_err(|e| ConnectionError::InvalidConfig(e.to_string()))?;
+            .await
+            .map_err(|e| match e {
+                EngineError::NotAllowed(message) => ConnectionError::NotAllowed(message),
+                other => ConnectionError::InvalidConfig(other.to_string()),
+            })?;
         let record = self
             .registry
-            .register(Kind::Connection, name, engine.as_ref(), url)
+            .register(Kind::Connection, name, engine.as_ref(), url, secret)
             .await?;
         let discovery = self.discover(&record).await;
         Ok((record, discovery))

@@ -402,11 +402,43 @@ impl Startup<'_> {
             .join(","))
     }
 
+    /// The runner's `--file-roots` and `--allowed-buckets`: where `--data-locations` points.
+    fn file_source_flags(&self) -> Vec<String> {
+        let locations: Vec<url::Url> = self
+            .args
+            .data_locations
+            .iter()
+            .filter_map(|location| url::Url::parse(location).ok())
+            .collect();
+        let roots: Vec<String> = locations
+            .iter()
+            .filter_map(|location| location.to_file_path().ok())
+            .map(|dir| dir.display().to_string())
+            .collect();
+        let buckets: Vec<&str> = locations
+            .iter()
+            .filter(|location| location.scheme() == "s3")
+            .filter_map(|location| location.host_str())
+            .collect();
+        let mut flags = Vec::new();
+        if !roots.is_empty() {
+            flags.extend(["--file-roots".to_string(), roots.join(",")]);
+        }
+        if !buckets.is_empty() {
+            flags.extend(["--allowed-buckets".to_string(), buckets.join(",")]);
+        }
+        flags
+    }
+
     fn command(&self, service: Service) -> anyhow::Result<Command> {
         let scheduler_port = self.args.scheduler_port.to_string();
         let mut command = self.cluster.command(self.bin_dir, &service.binary());
         if matches!(service, Service::Scheduler | Service::Executor(_)) {
             command.args(["--data-locations", &self.data_locations()?]);
+        }
+        if matches!(service, Service::Runner | Service::Executor(_)) {
+            // Every process runs on this machine, where sources on loopback are its own.
+            command.args(["--allowed-hosts", LOCAL_HOSTS]);
         }
         match service {
             Service::Scheduler => {
@@ -443,6 +475,7 @@ impl Startup<'_> {
                     .arg("--data-dir")
                     .arg(&self.cluster.data_dir)
                     .args(["--scheduler", &format!("df://127.0.0.1:{scheduler_port}")])
+                    .args(self.file_source_flags())
                     .args(self.certificates.runner_flags())
                     .env(CLUSTER_KEY_ENV, &self.keys.cluster)
                     .env(SECRET_KEY_ENV, &self.keys.secrets);
@@ -519,6 +552,9 @@ impl Startup<'_> {
 
 /// Starts of one executor before `up` gives up on its ports being taken by other processes.
 const EXECUTOR_STARTS: usize = 3;
+
+/// `--allowed-hosts` of a cluster on one machine: any host, and loopback too.
+const LOCAL_HOSTS: &str = "*,127.0.0.0/8,::1";
 
 /// What a server's log says when its port is taken: `strerror(EADDRINUSE)` on Linux and macOS,
 /// in both an `io::Error`'s message and its debug form. An executor exits whichever of its ports

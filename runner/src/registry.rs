@@ -13,7 +13,7 @@ use kalla_core::source::{Engine, EngineError, Engines, Fit, SourceContext};
 use thiserror::Error;
 use url::Url;
 
-use crate::metadata::{By, Kind, MetadataDb, MetadataError, NewRegistration, Registration};
+use crate::metadata::{By, Kind, MetadataDb, MetadataError, NewRegistration, Registration, SecretRef};
 use crate::secrets::{SecretError, Secrets, take_password};
 
 /// The longest name users may give a source or a connection.
@@ -37,10 +37,21 @@ pub enum RegistryError {
     CannotInferEngine { uri: String, expected: String },
     #[error("source_type {declared} does not fit a {scheme}:// URI")]
     EngineMismatch { declared: &'static str, scheme: String },
+    #[error("give the password in the URI or name a secret, not both")]
+    TwoPasswords,
+    #[error("give a password or a secret")]
+    NoCredentials,
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+}
+
+/// A registered record's new credentials: a password sealed for it alone, or a named secret.
+#[derive(Clone, Copy)]
+pub enum Credentials<'a> {
+    Password(&'a str),
+    Secret(&'a str),
 }
 
 fn name_word(kind: Kind) -> &'static str {
@@ -180,13 +191,15 @@ impl Registry {
         &self.context
     }
 
-    /// Stores `url` as `name`, read by `engine`, its password moved into a sealed secret.
+    /// Stores `url` as `name`, read by `engine`, its password moved into a sealed secret, or
+    /// using the named secret `secret`.
     pub async fn register(
         &self,
         kind: Kind,
         name: &str,
         engine: &dyn Engine,
         mut url: Url,
+        secret: Option<&str>,
     ) -> Result<Registration, RegistryError> {
         if !is_identifier(name) {
             return Err(RegistryError::InvalidName {
@@ -194,7 +207,12 @@ impl Registry {
                 name: name.to_string(),
             });
         }
-        let secret = take_password(&mut url).map(|password| self.secrets.seal(&password));
+        let secret = match (take_password(&mut url), secret) {
+            (Some(_), Some(_)) => return Err(RegistryError::TwoPasswords),
+            (Some(password), None) => Some(self.secret_ref(Credentials::Password(&password)).await?),
+            (None, Some(name)) => Some(self.secret_ref(Credentials::Secret(name)).await?),
+            (None, None) => None,
+        };
         let record = self
             .db
             .register(NewRegistration {
@@ -206,6 +224,27 @@ impl Registry {
             })
             .await?;
         Ok(record)
+    }
+
+    /// Gives the record new credentials in place: what opens it next uses them.
+    pub async fn set_credentials(
+        &self,
+        kind: Kind,
+        by: By<'_>,
+        credentials: Credentials<'_>,
+    ) -> Result<Registration, RegistryError> {
+        let secret = self.secret_ref(credentials).await?;
+        Ok(self.db.replace_secret(kind, by, secret).await?)
+    }
+
+    async fn secret_ref(&self, credentials: Credentials<'_>) -> Result<SecretRef, RegistryError> {
+        Ok(match credentials {
+            Credentials::Password(password) => {
+                let (id, sealed) = self.secrets.seal(password);
+                SecretRef::New { id, sealed }
+            }
+            Credentials::Secret(name) => SecretRef::Named(self.secrets.named_id(name).await?),
+        })
     }
 
     pub async fn list(&self, kind: Kind) -> Result<Vec<Registration>, RegistryError> {

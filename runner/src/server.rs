@@ -28,6 +28,9 @@ use crate::registry::Registry;
 use crate::secrets::Secrets;
 use crate::sources::Sources;
 
+/// How often stored secrets are looked at during a rotation of the secrets key.
+const RESEAL_INTERVAL: Duration = Duration::from_secs(10);
+
 pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     config.validate()?;
     local_state::prepare_data_dir(&config.data_dir)?;
@@ -53,6 +56,7 @@ fn configure_source_pools(config: &RunnerConfig) -> anyhow::Result<()> {
         application_name: "kalla-runner".into(),
         ping_when_idle_for: Duration::from_millis(100),
         certificates: config.database_tls.open()?,
+        hosts: config.host_policy()?,
     });
     Ok(())
 }
@@ -73,8 +77,10 @@ async fn services(
         scans: config.scan_options(),
         s3: config.s3(),
         count_cap: config.preview_count_cap,
+        files: config.file_access()?,
     });
-    let registry = Registry::new(metadata.clone(), secrets, context, grace);
+    tokio::spawn(secrets.clone().run_reseals(RESEAL_INTERVAL));
+    let registry = Registry::new(metadata.clone(), secrets.clone(), context, grace);
     let sources = Sources::new(registry.clone());
     let connections = Connections::new(metadata.clone(), registry.clone());
     let cache_settings = CacheSettings {
@@ -119,6 +125,7 @@ async fn services(
     .context("cannot take up unfinished jobs")?;
     let state = AppState {
         tokens: Tokens::new(metadata.clone(), token),
+        secrets,
         registry,
         recipes,
         jobs,
@@ -194,6 +201,10 @@ async fn open_metadata(config: &RunnerConfig) -> anyhow::Result<MetadataDb> {
 /// The configured secrets key, else (embedded mode; [`RunnerConfig::validate`] requires one with a
 /// remote scheduler) one generated into the data dir, where the next start finds it again.
 fn secrets_key(config: &RunnerConfig) -> anyhow::Result<SecretsKey> {
+    if let Some(path) = &config.secret_key_file {
+        announce("secrets key", &Origin::Stored(path.clone()));
+        return SecretsKey::from_file(path).context("--secret-key-file / KALLA_SECRET_KEY_FILE");
+    }
     let configured = config.secret_key.as_ref().map(|k| k.expose());
     let (key, origin) = local_state::load_or_generate(
         &config.data_dir,
@@ -208,6 +219,9 @@ fn secrets_key(config: &RunnerConfig) -> anyhow::Result<SecretsKey> {
 /// The configured cluster key, else (embedded mode) a fresh one: an embedded cluster lives and dies
 /// with this process, so nothing sealed for it outlives the key.
 fn cluster_key(config: &RunnerConfig) -> anyhow::Result<ClusterKey> {
+    if let Some(path) = &config.cluster_key_file {
+        return ClusterKey::from_file(path).context("--cluster-key-file / KALLA_CLUSTER_KEY_FILE");
+    }
     match &config.cluster_key {
         Some(key) => ClusterKey::from_base64(key.expose()).context("KALLA_CLUSTER_KEY / --cluster-key"),
         None => Ok(ClusterKey::generate()),

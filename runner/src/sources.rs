@@ -2,6 +2,7 @@
 
 use kalla_core::pool::redact_connection_url;
 use kalla_core::preview::{self, Condition, Preview, PreviewError};
+use kalla_core::source::EngineError;
 use thiserror::Error;
 use url::Url;
 
@@ -12,6 +13,8 @@ use crate::registry::{Registry, RegistryError, engine_for};
 pub enum SourceError {
     #[error("invalid source URI: {0}")]
     InvalidUri(String),
+    #[error("{0}")]
+    NotAllowed(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -35,16 +38,21 @@ impl Sources {
         alias: &str,
         uri: &str,
         source_type: Option<&str>,
+        secret: Option<&str>,
     ) -> Result<Registration, SourceError> {
         let url = Url::parse(uri)
             .map_err(|e| SourceError::InvalidUri(format!("{e} (in {})", redact_connection_url(uri))))?;
         let engine = engine_for(&url, source_type)?;
         engine
             .check(&url, self.registry.context())
-            .map_err(|e| SourceError::InvalidUri(e.to_string()))?;
+            .await
+            .map_err(|e| match e {
+                EngineError::NotAllowed(message) => SourceError::NotAllowed(message),
+                other => SourceError::InvalidUri(other.to_string()),
+            })?;
         Ok(self
             .registry
-            .register(Kind::Source, alias, engine.as_ref(), url)
+            .register(Kind::Source, alias, engine.as_ref(), url, secret)
             .await?)
     }
 

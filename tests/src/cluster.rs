@@ -12,6 +12,9 @@ use kalla_runner::cluster::{TableSource, connect, register_tables};
 use tempfile::TempDir;
 
 use crate::ports::free_port;
+
+/// `--allowed-hosts` of the test clusters: any host, and loopback, where the test servers are.
+pub const TEST_HOSTS: &str = "*,127.0.0.0/8,::1";
 use crate::tls::{Issued, TestCa, Usage};
 
 /// Where cargo put the workspace binaries: `KALLA_BIN_DIR`, else next to this test's `deps/`.
@@ -56,6 +59,11 @@ pub struct ClusterOptions {
     /// Run the cluster plane without TLS (`--plaintext`); by default it is mutual TLS with a CA
     /// of the cluster's own.
     pub plaintext: bool,
+    /// The executors' `--allowed-hosts`.
+    pub executor_hosts: &'static str,
+    /// Executors read the cluster key from [`Cluster::key_file`] (`KALLA_CLUSTER_KEY_FILE`)
+    /// rather than from `KALLA_CLUSTER_KEY`.
+    pub key_file: bool,
 }
 
 impl Default for ClusterOptions {
@@ -69,6 +77,8 @@ impl Default for ClusterOptions {
             executor_args: Vec::new(),
             data_locations: vec![temp_dir_location()],
             plaintext: false,
+            executor_hosts: TEST_HOSTS,
+            key_file: false,
         }
     }
 }
@@ -207,6 +217,7 @@ impl Cluster {
                 .args(&data_locations)
                 .args(&executor_tls)
                 .args(["--source-pool-max-connections", &options.pool_cap.to_string()])
+                .args(["--allowed-hosts", options.executor_hosts])
                 .arg("--work-dir")
                 .arg(&work_dir)
                 .args(if options.fast_failure_detection {
@@ -215,8 +226,13 @@ impl Cluster {
                     &[][..]
                 })
                 .args(&options.extra_args)
-                .args(&options.executor_args)
-                .env("KALLA_CLUSTER_KEY", &cluster.key);
+                .args(&options.executor_args);
+            if options.key_file {
+                std::fs::write(cluster.key_file(), &cluster.key).expect("write the key file");
+                command.env("KALLA_CLUSTER_KEY_FILE", cluster.key_file());
+            } else {
+                command.env("KALLA_CLUSTER_KEY", &cluster.key);
+            }
             cluster.spawn(&format!("executor-{i}"), &mut command);
         }
         cluster.wait_for_executors().await;
@@ -282,6 +298,11 @@ impl Cluster {
         ]
     }
 
+    /// Where executors started with [`ClusterOptions::key_file`] read the cluster key ring.
+    pub fn key_file(&self) -> PathBuf {
+        self.logs.path().join("cluster-key")
+    }
+
     /// The flags that point a runner at this cluster: scheduler, the cluster key and a secrets key
     /// of the runner's own, and a client certificate.
     pub fn runner_args(&self) -> Vec<String> {
@@ -292,6 +313,12 @@ impl Cluster {
             self.key.clone(),
             "--secret-key".to_string(),
             kalla_core::SecretsKey::generate_base64(),
+            "--allowed-hosts".to_string(),
+            TEST_HOSTS.to_string(),
+            "--file-roots".to_string(),
+            crate::runner::test_file_roots(),
+            "--allowed-buckets".to_string(),
+            "*".to_string(),
         ];
         args.extend(self.client_tls_args());
         args

@@ -206,6 +206,18 @@ impl PgCluster {
         cluster
     }
 
+    /// A cluster whose TCP sessions must give a password (SCRAM), except the `postgres` user's,
+    /// which the test sets up with.
+    pub fn start_with_passwords() -> Self {
+        let cluster = Self::init();
+        let hba = "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        let data = cluster.dir.join("data");
+        std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+        hand_to_postgres(&data);
+        cluster.start_server();
+        cluster
+    }
+
     fn init() -> Self {
         let installed = Command::new("initdb").arg("--version").output().is_ok();
         assert!(

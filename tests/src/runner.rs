@@ -302,6 +302,12 @@ async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// The temp dir and the repository, comma-separated.
+pub fn test_file_roots() -> String {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    format!("{},{}", std::env::temp_dir().display(), repository.display())
+}
+
 fn spawn(data_dir: &Path, port: u16, database_url: Option<&str>, extra_args: &[&str]) -> Child {
     let log = File::create(data_dir.join("runner.log")).expect("runner log");
     let mut command = Command::new(bin_path("kalla-runner"));
@@ -316,6 +322,9 @@ fn spawn(data_dir: &Path, port: u16, database_url: Option<&str>, extra_args: &[&
         .env_remove("KALLA_SCHEDULER")
         .env_remove("KALLA_DATABASE_URL")
         .args(extra_args)
+        // Tests keep their files in temporary directories and read the repository's examples; a
+        // test of the roots gives its own.
+        .env("KALLA_FILE_ROOTS", test_file_roots())
         .env("RUST_LOG", "debug,sqlx=debug,hyper=info,h2=info,tower=info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log handle"))

@@ -18,7 +18,7 @@ const ROLES: [(&str, u8); 3] = [("viewer", VIEWER), ("operator", OPERATOR), ("ad
 
 /// Every protected route and the least role that may call it, as the issue asks: viewers read,
 /// preview and fetch results; operators also run recipes, jobs, refreshes and SQL; admins also
-/// manage tokens, connections, sources and read the audit log.
+/// manage tokens, connections, sources and secrets, follow key rotations and read the audit log.
 const ROUTES: &[(&str, &str, u8)] = &[
     ("GET", "/api/sources", VIEWER),
     ("GET", "/api/sources/{alias}", VIEWER),
@@ -51,9 +51,18 @@ const ROUTES: &[(&str, &str, u8)] = &[
     ("POST", "/api/jobs", OPERATOR),
     ("DELETE", "/api/jobs/{id}", OPERATOR),
     ("POST", "/api/sources", ADMIN),
+    ("PATCH", "/api/sources/{alias}", ADMIN),
     ("DELETE", "/api/sources/{alias}", ADMIN),
     ("POST", "/api/connections", ADMIN),
+    ("PATCH", "/api/connections/{id}", ADMIN),
     ("DELETE", "/api/connections/{id}", ADMIN),
+    ("POST", "/api/secrets", ADMIN),
+    ("GET", "/api/secrets", ADMIN),
+    ("GET", "/api/secrets/{name}", ADMIN),
+    ("PUT", "/api/secrets/{name}", ADMIN),
+    ("DELETE", "/api/secrets/{name}", ADMIN),
+    ("GET", "/api/keys", ADMIN),
+    ("POST", "/api/keys/reseal", ADMIN),
     ("POST", "/api/tokens", ADMIN),
     ("GET", "/api/tokens", ADMIN),
     ("DELETE", "/api/tokens/{name}", ADMIN),

@@ -55,6 +55,15 @@ const CREATE_TOKEN: Route = (Method::POST, "/api/tokens");
 const TOKENS: Route = (Method::GET, "/api/tokens");
 const REVOKE_TOKEN: Route = (Method::DELETE, "/api/tokens/{name}");
 const AUDIT: Route = (Method::GET, "/api/audit");
+const UPDATE_SOURCE: Route = (Method::PATCH, "/api/sources/{alias}");
+const UPDATE_CONNECTION: Route = (Method::PATCH, "/api/connections/{id}");
+const CREATE_SECRET: Route = (Method::POST, "/api/secrets");
+const SECRETS: Route = (Method::GET, "/api/secrets");
+const SECRET: Route = (Method::GET, "/api/secrets/{name}");
+const UPDATE_SECRET: Route = (Method::PUT, "/api/secrets/{name}");
+const DELETE_SECRET: Route = (Method::DELETE, "/api/secrets/{name}");
+const KEYS: Route = (Method::GET, "/api/keys");
+const RESEAL: Route = (Method::POST, "/api/keys/reseal");
 const READY: Route = (Method::GET, "/ready");
 
 /// The document's error statuses per route, each with the codes it lists.
@@ -224,6 +233,23 @@ fn protected_routes(ids: &Ids) -> Vec<(Route, Vec<&str>, Option<Value>)> {
         (TOKENS, vec![], None),
         (REVOKE_TOKEN, vec!["t1"], None),
         (AUDIT, vec![], None),
+        (UPDATE_SOURCE, vec!["items"], Some(json!({"password": "another"}))),
+        (
+            UPDATE_CONNECTION,
+            vec![&ids.connection],
+            Some(json!({"password": "another"})),
+        ),
+        (
+            CREATE_SECRET,
+            vec![],
+            Some(json!({"name": "another", "value": "v"})),
+        ),
+        (SECRETS, vec![], None),
+        (SECRET, vec!["s1"], None),
+        (UPDATE_SECRET, vec!["s1"], Some(json!({"value": "v2"}))),
+        (DELETE_SECRET, vec!["s1"], None),
+        (KEYS, vec![], None),
+        (RESEAL, vec![], None),
     ]
 }
 
@@ -297,6 +323,10 @@ async fn every_documented_error_status_of_every_route_is_answered() {
     let connection = runner.create_connection("shop", &with_password(&db.url)).await;
     ids.connection = connection["id"].as_str().unwrap().to_string();
     let id = ids.connection.clone();
+    let secret = json!({"name": "s1", "value": "not-needed-by-trust-auth"});
+    succeed(&runner, &CREATE_SECRET, &[], Some(secret)).await;
+    let by_secret = json!({"alias": "items_by_secret", "uri": db.source_uri("public.items"), "secret": "s1"});
+    succeed(&runner, &CREATE_SOURCE, &[], Some(by_secret)).await;
     succeed(
         &runner,
         &CREATE_RECIPE,
@@ -567,6 +597,58 @@ async fn every_documented_error_status_of_every_route_is_answered() {
     .await;
     let sql = Some(json!({"sql": "SELECT * FROM nowhere"}));
     expect(&mut driven, &runner, &QUERY, &[], sql, missing, "unknown_table").await;
+    for (route, body) in [
+        (&SECRET, None),
+        (&UPDATE_SECRET, Some(json!({"value": "v"}))),
+        (&DELETE_SECRET, None),
+        (&UPDATE_SOURCE, Some(json!({"secret": "s1"}))),
+    ] {
+        expect(
+            &mut driven,
+            &runner,
+            route,
+            &["nobody"],
+            body,
+            missing,
+            "not_found",
+        )
+        .await;
+    }
+    let password = Some(json!({"password": "p"}));
+    expect(
+        &mut driven,
+        &runner,
+        &UPDATE_CONNECTION,
+        &["conn_nobody"],
+        password,
+        missing,
+        "not_found",
+    )
+    .await;
+    let unknown_secret =
+        Some(json!({"alias": "x", "uri": db.source_uri("public.items"), "secret": "nobody"}));
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_SOURCE,
+        &[],
+        unknown_secret,
+        missing,
+        "not_found",
+    )
+    .await;
+    let unknown_secret =
+        Some(json!({"name": "x", "source_type": "postgres", "config": {"uri": db.url}, "secret": "nobody"}));
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_CONNECTION,
+        &[],
+        unknown_secret,
+        missing,
+        "not_found",
+    )
+    .await;
 
     // 400 and 409 of each route's own.
     let bad = StatusCode::BAD_REQUEST;
@@ -682,6 +764,91 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         None,
         taken,
         "job_finished",
+    )
+    .await;
+    let secret = |name: &str, value: &str| Some(json!({"name": name, "value": value}));
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_SECRET,
+        &[],
+        secret("s1", "v"),
+        taken,
+        "conflict",
+    )
+    .await;
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_SECRET,
+        &[],
+        secret("1st", "v"),
+        bad,
+        "invalid_name",
+    )
+    .await;
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_SECRET,
+        &[],
+        secret("s2", ""),
+        bad,
+        "invalid_request",
+    )
+    .await;
+    let empty = Some(json!({"value": ""}));
+    expect(
+        &mut driven,
+        &runner,
+        &UPDATE_SECRET,
+        &["s1"],
+        empty,
+        bad,
+        "invalid_request",
+    )
+    .await;
+    expect(
+        &mut driven,
+        &runner,
+        &DELETE_SECRET,
+        &["s1"],
+        None,
+        taken,
+        "conflict",
+    )
+    .await;
+    for (route, name) in [(&UPDATE_SOURCE, "items"), (&UPDATE_CONNECTION, id.as_str())] {
+        let neither = Some(json!({}));
+        expect(
+            &mut driven,
+            &runner,
+            route,
+            &[name],
+            neither,
+            bad,
+            "invalid_request",
+        )
+        .await;
+    }
+
+    // 403 `not_allowed`: a file source whose file became a link out of the file roots.
+    let files = TempDir::new().unwrap();
+    let linked = files.path().join("linked.csv");
+    std::fs::write(&linked, "id\n1\n").unwrap();
+    let uri = url::Url::from_file_path(&linked).unwrap().to_string();
+    succeed(&runner, &CREATE_SOURCE, &[], source("linked", &uri)).await;
+    std::fs::remove_file(&linked).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &linked).unwrap();
+    let refused = StatusCode::FORBIDDEN;
+    expect(
+        &mut driven,
+        &runner,
+        &PREVIEW,
+        &["linked"],
+        Some(json!({})),
+        refused,
+        "not_allowed",
     )
     .await;
 

@@ -527,7 +527,7 @@ fn check_config_refuses_unknown_variables_missing_secrets_and_bad_values() {
                 ("KALLA_SECRET_KEY", &key),
                 ("KALLA_CLUSTER_KEY", &key),
             ]),
-            "are the same key",
+            "share a key",
         ),
         (
             "kalla-executor",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kalla_runner::metadata::{
     AuditFilter, By, DiscoveredTable, JobEnd, JobStatus, Kind, MetadataDb, MetadataError, NewAuditEntry,
-    NewJob, NewRegistration, NewToken, NewVersion, TableSync,
+    NewJob, NewRegistration, NewToken, NewVersion, SecretRef, TableSync,
 };
 
 /// Runs `check` with a freshly migrated SQLite database, then a Postgres one, and their URLs.
@@ -27,6 +27,75 @@ async fn each_backend(check: impl AsyncFn(MetadataDb, &str)) {
 }
 
 #[tokio::test]
+async fn named_secrets_outlive_what_uses_them_and_replaced_ones_do_not() {
+    each_backend(async |db: MetadataDb, _: &str| {
+        let key = SecretsKey::generate();
+        let named_id = MetadataDb::new_secret_id();
+        let named = db
+            .create_named_secret(&named_id, "shared", &key.seal(&named_id, "pw"))
+            .await
+            .unwrap();
+        assert_eq!((named.name.as_str(), named.used_by), ("shared", 0));
+        let (other_id, other) = (MetadataDb::new_secret_id(), key.seal("x", "pw"));
+        let taken = db.create_named_secret(&other_id, "shared", &other).await;
+        assert!(matches!(taken, Err(MetadataError::Duplicate { .. })));
+        let own_id = MetadataDb::new_secret_id();
+        let source = |name, secret| NewRegistration {
+            kind: Kind::Source,
+            name,
+            location: "postgres://app@h/db?table=t",
+            engine: "postgres",
+            secret: Some(secret),
+        };
+        let own = SecretRef::New {
+            id: own_id.clone(),
+            sealed: key.seal(&own_id, "pw"),
+        };
+        db.register(source("a", own)).await.unwrap();
+        db.register(source("b", SecretRef::Named(named_id.clone())))
+            .await
+            .unwrap();
+        assert_eq!(db.named_secret("shared").await.unwrap().used_by, 1);
+
+        // Pointed at the named secret, "a" leaves its own secret unused: it goes.
+        let moved = db
+            .replace_secret(Kind::Source, By::Name("a"), SecretRef::Named(named_id.clone()))
+            .await
+            .unwrap();
+        assert_eq!(moved.secret_id.as_deref(), Some(named_id.as_str()));
+        assert!(matches!(
+            db.secret(&own_id).await,
+            Err(MetadataError::NotFound { .. })
+        ));
+        let in_use = db.delete_named_secret("shared").await.unwrap_err();
+        assert!(
+            matches!(in_use, MetadataError::InUse { users: 2, .. }),
+            "{in_use}"
+        );
+
+        // A named secret stays when what used it goes, until it is deleted by name.
+        for alias in ["a", "b"] {
+            db.unregister(Kind::Source, By::Name(alias), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        assert_eq!(db.named_secrets().await.unwrap()[0].used_by, 0);
+        let resealed = key.seal(&named_id, "pw2");
+        let stale = db.secret(&named_id).await.unwrap();
+        assert!(db.reseal_secret(&named_id, &stale, &resealed).await.unwrap());
+        assert!(
+            !db.reseal_secret(&named_id, &stale, &resealed).await.unwrap(),
+            "changed meanwhile"
+        );
+        db.delete_named_secret("shared").await.unwrap();
+        assert!(db.named_secrets().await.unwrap().is_empty());
+        let missing = db.replace_secret(Kind::Source, By::Name("a"), SecretRef::Named(named_id.clone()));
+        assert!(matches!(missing.await, Err(MetadataError::NotFound { .. })));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn sources_and_their_secrets_live_and_die_together() {
     each_backend(async |db: MetadataDb, _: &str| {
         let key = SecretsKey::generate();
@@ -38,7 +107,10 @@ async fn sources_and_their_secrets_live_and_die_together() {
                 name: "invoices",
                 location: "postgres://app@h/db?table=t",
                 engine: "postgres",
-                secret: Some((secret_id.clone(), sealed.clone())),
+                secret: Some(SecretRef::New {
+                    id: secret_id.clone(),
+                    sealed: sealed.clone(),
+                }),
             })
             .await
             .unwrap();
@@ -76,7 +148,10 @@ async fn sources_and_their_secrets_live_and_die_together() {
                 name: "invoices",
                 location: "file:///y.csv",
                 engine: "csv",
-                secret: Some((MetadataDb::new_secret_id(), sealed.clone())),
+                secret: Some(SecretRef::New {
+                    id: MetadataDb::new_secret_id(),
+                    sealed: sealed.clone(),
+                }),
             })
             .await
             .unwrap_err();
@@ -159,7 +234,10 @@ async fn connections_tables_and_cache_versions() {
                 name: "shop",
                 engine: "postgres",
                 location: "postgres://app@h/db",
-                secret: Some((secret_id.clone(), key.seal(&secret_id, "pw"))),
+                secret: Some(SecretRef::New {
+                    id: secret_id.clone(),
+                    sealed: key.seal(&secret_id, "pw"),
+                }),
             })
             .await
             .unwrap();

@@ -133,11 +133,13 @@ async fn local_csv_and_parquet_files() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["rows"][0][0], json!(invoices().len().to_string()), "{body}");
 
+    let nowhere = tempfile::TempDir::new().unwrap();
+    let missing = format!("file://{}/gone/x.csv", nowhere.path().display());
     let (status, body) = runner
         .call(
             Method::POST,
             "/api/sources",
-            Some(json!({"alias": "missing", "uri": "file:///nonexistent/x.csv"})),
+            Some(json!({"alias": "missing", "uri": missing})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");

@@ -118,7 +118,7 @@ impl Engine for ToyEngine {
         }
     }
 
-    fn check(&self, location: &Url, _context: &SourceContext) -> Result<(), EngineError> {
+    async fn check(&self, location: &Url, _context: &SourceContext) -> Result<(), EngineError> {
         toy_batch(table_name(location)).map(drop)
     }
 
@@ -186,7 +186,7 @@ impl Engine for ToyEngine {
 
 #[async_trait]
 impl Database for ToyEngine {
-    fn url(&self, config: &Value) -> Result<Url, EngineError> {
+    async fn url(&self, config: &Value) -> Result<Url, EngineError> {
         let ledger = config["ledger"]
             .as_str()
             .ok_or_else(|| EngineError::InvalidLocation("config needs a ledger".into()))?;

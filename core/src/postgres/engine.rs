@@ -16,7 +16,7 @@ use super::catalog::{self, CatalogError};
 use super::exec::{PgScanExec, PgScanSpec};
 use super::provider::{PgTableProvider, PgTableSpec};
 use crate::ident::QualifiedName;
-use crate::pool::{PoolRegistry, redact_connection_url, session_is_encrypted};
+use crate::pool::{PoolError, PoolRegistry, redact_connection_url, session_is_encrypted};
 use crate::preview::postgres::Previewer;
 use crate::preview::{Condition, Preview, PreviewError};
 use crate::seal::ClusterKey;
@@ -55,11 +55,9 @@ impl Engine for PostgresEngine {
         }
     }
 
-    fn check(&self, location: &Url, _context: &SourceContext) -> Result<(), EngineError> {
+    async fn check(&self, location: &Url, _context: &SourceContext) -> Result<(), EngineError> {
         let parsed = source_uri(location)?;
-        PoolRegistry::global()
-            .check_tls(parsed.connection_url())
-            .map_err(|e| EngineError::InvalidLocation(e.to_string()))
+        check_database(parsed.connection_url()).await
     }
 
     async fn table(
@@ -69,6 +67,10 @@ impl Engine for PostgresEngine {
         _session: &SessionContext,
     ) -> Result<Arc<dyn TableProvider>, EngineError> {
         let uri = source_uri(location)?;
+        PoolRegistry::global()
+            .get(uri.connection_url())
+            .await
+            .map_err(engine_error)?;
         let provider = PgTableProvider::connect(&uri, &context.key, &context.scans)
             .await
             .map_err(|e| EngineError::Failed(e.to_string()))?;
@@ -86,7 +88,11 @@ impl Engine for PostgresEngine {
             SourceUri::parse(location.as_str()).map_err(|e| PreviewError::Internal(e.to_string()))?;
         let pool = PoolRegistry::global()
             .get(source.connection_url())
-            .map_err(|e| PreviewError::Unreachable(e.to_string()))?;
+            .await
+            .map_err(|e| match e.is_refusal() {
+                true => PreviewError::NotAllowed(e.to_string()),
+                false => PreviewError::Unreachable(e.to_string()),
+            })?;
         self.previewer
             .preview(&pool, &source, conditions, limit, context.count_cap)
             .await
@@ -152,13 +158,34 @@ fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T> {
     })
 }
 
+/// Errors unless the database's TLS settings are usable here and its host is one this process
+/// may connect to; a host that does not resolve (yet) is not refused, only reported when read.
+async fn check_database(connection_url: &str) -> Result<(), EngineError> {
+    let pools = PoolRegistry::global();
+    pools
+        .check_tls(connection_url)
+        .map_err(|e| EngineError::InvalidLocation(e.to_string()))?;
+    match pools.check_host(connection_url).await {
+        Err(error) if error.is_refusal() => Err(EngineError::NotAllowed(error.to_string())),
+        Err(error @ PoolError::InvalidUrl { .. }) => Err(EngineError::InvalidLocation(error.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// A pool that could not be had, as the engine reports it.
+fn engine_error(error: PoolError) -> EngineError {
+    if error.is_refusal() {
+        EngineError::NotAllowed(error.to_string())
+    } else {
+        EngineError::Unreachable(error.to_string())
+    }
+}
+
 #[async_trait]
 impl Database for PostgresEngine {
-    fn url(&self, config: &Value) -> Result<Url, EngineError> {
+    async fn url(&self, config: &Value) -> Result<Url, EngineError> {
         let url = database_url(config)?;
-        PoolRegistry::global()
-            .check_tls(url.as_str())
-            .map_err(|e| EngineError::InvalidLocation(e.to_string()))?;
+        check_database(url.as_str()).await?;
         Ok(url)
     }
 
@@ -189,7 +216,8 @@ impl Database for PostgresEngine {
         let unreachable = |e: &dyn std::fmt::Display| EngineError::Unreachable(e.to_string());
         let pool = PoolRegistry::global()
             .get(database.as_str())
-            .map_err(|e| unreachable(&e))?;
+            .await
+            .map_err(engine_error)?;
         let relations = catalog::list_relations(&pool)
             .await
             .map_err(|e| unreachable(&e))?;
@@ -226,6 +254,7 @@ impl Database for PostgresEngine {
         let checked = async {
             let pool = PoolRegistry::global()
                 .get(database.as_str())
+                .await
                 .map_err(|e| e.to_string())?;
             let mut connection = pool.acquire().await.map_err(|e| e.to_string())?;
             if let Ok(encrypted) = session_is_encrypted(&mut connection).await {

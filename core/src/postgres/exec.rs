@@ -25,8 +25,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use datafusion_proto::bytes::Serializeable;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
 
 use super::catalog::PgColumn;
 use super::copy::{BatchLimits, CopyDecoder};
@@ -322,15 +322,12 @@ impl ExecutionPlan for PgScanExec {
             .grant
             .open(&key, &self.spec.table, &self.spec.table_columns)
             .map_err(|e| plan_refused(&self.spec.table, e.to_string()))?;
-        let pool = PoolRegistry::global()
-            .get(&url)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let descriptors = self.descriptors.execute(partition, context.clone())?;
         let limits = BatchLimits {
             rows: context.session_config().batch_size(),
             ..BatchLimits::default()
         };
-        let stream = read_partition(self.query.clone(), self.schema.clone(), pool, descriptors, limits);
+        let stream = read_partition(self.query.clone(), self.schema.clone(), url, descriptors, limits);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             stream,
@@ -341,11 +338,17 @@ impl ExecutionPlan for PgScanExec {
 fn read_partition(
     query: Arc<CopyQuery>,
     schema: SchemaRef,
-    pool: PgPool,
+    url: String,
     mut descriptors: SendableRecordBatchStream,
     limits: BatchLimits,
 ) -> impl futures::Stream<Item = Result<RecordBatch>> + Send {
     async_stream::try_stream! {
+        // Opened (its host checked against this executor's --allowed-hosts) as the task starts;
+        // the message, not the error's structure, travels back to the client.
+        let pool = PoolRegistry::global()
+            .get(&url)
+            .await
+            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
         let types: Vec<PgType> = query.columns.iter().map(|c| c.pg_type.clone()).collect();
         while let Some(batch) = descriptors.next().await {
             for range in ranges_in(&batch?)? {

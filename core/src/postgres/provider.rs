@@ -91,7 +91,7 @@ impl PgTableProvider {
         key: &ClusterKey,
         options: &ScanOptions,
     ) -> Result<Self, ProviderError> {
-        let pool = PoolRegistry::global().get(uri.connection_url())?;
+        let pool = PoolRegistry::global().get(uri.connection_url()).await?;
         let relation =
             catalog::describe(&pool, uri.table())
                 .await

@@ -66,6 +66,8 @@ pub enum PreviewError {
     InvalidLimit(usize),
     #[error("the source cannot be reached: {0}")]
     Unreachable(String),
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("the source's table is gone: {0}")]
     Gone(String),
     #[error("the preview failed: {0}")]
@@ -81,6 +83,7 @@ impl PreviewError {
                 | Self::InvalidCondition { .. }
                 | Self::InvalidValue(_)
                 | Self::InvalidLimit(_)
+                | Self::NotAllowed(_)
         )
     }
 }

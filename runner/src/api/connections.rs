@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{ApiJson, ApiPath, ApiQuery, Errors, codes};
+use super::secrets::UpdateCredentials;
 use super::{ApiError, AppState, Created, created};
 use crate::cache::Refreshed;
 use crate::connections::{ColumnInfo, Discovery, Health, shown_config};
@@ -22,6 +23,8 @@ pub struct CreateConnection {
     /// `host`, `port`, `database`, `user`, `password`, … (see the README).
     #[schema(value_type = Object)]
     config: Value,
+    /// The name of a stored secret holding the password (instead of one in `config`).
+    secret: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -81,7 +84,14 @@ impl From<TableRecord> for TableView {
     request_body = CreateConnection,
     responses(
         (status = 201, description = "The connection (password shown as `***`) and how discovery went", body = ConnectionView),
-        Errors<(codes::InvalidName, codes::InvalidConnection, codes::Conflict)>,
+        Errors<(
+            codes::InvalidRequest,
+            codes::InvalidName,
+            codes::InvalidConnection,
+            codes::NotAllowed,
+            codes::NotFound,
+            codes::Conflict,
+        )>,
     )
 )]
 pub async fn create(
@@ -90,7 +100,12 @@ pub async fn create(
 ) -> Result<Created<ConnectionView>, ApiError> {
     let (record, discovery) = state
         .connections
-        .create(&request.name, &request.source_type, &request.config)
+        .create(
+            &request.name,
+            &request.source_type,
+            &request.config,
+            request.secret.as_deref(),
+        )
         .await?;
     let location = format!("/api/connections/{}", record.id);
     let mut view = ConnectionView::from(record);
@@ -131,6 +146,29 @@ pub async fn show(
     view.table_count = Some(tables.len());
     view.cached_table_count = Some(tables.iter().filter(|t| t.cache_url.is_some()).count());
     Ok(Json(view))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/connections/{id}",
+    tag = "connections",
+    params(("id" = String, Path, description = "The connection id (`conn_…`)")),
+    request_body = UpdateCredentials,
+    responses(
+        (status = 200, description = "The connection, now opened with the new credentials", body = ConnectionView),
+        Errors<(codes::InvalidRequest, codes::NotFound)>,
+    )
+)]
+pub async fn update_credentials(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<UpdateCredentials>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let record = state
+        .registry
+        .set_credentials(Kind::Connection, By::Id(&id), request.credentials()?)
+        .await?;
+    Ok(Json(record.into()))
 }
 
 #[utoipa::path(
@@ -338,6 +376,7 @@ pub async fn information_schema(
             codes::InvalidLimit,
             codes::InvalidSql,
             codes::UnknownTable,
+            codes::NotAllowed,
             codes::RefreshRunning,
             codes::QueryFailed,
             codes::RefreshFailed,

@@ -94,10 +94,11 @@ error_codes! {
     InvalidRecipe = (BAD_REQUEST, "invalid_recipe", "the recipe does not fit its sources; the message names the field"),
     Unauthorized = (UNAUTHORIZED, "unauthorized", "the `Authorization: Bearer <token>` header is missing, or its token unknown, expired or revoked"),
     Forbidden = (FORBIDDEN, "forbidden", "the token's role may not call this route; the message names the role it needs"),
+    NotAllowed = (FORBIDDEN, "not_allowed", "the file, bucket or host is outside what this Kalla may reach (`--file-roots`, `--allowed-buckets`, `--allowed-hosts`); the message names the rule"),
     NotFound = (NOT_FOUND, "not_found", "the resource named in the path or body does not exist"),
     UnknownTable = (NOT_FOUND, "unknown_table", "the SQL names a table that is neither a connection's nor a source"),
     UnknownOutput = (NOT_FOUND, "unknown_output", "the job has no output of that name"),
-    Conflict = (CONFLICT, "conflict", "the name is taken"),
+    Conflict = (CONFLICT, "conflict", "the name is taken, or (deleting a secret) something still uses it"),
     RefreshRunning = (CONFLICT, "refresh_running", "a refresh of the table is running; retry when it has finished"),
     JobFinished = (CONFLICT, "job_finished", "the job has already finished"),
     NoResults = (CONFLICT, "no_results", "the job has not succeeded, so it has no results"),
@@ -287,7 +288,7 @@ impl HasCode for MetadataError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound { .. } => ErrorCode::NotFound,
-            Self::Duplicate { .. } => ErrorCode::Conflict,
+            Self::Duplicate { .. } | Self::InUse { .. } => ErrorCode::Conflict,
             _ => ErrorCode::MetadataUnavailable,
         }
     }
@@ -299,6 +300,7 @@ impl HasCode for PreviewError {
             Self::UnknownColumn { .. } => ErrorCode::UnknownColumn,
             Self::InvalidCondition { .. } | Self::InvalidValue(_) => ErrorCode::InvalidCondition,
             Self::InvalidLimit(_) => ErrorCode::InvalidLimit,
+            Self::NotAllowed(_) => ErrorCode::NotAllowed,
             Self::Unreachable(_) | Self::Gone(_) => ErrorCode::SourceUnavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -324,6 +326,7 @@ impl HasCode for RegistryError {
             Self::UnknownEngine { .. } | Self::CannotInferEngine { .. } | Self::EngineMismatch { .. } => {
                 ErrorCode::InvalidSource
             }
+            Self::TwoPasswords | Self::NoCredentials => ErrorCode::InvalidRequest,
         }
     }
 }
@@ -334,6 +337,7 @@ impl HasCode for SourceError {
             Self::Registry(error) => error.code(),
             Self::Preview(error) => error.code(),
             Self::InvalidUri(_) => ErrorCode::InvalidSource,
+            Self::NotAllowed(_) => ErrorCode::NotAllowed,
         }
     }
 }
@@ -343,6 +347,8 @@ impl HasCode for SecretError {
         match self {
             Self::Metadata(error) => error.code(),
             Self::Unseal(_) | Self::NoPasswordSlot(_) => ErrorCode::SecretUnreadable,
+            Self::InvalidName(_) => ErrorCode::InvalidName,
+            Self::EmptyValue => ErrorCode::InvalidRequest,
         }
     }
 }
@@ -353,6 +359,7 @@ impl HasCode for ConnectionError {
             Self::Metadata(error) => error.code(),
             Self::Registry(error) => error.code(),
             Self::InvalidConfig(_) => ErrorCode::InvalidConnection,
+            Self::NotAllowed(_) => ErrorCode::NotAllowed,
             Self::Unreachable(_) => ErrorCode::SourceUnavailable,
         }
     }
@@ -386,6 +393,7 @@ impl HasCode for CatalogError {
             Self::Metadata(error) => error.code(),
             Self::InvalidSql(_) => ErrorCode::InvalidSql,
             Self::UnknownTable(_) => ErrorCode::UnknownTable,
+            Self::NotAllowed(_) => ErrorCode::NotAllowed,
             Self::Failed(_) => ErrorCode::QueryFailed,
         }
     }

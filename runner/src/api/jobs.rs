@@ -27,6 +27,7 @@ const MAX_LIST: i64 = 1000;
         Errors<(
             codes::InvalidRecipe,
             codes::InvalidSql,
+            codes::NotAllowed,
             codes::NotFound,
             codes::QueueFull,
             codes::QueryFailed,

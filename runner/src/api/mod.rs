@@ -9,6 +9,7 @@ mod jobs;
 mod metrics;
 mod openapi;
 mod recipes;
+mod secrets;
 mod sources;
 mod tokens;
 
@@ -28,6 +29,7 @@ use crate::metadata::MetadataDb;
 use crate::query::Queries;
 use crate::recipes::Recipes;
 use crate::registry::Registry;
+use crate::secrets::Secrets;
 use crate::sources::Sources;
 
 pub use error::ApiError;
@@ -54,6 +56,7 @@ pub struct AppState {
     pub recipes: Recipes,
     pub jobs: Jobs,
     pub tokens: Tokens,
+    pub secrets: Secrets,
     pub cluster: ClusterEndpoint,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -68,7 +71,13 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .max_age(Duration::from_secs(600)),
     )
@@ -104,9 +113,18 @@ openapi::documented_api! {
     ],
     Admin: [
         sources::create,
+        sources::update_credentials,
         sources::remove,
         connections::create,
+        connections::update_credentials,
         connections::remove,
+        secrets::create,
+        secrets::list,
+        secrets::show,
+        secrets::update,
+        secrets::remove,
+        secrets::keys,
+        secrets::reseal,
         tokens::create,
         tokens::list,
         tokens::revoke,

@@ -7,6 +7,7 @@ use kalla_core::preview::{Condition, PreviewColumn};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiJson, ApiPath, Errors, codes};
+use super::secrets::UpdateCredentials;
 use super::{ApiError, AppState, Created, created};
 use crate::metadata::{By, Kind, Registration};
 use crate::registry::shown_location;
@@ -17,6 +18,8 @@ pub struct CreateSource {
     alias: String,
     uri: String,
     source_type: Option<String>,
+    /// The name of a stored secret holding the password (instead of one in the URI).
+    secret: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -50,7 +53,14 @@ impl From<Registration> for SourceView {
     request_body = CreateSource,
     responses(
         (status = 201, description = "The source, its URI redacted", body = SourceView),
-        Errors<(codes::InvalidAlias, codes::InvalidSource, codes::Conflict)>,
+        Errors<(
+            codes::InvalidRequest,
+            codes::InvalidAlias,
+            codes::InvalidSource,
+            codes::NotAllowed,
+            codes::NotFound,
+            codes::Conflict,
+        )>,
     )
 )]
 pub async fn create(
@@ -59,7 +69,12 @@ pub async fn create(
 ) -> Result<Created<SourceView>, ApiError> {
     let record = state
         .sources
-        .register(&request.alias, &request.uri, request.source_type.as_deref())
+        .register(
+            &request.alias,
+            &request.uri,
+            request.source_type.as_deref(),
+            request.secret.as_deref(),
+        )
         .await?;
     let location = format!("/api/sources/{}", record.name);
     Ok(created(StatusCode::CREATED, location, record.into()))
@@ -95,6 +110,29 @@ pub async fn show(
     Ok(Json(
         state.registry.get(Kind::Source, By::Name(&alias)).await?.into(),
     ))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/sources/{alias}",
+    tag = "sources",
+    params(("alias" = String, Path, description = "The source alias")),
+    request_body = UpdateCredentials,
+    responses(
+        (status = 200, description = "The source, now read with the new credentials", body = SourceView),
+        Errors<(codes::InvalidRequest, codes::NotFound)>,
+    )
+)]
+pub async fn update_credentials(
+    State(state): State<AppState>,
+    ApiPath(alias): ApiPath<String>,
+    ApiJson(request): ApiJson<UpdateCredentials>,
+) -> Result<Json<SourceView>, ApiError> {
+    let record = state
+        .registry
+        .set_credentials(Kind::Source, By::Name(&alias), request.credentials()?)
+        .await?;
+    Ok(Json(record.into()))
 }
 
 #[utoipa::path(
@@ -147,6 +185,7 @@ pub struct LoadScopedView {
             codes::UnknownColumn,
             codes::InvalidCondition,
             codes::NotFound,
+            codes::NotAllowed,
             codes::SourceUnavailable,
             codes::SecretUnreadable,
         )>,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
 use kalla_core::pool::{PoolRegistry, PoolSettings};
-use kalla_core::seal::CLUSTER_KEY_ENV;
+use kalla_core::seal::{CLUSTER_KEY_ENV, CLUSTER_KEY_FILE_ENV};
 use kalla_core::source::{PartitionOptions, ScanOptions, SourceContext};
 use kalla_core::tls::CertificateArgs;
 use kalla_core::{ClusterKey, process};
@@ -236,7 +236,10 @@ async fn query_through_runner(runner: &str, args: &QueryArgs) -> anyhow::Result<
 
 /// The cluster key: required to talk to a remote cluster; an embedded one can use a throwaway key.
 fn cluster_key(remote: bool) -> anyhow::Result<ClusterKey> {
-    if !remote && std::env::var_os(CLUSTER_KEY_ENV).is_none() {
+    let configured = [CLUSTER_KEY_ENV, CLUSTER_KEY_FILE_ENV]
+        .iter()
+        .any(|variable| std::env::var_os(variable).is_some());
+    if !remote && !configured {
         return Ok(ClusterKey::generate());
     }
     ClusterKey::from_env().context(

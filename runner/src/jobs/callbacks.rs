@@ -65,19 +65,11 @@ pub(super) async fn check_callback_url(url: &str, settings: &CallbackSettings) -
         .ok_or_else(|| invalid("has no host".into()))?
         .to_string();
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+    let addresses = settings
+        .hosts
+        .resolve(&host, port)
         .await
-        .map_err(|e| invalid(format!("cannot resolve {host}: {e}")))?
-        .collect();
-    if addresses.is_empty() {
-        return Err(invalid(format!("{host} resolves to no address")));
-    }
-    for address in &addresses {
-        settings
-            .hosts
-            .check(&host, address.ip())
-            .map_err(|e| invalid(e.to_string()))?;
-    }
+        .map_err(|e| invalid(e.to_string()))?;
     Ok(Target {
         url: parsed,
         host,

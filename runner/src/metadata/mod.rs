@@ -26,7 +26,8 @@ pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use deletions::PendingDeletion;
 pub use jobs::{JobEnd, JobRecord, JobStatus, NewJob};
 pub use recipes::RecipeRecord;
-pub use registrations::{By, Kind, NewRegistration, Registration};
+pub use registrations::{By, Kind, NewRegistration, Registration, SecretRef};
+pub use secrets::SecretRecord;
 pub use tables::{DiscoveredTable, NewVersion, TableRecord, TableSync};
 pub use tokens::{NewToken, TokenRecord};
 
@@ -50,6 +51,12 @@ pub enum MetadataError {
     Duplicate { kind: &'static str, name: String },
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name:?} is used by {users} source(s) or connection(s); point them at another first")]
+    InUse {
+        kind: &'static str,
+        name: String,
+        users: i64,
+    },
     #[error("metadata database error: {0}")]
     Database(#[from] SqlxError),
 }

@@ -140,14 +140,36 @@ impl Registration {
     }
 }
 
-/// What to register; `secret` is the sealed password taken out of `location`, with the id it is
-/// sealed for.
+/// The secret a record uses.
+pub enum SecretRef {
+    /// A password sealed for the new secret `id`, stored with the record.
+    New { id: String, sealed: Sealed },
+    /// A named secret already stored, by its id.
+    Named(String),
+}
+
+impl SecretRef {
+    fn id(&self) -> &str {
+        match self {
+            Self::New { id, .. } | Self::Named(id) => id,
+        }
+    }
+
+    fn new_secret(&self) -> Option<(String, Sealed)> {
+        match self {
+            Self::New { id, sealed } => Some((id.clone(), sealed.clone())),
+            Self::Named(_) => None,
+        }
+    }
+}
+
+/// What to register; `secret` is what holds the password `location` was stored without.
 pub struct NewRegistration<'a> {
     pub kind: Kind,
     pub name: &'a str,
     pub engine: &'a str,
     pub location: &'a str,
-    pub secret: Option<(String, Sealed)>,
+    pub secret: Option<SecretRef>,
 }
 
 impl MetadataDb {
@@ -161,12 +183,13 @@ impl MetadataDb {
             name: new.name.to_string(),
             engine: new.engine.to_string(),
             location: new.location.to_string(),
-            secret_id: new.secret.as_ref().map(|(id, _)| id.clone()),
+            secret_id: new.secret.as_ref().map(|secret| secret.id().to_string()),
             created_at: now.clone(),
             updated_at: now,
         };
         let stored = kind.store_location(&record.location);
         let columns = kind.columns();
+        let new_secret = new.secret.as_ref().and_then(SecretRef::new_secret);
         self.insert_with_secret(RowInsert {
             table: kind.table(),
             columns: &columns,
@@ -179,7 +202,7 @@ impl MetadataDb {
                 Some(record.created_at.as_str()),
                 Some(record.updated_at.as_str()),
             ],
-            secret: new.secret.as_ref(),
+            secret: new_secret.as_ref(),
             kind: kind.label(),
             name: new.name,
         })
@@ -245,13 +268,55 @@ impl MetadataDb {
         for url in cached.into_iter().flatten() {
             Self::queue_deletion(&mut tx, &url, "connection deleted", grace).await?;
         }
-        if let Some(secret_id) = secret_id
-            && !Self::secret_in_use(&mut tx, &secret_id).await?
-        {
-            Self::delete_secret(&mut tx, &secret_id).await?;
+        if let Some(secret_id) = secret_id {
+            Self::delete_if_orphaned(&mut tx, &secret_id).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Points the record at `secret` (storing it first if new), and deletes the secret it used
+    /// before unless that has a name or another record uses it. One transaction.
+    pub async fn replace_secret(
+        &self,
+        kind: Kind,
+        by: By<'_>,
+        secret: SecretRef,
+    ) -> Result<Registration, MetadataError> {
+        let mut tx = self.pool().begin().await?;
+        if let SecretRef::New { id, sealed } = &secret {
+            Self::insert_secret(&mut tx, id, sealed).await?;
+        }
+        // Writing first takes SQLite's write lock at once; it returns the secret used so far.
+        let sql = format!(
+            "UPDATE {} SET updated_at = $1 WHERE {} = $2 RETURNING secret_id",
+            kind.table(),
+            by.column(kind)
+        );
+        let previous: Option<Option<String>> = sqlx::query_scalar(&sql)
+            .bind(now())
+            .bind(by.value())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(previous) = previous else {
+            tx.rollback().await?;
+            return Err(by.not_found(kind));
+        };
+        let sql = format!(
+            "UPDATE {} SET secret_id = $1 WHERE {} = $2",
+            kind.table(),
+            by.column(kind)
+        );
+        sqlx::query(&sql)
+            .bind(secret.id())
+            .bind(by.value())
+            .execute(&mut *tx)
+            .await?;
+        if let Some(previous) = previous.filter(|previous| previous != secret.id()) {
+            Self::delete_if_orphaned(&mut tx, &previous).await?;
+        }
+        tx.commit().await?;
+        self.registration(kind, by).await
     }
 
     /// Deletes the tables of the connection `by` names; their cache URLs.
@@ -268,17 +333,6 @@ impl MetadataDb {
             .bind(by.value())
             .fetch_all(&mut **tx)
             .await
-    }
-
-    async fn secret_in_use(tx: &mut Transaction<'_, Any>, secret_id: &str) -> Result<bool, sqlx::Error> {
-        let users: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM connections WHERE secret_id = $1) \
-                  + (SELECT count(*) FROM sources WHERE secret_id = $1)",
-        )
-        .bind(secret_id)
-        .fetch_one(&mut **tx)
-        .await?;
-        Ok(users > 0)
     }
 }
 

@@ -2,7 +2,8 @@
 //! addresses (loopback, link-local, cloud metadata, unspecified) refused unless a network of the
 //! list names them. Checked against the address a connection will really use, after resolving.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -18,8 +19,30 @@ pub enum HostError {
         address: IpAddr,
         what: &'static str,
     },
-    #[error("invalid allowed host {0:?}: give a host name, *.domain, an address or a CIDR network")]
+    #[error(
+        "the Unix socket directory {0} is refused: connections go over TCP unless --allowed-hosts \
+         lists that directory"
+    )]
+    Socket(PathBuf),
+    #[error(
+        "hostaddr={0} is refused: name the host instead, or list a network holding the address in \
+         --allowed-hosts"
+    )]
+    HostAddr(IpAddr),
+    #[error("cannot resolve {host}: {reason}")]
+    Unresolvable { host: String, reason: String },
+    #[error(
+        "invalid allowed host {0:?}: give a host name, *.domain, * (any name), an address, a CIDR \
+         network or a socket directory (/path)"
+    )]
     InvalidRule(String),
+}
+
+impl HostError {
+    /// Whether the host is refused by the rules (rather than merely not found).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, Self::Unresolvable { .. })
+    }
 }
 
 /// One entry of `--allowed-hosts`.
@@ -31,13 +54,24 @@ enum Rule {
     Domain(String),
     /// An address or a CIDR network, matched against the resolved address.
     Network(IpNet),
+    /// `/var/run/postgresql`: a directory of Unix sockets.
+    SocketDir(PathBuf),
+    /// `*`: any host that is not internal (internal ones still need a network rule).
+    AnyName,
 }
 
 impl FromStr for Rule {
     type Err = HostError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim().to_ascii_lowercase();
+        let text = text.trim();
+        if text.starts_with('/') {
+            return Ok(Self::SocketDir(normal_dir(Path::new(text))));
+        }
+        if text == "*" {
+            return Ok(Self::AnyName);
+        }
+        let text = text.to_ascii_lowercase();
         if let Ok(network) = text.parse::<IpNet>() {
             return Ok(Self::Network(network));
         }
@@ -74,8 +108,9 @@ impl HostPolicy {
         Self::default()
     }
 
-    /// `allowed` (names, `*.domains`, addresses, CIDR networks); internal addresses refused
-    /// unless `allowed` has a network holding them, when `refuse_internal`.
+    /// `allowed` (names, `*.domains`, `*`, addresses, CIDR networks, socket directories); internal
+    /// addresses refused unless `allowed` has a network holding them, when `refuse_internal` or
+    /// when `allowed` lists anything (a list says what is allowed, loopback included).
     pub fn new(allowed: &[String], refuse_internal: bool) -> Result<Self, HostError> {
         let rules = allowed
             .iter()
@@ -88,8 +123,8 @@ impl HostPolicy {
             } else {
                 allowed.join(", ")
             },
+            refuse_internal: refuse_internal || !rules.is_empty(),
             rules,
-            refuse_internal,
         })
     }
 
@@ -106,19 +141,97 @@ impl HostPolicy {
         {
             return Err(HostError::Internal { host, address, what });
         }
-        let named = self.rules.iter().any(|rule| match rule {
-            Rule::Name(name) => *name == host,
-            Rule::Domain(suffix) => host.ends_with(suffix.as_str()),
-            Rule::Network(_) => false,
-        });
-        if self.rules.is_empty() || named || in_network {
+        if self.rules.is_empty() || self.names(&host) || in_network {
             return Ok(());
         }
-        Err(HostError::NotAllowed {
-            host,
-            allowed: self.shown.clone(),
+        Err(self.not_allowed(host))
+    }
+
+    /// Whether a rule admits `host` (lower case) by its name.
+    fn names(&self, host: &str) -> bool {
+        self.rules.iter().any(|rule| match rule {
+            Rule::Name(name) => name == host,
+            Rule::Domain(suffix) => host.ends_with(suffix.as_str()),
+            Rule::AnyName => true,
+            Rule::Network(_) | Rule::SocketDir(_) => false,
         })
     }
+
+    fn not_allowed(&self, host: String) -> HostError {
+        HostError::NotAllowed {
+            host,
+            allowed: self.shown.clone(),
+        }
+    }
+
+    /// Resolves `host` and checks every address it resolves to (a connection may use any).
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, HostError> {
+        let bare = host.trim_matches(['[', ']']);
+        let lower = bare.to_ascii_lowercase();
+        let named = self.rules.is_empty() || self.names(&lower);
+        // A host no rule names is admitted only by its addresses: with no network rule to hold
+        // them, or unresolved, it is not.
+        let has_networks = self.rules.iter().any(|rule| matches!(rule, Rule::Network(_)));
+        if !named && !has_networks {
+            return Err(self.not_allowed(lower));
+        }
+        let unresolvable = |reason: String| match named {
+            true => HostError::Unresolvable {
+                host: host.to_string(),
+                reason,
+            },
+            false => self.not_allowed(lower.clone()),
+        };
+        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| unresolvable(e.to_string()))?
+            .collect();
+        if addresses.is_empty() {
+            return Err(unresolvable("it resolves to no address".into()));
+        }
+        for address in &addresses {
+            self.check(host, address.ip())?;
+        }
+        Ok(addresses)
+    }
+
+    /// Whether connections may go through the Unix sockets in `dir`: only when a rule lists it.
+    pub fn check_socket_dir(&self, dir: &Path) -> Result<(), HostError> {
+        let dir = normal_dir(dir);
+        let listed = self
+            .rules
+            .iter()
+            .any(|rule| matches!(rule, Rule::SocketDir(allowed) if *allowed == dir));
+        if listed {
+            Ok(())
+        } else {
+            Err(HostError::Socket(dir))
+        }
+    }
+
+    /// Whether a connection may go straight to `address` (`hostaddr`), naming no host: only
+    /// when a network rule holds it.
+    pub fn check_host_address(&self, address: IpAddr) -> Result<(), HostError> {
+        let listed = self
+            .rules
+            .iter()
+            .any(|rule| matches!(rule, Rule::Network(network) if network.contains(&address)));
+        if listed {
+            Ok(())
+        } else {
+            Err(HostError::HostAddr(address))
+        }
+    }
+
+    /// Whether every host and address is allowed, so nothing needs resolving to be checked.
+    pub fn allows_any_host(&self) -> bool {
+        self.rules.is_empty() && !self.refuse_internal
+    }
+}
+
+/// `dir` without a trailing `/` (`/run/pg/` and `/run/pg` are one directory).
+fn normal_dir(dir: &Path) -> PathBuf {
+    dir.components().collect()
 }
 
 /// What kind of internal address `address` is, if it is one.
@@ -186,6 +299,10 @@ mod tests {
 
     #[test]
     fn rules_name_hosts_domains_and_networks() {
+        let any_name = HostPolicy::new(&["*".into(), "127.0.0.0/8".into()], true).unwrap();
+        assert!(any_name.check("db.example.com", ip("203.0.113.9")).is_ok());
+        assert!(any_name.check("localhost", ip("127.0.0.1")).is_ok());
+        assert!(any_name.check("metadata", ip("169.254.169.254")).is_err());
         let allowed = ["db.example.com", "*.corp.example", "10.1.0.0/16", "127.0.0.1"].map(String::from);
         let policy = HostPolicy::new(&allowed, true).unwrap();
         assert!(policy.check("DB.example.com", ip("203.0.113.9")).is_ok());
