@@ -146,7 +146,7 @@ impl Secrets {
 
     /// The id of the named secret `name`, for a record to use.
     pub async fn named_id(&self, name: &str) -> Result<String, SecretError> {
-        Ok(self.db.named_secret(name).await?.id)
+        Ok(self.get(name).await?.id)
     }
 
     pub async fn reveal(&self, secret_id: &str) -> Result<String, SecretError> {

@@ -5,6 +5,7 @@
 //! real cluster take up a rotated cluster key without a restart.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use kalla_e2e::cluster::{Cluster, ClusterOptions};
@@ -251,14 +252,10 @@ async fn a_password_rotated_at_the_source_is_taken_up_with_one_call() {
 fn write_keys(path: &Path, keys: &[&str]) {
     let file = std::fs::File::create(path).unwrap();
     std::io::Write::write_all(&mut &file, keys.join("\n").as_bytes()).unwrap();
-    let stamp = SystemTime::now() + Duration::from_secs(rand_offset());
-    file.set_modified(stamp).unwrap();
-}
-
-fn rand_offset() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    // Each write a second further ahead than the one before.
+    static WRITES: AtomicU64 = AtomicU64::new(1);
+    let ahead = Duration::from_secs(WRITES.fetch_add(1, Ordering::Relaxed));
+    file.set_modified(SystemTime::now() + ahead).unwrap();
 }
 
 const INVOICES: &str = "
