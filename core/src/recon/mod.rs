@@ -7,6 +7,7 @@ pub mod pair;
 pub mod pairs_table;
 pub mod plan;
 pub mod recipe;
+pub mod spill;
 pub mod udf;
 
 use thiserror::Error;

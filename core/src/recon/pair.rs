@@ -8,6 +8,9 @@
 //! duplicate, so no row is ever multiplied and no second pass is needed. The rules are evaluated
 //! above this operator, on the paired rows.
 //!
+//! A partition is paired in memory while the task's memory pool grants it; past that it is paired
+//! through the executor's work dir instead, with the same fates ([`super::spill`]).
+//!
 //! Inputs: the key columns first (`keys` of them, the same types on both sides), then the side's
 //! compared columns. Output (see [`paired_schema`]): `side`, both sides' keys, both sides' values
 //! (the absent side's null) and the row's fate.
@@ -36,6 +39,8 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSe
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
+
+use super::spill::{HotKeys, Spiller};
 
 /// The output column naming a lone or duplicated row's side (`left`, `right`; null when paired).
 pub const SIDE: &str = "side";
@@ -77,6 +82,7 @@ pub struct PairExec {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    hot_keys: Arc<HotKeys>,
 }
 
 impl PairExec {
@@ -109,11 +115,26 @@ impl PairExec {
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
+            hot_keys: Arc::default(),
         })
     }
 
     pub fn keys(&self) -> usize {
         self.keys
+    }
+
+    /// The left and right inputs.
+    pub(super) fn sides(&self) -> [&Arc<dyn ExecutionPlan>; 2] {
+        [&self.left, &self.right]
+    }
+
+    pub(super) fn metrics_set(&self) -> &ExecutionPlanMetricsSet {
+        &self.metrics
+    }
+
+    /// The keys that made its partitions spill, once they have run.
+    pub fn hot_keys(&self) -> &Arc<HotKeys> {
+        &self.hot_keys
     }
 }
 
@@ -183,22 +204,35 @@ impl ExecutionPlan for PairExec {
                 self.properties.output_partitioning().partition_count()
             )));
         }
-        let reservation =
-            MemoryConsumer::new(format!("PairExec[{partition}]")).register(context.memory_pool());
+        // Spillable: under a fair pool each pairing may hold its share; past it, it spills.
+        let mut reservation = MemoryConsumer::new(format!("PairExec[{partition}]"))
+            .with_can_spill(true)
+            .register(context.memory_pool());
         let batch_size = context.session_config().batch_size();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let spiller = Spiller::new(self, partition, &context, baseline.clone())?;
         let left = self.left.execute(partition, context.clone())?;
         let right = self.right.execute(partition, context)?;
         let (keys, schema) = (self.keys, self.schema.clone());
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let paired = async move {
             let (left, right) = futures::try_join!(
-                collect_side(left, &reservation),
-                collect_side(right, &reservation)
+                Gathered::from(left, &reservation),
+                Gathered::from(right, &reservation)
             )?;
-            let timer = baseline.elapsed_compute().timer();
-            let fates = Fates::of(keys, left, right, reservation)?;
-            timer.done();
-            Ok::<_, DataFusionError>(fates.batches(schema, batch_size, baseline))
+            if left.is_whole() && right.is_whole() {
+                let timer = baseline.elapsed_compute().timer();
+                let fates = Fates::in_memory(
+                    keys,
+                    (&left.schema, &left.batches),
+                    (&right.schema, &right.batches),
+                    &mut reservation,
+                )?;
+                timer.done();
+                if let Some(fates) = fates {
+                    return Ok(fates.batches(schema, batch_size, baseline).boxed());
+                }
+            }
+            Ok::<_, DataFusionError>(spiller.pair(left, right, reservation))
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
@@ -207,25 +241,58 @@ impl ExecutionPlan for PairExec {
     }
 }
 
-/// One side's rows of a partition as one batch, counted against the memory pool.
-async fn collect_side(
-    mut input: SendableRecordBatchStream,
+/// One side's rows of a partition as far as its share of memory holds them: all of them, or
+/// the first batches and the stream of the rest.
+pub(super) struct Gathered {
+    pub(super) schema: SchemaRef,
+    pub(super) batches: Vec<RecordBatch>,
+    pub(super) rest: Option<SendableRecordBatchStream>,
+}
+
+impl Gathered {
+    async fn from(mut input: SendableRecordBatchStream, reservation: &MemoryReservation) -> Result<Self> {
+        let schema = input.schema();
+        let mut batches = Vec::new();
+        while let Some(batch) = input.next().await {
+            let batch = batch?;
+            let size = batch.get_array_memory_size();
+            let fits = reservation.try_grow(size).is_ok();
+            batches.push(batch);
+            if !fits {
+                // Held all the same until it is written out: the reservation says so.
+                reservation.grow(size);
+                return Ok(Self {
+                    schema,
+                    batches,
+                    rest: Some(input),
+                });
+            }
+        }
+        Ok(Self {
+            schema,
+            batches,
+            rest: None,
+        })
+    }
+
+    fn is_whole(&self) -> bool {
+        self.rest.is_none()
+    }
+}
+
+/// Whether `error` says the memory pool refused a reservation.
+pub(super) fn out_of_memory(error: &DataFusionError) -> bool {
+    matches!(error.find_root(), DataFusionError::ResourcesExhausted(_))
+}
+
+/// One side's gathered rows as one batch, the copy counted against the memory pool.
+fn concat_side(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
     reservation: &MemoryReservation,
 ) -> Result<RecordBatch> {
-    let schema = input.schema();
-    let mut batches = Vec::new();
-    let mut collected = 0;
-    while let Some(batch) = input.next().await {
-        let batch = batch?;
-        let size = batch.get_array_memory_size();
-        reservation.try_grow(size)?;
-        collected += size;
-        batches.push(batch);
-    }
-    let whole = concat_batches(&schema, &batches)?;
+    let whole = concat_batches(schema, batches)?;
     reservation.try_grow(whole.get_array_memory_size())?;
-    drop(batches);
-    reservation.shrink(collected);
     Ok(whole)
 }
 
@@ -247,11 +314,21 @@ impl SideRows {
 
 /// A key's rows per side, indexed by [`LEFT`] and [`RIGHT`].
 type KeyRows = [SideRows; 2];
-const LEFT: usize = 0;
-const RIGHT: usize = 1;
+pub(super) const LEFT: usize = 0;
+pub(super) const RIGHT: usize = 1;
 
 /// Rows a bucket holds on average: few enough that its hash table and keys stay in cache.
 const BUCKET_ROWS: usize = 4096;
+
+/// Which of `batch`'s rows have a null part in their first `keys` columns: rows that pair with
+/// nothing.
+pub(super) fn null_keys(batch: &RecordBatch, keys: usize) -> Option<NullBuffer> {
+    batch.columns()[..keys]
+        .iter()
+        .fold(None, |all: Option<NullBuffer>, column| {
+            NullBuffer::union(all.as_ref(), column.logical_nulls().as_ref())
+        })
+}
 
 /// One side's rows with a whole key, scattered into buckets by the hash of their key, each
 /// bucket with its keys (arrow's row format) side by side. Built in one sequential pass, so
@@ -267,11 +344,7 @@ impl Buckets {
     /// `keys` of `batch`'s rows into `count` buckets (a power of two); rows with a null key part
     /// are left out and returned.
     fn scatter(keys: &Rows, batch: &RecordBatch, key_columns: usize, count: usize) -> (Self, Vec<u32>) {
-        let nulls = batch.columns()[..key_columns]
-            .iter()
-            .fold(None, |all: Option<NullBuffer>, column| {
-                NullBuffer::union(all.as_ref(), column.logical_nulls().as_ref())
-            });
+        let nulls = null_keys(batch, key_columns);
         let expected = keys.num_rows() / count + 1;
         let average_key = keys.size() / keys.num_rows().max(1) + 1;
         let mut buckets = Self {
@@ -324,7 +397,7 @@ enum Part {
 }
 
 /// A partition's rows, paired: which rows pair up, and which are alone or duplicated.
-struct Fates {
+pub(super) struct Fates {
     keys: usize,
     left: RecordBatch,
     right: RecordBatch,
@@ -335,11 +408,62 @@ struct Fates {
 }
 
 impl Fates {
+    /// Pairs both sides' rows in memory, or `None` when they do not fit in `reservation`'s share
+    /// of the pool (which then holds what it held before).
+    pub(super) fn in_memory(
+        keys: usize,
+        left: (&SchemaRef, &[RecordBatch]),
+        right: (&SchemaRef, &[RecordBatch]),
+        reservation: &mut MemoryReservation,
+    ) -> Result<Option<Self>> {
+        let held = reservation.size();
+        let fates = (|| {
+            let left = concat_side(left.0, left.1, reservation)?;
+            let right = concat_side(right.0, right.1, reservation)?;
+            Self::of(keys, left, right, reservation)
+        })();
+        match fates {
+            Ok(fates) => Ok(Some(fates)),
+            Err(error) if out_of_memory(&error) => {
+                reservation.resize(held);
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Rows of one side that pair with nothing, with their fates (`unpaired` indexes `batch`).
+    pub(super) fn one_side(
+        keys: usize,
+        side: usize,
+        batch: RecordBatch,
+        other: SchemaRef,
+        unpaired: (Vec<u32>, Vec<u8>),
+        reservation: MemoryReservation,
+    ) -> Self {
+        let (own, other) = (batch, RecordBatch::new_empty(other));
+        let (left, right, left_unpaired, right_unpaired) = match side {
+            LEFT => (own, other, unpaired, Default::default()),
+            _ => (other, own, Default::default(), unpaired),
+        };
+        Self {
+            keys,
+            left,
+            right,
+            pairs: Default::default(),
+            left_unpaired,
+            right_unpaired,
+            _reservation: reservation,
+        }
+    }
+
+    /// Pairs `left`'s and `right`'s rows, growing `reservation` by what it builds; the pairing
+    /// then holds the whole reservation.
     fn of(
         keys: usize,
         left: RecordBatch,
         right: RecordBatch,
-        reservation: MemoryReservation,
+        reservation: &mut MemoryReservation,
     ) -> Result<Self> {
         let fields = left.schema().fields()[..keys]
             .iter()
@@ -347,7 +471,7 @@ impl Fates {
             .collect();
         if left.num_rows().max(right.num_rows()) >= u32::MAX as usize {
             return Err(DataFusionError::ResourcesExhausted(format!(
-                "a reconciliation partition holds {} and {} rows, more than one task can pair; raise target_partitions",
+                "a reconciliation partition holds {} and {} rows, more than one pairing can index in memory",
                 left.num_rows(),
                 right.num_rows()
             )));
@@ -362,7 +486,8 @@ impl Fates {
             .clamp(1, 1 << 16);
         let (left_buckets, left_nulls) = Buckets::scatter(&left_keys, &left, keys, count);
         let (right_buckets, right_nulls) = Buckets::scatter(&right_keys, &right, keys, count);
-        reservation.try_grow(left_buckets.size() + right_buckets.size())?;
+        let buckets_size = left_buckets.size() + right_buckets.size();
+        reservation.try_grow(buckets_size)?;
         reservation.shrink(left_keys.size() + right_keys.size());
         drop((left_keys, right_keys));
 
@@ -409,6 +534,9 @@ impl Fates {
         let mut by_left: Vec<(u32, u32)> = pairs.0.into_iter().zip(pairs.1).collect();
         by_left.sort_unstable();
         let pairs = by_left.into_iter().unzip();
+        drop(ids);
+        drop((left_buckets, right_buckets));
+        reservation.shrink(buckets_size);
         Ok(Self {
             keys,
             left,
@@ -416,7 +544,7 @@ impl Fates {
             pairs,
             left_unpaired,
             right_unpaired,
-            _reservation: reservation,
+            _reservation: reservation.take(),
         })
     }
 
@@ -429,7 +557,7 @@ impl Fates {
     }
 
     /// The output, `batch_size` rows at a time, each batch built when the consumer asks for it.
-    fn batches(
+    pub(super) fn batches(
         self,
         schema: SchemaRef,
         batch_size: usize,
@@ -558,8 +686,10 @@ mod tests {
     use datafusion::arrow::array::{AsArray, Int32Array, Int64Array};
     use datafusion::arrow::datatypes::{Int32Type, Int64Type};
     use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     use datafusion::physical_plan::collect;
-    use datafusion::prelude::SessionContext;
+    use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
 
@@ -583,12 +713,13 @@ mod tests {
             ],
         )
         .unwrap();
-        // Two batches where there are rows, so collecting a side is exercised too.
-        let middle = batch.num_rows() / 2;
-        let batches = match batch.num_rows() {
-            0 => vec![],
-            rows => vec![batch.slice(0, middle), batch.slice(middle, rows - middle)],
-        };
+        // Two batches or more where there are rows, so gathering a side is exercised too.
+        let rows = batch.num_rows();
+        let chunk = (rows / 2).clamp(1, 2048);
+        let batches = (0..rows)
+            .step_by(chunk)
+            .map(|start| batch.slice(start, chunk.min(rows - start)))
+            .collect::<Vec<_>>();
         MemorySourceConfig::try_new_exec(&[batches], schema, None).unwrap()
     }
 
@@ -614,12 +745,26 @@ mod tests {
 
     /// Output rows as (fate, side, left value, right value), sorted; every row's keys must be
     /// those of the input rows its values came from.
-    async fn paired(
+    async fn paired(left: &[(Key, i64)], right: &[(Key, i64)]) -> Vec<OutputRow> {
+        paired_within(left, right, None).await.0
+    }
+
+    /// (fate, side, left value, right value) of an output row.
+    type OutputRow = (u8, Option<String>, Option<i64>, Option<i64>);
+
+    /// [`paired`], on executors whose memory pool holds `pool` bytes, with the operator's metrics.
+    async fn paired_within(
         left: &[(Key, i64)],
         right: &[(Key, i64)],
-    ) -> Vec<(u8, Option<String>, Option<i64>, Option<i64>)> {
+        pool: Option<usize>,
+    ) -> (Vec<OutputRow>, MetricsSet, String) {
         let exec = Arc::new(PairExec::try_new(2, side("l", left), side("r", right)).unwrap());
-        let batches = collect(exec, SessionContext::new().task_ctx()).await.unwrap();
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(bytes) = pool {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
+        }
+        let context = SessionContext::new_with_config_rt(SessionConfig::new(), runtime.build_arc().unwrap());
+        let batches = collect(exec.clone(), context.task_ctx()).await.unwrap();
         let (left_keys, right_keys) = (keys_by_value(left), keys_by_value(right));
         let input_key = |keys: &HashMap<i64, OwnedKey>, v: Option<i64>| v.and_then(|v| keys.get(&v).cloned());
         let mut rows = Vec::new();
@@ -651,7 +796,7 @@ mod tests {
             }
         }
         rows.sort();
-        rows
+        (rows, exec.metrics().unwrap(), exec.hot_keys().describe(0))
     }
 
     #[tokio::test]
@@ -770,6 +915,36 @@ mod tests {
             }
         }
         assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn a_partition_larger_than_its_memory_spills_and_pairs_the_same() {
+        // About 50,000 rows a side over 30,000 keys: on the left, key 7 has 20,000 rows (a hot
+        // key) and every 5th key a second row; on the right, every 11th key is missing and every
+        // 13th has a null part. Numbers tell rows apart; the text part is shared.
+        let key = |i: i64| (Some("k"), Some(i as i32));
+        let mut left: Vec<(Key, i64)> = (0..20_000).map(|i| (key(7), 300_000 + i)).collect();
+        left.extend((0..30_000).map(|i| (key(i), i)));
+        left.extend((0..30_000).step_by(5).map(|i| (key(i), 100_000 + i)));
+        let right: Vec<(Key, i64)> = (0..40_000)
+            .filter(|i| i % 11 != 0)
+            .map(|i| match i % 13 {
+                0 => ((Some("k"), None), 200_000 + i),
+                _ => (key(i), 200_000 + i),
+            })
+            .collect();
+
+        let (unbounded, metrics, hot) = paired_within(&left, &right, None).await;
+        assert_eq!((metrics.spill_count(), hot.as_str()), (Some(0), ""));
+        let (bounded, metrics, hot) = paired_within(&left, &right, Some(256 * 1024)).await;
+        assert!(metrics.spill_count().unwrap() > 0, "{metrics:?}");
+        assert_eq!(bounded.len(), left.len() + right.len() - paired_rows(&unbounded));
+        assert_eq!(bounded, unbounded, "spilling changes no row's fate");
+        assert!(hot.starts_with("k, 7 (20001 rows)"), "{hot}");
+    }
+
+    fn paired_rows(rows: &[OutputRow]) -> usize {
+        rows.iter().filter(|r| r.0 == Fate::Paired as u8).count()
     }
 
     #[test]
