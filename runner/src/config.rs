@@ -14,6 +14,7 @@ use kalla_core::allow::{Buckets, FileAccess, FileRoots, HostError, HostPolicy};
 use kalla_core::cache::CacheDir;
 use kalla_core::cluster_tls::{ClientTlsArgs, ClusterTransport};
 use kalla_core::process::with_env_fallbacks;
+use kalla_core::recon::pairs_table::DEFAULT_PARTITION_BYTES;
 use kalla_core::source::{DEFAULT_COUNT_CAP, DEFAULT_GRANT_TTL, PartitionOptions, ScanOptions};
 use kalla_core::storage::{S3Args, S3Settings};
 use kalla_core::tls::CertificateArgs;
@@ -135,6 +136,11 @@ pub struct RunnerConfig {
     /// Postgres tables are scanned (and cached) in partitions of about this many MiB of heap.
     #[arg(long, default_value_t = 128)]
     pub scan_partition_mib: u64,
+    /// A reconciliation shuffles both sides into partitions of about this many MiB (by their
+    /// sources' sizes), so each task pairs a bounded slice; one that is still too large for its
+    /// share of the executor's memory pool spills to the executor's work dir.
+    #[arg(long, default_value_t = DEFAULT_PARTITION_BYTES / (1024 * 1024))]
+    pub pair_partition_mib: u64,
     /// Seconds a planned Postgres scan may read its source: the scan grant sealed into the plan
     /// expires after this (it must outlast the longest job, its task retries and a runner taking
     /// it over).

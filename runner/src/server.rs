@@ -114,6 +114,7 @@ async fn services(
             concurrency: config.job_concurrency,
             queue_capacity: config.job_queue_capacity,
             stall_timeout: Duration::from_secs(config.job_stall_timeout_secs),
+            pair_partition_bytes: config.pair_partition_mib.max(1) * 1024 * 1024,
             callbacks: CallbackSettings {
                 hosts: config.host_policy()?,
                 allow_http: config.allow_http_callbacks,

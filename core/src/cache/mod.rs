@@ -185,6 +185,15 @@ pub struct WrittenFile {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
+    /// The task's execution that wrote it (random: partition numbers repeat across tasks).
+    #[serde(default)]
+    pub execution: u64,
+    /// What that execution spilled to its executor's work dir, in bytes…
+    #[serde(default)]
+    pub spilled_bytes: u64,
+    /// …and the keys that made it spill, with their rows (empty when none did).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hot_keys: String,
 }
 
 /// What the sink returns: one row per written file.
@@ -194,6 +203,9 @@ pub fn written_files_schema() -> SchemaRef {
         Field::new("path", DataType::Utf8, false),
         Field::new("rows", DataType::UInt64, false),
         Field::new("bytes", DataType::UInt64, false),
+        Field::new("execution", DataType::UInt64, false),
+        Field::new("spilled_bytes", DataType::UInt64, false),
+        Field::new("hot_keys", DataType::Utf8, false),
     ]))
 }
 
@@ -207,12 +219,18 @@ pub fn written_files(batches: &[RecordBatch]) -> Result<Vec<WrittenFile>, CacheE
         let paths = column(1).as_any().downcast_ref::<StringArray>().ok_or_else(bad)?;
         let rows = column(2).as_any().downcast_ref::<UInt64Array>().ok_or_else(bad)?;
         let bytes = column(3).as_any().downcast_ref::<UInt64Array>().ok_or_else(bad)?;
+        let executions = column(4).as_any().downcast_ref::<UInt64Array>().ok_or_else(bad)?;
+        let spilled = column(5).as_any().downcast_ref::<UInt64Array>().ok_or_else(bad)?;
+        let hot_keys = column(6).as_any().downcast_ref::<StringArray>().ok_or_else(bad)?;
         for i in 0..batch.num_rows() {
             files.push(WrittenFile {
                 partition: partitions.value(i),
                 path: paths.value(i).to_string(),
                 rows: rows.value(i),
                 bytes: bytes.value(i),
+                execution: executions.value(i),
+                spilled_bytes: spilled.value(i),
+                hot_keys: hot_keys.value(i).to_string(),
             });
         }
     }

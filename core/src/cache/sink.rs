@@ -28,7 +28,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricValue, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::StreamExt;
@@ -38,6 +38,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use super::{CacheDir, written_files_schema};
+use crate::recon::pair::PairExec;
 
 /// Rows per parquet row group: small enough to bound a writer's memory, large enough for scans.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
@@ -158,6 +159,7 @@ impl ExecutionPlan for PartitionParquetSinkExec {
             .object_store(ObjectStoreUrl::parse(directory.store_url())?)?;
         let base = directory.path().map_err(external)?;
         let split = self.spec.split.clone();
+        let plan = self.input.clone();
         let input = self.input.execute(partition, context)?;
         let write = async move {
             let mut outputs = match &split {
@@ -203,7 +205,7 @@ impl ExecutionPlan for PartitionParquetSinkExec {
                     written.push(file);
                 }
             }
-            summary(partition, &written)
+            summary(partition, &written, &Execution::of(&plan, partition))
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             written_files_schema(),
@@ -360,7 +362,44 @@ impl OutputFile {
     }
 }
 
-fn summary(partition: usize, written: &[(String, u64, u64)]) -> Result<RecordBatch> {
+/// One execution of the sink beyond its files: an id of its own (partition numbers repeat across
+/// tasks), and what the operators below it spilled, read off them once it has run.
+#[derive(Debug)]
+struct Execution {
+    id: u64,
+    spilled_bytes: usize,
+    hot_keys: Vec<String>,
+}
+
+impl Execution {
+    fn of(plan: &Arc<dyn ExecutionPlan>, partition: usize) -> Self {
+        let mut spills = Self {
+            id: rand::random(),
+            spilled_bytes: 0,
+            hot_keys: Vec::new(),
+        };
+        let mut nodes = vec![plan];
+        while let Some(node) = nodes.pop() {
+            nodes.extend(node.children());
+            let Some(metrics) = node.metrics() else { continue };
+            for metric in metrics.iter().filter(|m| m.partition() == Some(partition)) {
+                if let MetricValue::SpilledBytes(bytes) = metric.value() {
+                    spills.spilled_bytes += bytes.value();
+                }
+            }
+            if let Some(pairing) = node.downcast_ref::<PairExec>() {
+                let keys = pairing.hot_keys().describe(partition);
+                if !keys.is_empty() {
+                    spills.hot_keys.push(keys);
+                }
+            }
+        }
+        spills
+    }
+}
+
+fn summary(partition: usize, written: &[(String, u64, u64)], execution: &Execution) -> Result<RecordBatch> {
+    let hot_keys = execution.hot_keys.join("; ");
     Ok(RecordBatch::try_new(
         written_files_schema(),
         vec![
@@ -374,6 +413,12 @@ fn summary(partition: usize, written: &[(String, u64, u64)]) -> Result<RecordBat
             Arc::new(UInt64Array::from_iter_values(
                 written.iter().map(|(_, _, bytes)| *bytes),
             )),
+            Arc::new(UInt64Array::from(vec![execution.id; written.len()])),
+            Arc::new(UInt64Array::from(vec![
+                execution.spilled_bytes as u64;
+                written.len()
+            ])),
+            Arc::new(StringArray::from(vec![hot_keys.as_str(); written.len()])),
         ],
     )?)
 }

@@ -13,13 +13,15 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::common::{DataFusionError, Result, Statistics, internal_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion_proto::bytes::Serializeable;
@@ -51,6 +53,9 @@ pub struct PgScanSpec {
     /// Pushed-down filters, each a datafusion-proto expression in base64 (see [`encode_filter`]).
     pub filters: Vec<String>,
     pub limit: Option<usize>,
+    /// The relation's heap size when it was planned (see [`PgScanExec::partition_statistics`]).
+    #[serde(default)]
+    pub heap_bytes: u64,
 }
 
 /// A filter as it travels in a [`PgScanSpec`].
@@ -290,6 +295,22 @@ impl ExecutionPlan for PgScanExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
+    /// The whole scan's size, as the share of the relation's heap its columns take (a shuffle
+    /// above it is sized by this); nothing is known of one partition.
+    fn statistics_from_inputs(
+        &self,
+        _inputs: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let mut statistics = Statistics::new_unknown(&self.schema);
+        if args.partition().is_none() && self.spec.heap_bytes > 0 {
+            let columns = self.spec.table_columns.len().max(1) as u64;
+            let share = self.spec.heap_bytes * self.spec.projection.len().max(1) as u64 / columns;
+            statistics.total_byte_size = Precision::Inexact(share as usize);
+        }
+        Ok(Arc::new(statistics))
+    }
+
     /// Descriptor rows must stay in their partitions: repartitioning them would only add a stage.
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
         vec![false]
@@ -439,6 +460,7 @@ mod tests {
             projection,
             filters,
             limit: Some(10),
+            heap_bytes: 0,
         }
     }
 

@@ -75,6 +75,9 @@ pub struct PgTableSpec {
     pub kind: RelationKind,
     pub columns: Vec<PgColumn>,
     pub partitions: Vec<BlockRange>,
+    /// The relation's heap size when it was planned: what the scan is sized by.
+    #[serde(default)]
+    pub heap_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -111,6 +114,7 @@ impl PgTableProvider {
             grant,
             kind: relation.kind,
             partitions: partition::plan(&relation, &options.partitions),
+            heap_bytes: relation.heap_bytes,
             columns: relation.columns,
         };
         Ok(Self::from_spec(spec, Some(key.clone())))
@@ -188,6 +192,7 @@ impl TableProvider for PgTableProvider {
                 .map(|f| self.pushed_filter(f))
                 .collect::<Result<_>>()?,
             limit,
+            heap_bytes: self.spec.heap_bytes,
         };
         let descriptors = partition_descriptors(&self.spec.partitions)?;
         Ok(Arc::new(PgScanExec::try_new(

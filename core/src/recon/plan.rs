@@ -132,12 +132,18 @@ fn side_rows(frame: DataFrame, names: &Names, left: bool) -> Result<DataFrame> {
     frame.select(columns)
 }
 
-/// The pass: every row of both sides, with its route. Outputs, by route: [`OUTPUTS`].
-pub fn classify(left: DataFrame, right: DataFrame, recipe: &CheckedRecipe) -> Result<(DataFrame, Split)> {
+/// The pass: every row of both sides, with its route, paired in shuffle partitions of about
+/// `partition_bytes`. Outputs, by route: [`OUTPUTS`].
+pub fn classify(
+    left: DataFrame,
+    right: DataFrame,
+    recipe: &CheckedRecipe,
+    partition_bytes: u64,
+) -> Result<(DataFrame, Split)> {
     let names = Names::new(recipe);
     let (state, left) = side_rows(left, &names, true)?.into_parts();
     let right = side_rows(right, &names, false)?.into_unoptimized_plan();
-    let pairs = PairsTable::new(left, right, names.left_keys.len());
+    let pairs = PairsTable::new(left, right, names.left_keys.len(), partition_bytes);
     let scan = LogicalPlanBuilder::scan("pairs", provider_as_source(Arc::new(pairs)), None)?.build()?;
     let paired = DataFrame::new(state, scan);
 

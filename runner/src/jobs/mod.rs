@@ -105,6 +105,8 @@ pub struct JobSettings {
     pub queue_capacity: usize,
     /// After an executor is lost, a job with no finished task for this long is run again.
     pub stall_timeout: Duration,
+    /// A reconciliation's rows are paired in shuffle partitions of about this many bytes.
+    pub pair_partition_bytes: u64,
     pub callbacks: CallbackSettings,
 }
 

@@ -88,6 +88,38 @@ fn row_counts(written: &[WrittenFile], outputs: &[&str]) -> BTreeMap<String, u64
     counts
 }
 
+/// How a pass's rows spread over its tasks (Ballista may give a task several partitions): how
+/// many wrote rows, the rows of the largest, and what they spilled to their executors' work dirs
+/// with the keys that made them spill.
+#[derive(Debug, Default, PartialEq, serde::Serialize)]
+pub(super) struct Skew {
+    pub(super) tasks: usize,
+    pub(super) largest_task_rows: u64,
+    pub(super) spilled_bytes: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) hot_keys: Vec<String>,
+}
+
+impl Skew {
+    /// The skew of the pass that wrote `written` (a task's spills are on each of its files).
+    pub(super) fn of(written: &[WrittenFile]) -> Self {
+        let mut tasks: BTreeMap<u64, (u64, &WrittenFile)> = BTreeMap::new();
+        for file in written {
+            tasks.entry(file.execution).or_insert((0, file)).0 += file.rows;
+        }
+        Self {
+            tasks: tasks.len(),
+            largest_task_rows: tasks.values().map(|(rows, _)| *rows).max().unwrap_or(0),
+            spilled_bytes: tasks.values().map(|(_, file)| file.spilled_bytes).sum(),
+            hot_keys: tasks
+                .values()
+                .filter(|(_, file)| !file.hot_keys.is_empty())
+                .map(|(_, file)| file.hot_keys.clone())
+                .collect(),
+        }
+    }
+}
+
 /// The outputs no written file belongs to.
 fn outputs_without_files<'a>(written: &[WrittenFile], outputs: &[&'a str]) -> Vec<&'a str> {
     outputs
@@ -107,7 +139,36 @@ mod tests {
             path: path.into(),
             rows,
             bytes: 100,
+            execution: 0,
+            spilled_bytes: 0,
+            hot_keys: String::new(),
         }
+    }
+
+    #[test]
+    fn skew_names_the_largest_task_and_each_spill_once() {
+        let in_partition = |execution, rows, spilled, keys: &str| WrittenFile {
+            execution,
+            spilled_bytes: spilled,
+            hot_keys: keys.into(),
+            ..file("r/matched/x.parquet", rows)
+        };
+        let written = [
+            in_partition(0, 10, 0, ""),
+            in_partition(1, 30, 500, "7 (20 rows)"),
+            in_partition(1, 5, 500, "7 (20 rows)"),
+            in_partition(2, 35, 0, ""),
+        ];
+        assert_eq!(
+            Skew::of(&written),
+            Skew {
+                tasks: 3,
+                largest_task_rows: 35,
+                spilled_bytes: 500,
+                hot_keys: vec!["7 (20 rows)".into()],
+            }
+        );
+        assert_eq!(Skew::of(&[]), Skew::default());
     }
 
     #[test]

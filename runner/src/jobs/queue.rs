@@ -136,13 +136,18 @@ fn runs_again(error: &JobError, attempts: i64) -> bool {
     matches!(error, JobError::Stalled(_)) && attempts < MAX_ATTEMPTS
 }
 
-/// The summary a succeeded job stores: how long it ran, rows per output, and each pass's time.
+/// The summary a succeeded job stores: how long it ran, rows per output, each pass's time, and
+/// a reconciliation's skew.
 fn succeeded(duration: Duration, summary: &RunSummary) -> Value {
-    json!({
+    let mut stored = json!({
         "duration_ms": duration.as_millis() as u64,
         "outputs": summary.counts,
         "timings_ms": summary.timings,
-    })
+    });
+    if let Some(skew) = &summary.skew {
+        stored["skew"] = json!(skew);
+    }
+    stored
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use kalla_core::recon::plan::{self, OUTPUTS};
 use kalla_core::recon::{Recipe, Side};
 use serde::{Deserialize, Serialize};
 
+use super::outputs::Skew;
 use super::submit::QuerySpec;
 use super::{JobError, Jobs, QUERY_OUTPUT, failed};
 use crate::metadata::JobRecord;
@@ -54,7 +55,8 @@ impl Jobs {
         let mut log = PassLog::of(job);
 
         let timer = Instant::now();
-        let (classified, split) = plan::classify(left, right, &checked).map_err(failed)?;
+        let partition_bytes = self.inner.settings.pair_partition_bytes;
+        let (classified, split) = plan::classify(left, right, &checked, partition_bytes).map_err(failed)?;
         let schemas = output_schemas(classified.schema().as_arrow(), &split);
         let table = split_write(&classified, &dir, split);
         let written = self
@@ -64,6 +66,7 @@ impl Jobs {
             .timings
             .insert("classify".into(), timer.elapsed().as_millis() as u64);
 
+        summary.skew = Some(Skew::of(&written));
         self.inner.db.set_job_phase(&job.id, "publishing").await?;
         let timer = Instant::now();
         summary.counts = self.publish(&dir, written, &schemas, &OUTPUTS).await?;
@@ -281,11 +284,13 @@ impl PassLog {
     }
 }
 
-/// What a run produced: rows per output, and how long each pass took.
+/// What a run produced: rows per output, how long each pass took, and (for a reconciliation)
+/// how its pairing spread over the tasks.
 #[derive(Debug, Default)]
 pub(super) struct RunSummary {
     pub(super) counts: BTreeMap<String, u64>,
     pub(super) timings: BTreeMap<String, u64>,
+    pub(super) skew: Option<Skew>,
 }
 
 fn output_schemas(schema: &Schema, split: &Split) -> HashMap<String, SchemaRef> {
