@@ -53,7 +53,7 @@ pub struct PgScanSpec {
     /// Pushed-down filters, each a datafusion-proto expression in base64 (see [`encode_filter`]).
     pub filters: Vec<String>,
     pub limit: Option<usize>,
-    /// The relation's heap size when it was planned (see [`PgScanExec::partition_statistics`]).
+    /// The relation's heap size when it was planned: the scan's statistics report its share.
     #[serde(default)]
     pub heap_bytes: u64,
 }

@@ -281,7 +281,7 @@ impl Gathered {
 }
 
 /// Whether `error` says the memory pool refused a reservation.
-pub(super) fn out_of_memory(error: &DataFusionError) -> bool {
+fn out_of_memory(error: &DataFusionError) -> bool {
     matches!(error.find_root(), DataFusionError::ResourcesExhausted(_))
 }
 
