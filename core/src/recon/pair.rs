@@ -29,6 +29,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::hash_utils::RandomState;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::utils::memory::RecordBatchMemoryCounter;
 use datafusion::common::{DataFusionError, HashMap, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -253,9 +254,11 @@ impl Gathered {
     async fn from(mut input: SendableRecordBatchStream, reservation: &MemoryReservation) -> Result<Self> {
         let schema = input.schema();
         let mut batches = Vec::new();
+        // Shuffled batches can share buffers (a decoded message's): each is counted once.
+        let mut memory = RecordBatchMemoryCounter::new();
         while let Some(batch) = input.next().await {
             let batch = batch?;
-            let size = batch.get_array_memory_size();
+            let size = memory.count_batch(&batch);
             let fits = reservation.try_grow(size).is_ok();
             batches.push(batch);
             if !fits {

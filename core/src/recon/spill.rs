@@ -9,6 +9,7 @@
 //! out at once, and only rows of keys found once on each side go on to be paired.
 
 use std::hash::BuildHasher;
+use std::io::BufWriter;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
@@ -18,6 +19,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::common::hash_utils::RandomState;
+use datafusion::common::utils::memory::RecordBatchMemoryCounter;
 use datafusion::common::{DataFusionError, HashMap, Result};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -38,6 +40,9 @@ const FANOUT: usize = 16;
 /// Splits deep enough for 16⁸ parts: beyond them a part that does not fit means the pool is
 /// too small for even a sliver of the data.
 const MAX_DEPTH: u64 = 8;
+/// A part with this many times its share of a spilled partition's rows has its keys counted, so
+/// the keys that made it outsized are reported.
+const OUTSIZED_PART: usize = 2;
 /// Hot keys a partition reports, largest first.
 const REPORTED_KEYS: usize = 3;
 /// Memory a counted key takes beyond its bytes: the map's entry and the boxed key's header.
@@ -122,7 +127,13 @@ impl Spiller {
                 output,
             };
             let parts = run.scatter_gathered([left, right]).await?;
+            let typical_rows = parts.iter().map(Part::rows).sum::<usize>() / FANOUT;
             for part in parts {
+                if part.rows() > OUTSIZED_PART * typical_rows.max(1) {
+                    // Its hot keys are reported even when the part then fits in memory.
+                    run.count_keys(&part).await?;
+                    run.reservation.free();
+                }
                 run.pair_part(part, 1).await?;
             }
             Ok(())
@@ -197,10 +208,12 @@ impl Run {
         let mut sides = Vec::with_capacity(2);
         for side in [LEFT, RIGHT] {
             let mut batches = Vec::new();
+            // Batches read back from a part share their message's buffer: count each buffer once.
+            let mut memory = RecordBatchMemoryCounter::new();
             let mut stream = self.read(part, side)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
-                if self.reservation.try_grow(batch.get_array_memory_size()).is_err() {
+                if self.reservation.try_grow(memory.count_batch(&batch)).is_err() {
                     self.reservation.free();
                     return Ok(None);
                 }
@@ -444,23 +457,28 @@ impl Scatter {
     }
 }
 
+/// Bytes buffered per part file: the IPC writer writes each buffer of a batch on its own.
+const PART_WRITE_BUFFER: usize = 64 * 1024;
+
 /// One part of one side being written to the work dir, as an Arrow IPC stream (what
 /// [`SpillManager::read_spill_as_stream`] reads back).
 struct PartWriter {
     file: Arc<dyn SpillFile>,
-    ipc: StreamWriter<Box<dyn SpillWriter>>,
+    ipc: StreamWriter<BufWriter<Box<dyn SpillWriter>>>,
 }
 
 impl PartWriter {
     fn create(env: &Arc<RuntimeEnv>, schema: &SchemaRef) -> Result<Self> {
         let file = env.disk_manager.create_tmp_file("PairExec spill")?;
-        let ipc = StreamWriter::try_new(file.open_writer()?, schema)?;
+        let buffered = BufWriter::with_capacity(PART_WRITE_BUFFER, file.open_writer()?);
+        let ipc = StreamWriter::try_new(buffered, schema)?;
         Ok(Self { file, ipc })
     }
 
     fn finish(mut self, spills: &SpillMetrics) -> Result<Arc<dyn SpillFile>> {
         self.ipc.finish()?;
-        self.ipc.into_inner()?.finish()?;
+        let mut writer = self.ipc.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+        writer.finish()?;
         spills.spill_file_count.add(1);
         spills.spilled_bytes.add(self.file.size().unwrap_or(0) as usize);
         Ok(self.file)
