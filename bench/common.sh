@@ -6,6 +6,9 @@ ROOT=$PWD
 SERVER_URL=${KALLA_BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB=kalla_bench
 DB_URL="${SERVER_URL%/*}/$DB"
+# The one host the cluster may reach (`--allowed-hosts` of the runner and the executors): the bench
+# database's, loopback included, which a cluster otherwise refuses.
+PG_HOST=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlparse(sys.argv[1]).hostname)' "$SERVER_URL")
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -61,8 +64,8 @@ load_recon_tables() {
 
 # Starts a release kalla-runner on the cluster start_cluster started, results in $WORK/store; sets
 # PORT, TOKEN and URL and the helpers `api` (an authenticated call), `field` (a JSON field of
-# stdin) and `run_job`. Extra runner flags: the arguments, and KALLA_BENCH_RUNNER_ARGS
-# (`--shuffle-compression none`).
+# stdin) and `run_job`. It may reach the bench database's host and files under $WORK only. Extra
+# runner flags: the arguments, and KALLA_BENCH_RUNNER_ARGS (`--shuffle-compression none`).
 start_runner() {
   step "runner (release) on the cluster, results in $WORK/store"
   PORT=$(free_port)
@@ -70,7 +73,7 @@ start_runner() {
   # The secrets key is the runner's alone: set for its command only, never exported to executors.
   # shellcheck disable=SC2086 # the TLS flags are words
   KALLA_SECRET_KEY=$(openssl rand -base64 32) "$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/runner-$PORT" --scheduler "df://127.0.0.1:$SPORT" \
-    $CLIENT_FLAGS --cache-dir "file://$WORK/store/" "$@" ${KALLA_BENCH_RUNNER_ARGS:-} >"$WORK/runner-$PORT.log" 2>&1 &
+    $CLIENT_FLAGS --cache-dir "file://$WORK/store/" --allowed-hosts "$PG_HOST" --file-roots "$WORK" "$@" ${KALLA_BENCH_RUNNER_ARGS:-} >"$WORK/runner-$PORT.log" 2>&1 &
   for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
   TOKEN=$(cat "$WORK/runner-$PORT/api-token")
   URL=http://127.0.0.1:$PORT
@@ -128,7 +131,7 @@ start_cluster() {
     # shellcheck disable=SC2086
     "$BIN/kalla-executor" --bind-host 127.0.0.1 --external-host 127.0.0.1 --scheduler-port "$SPORT" \
       --bind-port "$(free_port)" --bind-grpc-port "$(free_port)" --bind-health-port "$(free_port)" \
-      --data-locations "file://$WORK/" $executor_tls \
+      --data-locations "file://$WORK/" --allowed-hosts "$PG_HOST" $executor_tls \
       --vcores 2 --work-dir "$WORK" "$@" >"$WORK/executor-$SPORT-$i.log" 2>&1 &
   done
   for _ in $(seq 100); do

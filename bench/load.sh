@@ -27,7 +27,7 @@ step "runner (release, on the cluster, source pool cap $CAP)"
 PORT=$(free_port)
 # shellcheck disable=SC2086 # the TLS flags are words
 KALLA_SECRET_KEY=$(openssl rand -base64 32) "$BIN/kalla-runner" --bind "127.0.0.1:$PORT" --data-dir "$WORK/data" --scheduler "df://127.0.0.1:$SPORT" $CLIENT_FLAGS \
-  --cache-dir "file://$WORK/cache/" --source-pool-max-connections "$CAP" >"$WORK/runner.log" 2>&1 &
+  --cache-dir "file://$WORK/cache/" --allowed-hosts "$PG_HOST" --source-pool-max-connections "$CAP" >"$WORK/runner.log" 2>&1 &
 RUNNER_PID=$!
 for _ in $(seq 150); do curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
 export KALLA_API_TOKEN=$(cat "$WORK/data/api-token")

@@ -6,6 +6,9 @@
 # and datacompy (Polars and Pandas) on them.
 #
 #   bench/recon.sh           # RUNS=3; needs Postgres at $KALLA_BENCH_PG_URL and ../shared/data
+#
+# KALLA_BENCH_RUNNER_ARGS passes runner flags (e.g. `--pair-partition-mib 1048576`, the shuffle sized
+# by the task slots alone as before sizing to the data); KALLA_BENCH_LABEL then names the result file.
 source "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
 
@@ -99,7 +102,7 @@ for b in $(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1
 done
 
 step "results"
-OUT=$ROOT/bench/results/recon-$(date -u +%Y-%m-%d).md
+OUT=$ROOT/bench/results/recon-$(date -u +%Y-%m-%d)${KALLA_BENCH_LABEL:+-$KALLA_BENCH_LABEL}.md
 {
   "$PY" - "$WORK/times" "$WORK/inner" "$WORK/kalla-job.json" "$WORK" <<'PY'
 import json, statistics, sys
@@ -179,5 +182,6 @@ print("  left only 99,897, right only 100,000")
 PY
   echo
   machine_lines
-  echo "- duckdb $("$PY" -c 'import duckdb; print(duckdb.__version__)'), datacompy $("$PY" -c 'import datacompy; print(datacompy.__version__)'); command: \`bench/recon.sh\` (RUNS=$RUNS)"
+  echo "- the reconciliation's shuffle: $(grep "a reconciliation's shuffle is sized" "$WORK"/scheduler-*.log | tail -1 | sed 's/.*shuffle is sized *//')"
+  echo "- duckdb $("$PY" -c 'import duckdb; print(duckdb.__version__)'), datacompy $("$PY" -c 'import datacompy; print(datacompy.__version__)'); command: \`${KALLA_BENCH_RUNNER_ARGS:+KALLA_BENCH_RUNNER_ARGS=\"$KALLA_BENCH_RUNNER_ARGS\" }bench/recon.sh\` (RUNS=$RUNS)"
 } | tee "$OUT"
