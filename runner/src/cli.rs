@@ -271,7 +271,8 @@ async fn follow(client: &RunnerClient, id: &str) -> anyhow::Result<Value> {
     }
 }
 
-/// The outputs and their row counts, then timings.
+/// The outputs and their row counts (and each pass's, for a reconciliation of several), then
+/// the time it took.
 fn write_summary(job: &Value, out: &mut impl Write) -> anyhow::Result<()> {
     let summary = &job["summary"];
     let counts: Vec<Value> = summary["outputs"]
@@ -292,10 +293,46 @@ fn write_summary(job: &Value, out: &mut impl Write) -> anyhow::Result<()> {
     if !counts.is_empty() {
         output::write_json_table(&["output", "rows"], &counts, out)?;
     }
+    let passes = summary["passes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if passes.len() > 1 {
+        writeln!(out, "by pass:")?;
+        output::write_json_table(&PASS_COLUMNS, &pass_rows(passes), out)?;
+    }
     if let Some(duration) = summary["duration_ms"].as_u64() {
         writeln!(out, "took {:.2} s", duration as f64 / 1000.0)?;
     }
     Ok(())
+}
+
+const PASS_COLUMNS: [&str; 9] = [
+    "pass",
+    "matched",
+    "mismatched",
+    "exceptions",
+    "left_only",
+    "right_only",
+    "duplicates",
+    "passed_on_left",
+    "passed_on_right",
+];
+
+/// Each pass of a summary as one flat row of [`PASS_COLUMNS`].
+fn pass_rows(passes: &[Value]) -> Vec<Value> {
+    passes
+        .iter()
+        .map(|pass| {
+            let mut row = pass["outputs"].clone();
+            row["pass"] = pass["pass"].clone();
+            if let Some(passed_on) = pass["passed_on"].as_object() {
+                row["passed_on_left"] = passed_on["left"].clone();
+                row["passed_on_right"] = passed_on["right"].clone();
+            }
+            row
+        })
+        .collect()
 }
 
 pub async fn jobs(runner: &RunnerArgs, command: JobsCommand) -> anyhow::Result<()> {
@@ -445,4 +482,32 @@ pub async fn audit(runner: &RunnerArgs, args: AuditArgs) -> anyhow::Result<()> {
     let columns = ["at", "token_name", "method", "path", "status", "outcome"];
     output::write_json_table(&columns, &entries, &mut std::io::stdout().lock())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_of_several_passes_shows_each() {
+        let job = json!({"id": "job_1", "status": "succeeded", "summary": {
+            "outputs": {"matched": 5, "left_only": 1},
+            "passes": [
+                {"pass": "reference", "outputs": {"matched": 3, "mismatched": 0},
+                 "passed_on": {"left": 3, "right": 2}},
+                {"pass": "amount_and_date", "outputs": {"matched": 2, "left_only": 1}}
+            ],
+            "duration_ms": 1250}});
+        let mut written = Vec::new();
+        write_summary(&job, &mut written).unwrap();
+        let text = String::from_utf8(written).unwrap();
+        assert!(text.starts_with("job job_1 succeeded"), "{text}");
+        let reference = text.lines().find(|l| l.contains("reference")).unwrap();
+        let cells: Vec<&str> = reference.split_whitespace().filter(|c| *c != "|").collect();
+        assert_eq!(cells, ["reference", "3", "0", "3", "2"], "{text}");
+        assert!(
+            text.contains("amount_and_date") && text.ends_with("took 1.25 s\n"),
+            "{text}"
+        );
+    }
 }
