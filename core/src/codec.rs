@@ -22,7 +22,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use crate::cache::sink::{PartitionParquetSinkExec, SinkSpec};
 use crate::cache::write::{WritePlanTable, WriteSpec};
 use crate::plan_check::PlanCheck;
-use crate::recon::pair::PairExec;
+use crate::recon::pair::{Grouping, PairExec};
 use crate::recon::pairs_table::{PairsSpec, PairsTable};
 use crate::seal::ClusterKey;
 use crate::source::Engines;
@@ -221,13 +221,18 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
                 )))
             }
             (TAG_PAIR, payload) => {
-                let keys: usize = open(payload)?;
+                let (keys, grouping): (usize, Option<Grouping>) = open(payload)?;
                 let [left, right] = inputs else {
                     return Err(DataFusionError::Internal(
                         "PairExec needs exactly two inputs".into(),
                     ));
                 };
-                Ok(Arc::new(PairExec::try_new(keys, left.clone(), right.clone())?))
+                Ok(Arc::new(PairExec::try_new(
+                    keys,
+                    grouping,
+                    left.clone(),
+                    right.clone(),
+                )?))
             }
             (TAG_BALLISTA, payload) => {
                 let node = self.inner.try_decode(payload, inputs, ctx, proto_converter)?;
@@ -255,7 +260,7 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
             return envelope(TAG_PARQUET_SINK, sink.spec(), buf);
         }
         if let Some(pair) = node.downcast_ref::<PairExec>() {
-            return envelope(TAG_PAIR, &pair.keys(), buf);
+            return envelope(TAG_PAIR, &(pair.keys(), pair.grouping()), buf);
         }
         buf.push(TAG_BALLISTA);
         self.inner.try_encode(node, buf, proto_converter)

@@ -26,6 +26,23 @@ pub async fn version_table(
     crate::files::listing_table(session, url, crate::preview::files::FileFormat::Parquet).await
 }
 
+/// A directory's parquet files as one table of `schema`, which holds whatever files it has when
+/// a scan is planned (none is an empty table); `session` must reach their store when scanning.
+pub fn parquet_dir_table(
+    url: &str,
+    schema: SchemaRef,
+) -> datafusion::common::Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(ListingTableUrl::parse(url)?)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
 #[derive(Debug, Error)]
 pub enum CacheError {
     #[error("invalid cache location {0:?}: expected file:///path or s3://bucket/prefix")]

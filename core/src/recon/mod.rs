@@ -1,8 +1,10 @@
-//! Reconciliation: recipes and their validation ([`recipe`]), the plan that classifies every
-//! row of two sources into matched, mismatched, left only, right only and duplicates ([`plan`])
-//! with the operator that pairs their rows by key ([`pair`], [`pairs_table`]), and the
-//! `tolerance_match` function every session registers ([`udf`]).
+//! Reconciliation: recipes and their validation ([`recipe`]), the plan of each pass that
+//! classifies the rows of two sources into matched, mismatched, left only, right only,
+//! duplicates and exceptions ([`plan`]) with the operator that pairs or groups their rows by key
+//! ([`pair`], [`pairs_table`], [`spill`]) and the aggregates groups are compared by ([`group`]),
+//! and the `tolerance_match` function every session registers ([`udf`]).
 
+pub mod group;
 pub mod pair;
 pub mod pairs_table;
 pub mod plan;
@@ -10,9 +12,13 @@ pub mod recipe;
 pub mod spill;
 pub mod udf;
 
+#[cfg(test)]
+mod properties;
+
 use thiserror::Error;
 
-pub use recipe::{CheckedRecipe, Recipe, Rule, Side, Tolerance};
+pub use group::Aggregate;
+pub use recipe::{Cardinality, CheckedPass, CheckedRecipe, Pass, Recipe, Rule, Side, Tolerance};
 
 #[derive(Debug, Error)]
 pub enum ReconError {

@@ -11,9 +11,14 @@
 //! A partition is paired in memory while the task's memory pool grants it; past that it is paired
 //! through the executor's work dir instead, with the same fates ([`super::spill`]).
 //!
+//! A grouped pass ([`Grouping`]) gathers instead every row of a key found on both sides, as
+//! long as no side without "many" has more than one: each such row is a member of its key's
+//! group, emitted on its own with the group's aggregates ([`super::group`]) and size.
+//!
 //! Inputs: the key columns first (`keys` of them, the same types on both sides), then the side's
 //! compared columns. Output (see [`paired_schema`]): `side`, both sides' keys, both sides' values
-//! (the absent side's null) and the row's fate.
+//! (the absent side's null), in a grouped pass the aggregates and the group's rows, and the
+//! row's fate.
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -41,6 +46,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 
+use serde::{Deserialize, Serialize};
+
+use super::group::{Aggregate, GroupAggregate};
 use super::spill::{HotKeys, Spiller};
 
 /// The output column naming a lone or duplicated row's side (`left`, `right`; null when paired).
@@ -59,25 +67,108 @@ pub enum Fate {
     LeftAlone = 1,
     /// A right row with no partner.
     RightAlone = 2,
-    /// Its key occurs more than once on its own side: it takes part in no pair.
+    /// Its key occurs more than once on its own side (which may not have many): it takes part
+    /// in no pair or group.
     Duplicate = 3,
+    /// A member of its key's group: the output row holds its side and the group's aggregates.
+    Grouped = 4,
+    /// A member of a group larger than the pass allows.
+    Oversized = 5,
+}
+
+/// The output column holding a grouped row's group size (both sides' rows), as a `UInt32`.
+pub const GROUP_ROWS: &str = "__group_rows";
+
+/// How a grouped pass gathers and compares a key's rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grouping {
+    /// Whether the left and the right side may have many rows per key.
+    pub many: [bool; 2],
+    /// A group of more rows is [`Fate::Oversized`].
+    pub max_group_size: u32,
+    /// The aggregates each member row carries, computed over its group.
+    pub aggregates: Vec<GroupColumn>,
+}
+
+/// One aggregate of a group's rows on one side: output column `name` holds `aggregate` of
+/// input column `column` of side `side` ([`LEFT`] or [`RIGHT`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupColumn {
+    pub name: String,
+    pub side: usize,
+    pub column: usize,
+    pub aggregate: Aggregate,
+}
+
+impl Grouping {
+    /// A row's fate from its key's rows on its own side and on the other.
+    pub(super) fn fate(&self, side: usize, own: u32, other: u32) -> Fate {
+        if !self.many[side] && own > 1 {
+            return Fate::Duplicate;
+        }
+        if own == 0 || other == 0 || (!self.many[1 - side] && other > 1) {
+            return alone(side);
+        }
+        if own + other > self.max_group_size {
+            return Fate::Oversized;
+        }
+        Fate::Grouped
+    }
+
+    /// The aggregates, ready to compute, over the sides' schemas.
+    fn computed(&self, sides: [&Schema; 2]) -> Result<Vec<GroupAggregate>> {
+        self.aggregates
+            .iter()
+            .map(|a| GroupAggregate::new(a.aggregate, sides[a.side].field(a.column)))
+            .collect()
+    }
+}
+
+/// A row's fate when its key's counts decide it in a one-to-one pass: `None` for a key found
+/// once on each side, which pairs.
+pub(super) fn one_to_one_fate(side: usize, own: u32, other: u32) -> Option<Fate> {
+    match (own, other) {
+        (1, 1) => None,
+        (own, _) if own > 1 => Some(Fate::Duplicate),
+        _ => Some(alone(side)),
+    }
+}
+
+fn alone(side: usize) -> Fate {
+    if side == LEFT {
+        Fate::LeftAlone
+    } else {
+        Fate::RightAlone
+    }
 }
 
 /// The output schema for inputs `left` and `right` whose first `keys` columns are the key.
-pub fn paired_schema(left: &Schema, right: &Schema, keys: usize) -> SchemaRef {
+pub fn paired_schema(
+    left: &Schema,
+    right: &Schema,
+    keys: usize,
+    grouping: Option<&Grouping>,
+) -> Result<SchemaRef> {
     let nullable = |field: &Arc<Field>| field.as_ref().clone().with_nullable(true);
     let mut fields = vec![Field::new(SIDE, DataType::Utf8, true)];
     fields.extend(left.fields()[..keys].iter().map(nullable));
     fields.extend(right.fields()[..keys].iter().map(nullable));
     fields.extend(left.fields()[keys..].iter().map(nullable));
     fields.extend(right.fields()[keys..].iter().map(nullable));
+    if let Some(grouping) = grouping {
+        for (column, computed) in grouping.aggregates.iter().zip(grouping.computed([left, right])?) {
+            fields.push(Field::new(&column.name, computed.data_type(), true));
+        }
+        fields.push(Field::new(GROUP_ROWS, DataType::UInt32, true));
+    }
     fields.push(Field::new(FATE, DataType::UInt8, false));
-    Arc::new(Schema::new(fields))
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 #[derive(Debug)]
 pub struct PairExec {
     keys: usize,
+    grouping: Option<Arc<Grouping>>,
     left: Arc<dyn ExecutionPlan>,
     right: Arc<dyn ExecutionPlan>,
     schema: SchemaRef,
@@ -87,7 +178,12 @@ pub struct PairExec {
 }
 
 impl PairExec {
-    pub fn try_new(keys: usize, left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>) -> Result<Self> {
+    pub fn try_new(
+        keys: usize,
+        grouping: Option<Grouping>,
+        left: Arc<dyn ExecutionPlan>,
+        right: Arc<dyn ExecutionPlan>,
+    ) -> Result<Self> {
         let (left_schema, right_schema) = (left.schema(), right.schema());
         let key_types = |schema: &Schema| -> Option<Vec<DataType>> {
             let fields = schema.fields().get(..keys)?;
@@ -101,7 +197,7 @@ impl PairExec {
                 )));
             }
         }
-        let schema = paired_schema(&left_schema, &right_schema, keys);
+        let schema = paired_schema(&left_schema, &right_schema, keys, grouping.as_ref())?;
         let partitions = left.properties().output_partitioning().partition_count();
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
@@ -111,6 +207,7 @@ impl PairExec {
         ));
         Ok(Self {
             keys,
+            grouping: grouping.map(Arc::new),
             left,
             right,
             schema,
@@ -122,6 +219,10 @@ impl PairExec {
 
     pub fn keys(&self) -> usize {
         self.keys
+    }
+
+    pub fn grouping(&self) -> Option<&Grouping> {
+        self.grouping.as_deref()
     }
 
     /// The left and right inputs.
@@ -148,7 +249,16 @@ pub fn key_columns(schema: &Schema, keys: usize) -> Vec<Arc<dyn PhysicalExpr>> {
 
 impl DisplayAs for PairExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PairExec: keys={}", self.keys)
+        write!(f, "PairExec: keys={}", self.keys)?;
+        match &self.grouping {
+            Some(grouping) => write!(
+                f,
+                ", many={:?}, aggregates={}",
+                grouping.many,
+                grouping.aggregates.len()
+            ),
+            None => Ok(()),
+        }
     }
 }
 
@@ -190,7 +300,8 @@ impl ExecutionPlan for PairExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let [left, right] = <[_; 2]>::try_from(children)
             .map_err(|_| DataFusionError::Internal("PairExec takes exactly two children".into()))?;
-        Ok(Arc::new(Self::try_new(self.keys, left, right)?))
+        let grouping = self.grouping.as_deref().cloned();
+        Ok(Arc::new(Self::try_new(self.keys, grouping, left, right)?))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -214,7 +325,7 @@ impl ExecutionPlan for PairExec {
         let spiller = Spiller::new(self, partition, &context, baseline.clone())?;
         let left = self.left.execute(partition, context.clone())?;
         let right = self.right.execute(partition, context)?;
-        let (keys, schema) = (self.keys, self.schema.clone());
+        let (keys, schema, grouping) = (self.keys, self.schema.clone(), self.grouping.clone());
         let paired = async move {
             let (left, right) = futures::try_join!(
                 Gathered::from(left, &reservation),
@@ -224,6 +335,7 @@ impl ExecutionPlan for PairExec {
                 let timer = baseline.elapsed_compute().timer();
                 let fates = Fates::in_memory(
                     keys,
+                    grouping.as_ref(),
                     (&left.schema, &left.batches),
                     (&right.schema, &right.batches),
                     &mut reservation,
@@ -399,14 +511,59 @@ enum Part {
     RightUnpaired,
 }
 
-/// A partition's rows, paired: which rows pair up, and which are alone or duplicated.
+/// Rows of one side emitted on their own — alone, duplicates, members of a group — with their
+/// fates and, for members, their group's number and size.
+#[derive(Debug, Default)]
+pub(super) struct Singles {
+    rows: Vec<u32>,
+    fates: Vec<u8>,
+    /// Per row: its group's number, or [`NO_GROUP`].
+    groups: Vec<u32>,
+    /// Per row: its group's rows on both sides (0 outside groups).
+    group_rows: Vec<u32>,
+}
+
+/// The group number of a row in none.
+const NO_GROUP: u32 = u32::MAX;
+
+impl Singles {
+    pub(super) fn push(&mut self, row: u32, fate: Fate, group: u32, group_rows: u32) {
+        self.rows.push(row);
+        self.fates.push(fate as u8);
+        self.groups.push(group);
+        self.group_rows.push(group_rows);
+    }
+
+    /// `rows`, all of one fate, in no group.
+    pub(super) fn all(rows: Vec<u32>, fate: Fate) -> Self {
+        let count = rows.len();
+        Self {
+            rows,
+            fates: vec![fate as u8; count],
+            groups: vec![NO_GROUP; count],
+            group_rows: vec![0; count],
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+/// A partition's rows, paired or grouped: which rows pair up, and which are emitted on their own.
 pub(super) struct Fates {
     keys: usize,
+    grouping: Option<Arc<Grouping>>,
     left: RecordBatch,
     right: RecordBatch,
     pairs: (Vec<u32>, Vec<u32>),
-    left_unpaired: (Vec<u32>, Vec<u8>),
-    right_unpaired: (Vec<u32>, Vec<u8>),
+    singles: [Singles; 2],
+    /// Per aggregate of the grouping: its value for each group.
+    aggregates: Vec<ArrayRef>,
     _reservation: MemoryReservation,
 }
 
@@ -415,6 +572,7 @@ impl Fates {
     /// of the pool (which then holds what it held before).
     pub(super) fn in_memory(
         keys: usize,
+        grouping: Option<&Arc<Grouping>>,
         left: (&SchemaRef, &[RecordBatch]),
         right: (&SchemaRef, &[RecordBatch]),
         reservation: &mut MemoryReservation,
@@ -423,7 +581,7 @@ impl Fates {
         let fates = (|| {
             let left = concat_side(left.0, left.1, reservation)?;
             let right = concat_side(right.0, right.1, reservation)?;
-            Self::of(keys, left, right, reservation)
+            Self::of(keys, grouping, left, right, reservation)
         })();
         match fates {
             Ok(fates) => Ok(Some(fates)),
@@ -435,35 +593,38 @@ impl Fates {
         }
     }
 
-    /// Rows of one side that pair with nothing, with their fates (`unpaired` indexes `batch`).
+    /// Rows of one side whose fates are decided, emitted on their own (`singles` indexes `batch`).
     pub(super) fn one_side(
         keys: usize,
+        grouping: Option<&Arc<Grouping>>,
         side: usize,
         batch: RecordBatch,
         other: SchemaRef,
-        unpaired: (Vec<u32>, Vec<u8>),
+        singles: Singles,
         reservation: MemoryReservation,
     ) -> Self {
         let (own, other) = (batch, RecordBatch::new_empty(other));
-        let (left, right, left_unpaired, right_unpaired) = match side {
-            LEFT => (own, other, unpaired, Default::default()),
-            _ => (other, own, Default::default(), unpaired),
+        let (left, right, singles) = match side {
+            LEFT => (own, other, [singles, Singles::default()]),
+            _ => (other, own, [Singles::default(), singles]),
         };
         Self {
             keys,
+            grouping: grouping.cloned(),
             left,
             right,
             pairs: Default::default(),
-            left_unpaired,
-            right_unpaired,
+            singles,
+            aggregates: Vec::new(),
             _reservation: reservation,
         }
     }
 
-    /// Pairs `left`'s and `right`'s rows, growing `reservation` by what it builds; the pairing
-    /// then holds the whole reservation.
+    /// Pairs or groups `left`'s and `right`'s rows, growing `reservation` by what it builds; the
+    /// result then holds the whole reservation.
     fn of(
         keys: usize,
+        grouping: Option<&Arc<Grouping>>,
         left: RecordBatch,
         right: RecordBatch,
         reservation: &mut MemoryReservation,
@@ -495,14 +656,14 @@ impl Fates {
         drop((left_keys, right_keys));
 
         let mut pairs: (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
-        let alone = |rows: Vec<u32>, fate: Fate| {
-            let fates = vec![fate as u8; rows.len()];
-            (rows, fates)
-        };
-        let mut left_unpaired = alone(left_nulls, Fate::LeftAlone);
-        let mut right_unpaired = alone(right_nulls, Fate::RightAlone);
+        let mut singles = [
+            Singles::all(left_nulls, Fate::LeftAlone),
+            Singles::all(right_nulls, Fate::RightAlone),
+        ];
         let mut ids: HashMap<&[u8], u32> = HashMap::new();
         let mut key_rows: Vec<KeyRows> = Vec::new();
+        let mut key_groups: Vec<u32> = Vec::new();
+        let mut groups = 0u32;
         let (mut left_ids, mut right_ids) = (Vec::new(), Vec::new());
         for bucket in 0..count {
             ids.clear();
@@ -523,14 +684,35 @@ impl Fates {
                 &mut key_rows,
                 &mut right_ids,
             );
-            for [left, right] in key_rows.iter().filter(|[l, r]| l.rows == 1 && r.rows == 1) {
-                pairs.0.push(left.first);
-                pairs.1.push(right.first);
+            match grouping {
+                None => {
+                    for [left, right] in key_rows.iter().filter(|[l, r]| l.rows == 1 && r.rows == 1) {
+                        pairs.0.push(left.first);
+                        pairs.1.push(right.first);
+                    }
+                }
+                Some(grouping) => {
+                    key_groups.clear();
+                    for [left, right] in &key_rows {
+                        let fate = grouping.fate(LEFT, left.rows, right.rows);
+                        key_groups.push(if fate == Fate::Grouped {
+                            groups += 1;
+                            groups - 1
+                        } else {
+                            NO_GROUP
+                        });
+                    }
+                }
             }
+            let decide = Decide {
+                key_rows: &key_rows,
+                key_groups: &key_groups,
+                grouping: grouping.map(Arc::as_ref),
+            };
             let left_rows = left_buckets.rows[bucket].iter().zip(&left_ids);
-            unpaired(left_rows, &key_rows, LEFT, &mut left_unpaired);
+            decide.singles(left_rows, LEFT, &mut singles[LEFT]);
             let right_rows = right_buckets.rows[bucket].iter().zip(&right_ids);
-            unpaired(right_rows, &key_rows, RIGHT, &mut right_unpaired);
+            decide.singles(right_rows, RIGHT, &mut singles[RIGHT]);
         }
         // Buckets come in hash order; in left order, gathering the pairs' left columns reads
         // memory front to back, not at random.
@@ -540,13 +722,22 @@ impl Fates {
         drop(ids);
         drop((left_buckets, right_buckets));
         reservation.shrink(buckets_size);
+        let aggregates = match grouping {
+            Some(grouping) => {
+                let aggregates = group_aggregates(grouping, [&left, &right], &singles, groups as usize)?;
+                reservation.try_grow(aggregates.iter().map(|a| a.get_array_memory_size()).sum())?;
+                aggregates
+            }
+            None => Vec::new(),
+        };
         Ok(Self {
             keys,
+            grouping: grouping.cloned(),
             left,
             right,
             pairs,
-            left_unpaired,
-            right_unpaired,
+            singles,
+            aggregates,
             _reservation: reservation.take(),
         })
     }
@@ -554,8 +745,8 @@ impl Fates {
     fn rows(&self, part: Part) -> usize {
         match part {
             Part::Pairs => self.pairs.0.len(),
-            Part::LeftUnpaired => self.left_unpaired.0.len(),
-            Part::RightUnpaired => self.right_unpaired.0.len(),
+            Part::LeftUnpaired => self.singles[LEFT].len(),
+            Part::RightUnpaired => self.singles[RIGHT].len(),
         }
     }
 
@@ -589,24 +780,24 @@ impl Fates {
     fn batch(&self, schema: &SchemaRef, part: Part, range: Range<usize>) -> Result<RecordBatch> {
         let rows = range.len();
         let indices = |list: &[u32]| UInt32Array::from(list[range.clone()].to_vec());
-        let (left, right, side, fates) = match part {
+        let (left, right, side, singles) = match part {
             Part::Pairs => (
                 Some(indices(&self.pairs.0)),
                 Some(indices(&self.pairs.1)),
                 None,
-                vec![Fate::Paired as u8; rows],
+                None,
             ),
             Part::LeftUnpaired => (
-                Some(indices(&self.left_unpaired.0)),
+                Some(indices(&self.singles[LEFT].rows)),
                 None,
                 Some("left"),
-                self.left_unpaired.1[range.clone()].to_vec(),
+                Some(&self.singles[LEFT]),
             ),
             Part::RightUnpaired => (
                 None,
-                Some(indices(&self.right_unpaired.0)),
+                Some(indices(&self.singles[RIGHT].rows)),
                 Some("right"),
-                self.right_unpaired.1[range].to_vec(),
+                Some(&self.singles[RIGHT]),
             ),
         };
         let gather = |batch: &RecordBatch, taken: &Option<UInt32Array>, columns: Range<usize>| {
@@ -633,6 +824,25 @@ impl Fates {
         columns.extend(right_keys);
         columns.extend(gather(&self.left, &left, self.keys..self.left.num_columns())?);
         columns.extend(gather(&self.right, &right, self.keys..self.right.num_columns())?);
+        if let Some(grouping) = &self.grouping {
+            let members = singles.map(|s| (&s.groups[range.clone()], &s.group_rows[range.clone()]));
+            let groups = UInt32Array::from_iter(
+                (0..rows).map(|i| members.and_then(|(g, _)| (g[i] != NO_GROUP).then_some(g[i]))),
+            );
+            for index in 0..grouping.aggregates.len() {
+                columns.push(match self.aggregates.get(index) {
+                    Some(values) => take(values, &groups, None)?,
+                    None => new_null_array(schema.field(columns.len()).data_type(), rows),
+                });
+            }
+            columns.push(Arc::new(UInt32Array::from_iter((0..rows).map(|i| {
+                members.and_then(|(_, sizes)| (sizes[i] > 0).then_some(sizes[i]))
+            }))));
+        }
+        let fates = match singles {
+            Some(singles) => singles.fates[range].to_vec(),
+            None => vec![Fate::Paired as u8; rows],
+        };
         columns.push(Arc::new(UInt8Array::from(fates)));
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
@@ -658,30 +868,69 @@ fn count_rows<'a>(
     }
 }
 
-/// Pushes the rows of `rows` (row, key id; all of side `side`) that pair with nothing to
-/// `unpaired`, with their fates: duplicates when their key occurs more than once on their side,
-/// else alone.
-fn unpaired<'a>(
-    rows: impl Iterator<Item = (&'a u32, &'a u32)>,
-    key_rows: &[KeyRows],
-    side: usize,
-    unpaired: &mut (Vec<u32>, Vec<u8>),
-) {
-    let alone = if side == LEFT {
-        Fate::LeftAlone
-    } else {
-        Fate::RightAlone
-    };
-    for (row, id) in rows {
-        let key = &key_rows[*id as usize];
-        let fate = match (key[side].rows, key[1 - side].rows) {
-            (own, _) if own > 1 => Fate::Duplicate,
-            (_, 1) => continue,
-            _ => alone,
-        };
-        unpaired.0.push(*row);
-        unpaired.1.push(fate as u8);
+/// What decides the fates of a bucket's rows: its keys' rows per side and, in a grouped pass,
+/// its keys' group numbers.
+struct Decide<'a> {
+    key_rows: &'a [KeyRows],
+    key_groups: &'a [u32],
+    grouping: Option<&'a Grouping>,
+}
+
+impl Decide<'_> {
+    /// Pushes the rows of `rows` (row, key id; all of side `side`) that do not pair to
+    /// `singles`, with their fates and groups.
+    fn singles<'r>(
+        &self,
+        rows: impl Iterator<Item = (&'r u32, &'r u32)>,
+        side: usize,
+        singles: &mut Singles,
+    ) {
+        for (row, id) in rows {
+            let key = &self.key_rows[*id as usize];
+            let (own, other) = (key[side].rows, key[1 - side].rows);
+            let fate = match self.grouping {
+                None => match one_to_one_fate(side, own, other) {
+                    Some(fate) => fate,
+                    None => continue,
+                },
+                Some(grouping) => grouping.fate(side, own, other),
+            };
+            let (group, size) = match fate {
+                Fate::Grouped => (self.key_groups[*id as usize], own + other),
+                Fate::Oversized => (NO_GROUP, own + other),
+                _ => (NO_GROUP, 0),
+            };
+            singles.push(*row, fate, group, size);
+        }
     }
+}
+
+/// Each of `grouping`'s aggregates for each of `groups` groups, over the members in `singles`.
+fn group_aggregates(
+    grouping: &Grouping,
+    sides: [&RecordBatch; 2],
+    singles: &[Singles; 2],
+    groups: usize,
+) -> Result<Vec<ArrayRef>> {
+    let computed = grouping.computed(sides.map(|batch| batch.schema_ref().as_ref()))?;
+    let mut aggregates = Vec::with_capacity(computed.len());
+    for (column, aggregate) in grouping.aggregates.iter().zip(computed) {
+        let members = &singles[column.side];
+        let (rows, group_of): (Vec<u32>, Vec<usize>) = members
+            .rows
+            .iter()
+            .zip(&members.groups)
+            .filter(|(_, group)| **group != NO_GROUP)
+            .map(|(row, group)| (*row, *group as usize))
+            .unzip();
+        let values = take(
+            sides[column.side].column(column.column),
+            &UInt32Array::from(rows),
+            None,
+        )?;
+        aggregates.push(aggregate.per_group(&values, &group_of, groups)?);
+    }
+    Ok(aggregates)
 }
 
 #[cfg(test)]
@@ -761,7 +1010,7 @@ mod tests {
         right: &[(Key, i64)],
         pool: Option<usize>,
     ) -> (Vec<OutputRow>, MetricsSet, String) {
-        let exec = Arc::new(PairExec::try_new(2, side("l", left), side("r", right)).unwrap());
+        let exec = Arc::new(PairExec::try_new(2, None, side("l", left), side("r", right)).unwrap());
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(bytes) = pool {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
@@ -950,12 +1199,159 @@ mod tests {
         rows.iter().filter(|r| r.0 == Fate::Paired as u8).count()
     }
 
+    /// (fate, side, left value, right value, min of the group's left values, sum of its right
+    /// values, its rows) of an output row.
+    type GroupedRow = (
+        u8,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<u32>,
+    );
+
+    /// Rows of a one-to-many pass over `left` and `right`, groups of at most 5 rows, on
+    /// executors whose memory pool holds `pool` bytes, sorted.
+    async fn grouped(
+        left: &[(Key, i64)],
+        right: &[(Key, i64)],
+        pool: Option<usize>,
+    ) -> (Vec<GroupedRow>, MetricsSet) {
+        let grouping = Grouping {
+            many: [false, true],
+            max_group_size: 5,
+            aggregates: vec![
+                GroupColumn {
+                    name: "min_l".into(),
+                    side: LEFT,
+                    column: 2,
+                    aggregate: Aggregate::Min,
+                },
+                GroupColumn {
+                    name: "sum_r".into(),
+                    side: RIGHT,
+                    column: 2,
+                    aggregate: Aggregate::Sum,
+                },
+            ],
+        };
+        let exec = Arc::new(PairExec::try_new(2, Some(grouping), side("l", left), side("r", right)).unwrap());
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(bytes) = pool {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
+        }
+        let context = SessionContext::new_with_config_rt(SessionConfig::new(), runtime.build_arc().unwrap());
+        let batches = collect(exec.clone(), context.task_ctx()).await.unwrap();
+        let mut rows = Vec::new();
+        for batch in batches {
+            let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+            let number = |array: &ArrayRef, row: usize| {
+                array
+                    .is_valid(row)
+                    .then(|| array.as_primitive::<Int64Type>().value(row))
+            };
+            let (side, fate, sizes) = (column(SIDE), column(FATE), column(GROUP_ROWS));
+            for row in 0..batch.num_rows() {
+                rows.push((
+                    fate.as_primitive::<datafusion::arrow::datatypes::UInt8Type>()
+                        .value(row),
+                    side.is_valid(row)
+                        .then(|| side.as_string::<i32>().value(row).to_string()),
+                    number(&column("l_v"), row),
+                    number(&column("r_v"), row),
+                    number(&column("min_l"), row),
+                    number(&column("sum_r"), row),
+                    sizes.is_valid(row).then(|| {
+                        sizes
+                            .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
+                            .value(row)
+                    }),
+                ));
+            }
+        }
+        rows.sort();
+        (rows, exec.metrics().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_grouped_pass_gathers_each_keys_rows_with_their_aggregates() {
+        let key = |k: &'static str| (Some(k), Some(1));
+        let left = [
+            (key("a"), 1),
+            (key("b"), 2),
+            (key("c"), 3), // twice on the left, which has one row per key: duplicates
+            (key("c"), 33),
+            (key("d"), 4), // no right rows: alone
+            (key("e"), 5), // with 5 right rows, a group of 6: oversized
+            ((None, Some(1)), 6),
+        ];
+        let mut right = vec![
+            (key("a"), 10),
+            (key("a"), 20),
+            (key("a"), 30),
+            (key("b"), 7),
+            (key("c"), 8),
+        ];
+        right.extend((0..5).map(|i| (key("e"), 100 + i)));
+        let (g, o) = (Fate::Grouped as u8, Fate::Oversized as u8);
+        let l = |s: &str| Some(s.to_string());
+        let mut expected: Vec<GroupedRow> = vec![
+            (g, l("left"), Some(1), None, Some(1), Some(60), Some(4)),
+            (g, l("right"), None, Some(10), Some(1), Some(60), Some(4)),
+            (g, l("right"), None, Some(20), Some(1), Some(60), Some(4)),
+            (g, l("right"), None, Some(30), Some(1), Some(60), Some(4)),
+            (g, l("left"), Some(2), None, Some(2), Some(7), Some(2)),
+            (g, l("right"), None, Some(7), Some(2), Some(7), Some(2)),
+            (Fate::Duplicate as u8, l("left"), Some(3), None, None, None, None),
+            (Fate::Duplicate as u8, l("left"), Some(33), None, None, None, None),
+            (
+                Fate::RightAlone as u8,
+                l("right"),
+                None,
+                Some(8),
+                None,
+                None,
+                None,
+            ),
+            (Fate::LeftAlone as u8, l("left"), Some(4), None, None, None, None),
+            (o, l("left"), Some(5), None, None, None, Some(6)),
+            (Fate::LeftAlone as u8, l("left"), Some(6), None, None, None, None),
+        ];
+        expected.extend((0..5).map(|i| (o, l("right"), None, Some(100 + i), None, None, Some(6))));
+        expected.sort();
+        assert_eq!(grouped(&left, &right, None).await.0, expected);
+    }
+
+    #[tokio::test]
+    async fn a_grouped_pass_that_spills_groups_the_same() {
+        // 20,000 keys, each with one left row and 1 to 3 right rows; every 7th key has 50 right
+        // rows, more than a group may have.
+        let key = |i: i64| (Some("k"), Some(i as i32));
+        let left: Vec<(Key, i64)> = (0..20_000).map(|i| (key(i), i)).collect();
+        let right: Vec<(Key, i64)> = (0..20_000)
+            .flat_map(|i| {
+                let rows = if i % 7 == 0 { 50 } else { 1 + i % 3 };
+                (0..rows).map(move |j| (key(i), 1_000_000 + i * 100 + j))
+            })
+            .collect();
+        let (unbounded, _) = grouped(&left, &right, None).await;
+        assert_eq!(unbounded.len(), left.len() + right.len());
+        let oversized = unbounded.iter().filter(|r| r.0 == Fate::Oversized as u8).count();
+        assert_eq!(oversized, 2_858 * 51, "every 7th key's group is too large");
+        let (bounded, metrics) = grouped(&left, &right, Some(256 * 1024)).await;
+        assert!(metrics.spill_count().unwrap() > 0, "{metrics:?}");
+        assert!(bounded == unbounded, "spilling changes no group");
+    }
+
     #[test]
     fn a_key_both_sides_lack_is_refused() {
         for keys in [0, 4] {
             let left = side("l", &[]);
             let right = side("r", &[]);
-            let error = PairExec::try_new(keys, left, right).unwrap_err().to_string();
+            let error = PairExec::try_new(keys, None, left, right)
+                .unwrap_err()
+                .to_string();
             assert!(error.contains("same types"), "{error}");
         }
     }

@@ -25,7 +25,7 @@ use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use serde::{Deserialize, Serialize};
 
-use super::pair::{PairExec, key_columns, paired_schema};
+use super::pair::{Grouping, PairExec, key_columns, paired_schema};
 use crate::codec::{decode_plan, encode_plan};
 
 /// What a pairing carries through the logical plan.
@@ -36,6 +36,9 @@ pub struct PairsSpec {
     pub right: String,
     /// How many leading columns of each side are the key.
     pub keys: usize,
+    /// How a grouped pass gathers a key's rows; none for a one-to-one pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grouping: Option<Grouping>,
     /// The shuffle is sized for partitions of about this many bytes of both sides' rows.
     #[serde(default = "default_partition_bytes")]
     pub partition_bytes: u64,
@@ -59,22 +62,31 @@ pub struct PairsTable {
     left: LogicalPlan,
     right: LogicalPlan,
     keys: usize,
+    grouping: Option<Grouping>,
     partition_bytes: u64,
     schema: SchemaRef,
 }
 
 impl PairsTable {
-    /// Pairs `left`'s and `right`'s rows by their first `keys` columns (the same types on both),
-    /// shuffled into partitions of about `partition_bytes`.
-    pub fn new(left: LogicalPlan, right: LogicalPlan, keys: usize, partition_bytes: u64) -> Self {
-        let schema = paired_schema(left.schema().as_arrow(), right.schema().as_arrow(), keys);
-        Self {
+    /// Pairs (or, with `grouping`, groups) `left`'s and `right`'s rows by their first `keys`
+    /// columns (the same types on both), shuffled into partitions of about `partition_bytes`.
+    pub fn new(
+        left: LogicalPlan,
+        right: LogicalPlan,
+        keys: usize,
+        grouping: Option<Grouping>,
+        partition_bytes: u64,
+    ) -> Result<Self> {
+        let (left_schema, right_schema) = (left.schema().as_arrow(), right.schema().as_arrow());
+        let schema = paired_schema(left_schema, right_schema, keys, grouping.as_ref())?;
+        Ok(Self {
             left,
             right,
             keys,
+            grouping,
             partition_bytes: partition_bytes.max(1),
             schema,
-        }
+        })
     }
 
     pub fn spec(&self) -> Result<PairsSpec> {
@@ -82,17 +94,19 @@ impl PairsTable {
             left: encode_plan(&self.left)?,
             right: encode_plan(&self.right)?,
             keys: self.keys,
+            grouping: self.grouping.clone(),
             partition_bytes: self.partition_bytes,
         })
     }
 
     pub fn from_spec(spec: PairsSpec, ctx: &TaskContext) -> Result<Self> {
-        Ok(Self::new(
+        Self::new(
             decode_plan(&spec.left, ctx)?,
             decode_plan(&spec.right, ctx)?,
             spec.keys,
+            spec.grouping,
             spec.partition_bytes,
-        ))
+        )
     }
 
     /// The two sides' plans, left first.
@@ -176,7 +190,8 @@ impl TableProvider for PairsTable {
         let partitions = self.partitions(&[&left, &right], state.config().target_partitions());
         let left = shuffled(left, self.keys, partitions)?;
         let right = shuffled(right, self.keys, partitions)?;
-        let pairs: Arc<dyn ExecutionPlan> = Arc::new(PairExec::try_new(self.keys, left, right)?);
+        let pairs: Arc<dyn ExecutionPlan> =
+            Arc::new(PairExec::try_new(self.keys, self.grouping.clone(), left, right)?);
         let Some(projection) = projection else {
             return Ok(pairs);
         };

@@ -1,171 +1,286 @@
-//! The plan of a reconciliation run, built with DataFusion's DataFrame API (identifiers are
-//! never spliced into SQL).
+//! The plan of each pass of a reconciliation run, built with DataFusion's DataFrame API
+//! (identifiers are never spliced into SQL).
 //!
-//! One pass ([`classify`]): both sides' keys and compared columns are shuffled on the key and
-//! paired by a [`PairsTable`] scan (see [`super::pair`]), which tells each row whether it pairs
-//! with the one row of its key on the other side, is alone, or is a duplicate on its own side.
-//! The rules are evaluated on the paired rows, and every row is routed to its output as the
-//! executors write. No join: rows are never multiplied.
+//! A pass ([`classify`]): both sides' keys and the columns any pass reads are shuffled on the
+//! pass's key and paired by a [`PairsTable`] scan (see [`super::pair`]), which tells each row
+//! whether it pairs with the one row of its key on the other side, is alone, or is a duplicate on
+//! its own side. The rules are evaluated on the paired rows, and every row is routed to its output
+//! as the executors write. No join: rows are never multiplied.
+//!
+//! Passes form a waterfall: a pass writes the pairs it decides (matched or mismatched) to the
+//! outputs, and, unless it is the last, every other row, as its side's columns, to
+//! [`remaining`] for the next pass to read as its input. Every output has the same columns
+//! whichever pass wrote a file of it: the pass's name, every column of either side some pass
+//! reads (`left_…`, `right_…`), and the differences of every pass's rules.
 
 use std::ops::Not;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, Result, ScalarValue};
+use datafusion::common::{Column, DFSchema, Result, ScalarValue, plan_err};
 use datafusion::datasource::provider_as_source;
-use datafusion::functions::expr_fn::{abs, btrim, coalesce, concat_ws, lower};
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, Operator, binary_expr, cast, lit, when};
+use datafusion::functions::expr_fn::{abs, btrim, coalesce, concat, concat_ws, lower};
+use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
+use datafusion::logical_expr::{
+    Expr, ExprSchemable, LogicalPlanBuilder, Operator, binary_expr, cast, lit, when,
+};
 use datafusion::prelude::DataFrame;
 
-use super::pair::{FATE, Fate, SIDE};
+use super::pair::{FATE, Fate, GROUP_ROWS, GroupColumn, Grouping, LEFT, RIGHT, SIDE};
 use super::pairs_table::PairsTable;
-use super::recipe::{CheckedRecipe, CheckedRule, MATCH_SQL, Rule, Tolerance};
+use super::recipe::{CheckedPass, CheckedRecipe, CheckedRule, MATCH_SQL, Rule, Tolerance};
 use crate::cache::sink::{Split, SplitOutput};
 
-/// Outputs users see; a row's route is its output's index in [`OUTPUTS`].
+/// Outputs users see.
 pub const MATCHED: &str = "matched";
 pub const MISMATCHED: &str = "mismatched";
 pub const LEFT_ONLY: &str = "left_only";
 pub const RIGHT_ONLY: &str = "right_only";
 pub const DUPLICATES: &str = "duplicates";
+pub const EXCEPTIONS: &str = "exceptions";
 /// Every output a finished run has.
-pub const OUTPUTS: [&str; 5] = [MATCHED, MISMATCHED, LEFT_ONLY, RIGHT_ONLY, DUPLICATES];
+pub const OUTPUTS: [&str; 6] = [MATCHED, MISMATCHED, LEFT_ONLY, RIGHT_ONLY, DUPLICATES, EXCEPTIONS];
+/// The column naming the pass that decided a row.
+pub const PASS: &str = "pass";
+/// The column naming a decided row's pair or group.
+pub const GROUP_ID: &str = "group_id";
 
 const ROUTE: &str = "__route";
 const FAILED_RULES: &str = "failed_rules";
+const REASON: &str = "reason";
 
-/// The route of rows bound for `output`.
-fn route_to(output: &str) -> Expr {
-    let index = OUTPUTS.iter().position(|o| *o == output).expect("one of OUTPUTS");
-    lit(index as u8)
+/// Where a pass that is not the last writes one side's rows it did not decide: the next pass's
+/// input. Not an output: a finished run's outputs are published without them.
+pub fn remaining(pass: usize, left: bool) -> String {
+    let side = if left { "left" } else { "right" };
+    format!("_remaining_{}_{side}", pass + 1)
 }
 
-/// Column names of the outputs, derived once from the recipe.
-struct Names<'a> {
-    recipe: &'a CheckedRecipe,
-    left_keys: Vec<String>,
-    right_keys: Vec<String>,
-    /// Compared columns that are not keys: (source column, output column).
-    left_values: Vec<(Field, String)>,
-    right_values: Vec<(Field, String)>,
+/// A remaining side as the next pass reads it: its columns under their source names.
+pub fn as_source(remaining: DataFrame, recipe: &CheckedRecipe, left: bool) -> Result<DataFrame> {
+    let columns: Vec<Expr> = recipe
+        .columns(left)
+        .iter()
+        .map(|field| column(&carried(left, field.name())).alias(field.name()))
+        .collect();
+    remaining.select(columns)
 }
 
-impl<'a> Names<'a> {
-    fn new(recipe: &'a CheckedRecipe) -> Self {
-        let prefixed = |side: &str, name: &str| format!("{side}_{name}");
-        let values = |side: &str, keys: &[String], fields: Vec<&Field>| {
-            let mut seen: Vec<(Field, String)> = Vec::new();
-            for field in fields {
-                let is_key = keys.iter().any(|k| k == field.name());
-                if !is_key && !seen.iter().any(|(f, _)| f.name() == field.name()) {
-                    seen.push((field.clone(), prefixed(side, field.name())));
-                }
-            }
-            seen
-        };
-        let compared = |left: bool| {
-            let from_rules = recipe
-                .rules
-                .iter()
-                .map(move |r| if left { r.left.as_ref() } else { r.right.as_ref() });
-            let from_sql = recipe
-                .match_sql
-                .iter()
-                .flat_map(move |m| if left { &m.left } else { &m.right })
-                .map(|f| f.as_ref());
-            from_rules.chain(from_sql).collect::<Vec<&Field>>()
-        };
-        let left_key_names: Vec<String> = recipe.keys.iter().map(|k| k.left.name().clone()).collect();
-        let right_key_names: Vec<String> = recipe.keys.iter().map(|k| k.right.name().clone()).collect();
-        Self {
-            recipe,
-            left_keys: left_key_names.iter().map(|k| prefixed("left", k)).collect(),
-            right_keys: right_key_names.iter().map(|k| prefixed("right", k)).collect(),
-            left_values: values("left", &left_key_names, compared(true)),
-            right_values: values("right", &right_key_names, compared(false)),
-        }
-    }
-
-    /// Where a rule's column is found after the first pass: a key's common value or a value column.
-    fn output_column(&self, source: &str, left: bool) -> Expr {
-        let key = self.recipe.keys.iter().position(|k| {
-            let field = if left { &k.left } else { &k.right };
-            field.name() == source
-        });
-        match key {
-            Some(i) => column(&self.left_keys[i]),
-            None => column(&format!("{}_{source}", if left { "left" } else { "right" })),
-        }
-    }
-
-    fn value_names(&self) -> impl Iterator<Item = &String> {
-        self.left_values
-            .iter()
-            .chain(&self.right_values)
-            .map(|(_, name)| name)
-    }
+/// The output name of a source column some pass reads.
+fn carried(left: bool, name: &str) -> String {
+    format!("{}_{name}", if left { "left" } else { "right" })
 }
 
 fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
 }
 
-/// One side's rows as they are paired: its keys in their common type, then its compared columns.
-fn side_rows(frame: DataFrame, names: &Names, left: bool) -> Result<DataFrame> {
-    let (keys, values) = if left {
-        (&names.left_keys, &names.left_values)
-    } else {
-        (&names.right_keys, &names.right_values)
-    };
+/// One side's rows as a pass pairs them: the pass's keys in their common type, then the other
+/// columns some pass reads. A key already of its common type is its carried column itself.
+/// Returns the key columns' names too.
+fn side_rows(
+    frame: DataFrame,
+    recipe: &CheckedRecipe,
+    pass: &CheckedPass,
+    left: bool,
+) -> Result<(DataFrame, Vec<String>)> {
     let mut columns = Vec::new();
-    for (pair, name) in names.recipe.keys.iter().zip(keys) {
-        let source = if left { &pair.left } else { &pair.right };
-        columns.push(cast(column(source.name()), pair.common.clone()).alias(name));
+    let mut names: Vec<String> = Vec::new();
+    for (i, key) in pass.keys.iter().enumerate() {
+        let field = if left { &key.left } else { &key.right };
+        let name = carried(left, field.name());
+        let reusable = field.data_type() == &key.common && !names.contains(&name);
+        let name = if reusable {
+            name
+        } else {
+            format!("__{}_key_{i}", if left { "left" } else { "right" })
+        };
+        columns.push(cast(column(field.name()), key.common.clone()).alias(&name));
+        names.push(name);
     }
-    columns.extend(
-        values
-            .iter()
-            .map(|(field, name)| column(field.name()).alias(name)),
-    );
-    frame.select(columns)
+    let keys = names.clone();
+    for field in recipe.columns(left) {
+        let name = carried(left, field.name());
+        if !names.contains(&name) {
+            columns.push(column(field.name()).alias(&name));
+            names.push(name);
+        }
+    }
+    Ok((frame.select(columns)?, keys))
 }
 
-/// The pass: every row of both sides, with its route, paired in shuffle partitions of about
-/// `partition_bytes`. Outputs, by route: [`OUTPUTS`].
+/// The default [`CheckedPass::max_group_size`]: a group this large still pairs in a few MiB.
+pub const DEFAULT_MAX_GROUP_SIZE: u32 = 10_000;
+
+/// The name of the column holding a grouped rule's aggregate of one side.
+fn aggregated(rule: &CheckedRule, left: bool) -> String {
+    format!("__{}_{}", if left { "left" } else { "right" }, rule.name)
+}
+
+/// How a grouped pass gathers its rows: each rule's aggregate of either side, read from the
+/// sides as [`side_rows`] gives them.
+fn grouping(pass: &CheckedPass, sides: [&Schema; 2]) -> Result<Option<Grouping>> {
+    if !pass.cardinality.grouped() {
+        return Ok(None);
+    }
+    let mut aggregates = Vec::new();
+    for rule in &pass.rules {
+        let Some(compared) = &rule.aggregates else {
+            return plan_err!(
+                "rule {} of grouped pass {} names no aggregate",
+                rule.name,
+                pass.name
+            );
+        };
+        for (side, field) in [(LEFT, &rule.left), (RIGHT, &rule.right)] {
+            let left = side == LEFT;
+            aggregates.push(GroupColumn {
+                name: aggregated(rule, left),
+                side,
+                column: sides[side].index_of(&carried(left, field.name()))?,
+                aggregate: compared[side].0,
+            });
+        }
+    }
+    Ok(Some(Grouping {
+        many: pass.cardinality.many(),
+        max_group_size: pass.max_group_size.unwrap_or(DEFAULT_MAX_GROUP_SIZE),
+        aggregates,
+    }))
+}
+
+/// Pass `index` of `recipe` over its two sides: every row with its route, paired or grouped in
+/// shuffle partitions of about `partition_bytes`. Outputs, by route: see [`Routes`].
 pub fn classify(
     left: DataFrame,
     right: DataFrame,
     recipe: &CheckedRecipe,
+    index: usize,
     partition_bytes: u64,
 ) -> Result<(DataFrame, Split)> {
-    let names = Names::new(recipe);
-    let (state, left) = side_rows(left, &names, true)?.into_parts();
-    let right = side_rows(right, &names, false)?.into_unoptimized_plan();
-    let pairs = PairsTable::new(left, right, names.left_keys.len(), partition_bytes);
+    let pass = &recipe.passes[index];
+    let (left, left_keys) = side_rows(left, recipe, pass, true)?;
+    let (right, right_keys) = side_rows(right, recipe, pass, false)?;
+    let (state, left) = left.into_parts();
+    let right = right.into_unoptimized_plan();
+    let grouping = grouping(pass, [left.schema().as_arrow(), right.schema().as_arrow()])?;
+    let pairs = PairsTable::new(left, right, pass.keys.len(), grouping, partition_bytes)?;
     let scan = LogicalPlanBuilder::scan("pairs", provider_as_source(Arc::new(pairs)), None)?.build()?;
     let paired = DataFrame::new(state, scan);
 
+    let sides = [recipe.columns(true), recipe.columns(false)]
+        .map(|fields| fields.iter().map(|f| f.name().clone()).collect::<Vec<_>>());
+    let left_columns: Vec<String> = sides[LEFT].iter().map(|c| carried(true, c)).collect();
+    let right_columns: Vec<String> = sides[RIGHT].iter().map(|c| carried(false, c)).collect();
+    let fate = |fate: Fate| column(FATE).eq(lit(fate as u8));
+    let decided = fate(Fate::Paired)
+        .or(fate(Fate::Grouped))
+        .or(fate(Fate::Oversized));
+    let mut columns: Vec<Expr> = vec![
+        lit(pass.name.clone()).alias(PASS),
+        when(decided, group_id(pass, &left_keys, &right_keys)?)
+            .end()?
+            .alias(GROUP_ID),
+        column(SIDE),
+    ];
+    columns.extend(left_columns.iter().chain(&right_columns).map(|c| column(c)));
+
+    let judged = judge(pass, recipe)?;
+    columns.extend(judged.differences);
+    columns.push(judged.failed.alias(FAILED_RULES));
+    let reason = match pass.cardinality.grouped() {
+        true => concat(vec![
+            lit("a group of "),
+            cast(column(GROUP_ROWS), DataType::Utf8),
+            lit(format!(
+                " rows, more than max_group_size {}",
+                pass.max_group_size.unwrap_or(DEFAULT_MAX_GROUP_SIZE)
+            )),
+        ]),
+        false => lit(ScalarValue::Utf8(None)),
+    };
+    columns.push(reason.alias(REASON));
+
+    let last = index + 1 == recipe.passes.len();
+    let routes = Routes::of(index, last);
+    let left_side = column(SIDE).eq(lit("left"));
+    let agreed = fate(Fate::Paired).or(fate(Fate::Grouped));
+    let route = when(agreed.clone().and(judged.all_pass), routes.to(MATCHED))
+        .when(agreed, routes.to(MISMATCHED))
+        .when(fate(Fate::Oversized), routes.to(EXCEPTIONS))
+        .when(fate(Fate::LeftAlone), routes.unpaired(true))
+        .when(fate(Fate::RightAlone), routes.unpaired(false))
+        .when(left_side, routes.duplicate(true))
+        .otherwise(routes.duplicate(false))?;
+    columns.push(route.alias(ROUTE));
+    let classified = paired.select(columns)?;
+    let schema = classified.schema().as_arrow().clone();
+    let split = routes.split(&schema, [&left_columns, &right_columns], &judged.difference_names)?;
+    Ok((classified, split))
+}
+
+/// A decided row's group: the pass's name and its key, e.g. `reference:INV-7`, or
+/// `customer_amount:C1|12.50` for a key of two columns.
+fn group_id(pass: &CheckedPass, left_keys: &[String], right_keys: &[String]) -> Result<Expr> {
+    let parts: Vec<Expr> = left_keys
+        .iter()
+        .zip(right_keys)
+        .map(|(l, r)| cast(coalesce(vec![column(l), column(r)]), DataType::Utf8))
+        .collect();
+    Ok(concat(vec![
+        lit(format!("{}:", pass.name)),
+        concat_ws(lit("|"), parts),
+    ]))
+}
+
+/// A pass's rules over its paired or grouped rows.
+struct Judged {
+    /// Whether every rule passes.
+    all_pass: Expr,
+    /// The names of the rules that fail, comma-separated.
+    failed: Expr,
+    /// Every difference column of every pass (null where this pass has no such rule).
+    differences: Vec<Expr>,
+    difference_names: Vec<String>,
+}
+
+fn judge(pass: &CheckedPass, recipe: &CheckedRecipe) -> Result<Judged> {
     let mut outcomes = Vec::new();
-    let mut columns: Vec<Expr> = vec![column(SIDE)];
-    columns.extend(names.left_keys.iter().chain(&names.right_keys).map(|k| column(k)));
-    columns.extend(names.value_names().map(|name| column(name)));
-    for rule in &recipe.rules {
-        let left = names.output_column(rule.left.name(), true);
-        let right = names.output_column(rule.right.name(), false);
-        let outcome = evaluate(rule, left, right)?;
+    let mut own_differences = HashMap::new();
+    for rule in &pass.rules {
+        let compared = |left: bool| match rule.aggregates {
+            Some(_) => column(&aggregated(rule, left)),
+            None => column(&carried(
+                left,
+                if left { rule.left.name() } else { rule.right.name() },
+            )),
+        };
+        let outcome = evaluate(rule, compared(true), compared(false))?;
         if let Some((name, difference)) = outcome.difference {
-            columns.push(difference.alias(name));
+            own_differences.insert(name, difference);
         }
         outcomes.push((rule.name.clone(), outcome.passes));
     }
-    if let Some(sql) = &recipe.match_sql {
+    let all_differences = difference_columns(recipe)?;
+    let differences = all_differences
+        .iter()
+        .map(|(name, data_type)| {
+            let value = match own_differences.remove(name) {
+                Some(difference) => cast(difference, data_type.clone()),
+                None => lit(ScalarValue::try_from(data_type)?),
+            };
+            Ok(value.alias(name))
+        })
+        .collect::<Result<_>>()?;
+    if let Some(sql) = &pass.match_sql {
         let passes = sql.expr.clone().transform(|expr| {
             Ok(match expr {
                 Expr::Column(c) => {
                     let left = c.relation.as_ref().is_some_and(|r| r.table() == "l");
-                    Transformed::yes(names.output_column(&c.name, left))
+                    Transformed::yes(column(&carried(left, &c.name)))
                 }
                 other => Transformed::no(other),
             })
@@ -176,62 +291,138 @@ pub fn classify(
         .iter()
         .map(|(name, passes)| when(passes.clone().not(), lit(name.clone())).end())
         .collect::<Result<_>>()?;
-    columns.push(
-        if failed.is_empty() {
-            lit("")
-        } else {
-            concat_ws(lit(","), failed)
-        }
-        .alias(FAILED_RULES),
-    );
+    let failed = if failed.is_empty() {
+        lit("")
+    } else {
+        concat_ws(lit(","), failed)
+    };
     let all_pass = outcomes
         .into_iter()
         .map(|(_, passes)| passes)
         .reduce(Expr::and)
         .unwrap_or(lit(true));
-    let fate = |fate: Fate| column(FATE).eq(lit(fate as u8));
-    let route = when(fate(Fate::Paired).and(all_pass), route_to(MATCHED))
-        .when(fate(Fate::Paired), route_to(MISMATCHED))
-        .when(fate(Fate::LeftAlone), route_to(LEFT_ONLY))
-        .when(fate(Fate::RightAlone), route_to(RIGHT_ONLY))
-        .otherwise(route_to(DUPLICATES))?;
-    columns.push(route.alias(ROUTE));
-    let classified = paired.select(columns)?;
+    Ok(Judged {
+        all_pass,
+        failed,
+        differences,
+        difference_names: all_differences.into_iter().map(|(name, _)| name).collect(),
+    })
+}
 
-    let schema = classified.schema().as_arrow().clone();
-    let differences: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| n.ends_with(DIFF_SUFFIX) || n.ends_with(DAYS_SUFFIX))
-        .collect();
-    let pair_columns: Vec<&String> = names
-        .left_keys
-        .iter()
-        .chain(&names.right_keys)
-        .chain(names.value_names())
-        .chain(&differences)
-        .collect();
-    let mut mismatched_columns = pair_columns.clone();
-    let failed_rules = FAILED_RULES.to_string();
-    mismatched_columns.push(&failed_rules);
-    let side = SIDE.to_string();
-    let duplicates: Vec<&String> = std::iter::once(&side)
-        .chain(&names.left_keys)
-        .chain(&names.right_keys)
-        .chain(names.value_names())
-        .collect();
-    let outputs = [
-        (MATCHED, pair_columns),
-        (MISMATCHED, mismatched_columns),
-        (LEFT_ONLY, one_side_columns(&names.left_keys, &names.left_values)),
-        (
-            RIGHT_ONLY,
-            one_side_columns(&names.right_keys, &names.right_values),
-        ),
-        (DUPLICATES, duplicates),
-    ];
-    Ok((classified, split(&schema, &outputs)?))
+/// The outputs one pass routes rows to; a route is an output's index in `names`.
+struct Routes {
+    names: Vec<String>,
+}
+
+impl Routes {
+    /// Matched, mismatched, where rows of each side that did not pair go — `left_only`,
+    /// `right_only` (and `duplicates`) after the last pass, the [`remaining`] sides before it —
+    /// and exceptions.
+    fn of(index: usize, last: bool) -> Self {
+        let mut names = vec![MATCHED.to_string(), MISMATCHED.to_string()];
+        if last {
+            names.extend([LEFT_ONLY, RIGHT_ONLY, DUPLICATES].map(String::from));
+        } else {
+            names.extend([remaining(index, true), remaining(index, false)]);
+        }
+        names.push(EXCEPTIONS.to_string());
+        Self { names }
+    }
+
+    /// The route of rows bound for `output`.
+    fn to(&self, output: &str) -> Expr {
+        let index = self
+            .names
+            .iter()
+            .position(|o| o == output)
+            .expect("one of the pass's outputs");
+        lit(index as u8)
+    }
+
+    /// Rows of one side the pass did not pair: the third and fourth outputs.
+    fn unpaired(&self, left: bool) -> Expr {
+        lit(if left { 2u8 } else { 3 })
+    }
+
+    /// Duplicates stay duplicates after the last pass, and wait for the next one before it.
+    fn duplicate(&self, left: bool) -> Expr {
+        if self.names.iter().any(|n| n == DUPLICATES) {
+            self.to(DUPLICATES)
+        } else {
+            self.unpaired(left)
+        }
+    }
+
+    /// The split writing each output's columns: `sides` are the left and right columns.
+    fn split(&self, schema: &Schema, sides: [&Vec<String>; 2], differences: &[String]) -> Result<Split> {
+        let both: Vec<&str> = sides.iter().flat_map(|s| s.iter().map(String::as_str)).collect();
+        let one = |side: usize| sides[side].iter().map(String::as_str).collect::<Vec<_>>();
+        let mut decided = vec![PASS, GROUP_ID, SIDE];
+        decided.extend(&both);
+        decided.extend(differences.iter().map(String::as_str));
+        let columns = |output: &str| -> Vec<&str> {
+            match output {
+                MATCHED => decided.clone(),
+                MISMATCHED => [&decided[..], &[FAILED_RULES]].concat(),
+                EXCEPTIONS => [&[PASS, GROUP_ID, SIDE][..], &both, &[REASON]].concat(),
+                LEFT_ONLY => [&[PASS][..], &one(LEFT)].concat(),
+                RIGHT_ONLY => [&[PASS][..], &one(RIGHT)].concat(),
+                DUPLICATES => [&[PASS, SIDE][..], &both].concat(),
+                remaining if remaining.ends_with("_left") => one(LEFT),
+                _ => one(RIGHT),
+            }
+        };
+        let index = |name: &str| schema.index_of(name).map_err(Into::into);
+        Ok(Split {
+            route_column: index(ROUTE)?,
+            outputs: self
+                .names
+                .iter()
+                .map(|name| {
+                    Ok(SplitOutput {
+                        name: name.clone(),
+                        columns: columns(name).into_iter().map(index).collect::<Result<_>>()?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// Every difference column some pass's rules record, each once, with the type it is written in:
+/// rules of different passes that share a name share a column, in a type both fit.
+pub fn difference_columns(recipe: &CheckedRecipe) -> Result<Vec<(String, DataType)>> {
+    let mut columns: Vec<(String, DataType)> = Vec::new();
+    for pass in &recipe.passes {
+        for rule in &pass.rules {
+            let compared = |side: usize, field: &Arc<Field>| match &rule.aggregates {
+                Some(aggregates) => aggregates[side].1.clone(),
+                None => field.data_type().clone(),
+            };
+            let fields = vec![
+                Field::new("l", compared(LEFT, &rule.left), true),
+                Field::new("r", compared(RIGHT, &rule.right), true),
+            ];
+            let schema = DFSchema::from_unqualified_fields(fields.into(), HashMap::new())?;
+            let outcome = evaluate(rule, column("l"), column("r"))?;
+            let Some((name, difference)) = outcome.difference else {
+                continue;
+            };
+            let data_type = difference.get_type(&schema)?;
+            match columns.iter_mut().find(|(n, _)| *n == name) {
+                None => columns.push((name, data_type)),
+                Some((_, existing)) => match comparison_coercion(existing, &data_type) {
+                    Some(wider) => *existing = wider,
+                    None => {
+                        return plan_err!(
+                            "rules of two passes record {name} as {existing} and as {data_type}: name them apart"
+                        );
+                    }
+                },
+            }
+        }
+    }
+    Ok(columns)
 }
 
 const DIFF_SUFFIX: &str = "_diff";
@@ -320,26 +511,4 @@ fn tolerance_literal(tolerance: &Tolerance, float: bool) -> Expr {
     let digits = unscaled.unsigned_abs().to_string().len() as u8;
     let precision = digits.max(scale as u8).max(1);
     lit(ScalarValue::Decimal128(Some(unscaled), precision, scale))
-}
-
-/// One side's keys and value columns: what its `*_only` output holds.
-fn one_side_columns<'n>(keys: &'n [String], values: &'n [(Field, String)]) -> Vec<&'n String> {
-    keys.iter().chain(values.iter().map(|(_, n)| n)).collect()
-}
-
-/// A split routing by the [`ROUTE`] column into `outputs`, each with the named columns.
-fn split(schema: &Schema, outputs: &[(&str, Vec<&String>)]) -> Result<Split> {
-    let index = |name: &str| schema.index_of(name).map_err(Into::into);
-    Ok(Split {
-        route_column: index(ROUTE)?,
-        outputs: outputs
-            .iter()
-            .map(|(name, columns)| {
-                Ok(SplitOutput {
-                    name: name.to_string(),
-                    columns: columns.iter().map(|c| index(c)).collect::<Result<_>>()?,
-                })
-            })
-            .collect::<Result<_>>()?,
-    })
 }

@@ -1,5 +1,5 @@
-//! Recipes: which two sources to reconcile, on which keys, under which rules, and their
-//! validation against the sources' real schemas.
+//! Recipes: which two sources to reconcile, in which passes (each on its own keys, under its
+//! own rules), and their validation against the sources' real schemas.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -14,6 +14,7 @@ use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ReconError;
+use super::group::{Aggregate, GroupAggregate};
 use super::udf::tolerance_match;
 use crate::preview::Condition;
 use crate::preview::predicate;
@@ -34,6 +35,69 @@ pub struct Recipe {
     /// `r.…`, e.g. `tolerance_match(l.amount, r.amount, 0.01) AND l.currency = r.currency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_sql: Option<String>,
+    /// Passes run in order, a waterfall: rows a pass decides (matched or mismatched) leave, and
+    /// only rows it leaves alone (no partner, a null key part, duplicates) go on to the next.
+    /// Without passes, the sides' `key`s, `rules` and `match_sql` are the one pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passes: Vec<Pass>,
+}
+
+/// One pass of a waterfall: its own keys (column by column, left with right) and rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Pass {
+    /// What the `pass` column of the rows it decides says; `pass_<n>` if not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub left_key: Vec<String>,
+    pub right_key: Vec<String>,
+    /// How many rows of each side one key may gather: a grouped pass compares each group's
+    /// aggregates, one value per side, by its rules.
+    #[serde(default, skip_serializing_if = "Cardinality::is_one_to_one")]
+    pub cardinality: Cardinality,
+    /// In a grouped pass: a group of more rows (both sides together) goes to `exceptions`.
+    #[cfg_attr(feature = "openapi", schema(minimum = 2))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_group_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_sql: Option<String>,
+}
+
+/// Which sides of a pass may have more than one row per key: `one_to_many` groups the right
+/// side's rows of a key with the left side's one row, `many_to_one` the other way round,
+/// `many_to_many` both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Cardinality {
+    #[default]
+    OneToOne,
+    OneToMany,
+    ManyToOne,
+    ManyToMany,
+}
+
+impl Cardinality {
+    fn is_one_to_one(&self) -> bool {
+        *self == Cardinality::OneToOne
+    }
+
+    /// Whether the left and the right side may have many rows per key.
+    pub fn many(self) -> [bool; 2] {
+        match self {
+            Cardinality::OneToOne => [false, false],
+            Cardinality::OneToMany => [false, true],
+            Cardinality::ManyToOne => [true, false],
+            Cardinality::ManyToMany => [true, true],
+        }
+    }
+
+    pub fn grouped(self) -> bool {
+        self != Cardinality::OneToOne
+    }
 }
 
 /// One side of a reconciliation: a source alias or a connection table (`connection.schema.table`).
@@ -42,6 +106,8 @@ pub struct Recipe {
 #[serde(deny_unknown_fields)]
 pub struct Side {
     pub source: String,
+    /// The key of a recipe without `passes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<Condition>,
@@ -63,6 +129,9 @@ pub enum Rule {
         case_insensitive: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// In a grouped pass: what is compared of a group's rows on a side with many.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aggregate: Option<Aggregate>,
     },
     /// `|right - left| <= abs_tol`, or `<= rel_tol × max(|left|, |right|)`: either suffices.
     /// Decimals are compared in decimal arithmetic, so a difference of exactly `abs_tol` passes.
@@ -77,6 +146,9 @@ pub enum Rule {
         rel_tol: Option<Tolerance>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// In a grouped pass: what is compared of a group's rows on a side with many.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aggregate: Option<Aggregate>,
     },
     /// `right - left`, in days, lies within `min_days..=max_days`.
     DateWindow {
@@ -86,6 +158,9 @@ pub enum Rule {
         max_days: i32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// In a grouped pass: what is compared of a group's rows on a side with many.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aggregate: Option<Aggregate>,
     },
     /// Equal, where two nulls count as equal.
     EqualOrBothNull {
@@ -93,6 +168,9 @@ pub enum Rule {
         right: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// In a grouped pass: what is compared of a group's rows on a side with many.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aggregate: Option<Aggregate>,
     },
 }
 
@@ -103,6 +181,15 @@ impl Rule {
             | Rule::Numeric { left, right, .. }
             | Rule::DateWindow { left, right, .. }
             | Rule::EqualOrBothNull { left, right, .. } => (left, right),
+        }
+    }
+
+    pub fn aggregate(&self) -> Option<Aggregate> {
+        match self {
+            Rule::Equal { aggregate, .. }
+            | Rule::Numeric { aggregate, .. }
+            | Rule::DateWindow { aggregate, .. }
+            | Rule::EqualOrBothNull { aggregate, .. } => *aggregate,
         }
     }
 
@@ -199,13 +286,17 @@ impl Serialize for Tolerance {
     }
 }
 
-/// A rule with everything the plan needs resolved: its name and both columns' fields.
+/// A rule with everything the plan needs resolved: its name, both columns' fields and, in a
+/// grouped pass, the aggregate each side is compared by.
 #[derive(Debug, Clone)]
 pub struct CheckedRule {
     pub name: String,
     pub rule: Rule,
     pub left: Arc<Field>,
     pub right: Arc<Field>,
+    /// In a grouped pass, per side: the aggregate compared (`min`, the one row's value, on a
+    /// side of one row per key) and its type.
+    pub aggregates: Option<[(Aggregate, DataType); 2]>,
 }
 
 /// A key column pair and the type both sides are compared in.
@@ -216,16 +307,35 @@ pub struct KeyPair {
     pub common: DataType,
 }
 
-/// A recipe checked against both sides' schemas.
+/// A pass checked against both sides' schemas.
 #[derive(Debug, Clone)]
-pub struct CheckedRecipe {
-    pub recipe: Recipe,
+pub struct CheckedPass {
+    pub name: String,
+    pub cardinality: Cardinality,
+    pub max_group_size: Option<u32>,
     pub keys: Vec<KeyPair>,
     pub rules: Vec<CheckedRule>,
     pub match_sql: Option<MatchSql>,
 }
 
-/// A recipe's `match_sql`, parsed: columns are qualified `l` or `r`.
+impl CheckedPass {
+    /// Every column the pass reads from one side: its keys, then its rules' columns.
+    fn columns(&self, left: bool) -> Vec<&Arc<Field>> {
+        let mut columns = Vec::new();
+        for key in &self.keys {
+            columns.push(if left { &key.left } else { &key.right });
+        }
+        for rule in &self.rules {
+            columns.push(if left { &rule.left } else { &rule.right });
+        }
+        if let Some(sql) = &self.match_sql {
+            columns.extend(if left { &sql.left } else { &sql.right });
+        }
+        columns
+    }
+}
+
+/// A pass's `match_sql`, parsed: columns are qualified `l` or `r`.
 #[derive(Debug, Clone)]
 pub struct MatchSql {
     pub expr: Expr,
@@ -233,8 +343,63 @@ pub struct MatchSql {
     pub right: Vec<Arc<Field>>,
 }
 
+/// A recipe checked against both sides' schemas.
+#[derive(Debug, Clone)]
+pub struct CheckedRecipe {
+    pub recipe: Recipe,
+    pub passes: Vec<CheckedPass>,
+}
+
+impl CheckedRecipe {
+    /// Every column of one side that some pass reads, each once, in the order passes name them.
+    pub fn columns(&self, left: bool) -> Vec<Arc<Field>> {
+        let mut columns: Vec<Arc<Field>> = Vec::new();
+        for field in self.passes.iter().flat_map(|p| p.columns(left)) {
+            if !columns.iter().any(|c| c.name() == field.name()) {
+                columns.push(field.clone());
+            }
+        }
+        columns
+    }
+}
+
+/// Where a pass's parts are written in the recipe, for errors that name the field.
+struct PassAt {
+    left_key: String,
+    right_key: String,
+    rules: String,
+    match_sql: String,
+    max_group_size: String,
+}
+
+impl PassAt {
+    fn top_level() -> Self {
+        Self {
+            left_key: "left.key".into(),
+            right_key: "right.key".into(),
+            rules: "rules".into(),
+            match_sql: "match_sql".into(),
+            max_group_size: "max_group_size".into(),
+        }
+    }
+
+    fn nth(index: usize) -> Self {
+        let at = format!("passes[{index}]");
+        Self {
+            left_key: format!("{at}.left_key"),
+            right_key: format!("{at}.right_key"),
+            rules: format!("{at}.rules"),
+            match_sql: format!("{at}.match_sql"),
+            max_group_size: format!("{at}.max_group_size"),
+        }
+    }
+}
+
 /// The name `match_sql` has among failed rules.
 pub const MATCH_SQL: &str = "match_sql";
+
+/// The most passes a recipe may have.
+pub const MAX_PASSES: usize = 16;
 
 impl Recipe {
     /// Checks the recipe against the sources' schemas; the error names the first problem.
@@ -245,63 +410,214 @@ impl Recipe {
         }
         for (side, fields) in [("left", left), ("right", right)] {
             let recipe_side = if side == "left" { &self.left } else { &self.right };
-            if recipe_side.key.is_empty() {
-                return Err(invalid(format!(
-                    "{side}.key is empty: name at least one key column"
-                )));
-            }
             let fields: Vec<Arc<Field>> = fields.fields().iter().cloned().collect();
             predicate(&fields, &recipe_side.filters).map_err(|e| invalid(format!("{side}.filters: {e}")))?;
         }
-        if self.left.key.len() != self.right.key.len() {
-            return Err(invalid(format!(
-                "left.key has {} columns and right.key {}: keys are compared column by column",
-                self.left.key.len(),
-                self.right.key.len()
-            )));
-        }
-        let mut keys = Vec::new();
-        for (l, r) in self.left.key.iter().zip(&self.right.key) {
-            let (left, right) = (field(left, "left.key", l)?, field(right, "right.key", r)?);
-            let common =
-                comparable(&left, &right).ok_or_else(|| invalid(incompatible("key", &left, &right)))?;
-            keys.push(KeyPair { left, right, common });
-        }
-        let mut names = HashSet::new();
-        let mut rules = Vec::new();
-        for (i, rule) in self.rules.iter().enumerate() {
-            let (l, r) = rule.columns();
-            let at = format!("rules[{i}]");
-            let (left, right) = (
-                field(left, &format!("{at}.left"), l)?,
-                field(right, &format!("{at}.right"), r)?,
-            );
-            check_rule(rule, &left, &right)
-                .map_err(|reason| invalid(format!("{at} ({}): {reason}", rule.kind())))?;
-            let name = rule_name(rule, &mut names).map_err(|reason| invalid(format!("{at}: {reason}")))?;
-            rules.push(CheckedRule {
-                name,
-                rule: rule.clone(),
-                left,
-                right,
-            });
-        }
-        let match_sql = match &self.match_sql {
-            Some(_) if !self.rules.is_empty() => {
-                return Err(invalid("give rules or match_sql, not both".into()));
-            }
-            Some(sql) => {
-                Some(parse_match_sql(sql, left, right).map_err(|e| invalid(format!("match_sql: {e}")))?)
-            }
-            None => None,
+        let passes = if self.passes.is_empty() {
+            let pass = Pass {
+                name: None,
+                left_key: self.left.key.clone(),
+                right_key: self.right.key.clone(),
+                cardinality: Cardinality::OneToOne,
+                max_group_size: None,
+                rules: self.rules.clone(),
+                match_sql: self.match_sql.clone(),
+            };
+            vec![check_pass(&pass, 0, &PassAt::top_level(), left, right)?]
+        } else {
+            self.check_pass_list(left, right)?
         };
         Ok(CheckedRecipe {
             recipe: self.clone(),
-            keys,
-            rules,
-            match_sql,
+            passes,
         })
     }
+
+    fn check_pass_list(&self, left: &Schema, right: &Schema) -> Result<Vec<CheckedPass>, ReconError> {
+        let invalid = |message: &str| Err(ReconError::InvalidRecipe(message.to_string()));
+        if !self.left.key.is_empty() || !self.right.key.is_empty() {
+            return invalid(
+                "left.key and right.key: with passes, each pass names its keys (left_key, right_key)",
+            );
+        }
+        if !self.rules.is_empty() || self.match_sql.is_some() {
+            return invalid("rules and match_sql: with passes, each pass has its own");
+        }
+        if self.passes.len() > MAX_PASSES {
+            return invalid(&format!("passes: at most {MAX_PASSES}"));
+        }
+        let mut names = HashSet::new();
+        let mut checked = Vec::new();
+        for (index, pass) in self.passes.iter().enumerate() {
+            let pass = check_pass(pass, index, &PassAt::nth(index), left, right)?;
+            if !names.insert(pass.name.clone()) {
+                return invalid(&format!(
+                    "passes[{index}].name: another pass is named {:?}",
+                    pass.name
+                ));
+            }
+            checked.push(pass);
+        }
+        Ok(checked)
+    }
+}
+
+/// Checks one pass; `at` says where its parts are written.
+fn check_pass(
+    pass: &Pass,
+    index: usize,
+    at: &PassAt,
+    left: &Schema,
+    right: &Schema,
+) -> Result<CheckedPass, ReconError> {
+    let invalid = |message: String| ReconError::InvalidRecipe(message);
+    let name = match &pass.name {
+        Some(name) => {
+            let valid = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return Err(invalid(format!(
+                    "passes[{index}].name {name:?} must be 1 to 63 letters, digits, - or _"
+                )));
+            }
+            name.clone()
+        }
+        None => format!("pass_{}", index + 1),
+    };
+    for (keys, at) in [(&pass.left_key, &at.left_key), (&pass.right_key, &at.right_key)] {
+        if keys.is_empty() {
+            return Err(invalid(format!("{at} is empty: name at least one key column")));
+        }
+    }
+    if pass.left_key.len() != pass.right_key.len() {
+        return Err(invalid(format!(
+            "{} has {} columns and {} {}: keys are compared column by column",
+            at.left_key,
+            pass.left_key.len(),
+            at.right_key,
+            pass.right_key.len()
+        )));
+    }
+    let mut keys = Vec::new();
+    for (l, r) in pass.left_key.iter().zip(&pass.right_key) {
+        let (left, right) = (field(left, &at.left_key, l)?, field(right, &at.right_key, r)?);
+        let common = comparable(&left, &right).ok_or_else(|| invalid(incompatible("key", &left, &right)))?;
+        keys.push(KeyPair { left, right, common });
+    }
+    let mut names = HashSet::new();
+    let mut rules = Vec::new();
+    for (i, rule) in pass.rules.iter().enumerate() {
+        let (l, r) = rule.columns();
+        let at = format!("{}[{i}]", at.rules);
+        let (left, right) = (
+            field(left, &format!("{at}.left"), l)?,
+            field(right, &format!("{at}.right"), r)?,
+        );
+        let aggregates = aggregates(rule, pass.cardinality, [&left, &right])
+            .map_err(|reason| invalid(format!("{at}.aggregate: {reason}")))?;
+        let compared = |side: usize, field: &Arc<Field>| match &aggregates {
+            Some(aggregates) => Arc::new(field.as_ref().clone().with_data_type(aggregates[side].1.clone())),
+            None => field.clone(),
+        };
+        check_rule(rule, &compared(0, &left), &compared(1, &right))
+            .map_err(|reason| invalid(format!("{at} ({}): {reason}", rule.kind())))?;
+        let name = rule_name(rule, &mut names).map_err(|reason| invalid(format!("{at}: {reason}")))?;
+        rules.push(CheckedRule {
+            name,
+            rule: rule.clone(),
+            left,
+            right,
+            aggregates,
+        });
+    }
+    let grouped = pass.cardinality.grouped();
+    match pass.max_group_size {
+        Some(_) if !grouped => {
+            return Err(invalid(format!(
+                "{}: only a grouped pass (cardinality other than one_to_one) has groups",
+                at.max_group_size
+            )));
+        }
+        Some(size) if size < 2 => {
+            return Err(invalid(format!(
+                "{}: a group has at least 2 rows",
+                at.max_group_size
+            )));
+        }
+        _ => {}
+    }
+    if grouped && pass.match_sql.is_some() {
+        return Err(invalid(format!(
+            "{}: a grouped pass compares aggregates by rules, not by match_sql",
+            at.match_sql
+        )));
+    }
+    let match_sql = match &pass.match_sql {
+        Some(_) if !pass.rules.is_empty() => {
+            return Err(invalid(format!(
+                "{} and {}: give rules or match_sql, not both",
+                at.rules, at.match_sql
+            )));
+        }
+        Some(sql) => {
+            Some(parse_match_sql(sql, left, right).map_err(|e| invalid(format!("{}: {e}", at.match_sql)))?)
+        }
+        None => None,
+    };
+    Ok(CheckedPass {
+        name,
+        cardinality: pass.cardinality,
+        max_group_size: pass.max_group_size,
+        keys,
+        rules,
+        match_sql,
+    })
+}
+
+/// What a rule compares of each side in a pass of `cardinality`: `None` in a one-to-one pass,
+/// else per side its aggregate (the rule's on a side with many rows per key, `min` of the one row
+/// on the other) and the type it gives.
+fn aggregates(
+    rule: &Rule,
+    cardinality: Cardinality,
+    fields: [&Arc<Field>; 2],
+) -> Result<Option<[(Aggregate, DataType); 2]>, String> {
+    let many = cardinality.many();
+    let aggregate = match (cardinality.grouped(), rule.aggregate()) {
+        (false, None) => return Ok(None),
+        (false, Some(_)) => {
+            return Err("only a grouped pass (cardinality other than one_to_one) aggregates".into());
+        }
+        (true, None) => {
+            return Err("a grouped pass compares a group's rows by sum, min, max or count: name one".into());
+        }
+        (true, Some(aggregate)) => aggregate,
+    };
+    let of_side = |side: usize| {
+        let aggregate = if many[side] { aggregate } else { Aggregate::Min };
+        let field = fields[side];
+        if aggregate == Aggregate::Sum && family(field.data_type()) != Family::Number {
+            return Err(format!(
+                "sum needs a numeric column; {:?} is {}",
+                field.name(),
+                field.data_type()
+            ));
+        }
+        GroupAggregate::new(aggregate, field)
+            .map(|computed| (aggregate, computed.data_type()))
+            .map_err(|e| {
+                format!(
+                    "{} of {:?} ({}): {e}",
+                    aggregate.name(),
+                    field.name(),
+                    field.data_type()
+                )
+            })
+    };
+    Ok(Some([of_side(0)?, of_side(1)?]))
 }
 
 /// Parses `sql` against both sides' columns (as `l.…` and `r.…`) and checks it is a condition.
@@ -538,8 +854,10 @@ mod tests {
         let (left, right) = schemas();
         let parsed = recipe(example());
         let checked = parsed.check(&left, &right).unwrap();
-        assert_eq!(checked.keys[0].common, DataType::Utf8View);
-        let names: Vec<&str> = checked.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(checked.passes.len(), 1);
+        assert_eq!(checked.passes[0].name, "pass_1");
+        assert_eq!(checked.passes[0].keys[0].common, DataType::Utf8View);
+        let names: Vec<&str> = checked.passes[0].rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["amount", "issued_on", "currency"]);
         let written = serde_json::to_value(&parsed).unwrap();
         assert_eq!(written["rules"][0]["abs_tol"], json!(0.01));
@@ -611,7 +929,7 @@ mod tests {
         value["rules"] = json!([]);
         value["match_sql"] = json!("tolerance_match(l.amount, r.amount, 0.01) AND l.issued_on <= r.paid_on");
         let checked = recipe(value.clone()).check(&left, &right).unwrap();
-        let parsed = checked.match_sql.unwrap();
+        let parsed = checked.passes[0].match_sql.clone().unwrap();
         let names = |fields: &[Arc<Field>]| fields.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
         assert_eq!(names(&parsed.left), ["amount", "issued_on"]);
         assert_eq!(names(&parsed.right), ["amount", "paid_on"]);
@@ -629,6 +947,140 @@ mod tests {
         let mut both = example();
         both["match_sql"] = json!("true");
         assert!(error(both).contains("not both"));
+    }
+
+    fn two_passes() -> serde_json::Value {
+        json!({
+            "name": "waterfall",
+            "left": {"source": "invoices"},
+            "right": {"source": "payments"},
+            "passes": [
+                {"name": "reference", "left_key": ["invoice_id"], "right_key": ["invoice_ref"],
+                 "rules": [{"kind": "numeric", "left": "amount", "right": "amount", "abs_tol": 0}]},
+                {"left_key": ["currency", "amount"], "right_key": ["currency", "amount"],
+                 "rules": [{"kind": "date_window", "left": "issued_on", "right": "paid_on",
+                            "min_days": -3, "max_days": 3}]}
+            ]
+        })
+    }
+
+    #[test]
+    fn passes_check_each_with_its_own_keys_and_rules() {
+        let (left, right) = schemas();
+        let checked = recipe(two_passes()).check(&left, &right).unwrap();
+        let names: Vec<&str> = checked.passes.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["reference", "pass_2"]);
+        assert_eq!(checked.passes[1].keys.len(), 2);
+        let columns =
+            |left: bool| -> Vec<String> { checked.columns(left).iter().map(|f| f.name().clone()).collect() };
+        assert_eq!(columns(true), ["invoice_id", "amount", "currency", "issued_on"]);
+        assert_eq!(columns(false), ["invoice_ref", "amount", "currency", "paid_on"]);
+
+        let problem = |edit: &dyn Fn(&mut serde_json::Value)| problem_of(two_passes(), edit);
+        let unknown = problem(&|v| v["passes"][1]["rules"][0]["right"] = json!("paid"));
+        assert!(
+            unknown.contains("passes[1].rules[0].right: unknown column \"paid\""),
+            "{unknown}"
+        );
+        let empty = problem(&|v| v["passes"][0]["right_key"] = json!([]));
+        assert!(empty.contains("passes[0].right_key is empty"), "{empty}");
+        let uneven = problem(&|v| v["passes"][1]["right_key"] = json!(["currency"]));
+        assert!(uneven.contains("passes[1].left_key has 2 columns"), "{uneven}");
+        let twins = problem(&|v| v["passes"][1]["name"] = json!("reference"));
+        assert!(twins.contains("passes[1].name: another pass is named"), "{twins}");
+        let both = problem(&|v| v["left"]["key"] = json!(["invoice_id"]));
+        assert!(both.contains("left.key and right.key"), "{both}");
+        let top_rules = problem(&|v| v["match_sql"] = json!("true"));
+        assert!(top_rules.contains("each pass has its own"), "{top_rules}");
+        let bad_name = problem(&|v| v["passes"][0]["name"] = json!("a b"));
+        assert!(bad_name.contains("passes[0].name"), "{bad_name}");
+    }
+
+    /// The error of `base` changed by `edit`.
+    fn problem_of(base: serde_json::Value, edit: &dyn Fn(&mut serde_json::Value)) -> String {
+        let mut changed = base;
+        edit(&mut changed);
+        error(changed)
+    }
+
+    #[test]
+    fn grouped_passes_compare_aggregates_each_rule_names() {
+        let (left, right) = schemas();
+        let mut value = two_passes();
+        value["passes"][0]["cardinality"] = json!("one_to_many");
+        value["passes"][0]["max_group_size"] = json!(5);
+        value["passes"][0]["rules"][0]["aggregate"] = json!("sum");
+        let checked = recipe(value.clone()).check(&left, &right).unwrap();
+        let rule = &checked.passes[0].rules[0];
+        let [(left_aggregate, _), (right_aggregate, right_type)] = rule.aggregates.clone().unwrap();
+        assert_eq!(
+            (left_aggregate, right_aggregate),
+            (Aggregate::Min, Aggregate::Sum)
+        );
+        assert_eq!(right_type, DataType::Decimal128(24, 2));
+        assert_eq!(checked.passes[0].cardinality.many(), [false, true]);
+
+        let problem = |edit: &dyn Fn(&mut serde_json::Value)| problem_of(value.clone(), edit);
+        let none = problem(&|v| v["passes"][0]["rules"][0]["aggregate"] = json!(null));
+        assert!(
+            none.contains("passes[0].rules[0].aggregate: a grouped pass"),
+            "{none}"
+        );
+        let one_to_one = problem(&|v| v["passes"][1]["rules"][0]["aggregate"] = json!("max"));
+        assert!(
+            one_to_one.contains("passes[1].rules[0].aggregate: only a grouped pass"),
+            "{one_to_one}"
+        );
+        let text = problem(&|v| {
+            v["passes"][0]["rules"][0] =
+                json!({"kind": "equal", "left": "currency", "right": "currency", "aggregate": "sum"})
+        });
+        assert!(text.contains("sum needs a numeric column"), "{text}");
+        let tiny = problem(&|v| v["passes"][0]["max_group_size"] = json!(1));
+        assert!(
+            tiny.contains("passes[0].max_group_size: a group has at least 2 rows"),
+            "{tiny}"
+        );
+        let ungrouped = problem(&|v| v["passes"][1]["max_group_size"] = json!(10));
+        assert!(ungrouped.contains("passes[1].max_group_size"), "{ungrouped}");
+        let sql = problem(&|v| {
+            v["passes"][0]["rules"] = json!([]);
+            v["passes"][0]["match_sql"] = json!("true");
+        });
+        assert!(sql.contains("passes[0].match_sql: a grouped pass"), "{sql}");
+        let mut count = value.clone();
+        count["passes"][0]["rules"][0] = json!({"kind": "numeric", "left": "amount", "right": "invoice_ref",
+                                                "aggregate": "count", "abs_tol": 0});
+        let checked = recipe(count).check(&left, &right).unwrap();
+        let counted = checked.passes[0].rules[0].aggregates.clone().unwrap();
+        assert_eq!(
+            counted[1],
+            (Aggregate::Count, DataType::Int64),
+            "a count of text is a number"
+        );
+    }
+
+    #[test]
+    fn the_example_recipes_check_against_the_demo_tables() {
+        let invoices = Schema::new(vec![
+            Field::new("invoice_id", DataType::Utf8, true),
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new("issued_on", DataType::Date32, true),
+        ]);
+        let payments = Schema::new(vec![
+            Field::new("invoice_ref", DataType::Utf8, true),
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new("paid_on", DataType::Date32, true),
+        ]);
+        for example in [
+            include_str!("../../../examples/recipes/invoices-vs-payments.json"),
+            include_str!("../../../examples/recipes/invoices-vs-payments-waterfall.json"),
+        ] {
+            let recipe: Recipe = serde_json::from_str(example).unwrap();
+            if let Err(error) = recipe.check(&invoices, &payments) {
+                panic!("{}: {error}", recipe.name);
+            }
+        }
     }
 
     #[test]
@@ -769,7 +1221,7 @@ mod properties {
                 return Ok(());
             };
             match recipe.check(&left, &right) {
-                Ok(checked) => prop_assert_eq!(checked.rules.len(), recipe.rules.len()),
+                Ok(checked) => prop_assert_eq!(checked.passes[0].rules.len(), recipe.rules.len()),
                 Err(error) => prop_assert!(!error.to_string().is_empty()),
             }
         }

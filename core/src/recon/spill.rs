@@ -33,7 +33,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc::Sender;
 
-use super::pair::{Fate, Fates, Gathered, LEFT, PairExec, RIGHT, null_keys};
+use super::pair::{
+    Fate, Fates, Gathered, Grouping, LEFT, PairExec, RIGHT, Singles, null_keys, one_to_one_fate,
+};
 
 /// Parts a partition, or a part that does not fit, is split into.
 const FANOUT: usize = 16;
@@ -68,6 +70,7 @@ impl Part {
 /// A partition's pairing once it has spilled: writes its output to a channel as it goes.
 pub(super) struct Spiller {
     keys: usize,
+    grouping: Option<Arc<Grouping>>,
     schema: SchemaRef,
     /// Reads parts back; they are written by [`PartWriter`]s.
     sides: [SpillManager; 2],
@@ -99,6 +102,7 @@ impl Spiller {
             .collect();
         Ok(Self {
             keys: exec.keys(),
+            grouping: exec.grouping().cloned().map(Arc::new),
             schema: exec.schema(),
             sides: [manager(left), manager(right)],
             env: context.runtime_env(),
@@ -187,7 +191,7 @@ impl Run {
                 )));
             }
             if let Some(counts) = self.count_keys(&part).await? {
-                let pairable = counts.pairable_rows();
+                let pairable = counts.pairable_rows(self.spiller.grouping.as_deref());
                 if pairable < part.rows() {
                     let rest = self.separate(&part, &counts).await?;
                     drop(counts);
@@ -224,6 +228,7 @@ impl Run {
         let schemas = self.spiller.sides.each_ref().map(|m| m.schema().clone());
         let fates = Fates::in_memory(
             self.spiller.keys,
+            self.spiller.grouping.as_ref(),
             (&schemas[LEFT], &sides[LEFT]),
             (&schemas[RIGHT], &sides[RIGHT]),
             &mut self.reservation,
@@ -264,14 +269,11 @@ impl Run {
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 let keys = self.key_rows(&batch)?;
-                let mut decided = (Vec::new(), Vec::new());
+                let mut decided = Singles::default();
                 let mut pairable = Vec::new();
                 for (row, key) in keys.iter().enumerate() {
-                    match counts.fate(key.data(), side) {
-                        Some(fate) => {
-                            decided.0.push(row as u32);
-                            decided.1.push(fate as u8);
-                        }
+                    match counts.fate(key.data(), side, self.spiller.grouping.as_deref()) {
+                        Some((fate, group_rows)) => decided.push(row as u32, fate, u32::MAX, group_rows),
                         None => pairable.push(row as u32),
                     }
                 }
@@ -327,8 +329,8 @@ impl Run {
             } else {
                 Fate::RightAlone
             };
-            let fates = vec![fate as u8; alone.len()];
-            self.emit_one_side(side, batch.clone(), (alone, fates)).await?;
+            self.emit_one_side(side, batch.clone(), Singles::all(alone, fate))
+                .await?;
         }
         Ok(())
     }
@@ -377,22 +379,18 @@ impl Run {
         Ok(())
     }
 
-    async fn emit_one_side(
-        &mut self,
-        side: usize,
-        batch: RecordBatch,
-        unpaired: (Vec<u32>, Vec<u8>),
-    ) -> Result<()> {
-        if unpaired.0.is_empty() {
+    async fn emit_one_side(&mut self, side: usize, batch: RecordBatch, singles: Singles) -> Result<()> {
+        if singles.is_empty() {
             return Ok(());
         }
         let other = self.spiller.sides[1 - side].schema().clone();
         let fates = Fates::one_side(
             self.spiller.keys,
+            self.spiller.grouping.as_ref(),
             side,
             batch,
             other,
-            unpaired,
+            singles,
             self.reservation.new_empty(),
         );
         self.emit(fates).await
@@ -506,20 +504,31 @@ impl KeyCounts {
         key.len() + COUNTED_KEY_OVERHEAD
     }
 
-    /// A row's fate when its key's counts decide it: `None` for a key found once on each side.
-    fn fate(&self, key: &[u8], side: usize) -> Option<Fate> {
+    /// A row's fate when its key's counts decide it, with its group's size if it is a member
+    /// of one: `None` for a key that pairs, or whose rows form a group (which needs them all).
+    fn fate(&self, key: &[u8], side: usize, grouping: Option<&Grouping>) -> Option<(Fate, u32)> {
         let counts = self.0.get(key).copied().unwrap_or_default();
-        match (counts[side], counts[1 - side]) {
-            (1, 1) => None,
-            (own, _) if own > 1 => Some(Fate::Duplicate),
-            _ if side == LEFT => Some(Fate::LeftAlone),
-            _ => Some(Fate::RightAlone),
+        let (own, other) = (counts[side], counts[1 - side]);
+        match grouping {
+            None => one_to_one_fate(side, own, other).map(|fate| (fate, 0)),
+            Some(grouping) => match grouping.fate(side, own, other) {
+                Fate::Grouped => None,
+                Fate::Oversized => Some((Fate::Oversized, own + other)),
+                fate => Some((fate, 0)),
+            },
         }
     }
 
-    /// Rows whose keys are found once on each side.
-    fn pairable_rows(&self) -> usize {
-        2 * self.0.values().filter(|c| c[LEFT] == 1 && c[RIGHT] == 1).count()
+    /// Rows whose keys pair, or whose rows form a group.
+    fn pairable_rows(&self, grouping: Option<&Grouping>) -> usize {
+        self.0
+            .values()
+            .filter(|c| match grouping {
+                None => c[LEFT] == 1 && c[RIGHT] == 1,
+                Some(grouping) => grouping.fate(LEFT, c[LEFT], c[RIGHT]) == Fate::Grouped,
+            })
+            .map(|c| (c[LEFT] + c[RIGHT]) as usize)
+            .sum()
     }
 
     /// Up to `count` keys with at least `least` rows on a side, most rows first.

@@ -73,12 +73,12 @@ impl Jobs {
 }
 
 /// The output a written file belongs to: its directory's name.
-fn output_of(path: &str) -> &str {
+pub(super) fn output_of(path: &str) -> &str {
     path.rsplit('/').nth(1).unwrap_or_default()
 }
 
 /// Rows per output (every output listed, `0` where nothing was written).
-fn row_counts(written: &[WrittenFile], outputs: &[&str]) -> BTreeMap<String, u64> {
+pub(super) fn row_counts(written: &[WrittenFile], outputs: &[&str]) -> BTreeMap<String, u64> {
     let mut counts: BTreeMap<String, u64> = outputs.iter().map(|o| (o.to_string(), 0)).collect();
     for file in written {
         if let Some(count) = counts.get_mut(output_of(&file.path)) {

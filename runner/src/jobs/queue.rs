@@ -137,13 +137,16 @@ fn runs_again(error: &JobError, attempts: i64) -> bool {
 }
 
 /// The summary a succeeded job stores: how long it ran, rows per output, each pass's time, and
-/// a reconciliation's skew.
+/// a reconciliation's rows per output of each of its passes and skew.
 fn succeeded(duration: Duration, summary: &RunSummary) -> Value {
     let mut stored = json!({
         "duration_ms": duration.as_millis() as u64,
         "outputs": summary.counts,
         "timings_ms": summary.timings,
     });
+    if !summary.pass_counts.is_empty() {
+        stored["passes"] = json!(summary.pass_counts);
+    }
     if let Some(skew) = &summary.skew {
         stored["skew"] = json!(skew);
     }
@@ -152,7 +155,10 @@ fn succeeded(duration: Duration, summary: &RunSummary) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::jobs::run::PassCounts;
 
     #[test]
     fn only_stalls_run_again_and_not_forever() {
@@ -172,6 +178,16 @@ mod tests {
         assert_eq!(
             stored,
             json!({"duration_ms": 1500, "outputs": {"matched": 7}, "timings_ms": {"classify": 12}})
+        );
+        summary.pass_counts.push(PassCounts {
+            pass: "pass_1".into(),
+            outputs: BTreeMap::from([("matched".into(), 7)]),
+            passed_on: None,
+        });
+        let stored = succeeded(Duration::from_millis(1500), &summary);
+        assert_eq!(
+            stored["passes"],
+            json!([{"pass": "pass_1", "outputs": {"matched": 7}}])
         );
     }
 }

@@ -14,13 +14,13 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion_proto::protobuf::LogicalPlanNode;
 use kalla_core::cache::sink::{SinkSpec, Split};
 use kalla_core::cache::write::WritePlanTable;
-use kalla_core::cache::{CacheDir, WrittenFile, written_files};
+use kalla_core::cache::{CacheDir, WrittenFile, parquet_dir_table, written_files};
 use kalla_core::preview::predicate;
 use kalla_core::recon::plan::{self, OUTPUTS};
-use kalla_core::recon::{Recipe, Side};
+use kalla_core::recon::{CheckedRecipe, Recipe, Side};
 use serde::{Deserialize, Serialize};
 
-use super::outputs::Skew;
+use super::outputs::{Skew, output_of, row_counts};
 use super::submit::QuerySpec;
 use super::{JobError, Jobs, QUERY_OUTPUT, failed};
 use crate::metadata::JobRecord;
@@ -42,34 +42,62 @@ impl Jobs {
     }
 
     async fn reconcile(&self, job: &JobRecord, recipe: &Recipe) -> Result<RunSummary, JobError> {
-        let mut summary = RunSummary::default();
         let session = self.inner.cluster.query_session().await;
         let left = self.side(&session, &recipe.left).await?;
         let right = self.side(&session, &recipe.right).await?;
         let checked = recipe
             .check(left.schema().as_arrow(), right.schema().as_arrow())
             .map_err(RecipeError::from)?;
-        let left = filtered(left, &recipe.left)?;
-        let right = filtered(right, &recipe.right)?;
+        let mut sides = (filtered(left, &recipe.left)?, filtered(right, &recipe.right)?);
         let dir = self.results_dir(&job.id);
         let mut log = PassLog::of(job);
+        let mut summary = RunSummary::default();
+        let mut outputs = Vec::new();
+        let mut everything = Vec::new();
+        let mut schemas = HashMap::new();
+        for (index, pass) in checked.passes.iter().enumerate() {
+            if index > 0 {
+                sides = (
+                    remaining(&session, &dir, &checked, &schemas, index - 1, true)?,
+                    remaining(&session, &dir, &checked, &schemas, index - 1, false)?,
+                );
+            }
+            let timer = Instant::now();
+            let partition_bytes = self.inner.settings.pair_partition_bytes;
+            let (classified, split) =
+                plan::classify(sides.0.clone(), sides.1.clone(), &checked, index, partition_bytes)
+                    .map_err(failed)?;
+            schemas.extend(output_schemas(classified.schema().as_arrow(), &split));
+            let table = split_write(&classified, &dir, split);
+            let phase = match checked.passes.len() {
+                1 => "classifying".to_string(),
+                n => format!("classifying: pass {} of {n} ({})", index + 1, pass.name),
+            };
+            let written = self.run_pass(&session, job, &mut log, &phase, table).await?;
+            let timing = match checked.passes.len() {
+                1 => "classify".to_string(),
+                _ => format!("classify_{}", pass.name),
+            };
+            summary.timings.insert(timing, timer.elapsed().as_millis() as u64);
+            summary.pass_counts.push(PassCounts::of(
+                &pass.name,
+                index,
+                index + 1 == checked.passes.len(),
+                &written,
+            ));
+            outputs.extend(
+                written
+                    .iter()
+                    .filter(|f| OUTPUTS.contains(&output_of(&f.path)))
+                    .cloned(),
+            );
+            everything.extend(written);
+        }
 
-        let timer = Instant::now();
-        let partition_bytes = self.inner.settings.pair_partition_bytes;
-        let (classified, split) = plan::classify(left, right, &checked, partition_bytes).map_err(failed)?;
-        let schemas = output_schemas(classified.schema().as_arrow(), &split);
-        let table = split_write(&classified, &dir, split);
-        let written = self
-            .run_pass(&session, job, &mut log, "classifying", table)
-            .await?;
-        summary
-            .timings
-            .insert("classify".into(), timer.elapsed().as_millis() as u64);
-
-        summary.skew = Some(Skew::of(&written));
+        summary.skew = Some(Skew::of(&everything));
         self.inner.db.set_job_phase(&job.id, "publishing").await?;
         let timer = Instant::now();
-        summary.counts = self.publish(&dir, written, &schemas, &OUTPUTS).await?;
+        summary.counts = self.publish(&dir, outputs, &schemas, &OUTPUTS).await?;
         summary
             .timings
             .insert("publish".into(), timer.elapsed().as_millis() as u64);
@@ -289,8 +317,42 @@ impl PassLog {
 #[derive(Debug, Default)]
 pub(super) struct RunSummary {
     pub(super) counts: BTreeMap<String, u64>,
+    /// For a reconciliation: what each pass decided, in order.
+    pub(super) pass_counts: Vec<PassCounts>,
     pub(super) timings: BTreeMap<String, u64>,
     pub(super) skew: Option<Skew>,
+}
+
+/// What one pass of a reconciliation decided: rows per output it wrote and, before the last
+/// pass, the rows of each side it passed on to the next.
+#[derive(Debug, Serialize)]
+pub(super) struct PassCounts {
+    pub(super) pass: String,
+    pub(super) outputs: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) passed_on: Option<BTreeMap<String, u64>>,
+}
+
+impl PassCounts {
+    fn of(name: &str, index: usize, last: bool, written: &[WrittenFile]) -> Self {
+        if last {
+            return Self {
+                pass: name.to_string(),
+                outputs: row_counts(written, &OUTPUTS),
+                passed_on: None,
+            };
+        }
+        let (left, right) = (plan::remaining(index, true), plan::remaining(index, false));
+        let passed_on = row_counts(written, &[left.as_str(), right.as_str()]);
+        Self {
+            pass: name.to_string(),
+            outputs: row_counts(written, &[plan::MATCHED, plan::MISMATCHED, plan::EXCEPTIONS]),
+            passed_on: Some(BTreeMap::from([
+                ("left".to_string(), passed_on[&left]),
+                ("right".to_string(), passed_on[&right]),
+            ])),
+        }
+    }
 }
 
 fn output_schemas(schema: &Schema, split: &Split) -> HashMap<String, SchemaRef> {
@@ -299,6 +361,25 @@ fn output_schemas(schema: &Schema, split: &Split) -> HashMap<String, SchemaRef> 
         .iter()
         .filter_map(|o| Some((o.name.clone(), Arc::new(schema.project(&o.columns).ok()?))))
         .collect()
+}
+
+/// What pass `index` left undecided of one side, as the next pass reads it.
+fn remaining(
+    session: &SessionContext,
+    dir: &CacheDir,
+    recipe: &CheckedRecipe,
+    schemas: &HashMap<String, SchemaRef>,
+    index: usize,
+    left: bool,
+) -> Result<DataFrame, JobError> {
+    let name = plan::remaining(index, left);
+    let schema = schemas
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| failed(format!("no schema for {name}")))?;
+    let table = parquet_dir_table(dir.join(&[&name]).as_str(), schema).map_err(failed)?;
+    let frame = session.read_table(table).map_err(failed)?;
+    plan::as_source(frame, recipe, left).map_err(failed)
 }
 
 fn filtered(frame: DataFrame, side: &Side) -> Result<DataFrame, JobError> {
