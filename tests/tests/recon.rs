@@ -112,7 +112,7 @@ async fn truth(db: &TestDatabase) -> Truth {
     Truth {
         outputs: json!({
             "matched": numbers[0], "mismatched": numbers[1], "left_only": numbers[2],
-            "right_only": numbers[3], "duplicates": numbers[4], "exceptions": 0,
+            "right_only": numbers[3], "duplicates": numbers[4], "exceptions": 0, "ambiguous": 0,
         }),
         within_tolerance: numbers[5],
         amount_failed: numbers[6],
@@ -663,13 +663,14 @@ const REFERENCE_PASSES: [ReferencePass; 3] = [
 /// outputs (prefixed `left_`, `right_`).
 const LEFT_COLUMNS: [&str; 4] = ["invoice_id", "amount", "customer", "issued_on"];
 const RIGHT_COLUMNS: [&str; 4] = ["invoice_ref", "amount", "customer", "paid_on"];
-const OUTPUTS: [&str; 6] = [
+const OUTPUTS: [&str; 7] = [
     "matched",
     "mismatched",
     "left_only",
     "right_only",
     "duplicates",
     "exceptions",
+    "ambiguous",
 ];
 
 /// SQL of one output row as text: `columns` joined by `|`, each null as empty.
@@ -897,6 +898,7 @@ async fn waterfall_outputs(results: &Path, id: &str) -> Vec<(String, Vec<String>
         match output {
             "matched" => decided.clone(),
             "mismatched" => [decided.clone(), vec!["failed_rules".into()]].concat(),
+            "ambiguous" => [vec!["group_id".into()], left.clone(), right.clone()].concat(),
             "exceptions" => [
                 vec!["group_id".into(), "side".into()],
                 left.clone(),
@@ -1026,4 +1028,74 @@ async fn passes_form_a_waterfall_equal_to_postgres() {
             "{name} holds {files} files"
         );
     }
+}
+
+#[tokio::test]
+async fn a_proximity_pass_pairs_the_nearest_and_sets_ties_apart() {
+    let db = TestDatabase::create().await;
+    db.execute(
+        "CREATE TABLE invoices (customer text, issued_on date, amount numeric(12,2));
+         INSERT INTO invoices VALUES
+           ('A', '2024-01-10', 100), ('A', '2024-01-20', 50), ('B', '2024-01-10', 10),
+           ('C', '2024-01-10', 7), ('D', '2024-01-10', 1), ('D', '2024-01-12', 2),
+           ('E', '2024-01-10', 5), (NULL, '2024-01-10', 9);
+         CREATE TABLE payments (customer text, paid_on date, amount numeric(12,2));
+         INSERT INTO payments VALUES
+           ('A', '2024-01-11', 100), ('A', '2024-01-19', 40), ('B', '2024-01-09', 10),
+           ('B', '2024-01-11', 10), ('C', '2024-01-20', 7), ('D', '2024-01-11', 1),
+           ('E', '2024-01-12', 5), ('E', '2024-01-13', 5);",
+    )
+    .await;
+    let setup = setup_with_sources(&db).await;
+    let recipe = json!({
+        "name": "nearest",
+        "left": {"source": "invoices"},
+        "right": {"source": "payments"},
+        "passes": [{"name": "nearest", "left_key": ["customer"], "right_key": ["customer"],
+                    "nearest": [{"left": "issued_on", "right": "paid_on", "within": 3}],
+                    "rules": [{"kind": "numeric", "left": "amount", "right": "amount", "abs_tol": 0}]}]
+    });
+    let job = run_job(&setup.runner, json!({"type": "recon", "recipe": recipe})).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", setup.runner.logs());
+    let id = job["id"].as_str().unwrap();
+    let rows = |output: &'static str, columns: &'static str| {
+        let sql = format!("SELECT {columns} FROM {output} ORDER BY 1, 2, 3");
+        let results = setup.results.path().to_path_buf();
+        async move {
+            let rows = outputs_query(&results, id, &sql).await;
+            rows.into_iter().map(|row| row.join(" ")).collect::<Vec<_>>()
+        }
+    };
+    let pairs = "group_id, left_issued_on, right_paid_on, left_amount, right_amount";
+    assert_eq!(
+        rows("matched", pairs).await,
+        [
+            "nearest:A#1 2024-01-10 2024-01-11 100.00 100.00",
+            "nearest:E#1 2024-01-10 2024-01-12 5.00 5.00"
+        ]
+    );
+    // A's second invoice pairs with its nearest payment, though the amounts differ.
+    assert_eq!(
+        rows("mismatched", pairs).await,
+        ["nearest:A#2 2024-01-20 2024-01-19 50.00 40.00"]
+    );
+    // B's invoice is as near to two payments, and D's payment to two invoices.
+    assert_eq!(
+        rows("ambiguous", pairs).await,
+        [
+            "nearest:B#1 2024-01-10 2024-01-09 10.00 10.00",
+            "nearest:B#1 2024-01-10 2024-01-11 10.00 10.00",
+            "nearest:D#1 2024-01-10 2024-01-11 1.00 1.00",
+            "nearest:D#1 2024-01-12 2024-01-11 2.00 1.00"
+        ]
+    );
+    assert_eq!(
+        rows("left_only", "left_customer, left_issued_on, left_amount").await,
+        ["C 2024-01-10 7.00", " 2024-01-10 9.00"]
+    );
+    assert_eq!(
+        rows("right_only", "right_customer, right_paid_on, right_amount").await,
+        ["C 2024-01-20 7.00", "E 2024-01-13 5.00"]
+    );
+    assert_eq!(job["summary"]["outputs"]["ambiguous"], 4, "{job}");
 }

@@ -189,7 +189,7 @@ async fn no_password_or_key_appears_anywhere_after_a_full_scenario() {
     assert_eq!(done["status"], "succeeded", "{done}\n{}", cluster.log_tails());
     assert_eq!(
         done["summary"]["outputs"],
-        json!({"matched": 4410, "mismatched": 490, "left_only": 100, "right_only": 0, "duplicates": 0, "exceptions": 0}),
+        json!({"matched": 4410, "mismatched": 490, "left_only": 100, "right_only": 0, "duplicates": 0, "exceptions": 0, "ambiguous": 0}),
         "{done}"
     );
     haystack.add("the finished job", done.to_string());

@@ -5,6 +5,7 @@
 //! and the `tolerance_match` function every session registers ([`udf`]).
 
 pub mod group;
+pub mod nearest;
 pub mod pair;
 pub mod pairs_table;
 pub mod plan;
@@ -18,7 +19,7 @@ mod properties;
 use thiserror::Error;
 
 pub use group::Aggregate;
-pub use recipe::{Cardinality, CheckedPass, CheckedRecipe, Pass, Recipe, Rule, Side, Tolerance};
+pub use recipe::{Cardinality, CheckedPass, CheckedRecipe, Nearest, Pass, Recipe, Rule, Side, Tolerance};
 
 #[derive(Debug, Error)]
 pub enum ReconError {

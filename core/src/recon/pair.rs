@@ -35,7 +35,7 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::hash_utils::RandomState;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::utils::memory::RecordBatchMemoryCounter;
-use datafusion::common::{DataFusionError, HashMap, Result};
+use datafusion::common::{DataFusionError, HashMap, HashSet, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
@@ -49,6 +49,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::group::{Aggregate, GroupAggregate};
+use super::nearest::{Decided, Matcher, NearColumn};
 use super::spill::{HotKeys, Spiller};
 
 /// The output column naming a lone or duplicated row's side (`left`, `right`; null when paired).
@@ -74,10 +75,15 @@ pub enum Fate {
     Grouped = 4,
     /// A member of a group larger than the pass allows.
     Oversized = 5,
+    /// In a proximity pass: one of several candidate pairs that tie; the output row holds both.
+    Ambiguous = 6,
 }
 
 /// The output column holding a grouped row's group size (both sides' rows), as a `UInt32`.
 pub const GROUP_ROWS: &str = "__group_rows";
+/// The output column holding, in a proximity pass, a pair's rank within its key (candidates of
+/// one ambiguity share it), as a `UInt32`.
+pub const RANK: &str = "__rank";
 
 /// How a grouped pass gathers and compares a key's rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +94,9 @@ pub struct Grouping {
     pub max_group_size: u32,
     /// The aggregates each member row carries, computed over its group.
     pub aggregates: Vec<GroupColumn>,
+    /// In a proximity pass (both sides many), the conditions that pair a group's rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nearest: Vec<NearColumn>,
 }
 
 /// One aggregate of a group's rows on one side: output column `name` holds `aggregate` of
@@ -160,6 +169,9 @@ pub fn paired_schema(
             fields.push(Field::new(&column.name, computed.data_type(), true));
         }
         fields.push(Field::new(GROUP_ROWS, DataType::UInt32, true));
+        if !grouping.nearest.is_empty() {
+            fields.push(Field::new(RANK, DataType::UInt32, true));
+        }
     }
     fields.push(Field::new(FATE, DataType::UInt8, false));
     Ok(Arc::new(Schema::new(fields)))
@@ -552,6 +564,26 @@ impl Singles {
     fn len(&self) -> usize {
         self.rows.len()
     }
+
+    /// Rows of side `side` without the group members `taken`; members not taken are alone.
+    fn untaken(self, side: usize, taken: &HashSet<u32>) -> Self {
+        let mut kept = Singles::default();
+        for i in 0..self.len() {
+            let (row, member) = (self.rows[i], self.groups[i] != NO_GROUP);
+            if member && taken.contains(&row) {
+                continue;
+            }
+            let (fate, group_rows) = match member {
+                true => (alone(side) as u8, 0),
+                false => (self.fates[i], self.group_rows[i]),
+            };
+            kept.rows.push(row);
+            kept.fates.push(fate);
+            kept.groups.push(NO_GROUP);
+            kept.group_rows.push(group_rows);
+        }
+        kept
+    }
 }
 
 /// A partition's rows, paired or grouped: which rows pair up, and which are emitted on their own.
@@ -561,6 +593,8 @@ pub(super) struct Fates {
     left: RecordBatch,
     right: RecordBatch,
     pairs: (Vec<u32>, Vec<u32>),
+    /// In a proximity pass, per pair: its fate (paired or ambiguous) and rank.
+    marks: Vec<(u8, u32)>,
     singles: [Singles; 2],
     /// Per aggregate of the grouping: its value for each group.
     aggregates: Vec<ArrayRef>,
@@ -614,6 +648,7 @@ impl Fates {
             left,
             right,
             pairs: Default::default(),
+            marks: Vec::new(),
             singles,
             aggregates: Vec::new(),
             _reservation: reservation,
@@ -714,14 +749,39 @@ impl Fates {
             let right_rows = right_buckets.rows[bucket].iter().zip(&right_ids);
             decide.singles(right_rows, RIGHT, &mut singles[RIGHT]);
         }
-        // Buckets come in hash order; in left order, gathering the pairs' left columns reads
-        // memory front to back, not at random.
-        let mut by_left: Vec<(u32, u32)> = pairs.0.into_iter().zip(pairs.1).collect();
-        by_left.sort_unstable();
-        let pairs = by_left.into_iter().unzip();
         drop(ids);
         drop((left_buckets, right_buckets));
         reservation.shrink(buckets_size);
+        let mut marks = Vec::new();
+        if let Some(grouping) = grouping.filter(|g| !g.nearest.is_empty()) {
+            let decided = nearest_pairs(
+                grouping,
+                [&left, &right],
+                &mut singles,
+                groups as usize,
+                reservation,
+            )?;
+            for pair in decided {
+                pairs.0.push(pair.left);
+                pairs.1.push(pair.right);
+                marks.push((pair.fate as u8, pair.rank));
+            }
+        }
+        // Buckets come in hash order; in left order, gathering the pairs' left columns reads
+        // memory front to back, not at random.
+        let mut by_left: Vec<(u32, u32, usize)> = pairs
+            .0
+            .into_iter()
+            .zip(pairs.1)
+            .zip(0..)
+            .map(|((l, r), i)| (l, r, i))
+            .collect();
+        by_left.sort_unstable();
+        let marks = by_left
+            .iter()
+            .filter_map(|(_, _, i)| marks.get(*i).copied())
+            .collect();
+        let pairs = by_left.into_iter().map(|(l, r, _)| (l, r)).unzip();
         let aggregates = match grouping {
             Some(grouping) => {
                 let aggregates = group_aggregates(grouping, [&left, &right], &singles, groups as usize)?;
@@ -736,6 +796,7 @@ impl Fates {
             left,
             right,
             pairs,
+            marks,
             singles,
             aggregates,
             _reservation: reservation.take(),
@@ -838,10 +899,20 @@ impl Fates {
             columns.push(Arc::new(UInt32Array::from_iter((0..rows).map(|i| {
                 members.and_then(|(_, sizes)| (sizes[i] > 0).then_some(sizes[i]))
             }))));
+            if !grouping.nearest.is_empty() {
+                let ranks = match singles {
+                    Some(_) => UInt32Array::new_null(rows),
+                    None => {
+                        UInt32Array::from_iter_values(self.marks[range.clone()].iter().map(|(_, rank)| *rank))
+                    }
+                };
+                columns.push(Arc::new(ranks));
+            }
         }
-        let fates = match singles {
-            Some(singles) => singles.fates[range].to_vec(),
-            None => vec![Fate::Paired as u8; rows],
+        let fates = match (singles, self.marks.is_empty()) {
+            (Some(singles), _) => singles.fates[range].to_vec(),
+            (None, true) => vec![Fate::Paired as u8; rows],
+            (None, false) => self.marks[range].iter().map(|(fate, _)| *fate).collect(),
         };
         columns.push(Arc::new(UInt8Array::from(fates)));
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
@@ -903,6 +974,41 @@ impl Decide<'_> {
             singles.push(*row, fate, group, size);
         }
     }
+}
+
+/// In a proximity pass: each group's rows matched by their nearest values ([`Matcher`]); the
+/// members it leaves are alone.
+fn nearest_pairs(
+    grouping: &Grouping,
+    sides: [&RecordBatch; 2],
+    singles: &mut [Singles; 2],
+    groups: usize,
+    reservation: &MemoryReservation,
+) -> Result<Vec<Decided>> {
+    let matcher = Matcher::new(&grouping.nearest, sides)?;
+    reservation.try_grow(matcher.size())?;
+    let mut members: Vec<[Vec<u32>; 2]> = (0..groups).map(|_| Default::default()).collect();
+    for side in [LEFT, RIGHT] {
+        for (row, group) in singles[side].rows.iter().zip(&singles[side].groups) {
+            if *group != NO_GROUP {
+                members[*group as usize][side].push(*row);
+            }
+        }
+    }
+    let mut decided = Vec::new();
+    for rows in &members {
+        matcher.match_key(rows, &mut decided);
+    }
+    let mut taken: [HashSet<u32>; 2] = Default::default();
+    for pair in &decided {
+        taken[LEFT].insert(pair.left);
+        taken[RIGHT].insert(pair.right);
+    }
+    for side in [LEFT, RIGHT] {
+        singles[side] = std::mem::take(&mut singles[side]).untaken(side, &taken[side]);
+    }
+    reservation.shrink(matcher.size());
+    Ok(decided)
 }
 
 /// Each of `grouping`'s aggregates for each of `groups` groups, over the members in `singles`.
@@ -1235,6 +1341,7 @@ mod tests {
                     aggregate: Aggregate::Sum,
                 },
             ],
+            nearest: Vec::new(),
         };
         let exec = Arc::new(PairExec::try_new(2, Some(grouping), side("l", left), side("r", right)).unwrap());
         let mut runtime = RuntimeEnvBuilder::new();

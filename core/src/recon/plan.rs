@@ -29,9 +29,10 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::DataFrame;
 
-use super::pair::{FATE, Fate, GROUP_ROWS, GroupColumn, Grouping, LEFT, RIGHT, SIDE};
+use super::nearest::NearColumn;
+use super::pair::{FATE, Fate, GROUP_ROWS, GroupColumn, Grouping, LEFT, RANK, RIGHT, SIDE};
 use super::pairs_table::PairsTable;
-use super::recipe::{CheckedPass, CheckedRecipe, CheckedRule, MATCH_SQL, Rule, Tolerance};
+use super::recipe::{CheckedNearest, CheckedPass, CheckedRecipe, CheckedRule, MATCH_SQL, Rule, Tolerance};
 use crate::cache::sink::{Split, SplitOutput};
 
 /// Outputs users see.
@@ -41,8 +42,11 @@ pub const LEFT_ONLY: &str = "left_only";
 pub const RIGHT_ONLY: &str = "right_only";
 pub const DUPLICATES: &str = "duplicates";
 pub const EXCEPTIONS: &str = "exceptions";
+pub const AMBIGUOUS: &str = "ambiguous";
 /// Every output a finished run has.
-pub const OUTPUTS: [&str; 6] = [MATCHED, MISMATCHED, LEFT_ONLY, RIGHT_ONLY, DUPLICATES, EXCEPTIONS];
+pub const OUTPUTS: [&str; 7] = [
+    MATCHED, MISMATCHED, LEFT_ONLY, RIGHT_ONLY, DUPLICATES, EXCEPTIONS, AMBIGUOUS,
+];
 /// The column naming the pass that decided a row.
 pub const PASS: &str = "pass";
 /// The column naming a decided row's pair or group.
@@ -102,6 +106,16 @@ fn side_rows(
         names.push(name);
     }
     let keys = names.clone();
+    for (i, near) in pass.nearest.iter().enumerate() {
+        let field = if left { &near.left } else { &near.right };
+        let value = match near.compared {
+            // Days since the epoch, whatever the date type.
+            DataType::Int32 => cast(cast(column(field.name()), DataType::Date32), DataType::Int32),
+            ref compared => cast(column(field.name()), compared.clone()),
+        };
+        names.push(near_column(left, i));
+        columns.push(value.alias(near_column(left, i)));
+    }
     for field in recipe.columns(left) {
         let name = carried(left, field.name());
         if !names.contains(&name) {
@@ -115,6 +129,21 @@ fn side_rows(
 /// The default [`CheckedPass::max_group_size`]: a group this large still pairs in a few MiB.
 pub const DEFAULT_MAX_GROUP_SIZE: u32 = 10_000;
 
+/// The name of the column holding one side's value of a nearest condition, as compared.
+fn near_column(left: bool, index: usize) -> String {
+    format!("__{}_near_{index}", if left { "left" } else { "right" })
+}
+
+/// A nearest condition's `within`, in the unit its values are compared in.
+fn within(near: &CheckedNearest) -> String {
+    let (unscaled, scale) = near.within.unscaled();
+    match near.compared {
+        DataType::Int32 => (unscaled / 10i128.pow(scale as u32)).to_string(),
+        DataType::Decimal128(_, to) => (unscaled * 10i128.pow((to - scale).max(0) as u32)).to_string(),
+        _ => near.within.as_f64().to_string(),
+    }
+}
+
 /// The name of the column holding a grouped rule's aggregate of one side.
 fn aggregated(rule: &CheckedRule, left: bool) -> String {
     format!("__{}_{}", if left { "left" } else { "right" }, rule.name)
@@ -123,6 +152,27 @@ fn aggregated(rule: &CheckedRule, left: bool) -> String {
 /// How a grouped pass gathers its rows: each rule's aggregate of either side, read from the
 /// sides as [`side_rows`] gives them.
 fn grouping(pass: &CheckedPass, sides: [&Schema; 2]) -> Result<Option<Grouping>> {
+    let max_group_size = pass.max_group_size.unwrap_or(DEFAULT_MAX_GROUP_SIZE);
+    if !pass.nearest.is_empty() {
+        let nearest = pass
+            .nearest
+            .iter()
+            .enumerate()
+            .map(|(i, near)| {
+                Ok(NearColumn {
+                    left: sides[LEFT].index_of(&near_column(true, i))?,
+                    right: sides[RIGHT].index_of(&near_column(false, i))?,
+                    within: within(near),
+                })
+            })
+            .collect::<Result<_>>()?;
+        return Ok(Some(Grouping {
+            many: [true, true],
+            max_group_size,
+            aggregates: Vec::new(),
+            nearest,
+        }));
+    }
     if !pass.cardinality.grouped() {
         return Ok(None);
     }
@@ -147,8 +197,9 @@ fn grouping(pass: &CheckedPass, sides: [&Schema; 2]) -> Result<Option<Grouping>>
     }
     Ok(Some(Grouping {
         many: pass.cardinality.many(),
-        max_group_size: pass.max_group_size.unwrap_or(DEFAULT_MAX_GROUP_SIZE),
+        max_group_size,
         aggregates,
+        nearest: Vec::new(),
     }))
 }
 
@@ -176,9 +227,9 @@ pub fn classify(
     let left_columns: Vec<String> = sides[LEFT].iter().map(|c| carried(true, c)).collect();
     let right_columns: Vec<String> = sides[RIGHT].iter().map(|c| carried(false, c)).collect();
     let fate = |fate: Fate| column(FATE).eq(lit(fate as u8));
-    let decided = fate(Fate::Paired)
-        .or(fate(Fate::Grouped))
-        .or(fate(Fate::Oversized));
+    let decided = [Fate::Grouped, Fate::Oversized, Fate::Ambiguous]
+        .into_iter()
+        .fold(fate(Fate::Paired), |any, other| any.or(fate(other)));
     let mut columns: Vec<Expr> = vec![
         lit(pass.name.clone()).alias(PASS),
         when(decided, group_id(pass, &left_keys, &right_keys)?)
@@ -191,7 +242,7 @@ pub fn classify(
     let judged = judge(pass, recipe)?;
     columns.extend(judged.differences);
     columns.push(judged.failed.alias(FAILED_RULES));
-    let reason = match pass.cardinality.grouped() {
+    let reason = match pass.cardinality.grouped() || !pass.nearest.is_empty() {
         true => concat(vec![
             lit("a group of "),
             cast(column(GROUP_ROWS), DataType::Utf8),
@@ -211,6 +262,7 @@ pub fn classify(
     let route = when(agreed.clone().and(judged.all_pass), routes.to(MATCHED))
         .when(agreed, routes.to(MISMATCHED))
         .when(fate(Fate::Oversized), routes.to(EXCEPTIONS))
+        .when(fate(Fate::Ambiguous), routes.to(AMBIGUOUS))
         .when(fate(Fate::LeftAlone), routes.unpaired(true))
         .when(fate(Fate::RightAlone), routes.unpaired(false))
         .when(left_side, routes.duplicate(true))
@@ -223,17 +275,20 @@ pub fn classify(
 }
 
 /// A decided row's group: the pass's name and its key, e.g. `reference:INV-7`, or
-/// `customer_amount:C1|12.50` for a key of two columns.
+/// `customer_amount:C1|12.50` for a key of two columns; in a proximity pass, with the pair's
+/// rank within its key after a `#` (`customer:C1#2`).
 fn group_id(pass: &CheckedPass, left_keys: &[String], right_keys: &[String]) -> Result<Expr> {
     let parts: Vec<Expr> = left_keys
         .iter()
         .zip(right_keys)
         .map(|(l, r)| cast(coalesce(vec![column(l), column(r)]), DataType::Utf8))
         .collect();
-    Ok(concat(vec![
-        lit(format!("{}:", pass.name)),
-        concat_ws(lit("|"), parts),
-    ]))
+    let mut id = vec![lit(format!("{}:", pass.name)), concat_ws(lit("|"), parts)];
+    if !pass.nearest.is_empty() {
+        let rank = concat(vec![lit("#"), cast(column(RANK), DataType::Utf8)]);
+        id.push(when(column(RANK).is_not_null(), rank).otherwise(lit(""))?);
+    }
+    Ok(concat(id))
 }
 
 /// A pass's rules over its paired or grouped rows.
@@ -325,7 +380,7 @@ impl Routes {
         } else {
             names.extend([remaining(index, true), remaining(index, false)]);
         }
-        names.push(EXCEPTIONS.to_string());
+        names.extend([EXCEPTIONS, AMBIGUOUS].map(String::from));
         Self { names }
     }
 
@@ -365,6 +420,7 @@ impl Routes {
                 MATCHED => decided.clone(),
                 MISMATCHED => [&decided[..], &[FAILED_RULES]].concat(),
                 EXCEPTIONS => [&[PASS, GROUP_ID, SIDE][..], &both, &[REASON]].concat(),
+                AMBIGUOUS => [&[PASS, GROUP_ID][..], &both].concat(),
                 LEFT_ONLY => [&[PASS][..], &one(LEFT)].concat(),
                 RIGHT_ONLY => [&[PASS][..], &one(RIGHT)].concat(),
                 DUPLICATES => [&[PASS, SIDE][..], &both].concat(),

@@ -56,7 +56,12 @@ pub struct Pass {
     /// aggregates, one value per side, by its rules.
     #[serde(default, skip_serializing_if = "Cardinality::is_one_to_one")]
     pub cardinality: Cardinality,
-    /// In a grouped pass: a group of more rows (both sides together) goes to `exceptions`.
+    /// A proximity pass: within the rows of one key, pairs whose values are nearest on these
+    /// conditions, in order, are matched first (see [`Nearest`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nearest: Vec<Nearest>,
+    /// In a grouped or proximity pass: a key of more rows (both sides together) goes to
+    /// `exceptions`.
     #[cfg_attr(feature = "openapi", schema(minimum = 2))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_group_size: Option<u32>,
@@ -64,6 +69,18 @@ pub struct Pass {
     pub rules: Vec<Rule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_sql: Option<String>,
+}
+
+/// A nearest-value condition of a proximity pass: a left and a right row are candidates when
+/// `|right − left| ≤ within` (in days, for dates) on every condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Nearest {
+    pub left: String,
+    pub right: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, minimum = 0))]
+    pub within: Tolerance,
 }
 
 /// Which sides of a pass may have more than one row per key: `one_to_many` groups the right
@@ -307,11 +324,22 @@ pub struct KeyPair {
     pub common: DataType,
 }
 
+/// A nearest-value condition with both columns' fields and the type they are compared in: an
+/// exact decimal for integers and decimals, `Float64` for floats, `Int32` days for dates.
+#[derive(Debug, Clone)]
+pub struct CheckedNearest {
+    pub left: Arc<Field>,
+    pub right: Arc<Field>,
+    pub compared: DataType,
+    pub within: Tolerance,
+}
+
 /// A pass checked against both sides' schemas.
 #[derive(Debug, Clone)]
 pub struct CheckedPass {
     pub name: String,
     pub cardinality: Cardinality,
+    pub nearest: Vec<CheckedNearest>,
     pub max_group_size: Option<u32>,
     pub keys: Vec<KeyPair>,
     pub rules: Vec<CheckedRule>,
@@ -319,11 +347,15 @@ pub struct CheckedPass {
 }
 
 impl CheckedPass {
-    /// Every column the pass reads from one side: its keys, then its rules' columns.
+    /// Every column the pass reads from one side: its keys, its nearest conditions', then its
+    /// rules' columns.
     fn columns(&self, left: bool) -> Vec<&Arc<Field>> {
         let mut columns = Vec::new();
         for key in &self.keys {
             columns.push(if left { &key.left } else { &key.right });
+        }
+        for near in &self.nearest {
+            columns.push(if left { &near.left } else { &near.right });
         }
         for rule in &self.rules {
             columns.push(if left { &rule.left } else { &rule.right });
@@ -370,6 +402,7 @@ struct PassAt {
     rules: String,
     match_sql: String,
     max_group_size: String,
+    nearest: String,
 }
 
 impl PassAt {
@@ -380,6 +413,7 @@ impl PassAt {
             rules: "rules".into(),
             match_sql: "match_sql".into(),
             max_group_size: "max_group_size".into(),
+            nearest: "nearest".into(),
         }
     }
 
@@ -391,6 +425,7 @@ impl PassAt {
             rules: format!("{at}.rules"),
             match_sql: format!("{at}.match_sql"),
             max_group_size: format!("{at}.max_group_size"),
+            nearest: format!("{at}.nearest"),
         }
     }
 }
@@ -419,6 +454,7 @@ impl Recipe {
                 left_key: self.left.key.clone(),
                 right_key: self.right.key.clone(),
                 cardinality: Cardinality::OneToOne,
+                nearest: Vec::new(),
                 max_group_size: None,
                 rules: self.rules.clone(),
                 match_sql: self.match_sql.clone(),
@@ -507,6 +543,7 @@ fn check_pass(
         let common = comparable(&left, &right).ok_or_else(|| invalid(incompatible("key", &left, &right)))?;
         keys.push(KeyPair { left, right, common });
     }
+    let nearest = check_nearest(pass, at, left, right)?;
     let mut names = HashSet::new();
     let mut rules = Vec::new();
     for (i, rule) in pass.rules.iter().enumerate() {
@@ -535,9 +572,10 @@ fn check_pass(
     }
     let grouped = pass.cardinality.grouped();
     match pass.max_group_size {
-        Some(_) if !grouped => {
+        Some(_) if !grouped && nearest.is_empty() => {
             return Err(invalid(format!(
-                "{}: only a grouped pass (cardinality other than one_to_one) has groups",
+                "{}: only a grouped pass (cardinality other than one_to_one) or a proximity pass \
+                 (with nearest) has groups",
                 at.max_group_size
             )));
         }
@@ -570,11 +608,78 @@ fn check_pass(
     Ok(CheckedPass {
         name,
         cardinality: pass.cardinality,
+        nearest,
         max_group_size: pass.max_group_size,
         keys,
         rules,
         match_sql,
     })
+}
+
+/// A pass's nearest conditions, checked: one-to-one passes only, numbers or dates on both sides,
+/// whole days for dates.
+fn check_nearest(
+    pass: &Pass,
+    at: &PassAt,
+    left: &Schema,
+    right: &Schema,
+) -> Result<Vec<CheckedNearest>, ReconError> {
+    let invalid = |message: String| ReconError::InvalidRecipe(message);
+    if !pass.nearest.is_empty() && pass.cardinality.grouped() {
+        return Err(invalid(format!(
+            "{}: a proximity pass pairs one row with one row (cardinality one_to_one)",
+            at.nearest
+        )));
+    }
+    let mut checked = Vec::new();
+    for (i, near) in pass.nearest.iter().enumerate() {
+        let at = format!("{}[{i}]", at.nearest);
+        let (l, r) = (
+            field(left, &format!("{at}.left"), &near.left)?,
+            field(right, &format!("{at}.right"), &near.right)?,
+        );
+        let compared = match (family(l.data_type()), family(r.data_type())) {
+            (Family::Date, Family::Date) => {
+                let (unscaled, scale) = near.within.unscaled();
+                if unscaled % 10i128.pow(scale as u32) != 0 {
+                    return Err(invalid(format!(
+                        "{at}.within: dates are near by whole days, not {}",
+                        near.within
+                    )));
+                }
+                DataType::Int32
+            }
+            (Family::Number, Family::Number)
+                if l.data_type().is_floating() || r.data_type().is_floating() =>
+            {
+                DataType::Float64
+            }
+            (Family::Number, Family::Number) => {
+                let scale = |t: &DataType| match t {
+                    DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => *s,
+                    _ => 0,
+                };
+                let scale = scale(l.data_type())
+                    .max(scale(r.data_type()))
+                    .max(near.within.unscaled().1)
+                    .max(0);
+                DataType::Decimal128(38, scale)
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "{at}: needs two numeric or two date columns; {}",
+                    incompatible("nearest", &l, &r)
+                )));
+            }
+        };
+        checked.push(CheckedNearest {
+            left: l,
+            right: r,
+            compared,
+            within: near.within.clone(),
+        });
+    }
+    Ok(checked)
 }
 
 /// What a rule compares of each side in a pass of `cardinality`: `None` in a one-to-one pass,
@@ -1058,6 +1163,45 @@ mod tests {
             (Aggregate::Count, DataType::Int64),
             "a count of text is a number"
         );
+    }
+
+    #[test]
+    fn proximity_passes_compare_numbers_or_whole_days() {
+        let (left, right) = schemas();
+        let mut value = two_passes();
+        value["passes"][1]["left_key"] = json!(["currency"]);
+        value["passes"][1]["right_key"] = json!(["currency"]);
+        value["passes"][1]["nearest"] = json!([
+            {"left": "issued_on", "right": "paid_on", "within": 3},
+            {"left": "amount", "right": "amount", "within": 0.005}
+        ]);
+        let checked = recipe(value.clone()).check(&left, &right).unwrap();
+        let compared: Vec<&DataType> = checked.passes[1].nearest.iter().map(|n| &n.compared).collect();
+        assert_eq!(compared, [&DataType::Int32, &DataType::Decimal128(38, 3)]);
+
+        let problem = |edit: &dyn Fn(&mut serde_json::Value)| problem_of(value.clone(), edit);
+        let days = problem(&|v| v["passes"][1]["nearest"][0]["within"] = json!(1.5));
+        assert!(
+            days.contains("passes[1].nearest[0].within: dates are near by whole days"),
+            "{days}"
+        );
+        let text = problem(&|v| v["passes"][1]["nearest"][1]["left"] = json!("currency"));
+        assert!(
+            text.contains("passes[1].nearest[1]: needs two numeric or two date columns"),
+            "{text}"
+        );
+        let unknown = problem(&|v| v["passes"][1]["nearest"][1]["right"] = json!("amt"));
+        assert!(
+            unknown.contains("passes[1].nearest[1].right: unknown column"),
+            "{unknown}"
+        );
+        let grouped = problem(&|v| v["passes"][1]["cardinality"] = json!("many_to_many"));
+        assert!(
+            grouped.contains("passes[1].nearest: a proximity pass pairs one row"),
+            "{grouped}"
+        );
+        let negative = serde_json::from_value::<Nearest>(json!({"left": "a", "right": "b", "within": -1}));
+        assert!(negative.is_err());
     }
 
     #[test]

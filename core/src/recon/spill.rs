@@ -6,7 +6,9 @@
 //! few keys with many rows — a hot key. Those need no pairing: a key with more than one row on a
 //! side makes all those rows duplicates, and its rows on the other side alone or duplicates. So a
 //! part that does not fit has its keys counted; every row whose fate the counts decide is written
-//! out at once, and only rows of keys found once on each side go on to be paired.
+//! out at once, and only rows of keys found once on each side go on to be paired. In a grouped or
+//! proximity pass a key's rows on both sides form a group, which needs them all: its rows go on
+//! together, unless the group is larger than the pass allows, which its counts decide alone.
 
 use std::hash::BuildHasher;
 use std::io::BufWriter;

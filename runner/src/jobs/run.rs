@@ -346,7 +346,10 @@ impl PassCounts {
         let passed_on = row_counts(written, &[left.as_str(), right.as_str()]);
         Self {
             pass: name.to_string(),
-            outputs: row_counts(written, &[plan::MATCHED, plan::MISMATCHED, plan::EXCEPTIONS]),
+            outputs: row_counts(
+                written,
+                &[plan::MATCHED, plan::MISMATCHED, plan::EXCEPTIONS, plan::AMBIGUOUS],
+            ),
             passed_on: Some(BTreeMap::from([
                 ("left".to_string(), passed_on[&left]),
                 ("right".to_string(), passed_on[&right]),
