@@ -662,7 +662,8 @@ const REFERENCE_PASSES: [ReferencePass; 3] = [
 /// Output columns, in Postgres over the reference's `l` and `r` and in DataFusion over Kalla's
 /// outputs (prefixed `left_`, `right_`).
 const LEFT_COLUMNS: [&str; 4] = ["invoice_id", "amount", "customer", "issued_on"];
-const RIGHT_COLUMNS: [&str; 4] = ["invoice_ref", "amount", "customer", "paid_on"];
+/// The right side carries `payment_id` too, which no pass reads (`carry`).
+const RIGHT_COLUMNS: [&str; 5] = ["invoice_ref", "amount", "customer", "paid_on", "payment_id"];
 const OUTPUTS: [&str; 7] = [
     "matched",
     "mismatched",
@@ -763,13 +764,13 @@ fn reference_pass(
             [
                 vec![name.clone(), group_id.clone(), "'left'".into()],
                 left.clone(),
-                blanks(4),
+                blanks(RIGHT_COLUMNS.len()),
                 rest.to_vec(),
             ]
             .concat(),
             [
                 vec![name.clone(), group_id.clone(), "'right'".into()],
-                blanks(4),
+                blanks(LEFT_COLUMNS.len()),
                 right.clone(),
                 rest.to_vec(),
             ]
@@ -971,7 +972,7 @@ async fn passes_form_a_waterfall_equal_to_postgres() {
     let recipe = json!({
         "name": "waterfall",
         "left": {"source": "invoices"},
-        "right": {"source": "payments_pq"},
+        "right": {"source": "payments_pq", "carry": ["payment_id"]},
         "passes": passes,
     });
     let mut bad = recipe.clone();

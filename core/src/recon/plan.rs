@@ -11,7 +11,7 @@
 //! outputs, and, unless it is the last, every other row, as its side's columns, to
 //! [`remaining`] for the next pass to read as its input. Every output has the same columns
 //! whichever pass wrote a file of it: the pass's name, every column of either side some pass
-//! reads (`left_…`, `right_…`), and the differences of every pass's rules.
+//! reads or the recipe carries (`left_…`, `right_…`), and the differences of every pass's rules.
 
 use std::ops::Not;
 

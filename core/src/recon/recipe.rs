@@ -128,6 +128,10 @@ pub struct Side {
     pub key: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<Condition>,
+    /// Columns every output row of this side carries beside those the passes read (an id, a
+    /// description), so that each row can be traced to the row of the source it came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carry: Vec<String>,
 }
 
 /// How a left column is compared with a right column. A rule with no `name` is named after
@@ -380,13 +384,17 @@ pub struct MatchSql {
 pub struct CheckedRecipe {
     pub recipe: Recipe,
     pub passes: Vec<CheckedPass>,
+    /// Each side's `carry` columns.
+    pub carried: [Vec<Arc<Field>>; 2],
 }
 
 impl CheckedRecipe {
-    /// Every column of one side that some pass reads, each once, in the order passes name them.
+    /// Every column of one side that some pass reads, in the order passes name them, then its
+    /// carried columns: each once.
     pub fn columns(&self, left: bool) -> Vec<Arc<Field>> {
         let mut columns: Vec<Arc<Field>> = Vec::new();
-        for field in self.passes.iter().flat_map(|p| p.columns(left)) {
+        let carried = &self.carried[if left { 0 } else { 1 }];
+        for field in self.passes.iter().flat_map(|p| p.columns(left)).chain(carried) {
             if !columns.iter().any(|c| c.name() == field.name()) {
                 columns.push(field.clone());
             }
@@ -466,6 +474,10 @@ impl Recipe {
         Ok(CheckedRecipe {
             recipe: self.clone(),
             passes,
+            carried: [
+                carried(&self.left, left, "left")?,
+                carried(&self.right, right, "right")?,
+            ],
         })
     }
 
@@ -766,6 +778,16 @@ fn parse_match_sql(sql: &str, left: &Schema, right: &Schema) -> datafusion::comm
     })
 }
 
+/// A side's `carry` columns, checked against its schema.
+fn carried(side: &Side, schema: &Schema, at: &str) -> Result<Vec<Arc<Field>>, ReconError> {
+    let at = |i: usize| format!("{at}.carry[{i}]");
+    side.carry
+        .iter()
+        .enumerate()
+        .map(|(i, name)| field(schema, &at(i), name))
+        .collect()
+}
+
 fn field(schema: &Schema, at: &str, name: &str) -> Result<Arc<Field>, ReconError> {
     schema
         .fields()
@@ -927,6 +949,7 @@ mod tests {
             Field::new("amount", DataType::Decimal128(14, 2), false),
             Field::new("paid_on", DataType::Date32, false),
             Field::new("currency", DataType::Utf8, true),
+            Field::new("payment_id", DataType::Int64, false),
         ]);
         (left, right)
     }
@@ -1025,6 +1048,23 @@ mod tests {
         let mut twins = example();
         twins["rules"][2]["name"] = json!("amount");
         assert!(error(twins).contains("two rules are named"));
+
+        let mut carry = example();
+        carry["right"]["carry"] = json!(["amount", "payment_no"]);
+        assert!(error(carry).contains("right.carry[1]: unknown column \"payment_no\""));
+    }
+
+    #[test]
+    fn carried_columns_follow_those_the_passes_read_each_once() {
+        let (left, right) = schemas();
+        let mut value = example();
+        value["right"]["carry"] = json!(["payment_id", "amount"]);
+        let checked = recipe(value).check(&left, &right).unwrap();
+        let names =
+            |left: bool| -> Vec<String> { checked.columns(left).iter().map(|f| f.name().clone()).collect() };
+        assert_eq!(names(false).last().map(String::as_str), Some("payment_id"));
+        assert_eq!(names(false).iter().filter(|n| *n == "amount").count(), 1);
+        assert!(!names(true).contains(&"payment_id".to_string()));
     }
 
     #[test]
