@@ -79,7 +79,25 @@ impl Condition<'_> {
         };
         (distance <= self.within).then_some(distance)
     }
+
+    /// A row's value as an exact integer (days, or a decimal's unscaled value), when the
+    /// condition compares exactly and the value is not null.
+    fn exact(&self, side: usize, row: u32) -> Option<i128> {
+        let values = self.values[side];
+        let row = row as usize;
+        if values.is_null(row) {
+            return None;
+        }
+        match values.data_type() {
+            DataType::Int32 => Some(i128::from(values.as_primitive::<Int32Type>().value(row))),
+            DataType::Decimal128(..) => Some(values.as_primitive::<Decimal128Type>().value(row)),
+            _ => None,
+        }
+    }
 }
+
+/// Keys with at most this many pairs of rows try every pair: cheaper than sorting them.
+const EVERY_PAIR_UP_TO: usize = 64;
 
 /// A pair a proximity match decided: its rows, its fate (paired or ambiguous) and its rank
 /// within its key (the candidates of one ambiguity share one).
@@ -135,21 +153,56 @@ impl<'a> Matcher<'a> {
         self.order.iter().map(Rows::size).sum()
     }
 
+    /// Calls `visit` with every pair of one key's rows that may be candidates: on the first
+    /// condition compared exactly, only pairs within its reach (the right rows sorted by value,
+    /// each left row's reach found by binary search), so a key of many rows costs about its
+    /// candidates, not the product of its sides; without such a condition, or for a small key,
+    /// every pair.
+    fn for_each_within_reach(&self, rows: &[Vec<u32>; 2], mut visit: impl FnMut(u32, u32)) {
+        let exact = self.conditions.iter().find_map(|c| match c.within {
+            Distance::Exact(within) => Some((c, within)),
+            Distance::Float(_) => None,
+        });
+        let small = rows[LEFT].len().saturating_mul(rows[RIGHT].len()) <= EVERY_PAIR_UP_TO;
+        let Some((condition, within)) = exact.filter(|_| !small) else {
+            for &left in &rows[LEFT] {
+                for &right in &rows[RIGHT] {
+                    visit(left, right);
+                }
+            }
+            return;
+        };
+        let within = i128::try_from(within).unwrap_or(i128::MAX);
+        let mut right: Vec<(i128, u32)> = rows[RIGHT]
+            .iter()
+            .filter_map(|&row| Some((condition.exact(RIGHT, row)?, row)))
+            .collect();
+        right.sort_unstable();
+        for &left in &rows[LEFT] {
+            let Some(value) = condition.exact(LEFT, left) else {
+                continue;
+            };
+            let (low, high) = (value.saturating_sub(within), value.saturating_add(within));
+            let start = right.partition_point(|(v, _)| *v < low);
+            for &(_, row) in right[start..].iter().take_while(|(v, _)| *v <= high) {
+                visit(left, row);
+            }
+        }
+    }
+
     /// Matches one key's rows (`rows`, per side), pushing what it decides to `decided`.
     pub(super) fn match_key(&self, rows: &[Vec<u32>; 2], decided: &mut Vec<Decided>) {
         let mut candidates: Vec<(Vec<Distance>, u32, u32)> = Vec::new();
-        for &left in &rows[LEFT] {
-            for &right in &rows[RIGHT] {
-                let distances: Option<Vec<Distance>> = self
-                    .conditions
-                    .iter()
-                    .map(|c| c.distance(left as usize, right as usize))
-                    .collect();
-                if let Some(distances) = distances {
-                    candidates.push((distances, left, right));
-                }
+        self.for_each_within_reach(rows, |left, right| {
+            let distances: Option<Vec<Distance>> = self
+                .conditions
+                .iter()
+                .map(|c| c.distance(left as usize, right as usize))
+                .collect();
+            if let Some(distances) = distances {
+                candidates.push((distances, left, right));
             }
-        }
+        });
         let order = |side: usize, row: u32| self.order[side].row(row as usize);
         candidates.sort_by(|a, b| {
             a.0.cmp(&b.0)
@@ -201,6 +254,96 @@ impl<'a> Matcher<'a> {
                 }
             }
             start = end;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Decimal128Array, Int32Array};
+
+    use super::*;
+
+    /// Candidates found by the sweep, against every pair tried.
+    fn candidates(matcher: &Matcher, rows: &[Vec<u32>; 2], sweep: bool) -> Vec<(u32, u32)> {
+        let mut found = Vec::new();
+        let mut keep = |left: u32, right: u32| {
+            let near = matcher
+                .conditions
+                .iter()
+                .all(|c| c.distance(left as usize, right as usize).is_some());
+            if near {
+                found.push((left, right));
+            }
+        };
+        if sweep {
+            matcher.for_each_within_reach(rows, keep);
+        } else {
+            for &left in &rows[LEFT] {
+                for &right in &rows[RIGHT] {
+                    keep(left, right);
+                }
+            }
+        }
+        found.sort_unstable();
+        found
+    }
+
+    #[test]
+    fn the_sweep_finds_every_candidate_and_no_other() {
+        // Days with nulls and extremes, and decimals whose difference overflows.
+        let days = |seed: i64| -> Int32Array {
+            (0..300)
+                .map(|i: i64| match (i * 7919 + seed) % 97 {
+                    0 => None,
+                    1 => Some(i32::MIN),
+                    2 => Some(i32::MAX),
+                    v => Some((v * 13 % 61) as i32),
+                })
+                .collect()
+        };
+        let cents = |seed: i128| -> Decimal128Array {
+            (0..300)
+                .map(|i: i128| match (i * 104_729 + seed) % 89 {
+                    0 => None,
+                    1 => Some(i128::MAX / 2 + 7),
+                    2 => Some(-(i128::MAX / 2) - 9),
+                    v => Some(v * 37 % 500),
+                })
+                .collect::<Decimal128Array>()
+                .with_precision_and_scale(38, 2)
+                .unwrap()
+        };
+        let batch = |seed| {
+            RecordBatch::try_from_iter([
+                ("d", Arc::new(days(seed as i64)) as ArrayRef),
+                ("a", Arc::new(cents(seed)) as ArrayRef),
+            ])
+            .unwrap()
+        };
+        let (left, right) = (batch(3), batch(11));
+        let rows = [(0..300).collect(), (0..300).collect()];
+        for (column, within) in [
+            (0, "2"),
+            (1, "40"),
+            (0, "0"),
+            (1, "170141183460469231731687303715884105727"),
+        ] {
+            let near = [NearColumn {
+                left: column,
+                right: column,
+                within: within.into(),
+            }];
+            let matcher = Matcher::new(&near, [&left, &right]).unwrap();
+            let all = candidates(&matcher, &rows, false);
+            assert!(!all.is_empty(), "column {column} within {within}");
+            assert_eq!(
+                candidates(&matcher, &rows, true),
+                all,
+                "column {column} within {within}"
+            );
         }
     }
 }
