@@ -767,21 +767,7 @@ impl Fates {
                 marks.push((pair.fate as u8, pair.rank));
             }
         }
-        // Buckets come in hash order; in left order, gathering the pairs' left columns reads
-        // memory front to back, not at random.
-        let mut by_left: Vec<(u32, u32, usize)> = pairs
-            .0
-            .into_iter()
-            .zip(pairs.1)
-            .zip(0..)
-            .map(|((l, r), i)| (l, r, i))
-            .collect();
-        by_left.sort_unstable();
-        let marks = by_left
-            .iter()
-            .filter_map(|(_, _, i)| marks.get(*i).copied())
-            .collect();
-        let pairs = by_left.into_iter().map(|(l, r, _)| (l, r)).unzip();
+        let (pairs, marks) = in_left_order(pairs, marks);
         let aggregates = match grouping {
             Some(grouping) => {
                 let aggregates = group_aggregates(grouping, [&left, &right], &singles, groups as usize)?;
@@ -917,6 +903,31 @@ impl Fates {
         columns.push(Arc::new(UInt8Array::from(fates)));
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
+}
+
+/// Pairs, and their marks if they have any, in left row order. Buckets come in hash order; in
+/// left order, gathering the pairs' left columns reads memory front to back, not at random.
+fn in_left_order(
+    pairs: (Vec<u32>, Vec<u32>),
+    marks: Vec<(u8, u32)>,
+) -> ((Vec<u32>, Vec<u32>), Vec<(u8, u32)>) {
+    debug_assert!(
+        marks.is_empty() || marks.len() == pairs.0.len(),
+        "every pair marked, or none"
+    );
+    let mut marks = marks.into_iter();
+    let mut rows: Vec<(u32, u32, Option<(u8, u32)>)> = pairs
+        .0
+        .into_iter()
+        .zip(pairs.1)
+        .map(|(left, right)| (left, right, marks.next()))
+        .collect();
+    rows.sort_unstable_by_key(|&(left, right, _)| (left, right));
+    let marks = rows.iter().filter_map(|&(_, _, mark)| mark).collect();
+    (
+        rows.into_iter().map(|(left, right, _)| (left, right)).unzip(),
+        marks,
+    )
 }
 
 /// Gives each key of `keys` (one side's, `side`) an id in `ids` (its [`KeyRows`] at that index

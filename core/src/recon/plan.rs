@@ -226,10 +226,9 @@ pub fn classify(
         .map(|fields| fields.iter().map(|f| f.name().clone()).collect::<Vec<_>>());
     let left_columns: Vec<String> = sides[LEFT].iter().map(|c| carried(true, c)).collect();
     let right_columns: Vec<String> = sides[RIGHT].iter().map(|c| carried(false, c)).collect();
-    let fate = |fate: Fate| column(FATE).eq(lit(fate as u8));
     let decided = [Fate::Grouped, Fate::Oversized, Fate::Ambiguous]
         .into_iter()
-        .fold(fate(Fate::Paired), |any, other| any.or(fate(other)));
+        .fold(fate_is(Fate::Paired), |any, other| any.or(fate_is(other)));
     let mut columns: Vec<Expr> = vec![
         lit(pass.name.clone()).alias(PASS),
         when(decided, group_id(pass, &left_keys, &right_keys)?)
@@ -242,36 +241,33 @@ pub fn classify(
     let judged = judge(pass, recipe)?;
     columns.extend(judged.differences);
     columns.push(judged.failed.alias(FAILED_RULES));
-    let reason = match pass.cardinality.grouped() || !pass.nearest.is_empty() {
-        true => concat(vec![
-            lit("a group of "),
-            cast(column(GROUP_ROWS), DataType::Utf8),
-            lit(format!(
-                " rows, more than max_group_size {}",
-                pass.max_group_size.unwrap_or(DEFAULT_MAX_GROUP_SIZE)
-            )),
-        ]),
-        false => lit(ScalarValue::Utf8(None)),
-    };
-    columns.push(reason.alias(REASON));
-
-    let last = index + 1 == recipe.passes.len();
-    let routes = Routes::of(index, last);
-    let left_side = column(SIDE).eq(lit("left"));
-    let agreed = fate(Fate::Paired).or(fate(Fate::Grouped));
-    let route = when(agreed.clone().and(judged.all_pass), routes.to(MATCHED))
-        .when(agreed, routes.to(MISMATCHED))
-        .when(fate(Fate::Oversized), routes.to(EXCEPTIONS))
-        .when(fate(Fate::Ambiguous), routes.to(AMBIGUOUS))
-        .when(fate(Fate::LeftAlone), routes.unpaired(true))
-        .when(fate(Fate::RightAlone), routes.unpaired(false))
-        .when(left_side, routes.duplicate(true))
-        .otherwise(routes.duplicate(false))?;
-    columns.push(route.alias(ROUTE));
+    columns.push(reason(pass).alias(REASON));
+    let routes = Routes::of(index, index + 1 == recipe.passes.len());
+    columns.push(routes.route(judged.all_pass)?.alias(ROUTE));
     let classified = paired.select(columns)?;
     let schema = classified.schema().as_arrow().clone();
     let split = routes.split(&schema, [&left_columns, &right_columns], &judged.difference_names)?;
     Ok((classified, split))
+}
+
+/// Whether a paired row's fate is `fate`.
+fn fate_is(fate: Fate) -> Expr {
+    column(FATE).eq(lit(fate as u8))
+}
+
+/// Why an exception's rows are one: its group is too large (in passes that gather groups).
+fn reason(pass: &CheckedPass) -> Expr {
+    if !pass.cardinality.grouped() && pass.nearest.is_empty() {
+        return lit(ScalarValue::Utf8(None));
+    }
+    concat(vec![
+        lit("a group of "),
+        cast(column(GROUP_ROWS), DataType::Utf8),
+        lit(format!(
+            " rows, more than max_group_size {}",
+            pass.max_group_size.unwrap_or(DEFAULT_MAX_GROUP_SIZE)
+        )),
+    ])
 }
 
 /// A decided row's group: the pass's name and its key, e.g. `reference:INV-7`, or
@@ -367,21 +363,37 @@ fn judge(pass: &CheckedPass, recipe: &CheckedRecipe) -> Result<Judged> {
 /// The outputs one pass routes rows to; a route is an output's index in `names`.
 struct Routes {
     names: Vec<String>,
+    /// Where each side's rows the pass did not pair go: `left_only` and `right_only` after the
+    /// last pass, the [`remaining`] sides before it.
+    unpaired: [String; 2],
+    /// Where duplicates go: `duplicates` after the last pass; before it, with the unpaired rows,
+    /// to the next pass.
+    duplicates: [String; 2],
 }
 
 impl Routes {
-    /// Matched, mismatched, where rows of each side that did not pair go — `left_only`,
-    /// `right_only` (and `duplicates`) after the last pass, the [`remaining`] sides before it —
-    /// and exceptions.
+    /// Matched, mismatched, the unpaired rows of each side (and duplicates, after the last pass),
+    /// exceptions and ambiguous.
     fn of(index: usize, last: bool) -> Self {
+        let unpaired = match last {
+            true => [LEFT_ONLY.to_string(), RIGHT_ONLY.to_string()],
+            false => [remaining(index, true), remaining(index, false)],
+        };
+        let duplicates = match last {
+            true => [DUPLICATES.to_string(), DUPLICATES.to_string()],
+            false => unpaired.clone(),
+        };
         let mut names = vec![MATCHED.to_string(), MISMATCHED.to_string()];
+        names.extend(unpaired.iter().cloned());
         if last {
-            names.extend([LEFT_ONLY, RIGHT_ONLY, DUPLICATES].map(String::from));
-        } else {
-            names.extend([remaining(index, true), remaining(index, false)]);
+            names.push(DUPLICATES.to_string());
         }
         names.extend([EXCEPTIONS, AMBIGUOUS].map(String::from));
-        Self { names }
+        Self {
+            names,
+            unpaired,
+            duplicates,
+        }
     }
 
     /// The route of rows bound for `output`.
@@ -394,18 +406,17 @@ impl Routes {
         lit(index as u8)
     }
 
-    /// Rows of one side the pass did not pair: the third and fourth outputs.
-    fn unpaired(&self, left: bool) -> Expr {
-        lit(if left { 2u8 } else { 3 })
-    }
-
-    /// Duplicates stay duplicates after the last pass, and wait for the next one before it.
-    fn duplicate(&self, left: bool) -> Expr {
-        if self.names.iter().any(|n| n == DUPLICATES) {
-            self.to(DUPLICATES)
-        } else {
-            self.unpaired(left)
-        }
+    /// Every paired row's route, by its fate and, for pairs and groups, whether all rules pass.
+    fn route(&self, all_pass: Expr) -> Result<Expr> {
+        let agreed = fate_is(Fate::Paired).or(fate_is(Fate::Grouped));
+        when(agreed.clone().and(all_pass), self.to(MATCHED))
+            .when(agreed, self.to(MISMATCHED))
+            .when(fate_is(Fate::Oversized), self.to(EXCEPTIONS))
+            .when(fate_is(Fate::Ambiguous), self.to(AMBIGUOUS))
+            .when(fate_is(Fate::LeftAlone), self.to(&self.unpaired[LEFT]))
+            .when(fate_is(Fate::RightAlone), self.to(&self.unpaired[RIGHT]))
+            .when(column(SIDE).eq(lit("left")), self.to(&self.duplicates[LEFT]))
+            .otherwise(self.to(&self.duplicates[RIGHT]))
     }
 
     /// The split writing each output's columns: `sides` are the left and right columns.
