@@ -78,6 +78,11 @@ start_runner() {
   TOKEN=$(cat "$WORK/runner-$PORT/api-token")
   URL=http://127.0.0.1:$PORT
 }
+# A GET of the scheduler's REST API at path $1: over the cluster plane's mutual TLS, as the runner.
+scheduler_api() {
+  # shellcheck disable=SC2086 # the TLS flags are words
+  curl -fsS $SCHEDULER_CURL_FLAGS "$SCHEDULER_API$1"
+}
 api() { curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
 field() { python3 -c 'import json,sys; v=json.load(sys.stdin); print(eval("v"+sys.argv[1]))' "$1"; }
 # Submits a job and waits for it; prints the finished job. Polls every 20 ms and reads the status
@@ -106,7 +111,9 @@ python_anchors() {
 }
 
 # Starts kalla-scheduler and two kalla-executors (2 vcores each) with a fresh cluster key; sets
-# SPORT, KALLA_CLUSTER_KEY and CLIENT_FLAGS (what the runner and `kalla query` need to reach it).
+# SPORT, KALLA_CLUSTER_KEY and CLIENT_FLAGS (what the runner and `kalla query` need to reach it), and
+# SCHEDULER_API with SCHEDULER_CURL_FLAGS (the scheduler's REST API, as curl reaches it: see
+# `scheduler_api`).
 # The cluster plane is mutual TLS with a throwaway CA unless CLUSTER_TLS=off. Extra arguments go
 # to each executor.
 start_cluster() {
@@ -120,8 +127,11 @@ start_cluster() {
     scheduler_tls="--tls-cert $tls/scheduler.crt --tls-key $tls/scheduler.key --tls-ca $tls/ca.crt"
     executor_tls="--tls-cert $tls/executor.crt --tls-key $tls/executor.key --tls-ca $tls/ca.crt"
     CLIENT_FLAGS="--cluster-tls-cert $tls/runner.crt --cluster-tls-key $tls/runner.key --cluster-tls-ca $tls/ca.crt"
+    SCHEDULER_API=https://127.0.0.1:$SPORT
+    SCHEDULER_CURL_FLAGS="--cacert $tls/ca.crt --cert $tls/runner.crt --key $tls/runner.key"
   else
     scheduler_tls=--plaintext executor_tls=--plaintext CLIENT_FLAGS=--cluster-plaintext
+    SCHEDULER_API=http://127.0.0.1:$SPORT SCHEDULER_CURL_FLAGS=
   fi
   # shellcheck disable=SC2086 # the TLS flags are words
   "$BIN/kalla-scheduler" --bind-host 127.0.0.1 --external-host 127.0.0.1 --bind-port "$SPORT" \

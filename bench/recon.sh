@@ -97,8 +97,8 @@ done
 
 step "where the time goes: the last Kalla run's Ballista jobs, stage by stage"
 for b in $(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["ballista_job_ids"]))' "$WORK/kalla-job.json"); do
-  curl -fsS "http://127.0.0.1:$SPORT/api/job/$b" >"$WORK/ballista-$b.json"
-  curl -fsS "http://127.0.0.1:$SPORT/api/job/$b/stages?plan_format=metrics" >"$WORK/stages-$b.json"
+  scheduler_api "/api/job/$b" >"$WORK/ballista-$b.json"
+  scheduler_api "/api/job/$b/stages?plan_format=metrics" >"$WORK/stages-$b.json"
 done
 
 step "results"
