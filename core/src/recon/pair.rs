@@ -586,15 +586,20 @@ impl Singles {
     }
 }
 
+/// Pairs as two lists of row indices: left rows, and the right rows they pair with.
+type Pairs = (Vec<u32>, Vec<u32>);
+/// A proximity pair's fate (paired or ambiguous) and rank.
+type Mark = (u8, u32);
+
 /// A partition's rows, paired or grouped: which rows pair up, and which are emitted on their own.
 pub(super) struct Fates {
     keys: usize,
     grouping: Option<Arc<Grouping>>,
     left: RecordBatch,
     right: RecordBatch,
-    pairs: (Vec<u32>, Vec<u32>),
-    /// In a proximity pass, per pair: its fate (paired or ambiguous) and rank.
-    marks: Vec<(u8, u32)>,
+    pairs: Pairs,
+    /// In a proximity pass, per pair: its mark.
+    marks: Vec<Mark>,
     singles: [Singles; 2],
     /// Per aggregate of the grouping: its value for each group.
     aggregates: Vec<ArrayRef>,
@@ -690,7 +695,7 @@ impl Fates {
         reservation.shrink(left_keys.size() + right_keys.size());
         drop((left_keys, right_keys));
 
-        let mut pairs: (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
+        let mut pairs: Pairs = (Vec::new(), Vec::new());
         let mut singles = [
             Singles::all(left_nulls, Fate::LeftAlone),
             Singles::all(right_nulls, Fate::RightAlone),
@@ -907,16 +912,13 @@ impl Fates {
 
 /// Pairs, and their marks if they have any, in left row order. Buckets come in hash order; in
 /// left order, gathering the pairs' left columns reads memory front to back, not at random.
-fn in_left_order(
-    pairs: (Vec<u32>, Vec<u32>),
-    marks: Vec<(u8, u32)>,
-) -> ((Vec<u32>, Vec<u32>), Vec<(u8, u32)>) {
+fn in_left_order(pairs: Pairs, marks: Vec<Mark>) -> (Pairs, Vec<Mark>) {
     debug_assert!(
         marks.is_empty() || marks.len() == pairs.0.len(),
         "every pair marked, or none"
     );
     let mut marks = marks.into_iter();
-    let mut rows: Vec<(u32, u32, Option<(u8, u32)>)> = pairs
+    let mut rows: Vec<(u32, u32, Option<Mark>)> = pairs
         .0
         .into_iter()
         .zip(pairs.1)
