@@ -5,8 +5,8 @@ use kalla_e2e::postgres::TestDatabase;
 use std::time::Duration;
 
 use kalla_runner::metadata::{
-    AuditFilter, By, DiscoveredTable, JobEnd, JobStatus, Kind, MetadataDb, MetadataError, NewAuditEntry,
-    NewJob, NewRegistration, NewToken, NewVersion, SecretRef, TableSync,
+    AuditFilter, By, Claim, DiscoveredTable, JobEnd, JobStatus, Kind, MetadataDb, MetadataError,
+    NewAuditEntry, NewJob, NewRegistration, NewToken, NewVersion, SecretRef, TableSync,
 };
 
 /// Runs `check` with a freshly migrated SQLite database, then a Postgres one, and their URLs.
@@ -661,6 +661,51 @@ async fn tokens_and_the_audit_log() {
         assert_eq!(
             page[0].id, entries[1].id,
             "{backend}: the next page starts after `before`"
+        );
+    })
+    .await;
+}
+
+/// Idempotency keys: the first claim wins; the same request then waits for, or gets, what the
+/// first made; another request under the key is told apart; a failed request frees its key.
+#[tokio::test]
+async fn an_idempotency_key_is_claimed_once_and_bound_to_its_request() {
+    each_backend(async |db, backend| {
+        let claim = |key: &'static str, request: &'static str| {
+            let db = db.clone();
+            async move {
+                db.claim_idempotency_key("POST /api/jobs", key, request)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(claim("k1", "sha-a").await, Claim::Claimed, "{backend}");
+        assert_eq!(claim("k1", "sha-a").await, Claim::InFlight, "{backend}");
+        assert_eq!(claim("k1", "sha-b").await, Claim::OtherRequest, "{backend}");
+        db.settle_idempotency_key("POST /api/jobs", "k1", "job_1")
+            .await
+            .unwrap();
+        assert_eq!(
+            claim("k1", "sha-a").await,
+            Claim::Made("job_1".into()),
+            "{backend}"
+        );
+        // Keys are per route.
+        let other_route = db
+            .claim_idempotency_key("POST /api/schedules", "k1", "sha-b")
+            .await
+            .unwrap();
+        assert_eq!(other_route, Claim::Claimed, "{backend}");
+
+        assert_eq!(claim("k2", "sha-a").await, Claim::Claimed, "{backend}");
+        db.release_idempotency_key("POST /api/jobs", "k2").await.unwrap();
+        assert_eq!(claim("k2", "sha-b").await, Claim::Claimed, "{backend}");
+        // A settled key is never released.
+        db.release_idempotency_key("POST /api/jobs", "k1").await.unwrap();
+        assert_eq!(
+            claim("k1", "sha-a").await,
+            Claim::Made("job_1".into()),
+            "{backend}"
         );
     })
     .await;

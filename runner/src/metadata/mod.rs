@@ -6,6 +6,7 @@
 
 mod audit;
 mod deletions;
+mod idempotency;
 mod jobs;
 mod recipes;
 mod registrations;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use deletions::PendingDeletion;
+pub use idempotency::Claim;
 pub use jobs::{JobEnd, JobRecord, JobStatus, NewJob};
 pub use recipes::RecipeRecord;
 pub use registrations::{By, Kind, NewRegistration, Registration, SecretRef};
@@ -264,6 +266,12 @@ pub fn after(delay: std::time::Duration) -> String {
     let cap = chrono::Duration::days(365 * 100);
     let delay = chrono::Duration::from_std(delay).unwrap_or(cap).min(cap);
     timestamp(chrono::Utc::now() + delay)
+}
+
+/// The time `delay` ago, as stored.
+pub fn ago(delay: std::time::Duration) -> String {
+    let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(365 * 100));
+    timestamp(chrono::Utc::now() - delay)
 }
 
 /// Fixed width, so text comparison is time order in both backends.
