@@ -94,6 +94,21 @@ impl Runner {
         answer(self.request(method, path, body)).await
     }
 
+    /// [`Runner::call`] with an `Idempotency-Key` header.
+    pub async fn call_with_key(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        answer(
+            self.request(method, path, Some(body))
+                .header("Idempotency-Key", key),
+        )
+        .await
+    }
+
     /// [`Runner::call`] with `token` instead of the runner's own (`None`: no token at all).
     pub async fn call_as(
         &self,

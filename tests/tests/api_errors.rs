@@ -753,6 +753,22 @@ async fn every_documented_error_status_of_every_route_is_answered() {
     .await;
     let recipe = Some(json!({"type": "recon", "recipe": recipe_body("r5", "items", "nobody")}));
     expect(&mut driven, &runner, &SUBMIT, &[], recipe, bad, "invalid_recipe").await;
+    // 409: one Idempotency-Key, two bodies.
+    let query = |sql: &str| json!({"type": "query", "sql": sql});
+    let (status, first) = runner
+        .call_with_key(Method::POST, "/api/jobs", "once", query("SELECT 1 AS one"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, answer) = runner
+        .call_with_key(Method::POST, "/api/jobs", "once", query("SELECT 2 AS two"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["code"], "idempotency_conflict", "{answer}");
+    driven.record(&SUBMIT, status, answer["error"]["code"].as_str());
+    let job = runner
+        .wait_for_job(first["id"].as_str().unwrap(), Duration::from_secs(120))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
     let (status, answer) = runner.call(Method::GET, "/api/jobs?limit=0", None).await;
     assert_eq!(status, bad, "{answer}");
     driven.record(&JOBS, status, answer["error"]["code"].as_str());

@@ -1,5 +1,6 @@
 //! The `kalla-runner` binary over HTTP: auth, sources, load-scoped previews on both metadata
-//! backends, injection attempts, and where a source's password may (not) appear.
+//! backends, injection attempts, where a source's password may (not) appear, and idempotent job
+//! submission.
 
 use kalla_e2e::postgres::TestDatabase;
 use kalla_e2e::runner::{Runner, run_to_exit};
@@ -878,4 +879,62 @@ async fn start_up_failures_say_what_failed_where_and_what_to_do() {
         !printed.contains("hunter2"),
         "the password is not printed:\n{printed}"
     );
+}
+
+#[tokio::test]
+async fn one_idempotency_key_makes_one_job_however_often_and_by_how_many_it_is_sent() {
+    let runner = Runner::start(None).await;
+    let key = "nightly-2026-12-02";
+    let body = json!({"type": "query", "sql": "SELECT 1 AS one"});
+    let calls = (0..20).map(|_| runner.call_with_key(Method::POST, "/api/jobs", key, body.clone()));
+    let answers = futures::future::join_all(calls).await;
+    let ids: std::collections::BTreeSet<&str> = answers
+        .iter()
+        .map(|(status, job)| {
+            assert_eq!(*status, StatusCode::ACCEPTED, "{job}");
+            job["id"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    let jobs = |expected: usize| {
+        let runner = &runner;
+        async move {
+            let (_, jobs) = runner.call(Method::GET, "/api/jobs", None).await;
+            assert_eq!(jobs.as_array().unwrap().len(), expected, "{jobs}");
+        }
+    };
+    jobs(1).await;
+
+    // Another body under the key is refused and makes nothing.
+    let other = json!({"type": "query", "sql": "SELECT 2 AS two"});
+    let (status, answer) = runner.call_with_key(Method::POST, "/api/jobs", key, other).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["code"], "idempotency_conflict", "{answer}");
+    jobs(1).await;
+
+    // A request that fails frees its key: the corrected request makes its job.
+    let broken = json!({"type": "query", "sql": "SELEC 3"});
+    let (status, answer) = runner
+        .call_with_key(Method::POST, "/api/jobs", "retry", broken)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let fixed = json!({"type": "query", "sql": "SELECT 3 AS three"});
+    let (status, answer) = runner
+        .call_with_key(Method::POST, "/api/jobs", "retry", fixed)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    jobs(2).await;
+
+    let (status, answer) = runner
+        .call_with_key(Method::POST, "/api/jobs", "two words", body)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{answer}"
+    );
+    jobs(2).await;
 }

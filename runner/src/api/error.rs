@@ -101,6 +101,7 @@ error_codes! {
     Conflict = (CONFLICT, "conflict", "the name is taken, or (deleting a secret) something still uses it"),
     RefreshRunning = (CONFLICT, "refresh_running", "a refresh of the table is running; retry when it has finished"),
     JobFinished = (CONFLICT, "job_finished", "the job has already finished"),
+    IdempotencyConflict = (CONFLICT, "idempotency_conflict", "the `Idempotency-Key` was used with another request body, or its first request is still being served"),
     NoResults = (CONFLICT, "no_results", "the job has not succeeded, so it has no results"),
     BodyTooLarge = (PAYLOAD_TOO_LARGE, "body_too_large", "the body is larger than 1 MiB"),
     QueueFull = (TOO_MANY_REQUESTS, "queue_full", "the job queue is full; retry after `Retry-After` seconds"),
@@ -504,7 +505,7 @@ where
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
+pub(super) fn json_rejection(rejection: JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(ErrorCode::BodyTooLarge, rejection.body_text());
     }

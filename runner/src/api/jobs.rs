@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio_util::io::ReaderStream;
 
-use super::error::{ApiJson, ApiPath, ApiQuery, ErrorCode, Errors, checked_limit, codes};
+use super::error::{ApiPath, ApiQuery, ErrorCode, Errors, checked_limit, codes};
+use super::idempotency::{IdempotentJson, Once, once};
 use super::{ApiError, AppState, Created, created};
 use crate::jobs::{JobRequest, JobView};
 use crate::metadata::JobStatus;
@@ -22,13 +23,20 @@ const MAX_LIST: i64 = 1000;
     path = "/api/jobs",
     tag = "jobs",
     request_body = JobRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "1 to 255 visible ASCII characters: the same key and body, sent again (for a day), \
+                        get the job the first request queued instead of another; the same key with another \
+                        body is a 409. A request that fails frees its key.")
+    ),
     responses(
-        (status = 202, description = "Queued", body = JobView),
+        (status = 202, description = "Queued, or queued by an earlier request with the same Idempotency-Key and body", body = JobView),
         Errors<(
             codes::InvalidRecipe,
             codes::InvalidSql,
             codes::NotAllowed,
             codes::NotFound,
+            codes::IdempotencyConflict,
             codes::QueueFull,
             codes::QueryFailed,
             codes::SecretUnreadable,
@@ -37,9 +45,19 @@ const MAX_LIST: i64 = 1000;
 )]
 pub async fn submit(
     State(state): State<AppState>,
-    ApiJson(request): ApiJson<JobRequest>,
+    IdempotentJson { value: request, key }: IdempotentJson<JobRequest>,
 ) -> Result<Created<JobView>, ApiError> {
-    let job = state.jobs.submit(request).await?;
+    let submitted = once(
+        &state.metadata,
+        key.as_ref(),
+        || state.jobs.submit(request),
+        |job: &JobView| job.id.clone(),
+    )
+    .await?;
+    let job = match submitted {
+        Once::Made(job) => job,
+        Once::Earlier(id) => state.jobs.get(&id).await?,
+    };
     Ok(created(
         StatusCode::ACCEPTED,
         format!("/api/jobs/{}", job.id),

@@ -5,6 +5,7 @@ mod auth;
 mod connections;
 mod error;
 mod health;
+mod idempotency;
 mod jobs;
 mod metrics;
 mod openapi;
@@ -78,7 +79,11 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 Method::PATCH,
                 Method::DELETE,
             ])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static(idempotency::IDEMPOTENCY_KEY),
+            ])
             .max_age(Duration::from_secs(600)),
     )
 }
