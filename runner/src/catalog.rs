@@ -20,6 +20,8 @@ use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::Statement;
 use kalla_core::cache::version_table;
 use kalla_core::ident::{Ident, QualifiedName};
+use kalla_core::recon::ParamValues;
+use kalla_core::recon::params::{ParamError, substitute_location};
 use kalla_core::source::EngineError;
 use serde::Serialize;
 use thiserror::Error;
@@ -28,7 +30,7 @@ use crate::cache::{Cache, CacheError};
 use crate::cluster::ClusterEndpoint;
 use crate::connections::ColumnInfo;
 use crate::metadata::{By, Kind, MetadataDb, MetadataError};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, shown_location};
 
 #[derive(Debug, Error)]
 pub enum CatalogError {
@@ -42,12 +44,22 @@ pub enum CatalogError {
     Failed(String),
     #[error("{0}")]
     NotAllowed(String),
+    #[error("source {source_alias}: {error}")]
+    Params { source_alias: String, error: ParamError },
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+}
+
+/// A parameter error in the location of the source `alias`.
+fn params_of(alias: &str) -> impl FnOnce(ParamError) -> CatalogError + '_ {
+    move |error| CatalogError::Params {
+        source_alias: alias.to_string(),
+        error,
+    }
 }
 
 impl From<EngineError> for CatalogError {
@@ -104,7 +116,10 @@ impl Catalog {
             let session = self.cluster.query_session().await;
             let mut tables = Vec::with_capacity(references.len());
             for reference in &references {
-                tables.push(self.resolve(&session, reference, live).await?);
+                tables.push(
+                    self.resolve(&session, reference, live, &ParamValues::new())
+                        .await?,
+                );
             }
             (session, tables)
         };
@@ -120,14 +135,16 @@ impl Catalog {
     }
 
     /// The source `name` (an alias, or `connection.schema.table`) registered in `session` and
-    /// read whole. With `live`, an uncached connection table is read from its database (its schema
-    /// is then known without caching it). A source already registered in `session` (a recipe
-    /// may read one source on both sides) is read as registered.
+    /// read whole, a source's location given the run's parameter `values`. With `live`, an
+    /// uncached connection table is read from its database (its schema is then known without
+    /// caching it). A source already registered in `session` (a recipe may read one source on
+    /// both sides) is read as registered.
     pub async fn read(
         &self,
         session: &SessionContext,
         name: &str,
         live: bool,
+        values: &ParamValues,
     ) -> Result<DataFrame, CatalogError> {
         let parts: Vec<&str> = name.split('.').collect();
         let reference = match parts.as_slice() {
@@ -138,7 +155,7 @@ impl Catalog {
         // `table_exist` errs when the table's catalog or schema is not registered either.
         let registered = session.table_exist(reference.clone()).unwrap_or(false);
         if !registered {
-            self.resolve(session, &reference, live).await?;
+            self.resolve(session, &reference, live, values).await?;
         }
         session
             .table(reference)
@@ -152,6 +169,7 @@ impl Catalog {
         session: &SessionContext,
         reference: &TableReference,
         live: bool,
+        values: &ParamValues,
     ) -> Result<TableRead, CatalogError> {
         let unknown = || CatalogError::UnknownTable(reference.to_string());
         let resolved = match reference {
@@ -164,7 +182,7 @@ impl Catalog {
                 self.resolve_connection_table(session, reference.to_string(), parts, live)
                     .await
             }
-            TableReference::Bare { table } => self.resolve_source(session, table).await,
+            TableReference::Bare { table } => self.resolve_source(session, table, values).await,
             TableReference::Partial { .. } => return Err(unknown()),
         };
         match resolved {
@@ -220,11 +238,18 @@ impl Catalog {
     }
 
     /// A source by its alias, read by its engine.
-    async fn resolve_source(&self, session: &SessionContext, alias: &str) -> Result<TableRead, CatalogError> {
+    async fn resolve_source(
+        &self,
+        session: &SessionContext,
+        alias: &str,
+        values: &ParamValues,
+    ) -> Result<TableRead, CatalogError> {
         let provider = self
             .registry
             .locate(Kind::Source, alias)
             .await?
+            .with_params(values)
+            .map_err(params_of(alias))?
             .table(session, self.registry.context())
             .await?;
         session
@@ -235,6 +260,21 @@ impl Catalog {
             read: "source",
             version: None,
         })
+    }
+
+    /// Where the source `name` is read from by a run given `values`, as shown (no password);
+    /// `None` for a connection's table, which has no location of its own.
+    pub async fn source_location(
+        &self,
+        name: &str,
+        values: &ParamValues,
+    ) -> Result<Option<String>, CatalogError> {
+        if name.contains('.') {
+            return Ok(None);
+        }
+        let record = self.registry.get(Kind::Source, By::Name(name)).await?;
+        let location = substitute_location(&shown_location(&record), values).map_err(params_of(name))?;
+        Ok(Some(location))
     }
 
     /// A local session whose `information_schema` lists every connection's discovered tables.

@@ -87,6 +87,42 @@ pub enum RecipesCommand {
     Delete { recipe: String },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum SchedulesCommand {
+    /// Run a stored recipe on a timetable: --cron "0 6 * * *" (with --timezone) or --every 15m.
+    Create {
+        name: String,
+        /// The recipe's id or name.
+        #[arg(long)]
+        recipe: String,
+        /// A standard 5-field cron expression.
+        #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+        cron: Option<String>,
+        /// An interval: seconds, or a number with s, m, h or d.
+        #[arg(long)]
+        every: Option<String>,
+        /// The IANA time zone the cron expression and the tick's date are read in (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// A recipe parameter for each run, NAME=VALUE; the value may name the tick's date as
+        /// {tick_date}, {tick_date-1}, ….
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        #[arg(long)]
+        callback_url: Option<String>,
+    },
+    /// List schedules with their next run.
+    List,
+    /// Show a schedule (by id or name): next run times and recent ticks.
+    Show { schedule: String },
+    /// Stop running a schedule's ticks.
+    Pause { schedule: String },
+    /// Run a paused schedule again, from its next tick.
+    Resume { schedule: String },
+    /// Delete a schedule (the jobs it made stay).
+    Delete { schedule: String },
+}
+
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// The recipe's id or name.
@@ -97,6 +133,17 @@ pub struct RunArgs {
     /// POST progress and completion to this URL.
     #[arg(long)]
     pub callback_url: Option<String>,
+    /// A value of one of the recipe's parameters, as NAME=VALUE (e.g. run_date=2026-11-30);
+    /// repeat for more. Declared defaults fill the rest.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -219,10 +266,79 @@ pub async fn recipes(runner: &RunnerArgs, command: RecipesCommand) -> anyhow::Re
     Ok(())
 }
 
+pub async fn schedules(runner: &RunnerArgs, command: SchedulesCommand) -> anyhow::Result<()> {
+    let client = runner.client()?;
+    let mut stdout = std::io::stdout().lock();
+    let path = |schedule: &str| format!("/api/schedules/{}", path_segment(schedule));
+    let shown: Value = match command {
+        SchedulesCommand::Create {
+            name,
+            recipe,
+            cron,
+            every,
+            timezone,
+            params,
+            callback_url,
+        } => {
+            let body = json!({
+                "name": name, "recipe": recipe, "cron": cron, "every": every, "timezone": timezone,
+                "params": params_object(params), "callback_url": callback_url,
+            });
+            client.post("/api/schedules", &body).await?
+        }
+        SchedulesCommand::List => {
+            let mut schedules: Vec<Value> = client.get("/api/schedules").await?;
+            for schedule in &mut schedules {
+                schedule["next_run"] = schedule["next_runs"][0].clone();
+            }
+            let columns = [
+                "name",
+                "id",
+                "cron",
+                "every_secs",
+                "timezone",
+                "paused",
+                "next_run",
+            ];
+            output::write_json_table(&columns, &schedules, &mut stdout)?;
+            return Ok(());
+        }
+        SchedulesCommand::Show { schedule } => client.get(&path(&schedule)).await?,
+        SchedulesCommand::Pause { schedule } => {
+            client
+                .post(&format!("{}/pause", path(&schedule)), &json!({}))
+                .await?
+        }
+        SchedulesCommand::Resume { schedule } => {
+            client
+                .post(&format!("{}/resume", path(&schedule)), &json!({}))
+                .await?
+        }
+        SchedulesCommand::Delete { schedule } => {
+            client.delete::<Value>(&path(&schedule)).await?;
+            writeln!(stdout, "deleted {schedule}")?;
+            return Ok(());
+        }
+    };
+    writeln!(stdout, "{}", serde_json::to_string_pretty(&shown)?)?;
+    Ok(())
+}
+
+/// `--param NAME=VALUE` pairs as a JSON object of text values.
+fn params_object(params: Vec<(String, String)>) -> serde_json::Map<String, Value> {
+    params
+        .into_iter()
+        .map(|(name, value)| (name, Value::String(value)))
+        .collect()
+}
+
 /// Submits a recon job; with `--wait`, follows it to the end. Fails unless the job succeeds.
 pub async fn run(runner: &RunnerArgs, args: RunArgs) -> anyhow::Result<()> {
     let client = runner.client()?;
-    let body = json!({"type": "recon", "recipe_id": args.recipe, "callback_url": args.callback_url});
+    let body = json!({
+        "type": "recon", "recipe_id": args.recipe, "params": params_object(args.params),
+        "callback_url": args.callback_url,
+    });
     let job: Value = client.post("/api/jobs", &body).await?;
     let id = job["id"]
         .as_str()

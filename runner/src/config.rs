@@ -166,6 +166,10 @@ pub struct RunnerConfig {
     /// seconds is cancelled on the cluster and run again (Ballista cannot always recover it).
     #[arg(long, default_value_t = 60)]
     pub job_stall_timeout_secs: u64,
+    /// A runner holds each of its jobs under a lease of this many seconds, renewed every quarter
+    /// of it; a job of a runner that died is taken over by another runner once its lease passes.
+    #[arg(long, default_value_t = 30)]
+    pub job_lease_secs: u64,
     /// How shuffle files between stages are compressed: `lz4`, `zstd` or `none` (spends disk
     /// and network instead of CPU; best where executors share a machine or a fast network).
     #[arg(long, value_enum, default_value_t = ShuffleCompression::default())]

@@ -14,6 +14,7 @@
 //! - [`recipes`] and [`jobs`]: reconciliation recipes, and the job queue that runs them (and large
 //!   queries) on the cluster; [`results`] reads their outputs back; [`stall`] notices a job that
 //!   a lost executor left hanging; [`reattach`] follows a job an earlier runner submitted;
+//!   [`schedules`] run stored recipes on a timetable;
 //! - [`local_state`]: the token and key the runner generates into its data dir;
 //! - [`client`] and [`cli`]: the `kalla` CLI's HTTP client for a runner, and its commands;
 //!   [`local_cluster`]: `kalla cluster up|down|status`, the services as local processes, on
@@ -47,6 +48,7 @@ pub mod recipes;
 pub mod registry;
 pub mod results;
 pub mod scheduler_api;
+pub mod schedules;
 pub mod secrets;
 pub mod server;
 pub mod sources;

@@ -1,7 +1,8 @@
 //! Recipes: stored after they check against their sources' real schemas.
 
 use datafusion::arrow::datatypes::Schema;
-use kalla_core::recon::{CheckedRecipe, Recipe, ReconError};
+use kalla_core::recon::params::{self, ParamError};
+use kalla_core::recon::{CheckedRecipe, ParamValues, Recipe, ReconError};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -13,6 +14,8 @@ use crate::metadata::{MetadataDb, MetadataError, RecipeRecord};
 pub enum RecipeError {
     #[error(transparent)]
     Invalid(#[from] ReconError),
+    #[error(transparent)]
+    Params(#[from] ParamError),
     #[error("{side}.source: {error}")]
     Source { side: &'static str, error: CatalogError },
     #[error("stored recipe {0} cannot be read: {1}")]
@@ -44,14 +47,14 @@ impl Recipes {
     }
 
     pub async fn create(&self, recipe: Recipe) -> Result<RecipeView, RecipeError> {
-        self.check(&recipe).await?;
+        self.check_to_store(&recipe).await?;
         let record = self.db.insert_recipe(&recipe.name, &body(&recipe)).await?;
         view(record)
     }
 
     pub async fn update(&self, id: &str, recipe: Recipe) -> Result<RecipeView, RecipeError> {
         let existing = self.db.recipe(id).await?;
-        self.check(&recipe).await?;
+        self.check_to_store(&recipe).await?;
         view(
             self.db
                 .update_recipe(&existing.id, &recipe.name, &body(&recipe))
@@ -73,14 +76,35 @@ impl Recipes {
         Ok(self.db.delete_recipe(&existing.id).await?)
     }
 
-    /// The recipe checked against its sources' current schemas (read without caching anything).
-    pub async fn check(&self, recipe: &Recipe) -> Result<CheckedRecipe, RecipeError> {
+    /// Checks a recipe before it is stored: its parameter declarations, then the recipe against
+    /// its sources' schemas with the defaults (or samples of their types) in its filters. A
+    /// source whose location names a parameter without a default cannot be read before a run
+    /// gives it: such a recipe is checked against its sources when a job runs it.
+    async fn check_to_store(&self, recipe: &Recipe) -> Result<(), RecipeError> {
+        let sample = recipe.with_sample_params()?;
+        let defaults = params::defaults(&recipe.params);
+        match self.check(&sample, &defaults).await {
+            Err(RecipeError::Source {
+                error:
+                    CatalogError::Params {
+                        error: ParamError::Undeclared { name, .. },
+                        ..
+                    },
+                ..
+            }) if recipe.params.iter().any(|param| param.name == name) => Ok(()),
+            checked => checked.map(drop),
+        }
+    }
+
+    /// A run's recipe (parameters in place) checked against its sources' current schemas, their
+    /// locations given the run's `values` (read without caching anything).
+    pub async fn check(&self, recipe: &Recipe, values: &ParamValues) -> Result<CheckedRecipe, RecipeError> {
         let session = self.cluster.session();
         let mut schemas: Vec<Schema> = Vec::with_capacity(2);
         for (side, source) in [("left", &recipe.left.source), ("right", &recipe.right.source)] {
             let frame = self
                 .catalog
-                .read(&session, source, true)
+                .read(&session, source, true, values)
                 .await
                 .map_err(|error| RecipeError::Source { side, error })?;
             schemas.push(frame.schema().as_arrow().clone());

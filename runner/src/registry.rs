@@ -9,6 +9,8 @@ use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 use kalla_core::ident::QualifiedName;
 use kalla_core::pool::redact_connection_url;
+use kalla_core::recon::ParamValues;
+use kalla_core::recon::params::{ParamError, has_placeholders, substitute_location};
 use kalla_core::source::{Engine, EngineError, Engines, Fit, SourceContext};
 use thiserror::Error;
 use url::Url;
@@ -149,6 +151,20 @@ impl Located {
         context: &SourceContext,
     ) -> Result<Arc<dyn TableProvider>, EngineError> {
         self.engine.table(&self.location, context, session).await
+    }
+
+    /// The location with a run's parameter `values` in place of its `{name}`s; the engine
+    /// checks the result against the allow-lists when it opens it, as any location.
+    pub fn with_params(self, values: &ParamValues) -> Result<Located, ParamError> {
+        if !has_placeholders(self.location.as_str()) {
+            return Ok(self);
+        }
+        let resolved = substitute_location(self.location.as_str(), values)?;
+        let location = Url::parse(&resolved).map_err(|error| ParamError::BadLocation(error.to_string()))?;
+        Ok(Located {
+            engine: self.engine,
+            location,
+        })
     }
 
     /// One table of this database; `None` where the engine reads single tables only.

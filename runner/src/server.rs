@@ -25,6 +25,7 @@ use crate::metadata::MetadataDb;
 use crate::query::Queries;
 use crate::recipes::Recipes;
 use crate::registry::Registry;
+use crate::schedules::Schedules;
 use crate::secrets::Secrets;
 use crate::sources::Sources;
 
@@ -42,7 +43,9 @@ pub async fn run(config: RunnerConfig) -> anyhow::Result<()> {
     tracing::info!(backend = ?metadata.backend(), "metadata database ready");
     let cluster = start_cluster(&config, &key).await?;
     let state = services(&config, metadata, cluster, secrets_key, key, token).await?;
+    let jobs = state.jobs.clone();
     listen(&config, state).await?;
+    jobs.hand_over().await;
     tracing::info!("kalla-runner stopped");
     Ok(())
 }
@@ -120,16 +123,20 @@ async fn services(
                 allow_http: config.allow_http_callbacks,
                 signing_keys: callback_signing_keys(config)?,
             },
+            lease: Duration::from_secs(config.job_lease_secs.max(1)),
         },
     )
     .await
-    .context("cannot take up unfinished jobs")?;
+    .context("cannot start the job workers")?;
+    let schedules = Schedules::new(metadata.clone(), recipes.clone(), jobs.clone());
+    tokio::spawn(schedules.clone().run_ticks());
     let state = AppState {
         tokens: Tokens::new(metadata.clone(), token),
         secrets,
         registry,
         recipes,
         jobs,
+        schedules,
         sources,
         connections,
         cache,

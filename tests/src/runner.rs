@@ -245,6 +245,21 @@ impl Runner {
         read_log(self.data_dir.path())
     }
 
+    /// `kalla ARGS` against this runner with `token`; panics unless it succeeds. Its standard output.
+    pub fn kalla(&self, token: &str, args: &[&str]) -> String {
+        let output = Command::new(bin_path("kalla"))
+            .args(args)
+            .args(["--runner", &self.base_url, "--api-token", token])
+            .output()
+            .expect("run kalla");
+        assert!(
+            output.status.success(),
+            "kalla {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(self) -> (ExitStatus, TempDir) {
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();

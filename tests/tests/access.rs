@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kalla_e2e::cluster::bin_path;
 use kalla_e2e::runner::{Runner, concrete_path};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -17,8 +16,9 @@ const ADMIN: u8 = 2;
 const ROLES: [(&str, u8); 3] = [("viewer", VIEWER), ("operator", OPERATOR), ("admin", ADMIN)];
 
 /// Every protected route and the least role that may call it, as the issue asks: viewers read,
-/// preview and fetch results; operators also run recipes, jobs, refreshes and SQL; admins also
-/// manage tokens, connections, sources and secrets, follow key rotations and read the audit log.
+/// preview and fetch results; operators also run recipes, jobs, schedules, refreshes and SQL;
+/// admins also manage tokens, connections, sources and secrets, follow key rotations and read the
+/// audit log.
 const ROUTES: &[(&str, &str, u8)] = &[
     ("GET", "/api/sources", VIEWER),
     ("GET", "/api/sources/{alias}", VIEWER),
@@ -32,6 +32,8 @@ const ROUTES: &[(&str, &str, u8)] = &[
     ("GET", "/api/jobs", VIEWER),
     ("GET", "/api/jobs/{id}", VIEWER),
     ("GET", "/api/jobs/{id}/results/{output}", VIEWER),
+    ("GET", "/api/schedules", VIEWER),
+    ("GET", "/api/schedules/{id}", VIEWER),
     ("POST", "/api/connections/{id}/refresh", OPERATOR),
     ("DELETE", "/api/connections/{id}/cache", OPERATOR),
     (
@@ -50,6 +52,10 @@ const ROUTES: &[(&str, &str, u8)] = &[
     ("DELETE", "/api/recipes/{id}", OPERATOR),
     ("POST", "/api/jobs", OPERATOR),
     ("DELETE", "/api/jobs/{id}", OPERATOR),
+    ("POST", "/api/schedules", OPERATOR),
+    ("POST", "/api/schedules/{id}/pause", OPERATOR),
+    ("POST", "/api/schedules/{id}/resume", OPERATOR),
+    ("DELETE", "/api/schedules/{id}", OPERATOR),
     ("POST", "/api/sources", ADMIN),
     ("PATCH", "/api/sources/{alias}", ADMIN),
     ("DELETE", "/api/sources/{alias}", ADMIN),
@@ -385,26 +391,10 @@ async fn the_audit_log_tells_who_did_what() {
     assert_eq!(paged, all);
 }
 
-/// `kalla ARGS` against `runner` with `token`; its standard output.
-fn kalla(runner: &Runner, token: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new(bin_path("kalla"))
-        .args(args)
-        .args(["--runner", &runner.base_url, "--api-token", token])
-        .output()
-        .expect("run kalla");
-    assert!(
-        output.status.success(),
-        "kalla {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 output")
-}
-
 #[tokio::test]
 async fn the_cli_makes_lists_and_revokes_tokens_and_reads_the_audit_log() {
     let runner = Runner::start(None).await;
-    let value = kalla(
-        &runner,
+    let value = runner.kalla(
         &runner.token,
         &["tokens", "create", "night_ops", "--role", "operator"],
     );
@@ -412,16 +402,16 @@ async fn the_cli_makes_lists_and_revokes_tokens_and_reads_the_audit_log() {
     assert!(value.starts_with("kalla_"), "{value}");
     let (status, _) = runner.call_as(Some(value), Method::GET, "/api/jobs", None).await;
     assert_eq!(status, StatusCode::OK, "the printed value is the token");
-    let listed = kalla(&runner, &runner.token, &["tokens", "list"]);
+    let listed = runner.kalla(&runner.token, &["tokens", "list"]);
     assert!(
         listed.contains("night_ops") && listed.contains("operator"),
         "{listed}"
     );
     assert!(!listed.contains(value), "{listed}");
-    kalla(&runner, &runner.token, &["tokens", "revoke", "night_ops"]);
+    runner.kalla(&runner.token, &["tokens", "revoke", "night_ops"]);
     let (status, _) = runner.call_as(Some(value), Method::GET, "/api/jobs", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let audit = kalla(&runner, &runner.token, &["audit", "--outcome", "succeeded"]);
+    let audit = runner.kalla(&runner.token, &["audit", "--outcome", "succeeded"]);
     assert!(
         audit.contains("/api/tokens/night_ops") && audit.contains("bootstrap"),
         "{audit}"

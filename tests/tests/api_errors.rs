@@ -65,6 +65,12 @@ const DELETE_SECRET: Route = (Method::DELETE, "/api/secrets/{name}");
 const KEYS: Route = (Method::GET, "/api/keys");
 const RESEAL: Route = (Method::POST, "/api/keys/reseal");
 const READY: Route = (Method::GET, "/ready");
+const SCHEDULES: Route = (Method::GET, "/api/schedules");
+const CREATE_SCHEDULE: Route = (Method::POST, "/api/schedules");
+const SCHEDULE: Route = (Method::GET, "/api/schedules/{id}");
+const PAUSE_SCHEDULE: Route = (Method::POST, "/api/schedules/{id}/pause");
+const RESUME_SCHEDULE: Route = (Method::POST, "/api/schedules/{id}/resume");
+const DELETE_SCHEDULE: Route = (Method::DELETE, "/api/schedules/{id}");
 
 /// The document's error statuses per route, each with the codes it lists.
 type Documented = BTreeMap<(String, String), BTreeMap<u16, Vec<String>>>;
@@ -250,7 +256,18 @@ fn protected_routes(ids: &Ids) -> Vec<(Route, Vec<&str>, Option<Value>)> {
         (DELETE_SECRET, vec!["s1"], None),
         (KEYS, vec![], None),
         (RESEAL, vec![], None),
+        (SCHEDULES, vec![], None),
+        (CREATE_SCHEDULE, vec![], Some(schedule_body("another", "r1"))),
+        (SCHEDULE, vec!["sch1"], None),
+        (PAUSE_SCHEDULE, vec!["sch1"], None),
+        (RESUME_SCHEDULE, vec!["sch1"], None),
+        (DELETE_SCHEDULE, vec!["sch1"], None),
     ]
+}
+
+/// A schedule of `recipe` that ticks once a year (1 January), so never while the test runs.
+fn schedule_body(name: &str, recipe: &str) -> Value {
+    json!({"name": name, "recipe": recipe, "cron": "0 0 1 1 *"})
 }
 
 /// Ids of things the scenario made.
@@ -346,6 +363,7 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         .await;
     let job = runner.wait_for_job(&ids.job, Duration::from_secs(120)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
+    succeed(&runner, &CREATE_SCHEDULE, &[], Some(schedule_body("sch1", "r1"))).await;
 
     // 401: no token.
     for (route, parameters, body) in protected_routes(&ids) {
@@ -753,6 +771,113 @@ async fn every_documented_error_status_of_every_route_is_answered() {
     .await;
     let recipe = Some(json!({"type": "recon", "recipe": recipe_body("r5", "items", "nobody")}));
     expect(&mut driven, &runner, &SUBMIT, &[], recipe, bad, "invalid_recipe").await;
+    let mut with_param = recipe_body("r6", "items", "items");
+    with_param["params"] = json!([{"name": "day", "type": "date"}]);
+    let missing_param = Some(json!({"type": "recon", "recipe": with_param}));
+    expect(
+        &mut driven,
+        &runner,
+        &SUBMIT,
+        &[],
+        missing_param,
+        bad,
+        "invalid_params",
+    )
+    .await;
+    // Schedules: a bad timing, a parameter the recipe does not take, a recipe or a schedule
+    // nobody made, a name taken, one Idempotency-Key for two bodies.
+    let mut bad_cron = schedule_body("s_bad", "r1");
+    bad_cron["cron"] = json!("61 * * * *");
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_SCHEDULE,
+        &[],
+        Some(bad_cron),
+        bad,
+        "invalid_schedule",
+    )
+    .await;
+    let mut bad_param = schedule_body("s_bad", "r1");
+    bad_param["params"] = json!({"nope": "1"});
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_SCHEDULE,
+        &[],
+        Some(bad_param),
+        bad,
+        "invalid_params",
+    )
+    .await;
+    let nobodys = Some(schedule_body("s_bad", "nobody"));
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_SCHEDULE,
+        &[],
+        nobodys,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    for route in [&SCHEDULE, &PAUSE_SCHEDULE, &RESUME_SCHEDULE, &DELETE_SCHEDULE] {
+        expect(
+            &mut driven,
+            &runner,
+            route,
+            &["nobody"],
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+    }
+    let taken_name = Some(schedule_body("sch1", "r1"));
+    expect(
+        &mut driven,
+        &runner,
+        &CREATE_SCHEDULE,
+        &[],
+        taken_name,
+        taken,
+        "conflict",
+    )
+    .await;
+    let (status, first) = runner
+        .call_with_key(
+            Method::POST,
+            "/api/schedules",
+            "once",
+            schedule_body("s_once", "r1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = runner
+        .call_with_key(
+            Method::POST,
+            "/api/schedules",
+            "once",
+            schedule_body("s_once", "r1"),
+        )
+        .await;
+    assert_eq!(
+        (status, &again["id"]),
+        (StatusCode::CREATED, &first["id"]),
+        "the same key and body: the same schedule"
+    );
+    let (status, answer) = runner
+        .call_with_key(
+            Method::POST,
+            "/api/schedules",
+            "once",
+            schedule_body("s_twice", "r1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["code"], "idempotency_conflict", "{answer}");
+    driven.record(&CREATE_SCHEDULE, status, answer["error"]["code"].as_str());
+
     // 409: one Idempotency-Key, two bodies.
     let query = |sql: &str| json!({"type": "query", "sql": sql});
     let (status, first) = runner

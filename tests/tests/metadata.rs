@@ -5,8 +5,9 @@ use kalla_e2e::postgres::TestDatabase;
 use std::time::Duration;
 
 use kalla_runner::metadata::{
-    AuditFilter, By, Claim, DiscoveredTable, JobEnd, JobStatus, Kind, MetadataDb, MetadataError,
-    NewAuditEntry, NewJob, NewRegistration, NewToken, NewVersion, SecretRef, TableSync,
+    AuditFilter, By, Claim, DiscoveredTable, JobEnd, JobStatus, Kind, Lease, MetadataDb, MetadataError,
+    NewAuditEntry, NewJob, NewRegistration, NewSchedule, NewToken, NewVersion, SecretRef, TableSync,
+    TickRecord, after, ago,
 };
 
 /// Runs `check` with a freshly migrated SQLite database, then a Postgres one, and their URLs.
@@ -459,25 +460,52 @@ fn integer_connection_ids(root: &std::path::Path) -> Vec<String> {
     found
 }
 
+/// A lease of runner `owner` for `secs` seconds from now (negative: one that has passed).
+fn lease_for(owner: &str, secs: i64) -> (String, String) {
+    let delay = Duration::from_secs(secs.unsigned_abs());
+    let until = if secs < 0 { ago(delay) } else { after(delay) };
+    (owner.to_string(), until)
+}
+
+fn lease<'a>((owner, until): &'a (String, String)) -> Lease<'a> {
+    Lease { owner, until }
+}
+
+fn new_job(id: &str) -> NewJob<'_> {
+    NewJob {
+        id,
+        job_type: "recon",
+        recipe_id: None,
+        spec_json: "{}",
+        inputs_json: None,
+        callback_url: None,
+    }
+}
+
 #[tokio::test]
 async fn jobs_record_their_attempts_ballista_jobs_and_passes() {
     each_backend(async |db: MetadataDb, _: &str| {
-        let job = db
-            .insert_job(NewJob {
-                id: "job_a",
-                job_type: "recon",
-                recipe_id: None,
-                spec_json: "{}",
-                callback_url: None,
-            })
-            .await
-            .unwrap();
+        let a = lease_for("runner_a", 60);
+        let job = db.insert_job(new_job("job_a"), lease(&a)).await.unwrap();
         assert_eq!(
-            (job.status, job.attempts, job.passes_json.as_str()),
-            (JobStatus::Queued, 0, "[]")
+            (
+                job.status,
+                job.attempts,
+                job.passes_json.as_str(),
+                job.owner.as_deref()
+            ),
+            (JobStatus::Queued, 0, "[]", Some("runner_a"))
         );
-        assert!(db.start_job("job_a").await.unwrap());
-        assert!(!db.start_job("job_a").await.unwrap(), "only a queued job starts");
+        let b = lease_for("runner_b", 60);
+        assert!(
+            !db.start_job("job_a", lease(&b)).await.unwrap(),
+            "only the runner holding a job starts it"
+        );
+        assert!(db.start_job("job_a", lease(&a)).await.unwrap());
+        assert!(
+            !db.start_job("job_a", lease(&a)).await.unwrap(),
+            "only a queued job starts"
+        );
 
         db.add_ballista_job("job_a", "B1").await.unwrap();
         db.add_ballista_job("job_a", "B2").await.unwrap();
@@ -489,24 +517,174 @@ async fn jobs_record_their_attempts_ballista_jobs_and_passes() {
         assert!(job.passes_json.contains("B1"), "{}", job.passes_json);
         assert_eq!((job.status, job.attempts), (JobStatus::Running, 1));
 
-        // A restarted runner puts it back in the queue; it keeps what it recorded.
+        // Its runner lets it go; another takes it over, puts it back in the queue and starts it;
+        // it keeps what it recorded.
+        assert_eq!(db.release_leases("runner_a").await.unwrap(), 1);
+        let unheld = db.unheld_jobs().await.unwrap();
+        assert_eq!(unheld.len(), 1);
+        assert!(db.take_over_job("job_a", lease(&b)).await.unwrap());
         db.requeue_job("job_a").await.unwrap();
-        let unfinished = db.unfinished_jobs().await.unwrap();
-        assert_eq!(unfinished.len(), 1);
-        assert_eq!(unfinished[0].status, JobStatus::Queued);
-        assert_eq!(unfinished[0].ballista_job_ids, ["B1", "B2"]);
-        assert!(db.start_job("job_a").await.unwrap());
+        let job = db.job("job_a").await.unwrap();
+        assert_eq!(
+            (job.status, job.owner.as_deref()),
+            (JobStatus::Queued, Some("runner_b"))
+        );
+        assert_eq!(job.ballista_job_ids, ["B1", "B2"]);
+        assert!(db.start_job("job_a", lease(&b)).await.unwrap());
         assert_eq!(db.job("job_a").await.unwrap().attempts, 2);
 
-        let end = || JobEnd {
+        let end = |owner| JobEnd {
+            owner,
             status: JobStatus::Succeeded,
             counts_json: Some(r#"{"matched":1}"#),
             result_url: Some("file:///r/"),
             error: None,
         };
-        assert!(db.finish_job("job_a", end()).await.unwrap());
-        assert!(!db.finish_job("job_a", end()).await.unwrap(), "a job ends once");
-        assert!(db.unfinished_jobs().await.unwrap().is_empty());
+        assert!(
+            !db.finish_job("job_a", end(Some("runner_a"))).await.unwrap(),
+            "a runner that no longer holds a job cannot end it"
+        );
+        assert!(db.finish_job("job_a", end(Some("runner_b"))).await.unwrap());
+        assert!(
+            !db.finish_job("job_a", end(None)).await.unwrap(),
+            "a job ends once"
+        );
+        assert!(db.unheld_jobs().await.unwrap().is_empty());
+        assert!(
+            db.renew_leases(lease(&b)).await.unwrap().is_empty(),
+            "a finished job is not held"
+        );
+    })
+    .await;
+}
+
+/// A job is taken over only once its lease has passed, and by one of the runners that try at once;
+/// renewing a lease returns the jobs its runner still holds.
+#[tokio::test]
+async fn a_job_is_taken_over_once_its_lease_passes_by_one_runner() {
+    each_backend(async |db: MetadataDb, _: &str| {
+        let a = lease_for("runner_a", 60);
+        db.insert_job(new_job("job_held"), lease(&a)).await.unwrap();
+        db.insert_job(new_job("job_other"), lease(&a)).await.unwrap();
+        assert!(db.unheld_jobs().await.unwrap().is_empty());
+        let b = lease_for("runner_b", 60);
+        assert!(
+            !db.take_over_job("job_held", lease(&b)).await.unwrap(),
+            "the lease holds"
+        );
+
+        // runner_a stops renewing: its lease passes.
+        let passed = lease_for("runner_a", -1);
+        let mut held = db.renew_leases(lease(&passed)).await.unwrap();
+        held.sort();
+        assert_eq!(held, ["job_held", "job_other"]);
+        let unheld: Vec<String> = db
+            .unheld_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(unheld, ["job_held", "job_other"]);
+
+        let runners: Vec<_> = (0..8).map(|i| lease_for(&format!("runner_{i}"), 60)).collect();
+        let tries = runners
+            .iter()
+            .map(|runner| db.take_over_job("job_held", lease(runner)));
+        let won = futures::future::join_all(tries)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .filter(|won| *won)
+            .count();
+        assert_eq!(won, 1, "exactly one runner takes the job over");
+        let owner = db.job("job_held").await.unwrap().owner.unwrap();
+        assert!(owner.starts_with("runner_") && owner != "runner_a", "{owner}");
+
+        // runner_a, renewing late, learns which job it still holds.
+        assert_eq!(db.renew_leases(lease(&a)).await.unwrap(), ["job_other"]);
+        assert!(db.unheld_jobs().await.unwrap().is_empty());
+        assert_eq!(db.release_all_leases().await.unwrap(), 2);
+        assert_eq!(db.unheld_jobs().await.unwrap().len(), 2);
+    })
+    .await;
+}
+
+/// Schedules by id or name, paused and resumed (a resume moves where ticks count from), and
+/// their ticks: recorded once however many runners record one, newest first, gone with the
+/// schedule.
+#[tokio::test]
+async fn schedules_record_each_tick_once() {
+    each_backend(async |db: MetadataDb, _: &str| {
+        let made = db
+            .insert_schedule(NewSchedule {
+                name: "nightly",
+                recipe_id: "rcp_a",
+                cron: None,
+                every_secs: Some(5),
+                timezone: "UTC",
+                params_json: "{}",
+                callback_url: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(db.schedule("nightly").await.unwrap(), made);
+        let twin = NewSchedule {
+            name: "nightly",
+            recipe_id: "rcp_b",
+            cron: Some("0 6 * * *"),
+            every_secs: None,
+            timezone: "UTC",
+            params_json: "{}",
+            callback_url: None,
+        };
+        assert!(matches!(
+            db.insert_schedule(twin).await,
+            Err(MetadataError::Duplicate { .. })
+        ));
+
+        assert!(db.set_schedule_paused(&made.id, true).await.unwrap().paused);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let resumed = db.set_schedule_paused(&made.id, false).await.unwrap();
+        assert!(!resumed.paused);
+        assert!(
+            resumed.ticks_from > made.ticks_from,
+            "ticks count from the resume"
+        );
+
+        assert_eq!(db.last_tick(&made.id).await.unwrap(), None);
+        let tick = |at: &str, job: &str| TickRecord {
+            tick_at: at.into(),
+            job_id: Some(job.into()),
+            missed: 0,
+            error: None,
+        };
+        for _ in 0..3 {
+            db.record_tick(&made.id, &tick("2026-12-01T00:00:05.000000Z", "job_1"))
+                .await
+                .unwrap();
+        }
+        db.record_tick(&made.id, &tick("2026-12-01T00:00:10.000000Z", "job_2"))
+            .await
+            .unwrap();
+        let ticks = db.ticks(&made.id, 10).await.unwrap();
+        assert_eq!(
+            ticks
+                .iter()
+                .map(|t| t.job_id.as_deref().unwrap())
+                .collect::<Vec<_>>(),
+            ["job_2", "job_1"]
+        );
+        assert_eq!(
+            db.last_tick(&made.id).await.unwrap().as_deref(),
+            Some("2026-12-01T00:00:10.000000Z")
+        );
+        db.delete_schedule(&made.id).await.unwrap();
+        assert!(db.ticks(&made.id, 10).await.unwrap().is_empty());
+        assert!(matches!(
+            db.schedule(&made.id).await,
+            Err(MetadataError::NotFound { .. })
+        ));
     })
     .await;
 }

@@ -2,12 +2,14 @@
 //! classifies the rows of two sources into matched, mismatched, left only, right only,
 //! duplicates and exceptions ([`plan`]) with the operator that pairs or groups their rows by key
 //! ([`pair`], [`pairs_table`], [`spill`]) and the aggregates groups are compared by ([`group`]),
-//! and the `tolerance_match` function every session registers ([`udf`]).
+//! the parameters a run puts in a recipe's filters and source locations ([`params`]), and the
+//! `tolerance_match` function every session registers ([`udf`]).
 
 pub mod group;
 pub mod nearest;
 pub mod pair;
 pub mod pairs_table;
+pub mod params;
 pub mod plan;
 pub mod recipe;
 pub mod spill;
@@ -19,6 +21,7 @@ mod properties;
 use thiserror::Error;
 
 pub use group::Aggregate;
+pub use params::{Param, ParamError, ParamType, ParamValues};
 pub use recipe::{Cardinality, CheckedPass, CheckedRecipe, Nearest, Pass, Recipe, Rule, Side, Tolerance};
 
 #[derive(Debug, Error)]

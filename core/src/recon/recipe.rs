@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ReconError;
 use super::group::{Aggregate, GroupAggregate};
+use super::params::Param;
 use super::udf::tolerance_match;
 use crate::preview::Condition;
 use crate::preview::predicate;
@@ -27,6 +28,10 @@ const MAX_NAME_CHARS: usize = 200;
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     pub name: String,
+    /// Parameters a run gives (or takes the defaults of), put in place of `{name}` in the
+    /// sides' filter values and in their sources' locations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Param>,
     pub left: Side,
     pub right: Side,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -375,6 +375,7 @@ pub async fn information_schema(
         Errors<(
             codes::InvalidLimit,
             codes::InvalidSql,
+            codes::InvalidParams,
             codes::UnknownTable,
             codes::NotAllowed,
             codes::RefreshRunning,

@@ -10,6 +10,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kalla_core::preview::PreviewError;
+use kalla_core::recon::params::ParamError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::openapi::extensions::Extensions;
@@ -26,6 +27,7 @@ use crate::query::QueryError;
 use crate::recipes::RecipeError;
 use crate::registry::RegistryError;
 use crate::results::ResultsError;
+use crate::schedules::ScheduleError;
 use crate::secrets::SecretError;
 use crate::sources::SourceError;
 
@@ -92,6 +94,8 @@ error_codes! {
     InvalidCondition = (BAD_REQUEST, "invalid_condition", "a condition's operator or value does not fit its column"),
     InvalidSql = (BAD_REQUEST, "invalid_sql", "the SQL does not parse, is not one query, or names unknown columns"),
     InvalidRecipe = (BAD_REQUEST, "invalid_recipe", "the recipe does not fit its sources; the message names the field"),
+    InvalidSchedule = (BAD_REQUEST, "invalid_schedule", "the schedule's name, cron, every or timezone is not usable; the message names which"),
+    InvalidParams = (BAD_REQUEST, "invalid_params", "a recipe parameter is missing, not declared, not of its type, or not a plain name where it stands in a source location; the message names it"),
     Unauthorized = (UNAUTHORIZED, "unauthorized", "the `Authorization: Bearer <token>` header is missing, or its token unknown, expired or revoked"),
     Forbidden = (FORBIDDEN, "forbidden", "the token's role may not call this route; the message names the role it needs"),
     NotAllowed = (FORBIDDEN, "not_allowed", "the file, bucket or host is outside what this Kalla may reach (`--file-roots`, `--allowed-buckets`, `--allowed-hosts`); the message names the rule"),
@@ -396,6 +400,33 @@ impl HasCode for CatalogError {
             Self::UnknownTable(_) => ErrorCode::UnknownTable,
             Self::NotAllowed(_) => ErrorCode::NotAllowed,
             Self::Failed(_) => ErrorCode::QueryFailed,
+            // A location naming parameters the reader did not give: the request's to give.
+            Self::Params { .. } => ErrorCode::InvalidParams,
+        }
+    }
+}
+
+impl HasCode for ScheduleError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(_) => ErrorCode::InvalidSchedule,
+            Self::Job(error) => error.code(),
+            Self::Recipe(error) => error.code(),
+            Self::Metadata(error) => error.code(),
+        }
+    }
+}
+
+impl HasCode for ParamError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            // The recipe's own mistakes, found when it is stored.
+            Self::InvalidDeclaration { .. } | Self::Undeclared { .. } => ErrorCode::InvalidRecipe,
+            Self::Missing { .. }
+            | Self::IllTyped { .. }
+            | Self::Unknown { .. }
+            | Self::UnsafeInLocation { .. }
+            | Self::BadLocation(_) => ErrorCode::InvalidParams,
         }
     }
 }
@@ -405,6 +436,7 @@ impl HasCode for RecipeError {
         match self {
             Self::Metadata(error) => error.code(),
             Self::Invalid(_) => ErrorCode::InvalidRecipe,
+            Self::Params(error) => error.code(),
             // A source the recipe names that does not exist is the recipe's mistake.
             Self::Source {
                 error: CatalogError::UnknownTable(_),
@@ -432,6 +464,7 @@ impl HasCode for JobError {
         match self {
             Self::Recipe(error) => error.code(),
             Self::Catalog(error) => error.code(),
+            Self::Params(error) => error.code(),
             Self::Metadata(error) => error.code(),
             Self::QueueFull(_) => ErrorCode::QueueFull,
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,

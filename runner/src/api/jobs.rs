@@ -33,6 +33,7 @@ const MAX_LIST: i64 = 1000;
         (status = 202, description = "Queued, or queued by an earlier request with the same Idempotency-Key and body", body = JobView),
         Errors<(
             codes::InvalidRecipe,
+            codes::InvalidParams,
             codes::InvalidSql,
             codes::NotAllowed,
             codes::NotFound,

@@ -10,6 +10,7 @@ mod jobs;
 mod metrics;
 mod openapi;
 mod recipes;
+mod schedules;
 mod secrets;
 mod sources;
 mod tokens;
@@ -30,6 +31,7 @@ use crate::metadata::MetadataDb;
 use crate::query::Queries;
 use crate::recipes::Recipes;
 use crate::registry::Registry;
+use crate::schedules::Schedules;
 use crate::secrets::Secrets;
 use crate::sources::Sources;
 
@@ -56,6 +58,7 @@ pub struct AppState {
     pub queries: Queries,
     pub recipes: Recipes,
     pub jobs: Jobs,
+    pub schedules: Schedules,
     pub tokens: Tokens,
     pub secrets: Secrets,
     pub cluster: ClusterEndpoint,
@@ -103,6 +106,8 @@ openapi::documented_api! {
         jobs::list,
         jobs::show,
         jobs::output,
+        schedules::list,
+        schedules::show,
     ],
     Operator: [
         connections::refresh,
@@ -115,6 +120,10 @@ openapi::documented_api! {
         recipes::remove,
         jobs::submit,
         jobs::cancel,
+        schedules::create,
+        schedules::pause,
+        schedules::resume,
+        schedules::remove,
     ],
     Admin: [
         sources::create,

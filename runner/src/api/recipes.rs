@@ -16,7 +16,7 @@ use crate::recipes::RecipeView;
     request_body = Recipe,
     responses(
         (status = 201, description = "The recipe, checked against the sources' schemas", body = RecipeView),
-        Errors<(codes::InvalidRecipe, codes::NotAllowed, codes::Conflict, codes::QueryFailed, codes::SecretUnreadable)>,
+        Errors<(codes::InvalidRecipe, codes::InvalidParams, codes::NotAllowed, codes::Conflict, codes::QueryFailed, codes::SecretUnreadable)>,
     )
 )]
 pub async fn create(
@@ -68,7 +68,7 @@ pub async fn show(
     request_body = Recipe,
     responses(
         (status = 200, description = "The recipe, replaced", body = RecipeView),
-        Errors<(codes::InvalidRecipe, codes::NotAllowed, codes::NotFound, codes::Conflict, codes::QueryFailed, codes::SecretUnreadable)>,
+        Errors<(codes::InvalidRecipe, codes::InvalidParams, codes::NotAllowed, codes::NotFound, codes::Conflict, codes::QueryFailed, codes::SecretUnreadable)>,
     )
 )]
 pub async fn replace(

@@ -14,7 +14,8 @@ use kalla_core::{ClusterKey, process};
 use serde_json::{Value, json};
 
 use kalla_runner::cli::{
-    self, AuditArgs, JobsCommand, RecipesCommand, RunArgs, RunnerArgs, SourcesCommand, TokensCommand,
+    self, AuditArgs, JobsCommand, RecipesCommand, RunArgs, RunnerArgs, SchedulesCommand, SourcesCommand,
+    TokensCommand,
 };
 use kalla_runner::client::RunnerClient;
 use kalla_runner::cluster::{self, TableSource};
@@ -53,6 +54,13 @@ enum Command {
         runner: RunnerArgs,
         #[command(subcommand)]
         command: RecipesCommand,
+    },
+    /// Run stored recipes on a timetable: create, list, show, pause, resume and delete schedules.
+    Schedules {
+        #[command(flatten)]
+        runner: RunnerArgs,
+        #[command(subcommand)]
+        command: SchedulesCommand,
     },
     /// Run a recipe on the runner's cluster: kalla run RECIPE [--wait].
     Run {
@@ -170,6 +178,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Sources { runner, command } => cli::sources(&runner, command).await,
         Command::Recipes { runner, command } => cli::recipes(&runner, command).await,
+        Command::Schedules { runner, command } => cli::schedules(&runner, command).await,
         Command::Run { runner, args } => cli::run(&runner, args).await,
         Command::Jobs { runner, command } => cli::jobs(&runner, command).await,
         Command::Tokens { runner, command } => cli::tokens(&runner, command).await,

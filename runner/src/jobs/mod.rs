@@ -5,7 +5,8 @@
 //! one summary row per file its tasks wrote, files no summary names (left by retried tasks) are
 //! removed, and only then are the counts stored with the job.
 //!
-//! Each finished pass is recorded with what it wrote. A job interrupted by a runner restart takes
+//! Each finished pass is recorded with what it wrote. A job is held by one runner under a lease;
+//! a job whose runner stopped or died is taken over by a runner once its lease passes, and takes
 //! over its running Ballista job if the scheduler still has it, else runs again from the pass
 //! that was interrupted; so does a job that stalled after the cluster lost an executor.
 //!
@@ -13,11 +14,13 @@
 //! - [`queue`]: the workers taking jobs off the queue, and recording how each ended;
 //! - [`run`]: running a job's passes on the cluster, and taking over an interrupted one's;
 //! - [`outputs`]: keeping exactly the files finished passes wrote, publishing or discarding them;
-//! - [`recovery`]: what becomes of the jobs a previous runner left unfinished;
+//! - [`leases`]: holding jobs under leases, and taking over those no live runner holds;
+//! - [`recovery`]: what becomes of a job its runner left unfinished;
 //! - [`views`]: jobs as the API shows them, with a running job's progress;
 //! - [`callbacks`]: telling a job's callback URL how it goes.
 
 mod callbacks;
+mod leases;
 mod outputs;
 mod queue;
 mod recovery;
@@ -26,11 +29,13 @@ mod submit;
 mod views;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kalla_core::cache::CacheDir;
 use kalla_core::recon::Recipe;
+use kalla_core::recon::params::ParamError;
 use kalla_core::storage::S3Settings;
 use serde::Deserialize;
 use thiserror::Error;
@@ -39,7 +44,7 @@ use tokio::task::AbortHandle;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::cluster::ClusterEndpoint;
-use crate::metadata::{JobEnd, JobStatus, MetadataDb, MetadataError};
+use crate::metadata::{Backend, JobEnd, JobStatus, MetadataDb, MetadataError, new_id};
 use crate::recipes::{RecipeError, Recipes};
 use crate::stall::StallWatch;
 
@@ -67,6 +72,8 @@ pub enum JobError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
+    Params(#[from] ParamError),
+    #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error("{0}")]
     Failed(String),
@@ -86,6 +93,10 @@ pub enum JobRequest {
     Recon {
         recipe_id: Option<String>,
         recipe: Option<Box<Recipe>>,
+        /// Values of the recipe's parameters, by name; declared defaults fill the rest.
+        #[serde(default)]
+        #[schema(value_type = Object)]
+        params: serde_json::Map<String, serde_json::Value>,
         callback_url: Option<String>,
     },
     Query {
@@ -108,6 +119,9 @@ pub struct JobSettings {
     /// A reconciliation's rows are paired in shuffle partitions of about this many bytes.
     pub pair_partition_bytes: u64,
     pub callbacks: CallbackSettings,
+    /// How long a runner holds a job without renewing: a job of a runner that died is taken
+    /// over by another after this.
+    pub lease: Duration,
 }
 
 #[derive(Clone)]
@@ -127,10 +141,15 @@ struct Inner {
     running: Mutex<HashMap<String, AbortHandle>>,
     /// `None` on the embedded cluster, whose executor cannot be lost on its own.
     stall: Option<StallWatch>,
+    /// Who holds this runner's jobs: one id per process.
+    runner_id: String,
+    /// Set when the runner hands its jobs over on shutdown: it starts and takes over no more.
+    stopping: AtomicBool,
 }
 
 impl Jobs {
-    /// Starts the workers; jobs a previous runner left unfinished are taken up again first.
+    /// Starts the workers, and the renewal of leases that takes over the jobs no runner holds
+    /// (first of all those a previous runner left).
     pub async fn start(
         db: MetadataDb,
         catalog: Catalog,
@@ -138,11 +157,17 @@ impl Jobs {
         cluster: ClusterEndpoint,
         settings: JobSettings,
     ) -> Result<Self, JobError> {
+        if db.backend() == Backend::Sqlite {
+            // A SQLite metadata DB serves one runner: what a previous process held is free now.
+            db.release_all_leases().await?;
+        }
         let (queue, waiting) = mpsc::channel(settings.queue_capacity.max(1));
         let stall = cluster
             .rest
             .clone()
             .map(|scheduler| StallWatch::new(scheduler, settings.stall_timeout));
+        let runner_id = new_id("runner");
+        tracing::info!(runner = %runner_id, lease_secs = settings.lease.as_secs_f64(), "holding jobs under leases");
         let jobs = Self {
             inner: Arc::new(Inner {
                 db,
@@ -154,20 +179,14 @@ impl Jobs {
                 running: Mutex::default(),
                 stall,
                 settings,
+                runner_id,
+                stopping: AtomicBool::new(false),
             }),
         };
-        let resumed = jobs.recover().await?;
         for _ in 0..jobs.inner.settings.concurrency.max(1) {
             tokio::spawn(jobs.clone().work());
         }
-        let queue = jobs.inner.queue.clone();
-        tokio::spawn(async move {
-            for id in resumed {
-                if queue.send(id).await.is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(jobs.clone().keep_leases());
         Ok(jobs)
     }
 
@@ -205,6 +224,7 @@ impl Jobs {
             .finish_job(
                 id,
                 JobEnd {
+                    owner: None,
                     status: JobStatus::Cancelled,
                     counts_json: None,
                     result_url: None,
@@ -275,7 +295,9 @@ pub(crate) fn test_job(job_type: &str, status: JobStatus) -> crate::metadata::Jo
         phase: None,
         ballista_job_ids: Vec::new(),
         passes_json: "[]".into(),
+        inputs_json: None,
         attempts: 1,
+        owner: None,
         counts_json: None,
         result_url: None,
         error: None,

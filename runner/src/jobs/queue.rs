@@ -10,7 +10,7 @@ use super::{JobError, Jobs, MAX_ATTEMPTS};
 use crate::metadata::{JobEnd, JobStatus, retry_while_unavailable};
 
 /// How long a job's end is retried while the metadata DB is unavailable; a job still unrecorded
-/// after that is taken up by the next runner start.
+/// after that is taken over by a runner once its lease passes.
 const RECORD_PATIENCE: Duration = Duration::from_secs(600);
 
 impl Jobs {
@@ -18,6 +18,9 @@ impl Jobs {
         loop {
             let next = self.inner.waiting.lock().await.recv().await;
             let Some(id) = next else { return };
+            if self.stopping() {
+                return; // handed over: another runner takes the job
+            }
             if let Err(error) = self.run(&id).await {
                 self.lost_track(&id, error).await;
             }
@@ -25,8 +28,9 @@ impl Jobs {
     }
 
     async fn run(&self, id: &str) -> Result<(), JobError> {
-        if !self.inner.db.start_job(id).await? {
-            return Ok(()); // cancelled while queued
+        let until = self.lease_end();
+        if !self.inner.db.start_job(id, self.lease(&until)).await? {
+            return Ok(()); // cancelled while queued, or taken over by another runner
         }
         let job = self.inner.db.job(id).await?;
         tracing::info!(job = %id, attempt = job.attempts, "job started");
@@ -85,10 +89,7 @@ impl Jobs {
     /// Puts a running job back at the end of the queue.
     async fn run_again(&self, id: &str) -> Result<(), JobError> {
         self.inner.db.requeue_job(id).await?;
-        let queue = self.inner.queue.clone();
-        let id = id.to_string();
-        // Not awaited here: this worker is one of those that empty the queue.
-        tokio::spawn(async move { queue.send(id).await });
+        self.enqueue(id.to_string());
         Ok(())
     }
 
@@ -102,6 +103,7 @@ impl Jobs {
         let counts = summary.map(|s| s.to_string());
         let result_url = (status == JobStatus::Succeeded).then(|| self.results_dir(id).as_str().to_string());
         let end = JobEnd {
+            owner: Some(self.runner_id()),
             status,
             counts_json: counts.as_deref(),
             result_url: result_url.as_deref(),
@@ -122,9 +124,9 @@ impl Jobs {
                     self.notify(&job, event).await;
                 }
             }
-            Ok(false) => {} // cancelled meanwhile
+            Ok(false) => {} // cancelled meanwhile, or taken over by another runner
             Err(error) => {
-                tracing::error!(job = %id, %error, "cannot record how a job ended; the next runner start takes it up")
+                tracing::error!(job = %id, %error, "cannot record how a job ended; a runner takes it over when its lease passes")
             }
         }
     }

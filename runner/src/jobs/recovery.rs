@@ -1,4 +1,5 @@
-//! What becomes of the jobs a previous runner left unfinished.
+//! What becomes of a job whose runner left it unfinished (stopped or died), once another runner
+//! (or the same one, restarted) has taken it over.
 
 use super::run::PassLog;
 use super::{JobError, Jobs, MAX_ATTEMPTS};
@@ -29,29 +30,25 @@ fn recovery(job: &JobRecord) -> Recovery {
 }
 
 impl Jobs {
-    /// Unfinished jobs of a previous runner: queued ones wait again; a running one takes over its
-    /// Ballista job if the scheduler still runs it, else has it cancelled and the interrupted
-    /// pass's files removed, and runs again from that pass; one interrupted [`MAX_ATTEMPTS`]
-    /// times is failed. Returns the jobs to queue, in order.
-    pub(super) async fn recover(&self) -> Result<Vec<String>, JobError> {
-        let mut resumed = Vec::new();
-        for job in self.inner.db.unfinished_jobs().await? {
-            match recovery(&job) {
-                Recovery::Wait => {}
-                Recovery::GiveUp(reason) => {
-                    self.cancel_ballista_jobs(&job).await;
-                    self.discard_results(&job.id).await;
-                    self.end(&job.id, JobStatus::Failed, None, Some(&reason)).await;
-                    continue;
-                }
-                Recovery::Resume => {
-                    self.resume(&job).await?;
-                    self.inner.db.requeue_job(&job.id).await?;
-                }
+    /// A job this runner has just taken over from a runner that left it: a queued one waits
+    /// again; a running one takes over its Ballista job if the scheduler still runs it, else has
+    /// it cancelled and the interrupted pass's files removed, and runs again from that pass; one
+    /// interrupted [`MAX_ATTEMPTS`] times is failed. Returns whether to queue the job.
+    pub(super) async fn recover(&self, job: &JobRecord) -> Result<bool, JobError> {
+        match recovery(job) {
+            Recovery::Wait => {}
+            Recovery::GiveUp(reason) => {
+                self.cancel_ballista_jobs(job).await;
+                self.discard_results(&job.id).await;
+                self.end(&job.id, JobStatus::Failed, None, Some(&reason)).await;
+                return Ok(false);
             }
-            resumed.push(job.id);
+            Recovery::Resume => {
+                self.resume(job).await?;
+                self.inner.db.requeue_job(&job.id).await?;
+            }
         }
-        Ok(resumed)
+        Ok(true)
     }
 
     /// Leaves the job's Ballista job running if it can be taken over; else cancels it and keeps

@@ -17,11 +17,11 @@ use kalla_core::cache::write::WritePlanTable;
 use kalla_core::cache::{CacheDir, WrittenFile, parquet_dir_table, written_files};
 use kalla_core::preview::predicate;
 use kalla_core::recon::plan::{self, OUTPUTS};
-use kalla_core::recon::{CheckedRecipe, Recipe, Side};
+use kalla_core::recon::{CheckedRecipe, ParamValues, Recipe, Side};
 use serde::{Deserialize, Serialize};
 
 use super::outputs::{Skew, output_of, row_counts};
-use super::submit::QuerySpec;
+use super::submit::{QuerySpec, RunInputs};
 use super::{JobError, Jobs, QUERY_OUTPUT, failed};
 use crate::metadata::JobRecord;
 use crate::reattach;
@@ -42,9 +42,13 @@ impl Jobs {
     }
 
     async fn reconcile(&self, job: &JobRecord, recipe: &Recipe) -> Result<RunSummary, JobError> {
+        let inputs: RunInputs = match &job.inputs_json {
+            Some(inputs) => serde_json::from_str(inputs).map_err(failed)?,
+            None => RunInputs::default(),
+        };
         let session = self.inner.cluster.query_session().await;
-        let left = self.side(&session, &recipe.left).await?;
-        let right = self.side(&session, &recipe.right).await?;
+        let left = self.side(&session, &recipe.left, &inputs.params).await?;
+        let right = self.side(&session, &recipe.right, &inputs.params).await?;
         let checked = recipe
             .check(left.schema().as_arrow(), right.schema().as_arrow())
             .map_err(RecipeError::from)?;
@@ -130,8 +134,17 @@ impl Jobs {
         Ok(summary)
     }
 
-    async fn side(&self, session: &SessionContext, side: &Side) -> Result<DataFrame, JobError> {
-        Ok(self.inner.catalog.read(session, &side.source, false).await?)
+    async fn side(
+        &self,
+        session: &SessionContext,
+        side: &Side,
+        values: &ParamValues,
+    ) -> Result<DataFrame, JobError> {
+        Ok(self
+            .inner
+            .catalog
+            .read(session, &side.source, false, values)
+            .await?)
     }
 
     /// Runs the job's next pass, unless an earlier run finished it; takes over the Ballista job of

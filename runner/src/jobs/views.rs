@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Jobs;
+use super::submit::RunInputs;
 use crate::metadata::{JobRecord, JobStatus};
 
 /// The output of a query job.
@@ -28,6 +29,12 @@ pub struct JobView {
     pub error: Option<String>,
     pub ballista_job_ids: Vec<String>,
     pub attempts: i64,
+    /// A reconciliation's parameter values, and where each source was read with them in place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<RunInputs>,
+    /// The runner that holds (or last held) the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
     pub outputs: Vec<String>,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -92,6 +99,11 @@ pub(super) fn view(record: JobRecord) -> JobView {
         error: record.error,
         ballista_job_ids: record.ballista_job_ids,
         attempts: record.attempts,
+        runner: record.owner,
+        inputs: record
+            .inputs_json
+            .as_deref()
+            .and_then(|inputs| serde_json::from_str(inputs).ok()),
         created_at: record.created_at,
         started_at: record.started_at,
         finished_at: record.finished_at,

@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
-use super::{MetadataDb, MetadataError, now};
+use super::{MetadataDb, MetadataError, now, unique_violation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -60,7 +60,12 @@ pub struct JobRecord {
     pub ballista_job_ids: Vec<String>,
     /// The passes that finished and what they wrote (JSON, the jobs module's format).
     pub passes_json: String,
+    /// What a reconciliation run was given and read (JSON, the jobs module's format).
+    pub inputs_json: Option<String>,
     pub attempts: i64,
+    /// The runner holding the job (it queued it or took it over); none for a job left from
+    /// before leases.
+    pub owner: Option<String>,
     pub counts_json: Option<String>,
     pub result_url: Option<String>,
     pub error: Option<String>,
@@ -90,7 +95,9 @@ impl FromRow<'_, AnyRow> for JobRecord {
                 .map(str::to_string)
                 .collect(),
             passes_json: row.try_get("passes_json")?,
+            inputs_json: row.try_get("inputs_json")?,
             attempts: row.try_get("attempts")?,
+            owner: row.try_get("owner")?,
             counts_json: row.try_get("counts_json")?,
             result_url: row.try_get("result_url")?,
             error: row.try_get("error")?,
@@ -102,7 +109,7 @@ impl FromRow<'_, AnyRow> for JobRecord {
 }
 
 const COLUMNS: &str = "id, job_type, status, recipe_id, spec_json, callback_url, phase, ballista_job_ids, \
-                       passes_json, attempts, counts_json, result_url, error, created_at, started_at, finished_at";
+                       passes_json, inputs_json, attempts, owner, counts_json, result_url, error, created_at, started_at, finished_at";
 
 /// A job to queue.
 pub struct NewJob<'a> {
@@ -110,12 +117,24 @@ pub struct NewJob<'a> {
     pub job_type: &'a str,
     pub recipe_id: Option<&'a str>,
     pub spec_json: &'a str,
+    pub inputs_json: Option<&'a str>,
     pub callback_url: Option<&'a str>,
+}
+
+/// A runner's hold on a job: no other runner takes the job over before `until` (a stored
+/// timestamp) unless `owner` lets it go.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub until: &'a str,
 }
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy)]
 pub struct JobEnd<'a> {
+    /// The runner that must still hold the job for its end to count (its worker); `None` for a
+    /// cancel by request, which any runner may record.
+    pub owner: Option<&'a str>,
     pub status: JobStatus,
     pub counts_json: Option<&'a str>,
     pub result_url: Option<&'a str>,
@@ -130,10 +149,11 @@ fn not_found(id: &str) -> MetadataError {
 }
 
 impl MetadataDb {
-    pub async fn insert_job(&self, job: NewJob<'_>) -> Result<JobRecord, MetadataError> {
+    /// Queues a job, held by the runner that queued it.
+    pub async fn insert_job(&self, job: NewJob<'_>, lease: Lease<'_>) -> Result<JobRecord, MetadataError> {
         sqlx::query(
-            "INSERT INTO jobs (id, job_type, status, recipe_id, spec_json, callback_url, created_at) \
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6)",
+            "INSERT INTO jobs (id, job_type, status, recipe_id, spec_json, callback_url, created_at, owner, \
+             lease_until, inputs_json) VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(job.id)
         .bind(job.job_type)
@@ -141,8 +161,12 @@ impl MetadataDb {
         .bind(job.spec_json)
         .bind(job.callback_url)
         .bind(now())
+        .bind(lease.owner)
+        .bind(lease.until)
+        .bind(job.inputs_json)
         .execute(self.pool())
-        .await?;
+        .await
+        .map_err(|e| unique_violation(e, "job", job.id))?;
         self.job(job.id).await
     }
 
@@ -174,23 +198,78 @@ impl MetadataDb {
         Ok(query.bind(limit).bind(offset).fetch_all(self.pool()).await?)
     }
 
-    /// Jobs no runner has finished: queued, or running when a runner stopped.
-    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, MetadataError> {
+    /// Unfinished jobs no runner holds: their lease passed (the runner died) or was let go.
+    pub async fn unheld_jobs(&self) -> Result<Vec<JobRecord>, MetadataError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM jobs WHERE status IN ('queued', 'running') \
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY created_at, id"
         ))
+        .bind(now())
         .fetch_all(self.pool())
         .await?)
     }
 
-    /// Queued → running; false if the job is no longer queued (cancelled meanwhile).
-    pub async fn start_job(&self, id: &str) -> Result<bool, MetadataError> {
+    /// Takes over an unfinished job if no runner holds it (compare-and-set on its lease, so of
+    /// runners trying at once one wins); false if another runner holds it or it has ended.
+    pub async fn take_over_job(&self, id: &str, lease: Lease<'_>) -> Result<bool, MetadataError> {
+        let taken = sqlx::query(
+            "UPDATE jobs SET owner = $1, lease_until = $2 WHERE id = $3 AND status IN ('queued', 'running') \
+             AND (lease_until IS NULL OR lease_until < $4)",
+        )
+        .bind(lease.owner)
+        .bind(lease.until)
+        .bind(id)
+        .bind(now())
+        .execute(self.pool())
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    /// Extends the lease of every unfinished job `lease.owner` holds; returns their ids (a job
+    /// missing from them was cancelled or taken over elsewhere).
+    pub async fn renew_leases(&self, lease: Lease<'_>) -> Result<Vec<String>, MetadataError> {
+        let held: Vec<(String,)> = sqlx::query_as(
+            "UPDATE jobs SET lease_until = $1 WHERE owner = $2 AND status IN ('queued', 'running') RETURNING id",
+        )
+        .bind(lease.until)
+        .bind(lease.owner)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(held.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Lets go of the unfinished jobs `owner` holds, for another runner to take over now.
+    pub async fn release_leases(&self, owner: &str) -> Result<u64, MetadataError> {
+        let released = sqlx::query(
+            "UPDATE jobs SET lease_until = NULL WHERE owner = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(released.rows_affected())
+    }
+
+    /// Lets go of every unfinished job: for a runner starting on a SQLite metadata DB, which no
+    /// other runner can share, so whatever a previous process held is free.
+    pub async fn release_all_leases(&self) -> Result<u64, MetadataError> {
+        let released =
+            sqlx::query("UPDATE jobs SET lease_until = NULL WHERE status IN ('queued', 'running')")
+                .execute(self.pool())
+                .await?;
+        Ok(released.rows_affected())
+    }
+
+    /// Queued → running, by the runner holding it; false if the job is no longer queued
+    /// (cancelled meanwhile) or held by another runner.
+    pub async fn start_job(&self, id: &str, lease: Lease<'_>) -> Result<bool, MetadataError> {
         let started = sqlx::query(
-            "UPDATE jobs SET status = 'running', started_at = $1, attempts = attempts + 1, phase = 'planning' \
-             WHERE id = $2 AND status = 'queued'",
+            "UPDATE jobs SET status = 'running', started_at = $1, attempts = attempts + 1, phase = 'planning', \
+             lease_until = $2 WHERE id = $3 AND status = 'queued' AND owner = $4",
         )
         .bind(now())
+        .bind(lease.until)
         .bind(id)
+        .bind(lease.owner)
         .execute(self.pool())
         .await?;
         Ok(started.rows_affected() == 1)
@@ -236,20 +315,26 @@ impl MetadataDb {
         Ok(())
     }
 
-    /// Records how an unfinished job ended; false if it had already ended (e.g. was cancelled).
+    /// Records how an unfinished job ended; false if it had already ended (e.g. was cancelled)
+    /// or `end.owner` no longer holds it.
     pub async fn finish_job(&self, id: &str, end: JobEnd<'_>) -> Result<bool, MetadataError> {
-        let finished = sqlx::query(
-            "UPDATE jobs SET status = $1, counts_json = $2, result_url = $3, error = $4, finished_at = $5, \
-             phase = NULL WHERE id = $6 AND status IN ('queued', 'running')",
-        )
-        .bind(end.status.as_str())
-        .bind(end.counts_json)
-        .bind(end.result_url)
-        .bind(end.error)
-        .bind(now())
-        .bind(id)
-        .execute(self.pool())
-        .await?;
-        Ok(finished.rows_affected() == 1)
+        const FINISH: &str = "UPDATE jobs SET status = $1, counts_json = $2, result_url = $3, error = $4, \
+                              finished_at = $5, phase = NULL WHERE id = $6 AND status IN ('queued', 'running')";
+        let query = match end.owner {
+            Some(_) => format!("{FINISH} AND owner = $7"),
+            None => FINISH.to_string(),
+        };
+        let update = sqlx::query(&query)
+            .bind(end.status.as_str())
+            .bind(end.counts_json)
+            .bind(end.result_url)
+            .bind(end.error)
+            .bind(now())
+            .bind(id);
+        let update = match end.owner {
+            Some(owner) => update.bind(owner),
+            None => update,
+        };
+        Ok(update.execute(self.pool()).await?.rows_affected() == 1)
     }
 }
