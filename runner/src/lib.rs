@@ -14,7 +14,8 @@
 //! - [`recipes`] and [`jobs`]: reconciliation recipes, and the job queue that runs them (and large
 //!   queries) on the cluster; [`results`] reads their outputs back; [`stall`] notices a job that
 //!   a lost executor left hanging; [`reattach`] follows a job an earlier runner submitted;
-//!   [`schedules`] run stored recipes on a timetable;
+//!   [`schedules`] run stored recipes on a timetable; [`open_items`] shows what `carry_forward`
+//!   recipes' runs left unmatched, and resolves it by hand;
 //! - [`local_state`]: the token and key the runner generates into its data dir;
 //! - [`client`] and [`cli`]: the `kalla` CLI's HTTP client for a runner, and its commands;
 //!   [`local_cluster`]: `kalla cluster up|down|status`, the services as local processes, on
@@ -40,6 +41,7 @@ pub mod local_ca;
 pub mod local_cluster;
 pub mod local_state;
 pub mod metadata;
+pub mod open_items;
 pub mod output;
 pub mod ports;
 pub mod query;

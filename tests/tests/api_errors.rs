@@ -46,6 +46,8 @@ const CREATE_RECIPE: Route = (Method::POST, "/api/recipes");
 const RECIPE: Route = (Method::GET, "/api/recipes/{id}");
 const REPLACE_RECIPE: Route = (Method::PUT, "/api/recipes/{id}");
 const DELETE_RECIPE: Route = (Method::DELETE, "/api/recipes/{id}");
+const OPEN_ITEMS: Route = (Method::GET, "/api/recipes/{id}/open-items");
+const RESOLVE_ITEM: Route = (Method::POST, "/api/recipes/{id}/open-items/{item}/resolve");
 const SUBMIT: Route = (Method::POST, "/api/jobs");
 const JOBS: Route = (Method::GET, "/api/jobs");
 const JOB: Route = (Method::GET, "/api/jobs/{id}");
@@ -226,6 +228,12 @@ fn protected_routes(ids: &Ids) -> Vec<(Route, Vec<&str>, Option<Value>)> {
         (RECIPE, vec!["r1"], None),
         (REPLACE_RECIPE, vec!["r1"], Some(recipe)),
         (DELETE_RECIPE, vec!["r1"], None),
+        (OPEN_ITEMS, vec!["r_carry"], None),
+        (
+            RESOLVE_ITEM,
+            vec!["r_carry", &ids.item],
+            Some(json!({"note": "settled"})),
+        ),
         (SUBMIT, vec![], Some(json!({"type": "recon", "recipe_id": "r1"}))),
         (JOBS, vec![], None),
         (JOB, vec![&ids.job], None),
@@ -275,6 +283,8 @@ fn schedule_body(name: &str, recipe: &str) -> Value {
 struct Ids {
     connection: String,
     job: String,
+    /// An item a carry_forward run left open, resolved by the scenario.
+    item: String,
 }
 
 fn example_csv() -> String {
@@ -364,6 +374,19 @@ async fn every_documented_error_status_of_every_route_is_answered() {
     let job = runner.wait_for_job(&ids.job, Duration::from_secs(120)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     succeed(&runner, &CREATE_SCHEDULE, &[], Some(schedule_body("sch1", "r1"))).await;
+    // A carry_forward recipe whose run leaves the items past 90 open, one of them resolved below.
+    let mut carried = recipe_body("r_carry", "items", "items");
+    carried["carry_forward"] = json!(true);
+    carried["right"]["filters"] = json!([{"column": "id", "op": "lte", "value": "90"}]);
+    succeed(&runner, &CREATE_RECIPE, &[], Some(carried)).await;
+    let carry_job = runner
+        .submit_job(json!({"type": "recon", "recipe_id": "r_carry"}))
+        .await;
+    let job = runner.wait_for_job(&carry_job, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let page = succeed(&runner, &OPEN_ITEMS, &["r_carry"], None).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(10), "{page}");
+    ids.item = page["items"][0]["id"].as_str().unwrap().to_string();
 
     // 401: no token.
     for (route, parameters, body) in protected_routes(&ids) {
@@ -570,6 +593,29 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         "not_found",
     )
     .await;
+    expect(
+        &mut driven,
+        &runner,
+        &OPEN_ITEMS,
+        &["rcp_nobody"],
+        None,
+        missing,
+        "not_found",
+    )
+    .await;
+    let note = |note: &str| Some(json!({"note": note}));
+    for parameters in [["rcp_nobody", ids.item.as_str()], ["r_carry", "oi_nobody"]] {
+        expect(
+            &mut driven,
+            &runner,
+            &RESOLVE_ITEM,
+            &parameters,
+            note("settled"),
+            missing,
+            "not_found",
+        )
+        .await;
+    }
     let by_unknown_recipe = Some(json!({"type": "recon", "recipe_id": "rcp_nobody"}));
     expect(
         &mut driven,
@@ -894,6 +940,38 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         .wait_for_job(first["id"].as_str().unwrap(), Duration::from_secs(120))
         .await;
     assert_eq!(job["status"], "succeeded", "{job}");
+    for query in ["limit=0", "state=forgotten"] {
+        let (status, answer) = runner
+            .call(
+                Method::GET,
+                &format!("/api/recipes/r_carry/open-items?{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, bad, "{answer}");
+        driven.record(&OPEN_ITEMS, status, answer["error"]["code"].as_str());
+    }
+    expect(
+        &mut driven,
+        &runner,
+        &RESOLVE_ITEM,
+        &["r_carry", &ids.item],
+        note(" "),
+        bad,
+        "invalid_request",
+    )
+    .await;
+    succeed(&runner, &RESOLVE_ITEM, &["r_carry", &ids.item], note("settled")).await;
+    expect(
+        &mut driven,
+        &runner,
+        &RESOLVE_ITEM,
+        &["r_carry", &ids.item],
+        note("settled again"),
+        taken,
+        "item_closed",
+    )
+    .await;
     let (status, answer) = runner.call(Method::GET, "/api/jobs?limit=0", None).await;
     assert_eq!(status, bad, "{answer}");
     driven.record(&JOBS, status, answer["error"]["code"].as_str());

@@ -5,9 +5,9 @@ use kalla_e2e::postgres::TestDatabase;
 use std::time::Duration;
 
 use kalla_runner::metadata::{
-    AuditFilter, By, Claim, DiscoveredTable, JobEnd, JobStatus, Kind, Lease, MetadataDb, MetadataError,
-    NewAuditEntry, NewJob, NewRegistration, NewSchedule, NewToken, NewVersion, SecretRef, TableSync,
-    TickRecord, after, ago,
+    AuditFilter, By, Carried, CarryCounts, CarryRun, Claim, DiscoveredTable, JobEnd, JobStatus, Kind, Lease,
+    MetadataDb, MetadataError, NewAuditEntry, NewJob, NewRegistration, NewSchedule, NewToken, NewVersion,
+    SecretRef, SeenItem, TableSync, TickRecord, after, ago,
 };
 
 /// Runs `check` with a freshly migrated SQLite database, then a Postgres one, and their URLs.
@@ -610,6 +610,142 @@ async fn a_job_is_taken_over_once_its_lease_passes_by_one_runner() {
     .await;
 }
 
+fn seen(side: &str, key: &str) -> SeenItem {
+    SeenItem {
+        side: side.into(),
+        key_json: format!("[\"{key}\"]"),
+        rows: 1,
+    }
+}
+
+/// A carry_forward recipe's runs move its open items forward one at a time: each run's items
+/// are opened, kept, or closed as matched or referred; a run overtaken after it read the items
+/// records nothing, one recorded before records nothing again; resolving needs an open item.
+#[tokio::test]
+async fn open_items_move_forward_one_run_at_a_time() {
+    each_backend(async |db: MetadataDb, _: &str| {
+        let none = std::collections::HashSet::new();
+        let first = [seen("left", "A"), seen("left", "B"), seen("right", "C")];
+        let run = |job: &'static str, date: &'static str, read: Option<&'static str>| CarryRun {
+            recipe_id: "rcp_a",
+            job_id: job,
+            run_date: date,
+            read,
+            open: &[],
+            matched: &none,
+        };
+        let recorded = db
+            .record_carry(CarryRun {
+                open: &first,
+                ..run("job_1", "2026-10-01", None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(recorded, Carried::Recorded);
+        assert_eq!(
+            db.carry_counts("rcp_a", "job_1").await.unwrap(),
+            CarryCounts {
+                opened: 3,
+                ..Default::default()
+            }
+        );
+        // Another run that read nothing either is overtaken; job_1 again records nothing twice.
+        let late = db.record_carry(run("job_x", "2026-10-01", None)).await.unwrap();
+        assert_eq!(late, Carried::Overtaken { by: "job_1".into() });
+        let again = db
+            .record_carry(CarryRun {
+                open: &first,
+                ..run("job_1", "2026-10-01", None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(again, Carried::AlreadyRecorded);
+
+        // job_2 keeps B open, matches A and leaves C to another output.
+        let matched = std::collections::HashSet::from([("left".to_string(), "[\"A\"]".to_string())]);
+        let second = [seen("left", "B"), seen("left", "D")];
+        let recorded = db
+            .record_carry(CarryRun {
+                open: &second,
+                matched: &matched,
+                ..run("job_2", "2026-10-09", Some("job_1"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(recorded, Carried::Recorded);
+        assert_eq!(
+            db.carry_counts("rcp_a", "job_2").await.unwrap(),
+            CarryCounts {
+                opened: 1,
+                still_open: 1,
+                matched: 1,
+                referred: 1
+            }
+        );
+        let stale = db
+            .record_carry(run("job_y", "2026-10-09", Some("job_1")))
+            .await
+            .unwrap();
+        assert_eq!(stale, Carried::Overtaken { by: "job_2".into() });
+        let carried = db.carried_forward("rcp_a").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                carried.job_id.as_str(),
+                carried.previous_job_id.as_deref(),
+                carried.run_date.as_str()
+            ),
+            ("job_2", Some("job_1"), "2026-10-09")
+        );
+        assert_eq!(
+            db.open_items_by_first_seen("rcp_a").await.unwrap(),
+            std::collections::BTreeMap::from([("2026-10-01".to_string(), 1), ("2026-10-09".to_string(), 1)])
+        );
+        let open = db
+            .open_items("rcp_a", Some("open"), None, None, 10)
+            .await
+            .unwrap();
+        let b = open.iter().find(|item| item.key_json == "[\"B\"]").unwrap();
+        assert_eq!((b.runs_seen, b.last_job.as_str()), (2, "job_2"));
+        let closed = db
+            .open_items("rcp_a", Some("closed"), Some("left"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(closed.len(), 1, "{closed:?}");
+        assert_eq!(
+            (closed[0].state.as_str(), closed[0].closed_by_job.as_deref()),
+            ("matched", Some("job_2"))
+        );
+        let page = db.open_items("rcp_a", None, None, None, 2).await.unwrap();
+        let rest = db
+            .open_items("rcp_a", None, None, Some(&page[1].id), 10)
+            .await
+            .unwrap();
+        assert_eq!((page.len(), rest.len()), (2, 2), "four items, paged by id");
+
+        let resolved = db
+            .resolve_open_item("rcp_a", &b.id, "written off", Some("alice"))
+            .await
+            .unwrap()
+            .expect("B was open");
+        assert_eq!(resolved.state, "resolved");
+        assert!(resolved.history_json.contains("written off") && resolved.history_json.contains("alice"));
+        assert_eq!(
+            db.resolve_open_item("rcp_a", &b.id, "twice", None).await.unwrap(),
+            None,
+            "a closed item is not resolved again"
+        );
+        assert_eq!(
+            db.resolved_items("rcp_a", "job_2").await.unwrap(),
+            [("left".to_string(), "[\"B\"]".to_string())]
+        );
+        assert!(matches!(
+            db.resolve_open_item("rcp_b", &b.id, "elsewhere", None).await,
+            Err(MetadataError::NotFound { .. })
+        ));
+    })
+    .await;
+}
+
 /// Schedules by id or name, paused and resumed (a resume moves where ticks count from), and
 /// their ticks: recorded once however many runners record one, newest first, gone with the
 /// schedule.
@@ -652,7 +788,12 @@ async fn schedules_record_each_tick_once() {
             "ticks count from the resume"
         );
 
-        assert_eq!(db.last_tick(&made.id).await.unwrap(), None);
+        let last_tick = || async {
+            let active = db.active_schedules().await.unwrap();
+            let (_, last) = active.into_iter().find(|(s, _)| s.id == made.id).unwrap();
+            last
+        };
+        assert_eq!(last_tick().await, None);
         let tick = |at: &str, job: &str| TickRecord {
             tick_at: at.into(),
             job_id: Some(job.into()),
@@ -675,9 +816,11 @@ async fn schedules_record_each_tick_once() {
                 .collect::<Vec<_>>(),
             ["job_2", "job_1"]
         );
-        assert_eq!(
-            db.last_tick(&made.id).await.unwrap().as_deref(),
-            Some("2026-12-01T00:00:10.000000Z")
+        assert_eq!(last_tick().await.as_deref(), Some("2026-12-01T00:00:10.000000Z"));
+        db.set_schedule_paused(&made.id, true).await.unwrap();
+        assert!(
+            db.active_schedules().await.unwrap().is_empty(),
+            "a paused schedule is not active"
         );
         db.delete_schedule(&made.id).await.unwrap();
         assert!(db.ticks(&made.id, 10).await.unwrap().is_empty());

@@ -74,7 +74,7 @@ pub fn as_source(remaining: DataFrame, recipe: &CheckedRecipe, left: bool) -> Re
 }
 
 /// The output name of a source column some pass reads.
-fn carried(left: bool, name: &str) -> String {
+pub fn carried(left: bool, name: &str) -> String {
     format!("{}_{name}", if left { "left" } else { "right" })
 }
 

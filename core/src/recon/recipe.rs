@@ -45,6 +45,10 @@ pub struct Recipe {
     /// Without passes, the sides' `key`s, `rules` and `match_sql` are the one pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub passes: Vec<Pass>,
+    /// Keep what a run leaves unmatched (left only, right only, mismatched) as open items that
+    /// the next run matches again, beside its own rows. Only for a stored recipe.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carry_forward: bool,
 }
 
 /// One pass of a waterfall: its own keys (column by column, left with right) and rules.

@@ -23,6 +23,7 @@ use crate::connections::ConnectionError;
 use crate::jobs::JobError;
 use crate::metadata::Kind;
 use crate::metadata::MetadataError;
+use crate::open_items::OpenItemsError;
 use crate::query::QueryError;
 use crate::recipes::RecipeError;
 use crate::registry::RegistryError;
@@ -106,6 +107,7 @@ error_codes! {
     RefreshRunning = (CONFLICT, "refresh_running", "a refresh of the table is running; retry when it has finished"),
     JobFinished = (CONFLICT, "job_finished", "the job has already finished"),
     IdempotencyConflict = (CONFLICT, "idempotency_conflict", "the `Idempotency-Key` was used with another request body, or its first request is still being served"),
+    ItemClosed = (CONFLICT, "item_closed", "the open item is already closed: matched, referred or resolved"),
     NoResults = (CONFLICT, "no_results", "the job has not succeeded, so it has no results"),
     BodyTooLarge = (PAYLOAD_TOO_LARGE, "body_too_large", "the body is larger than 1 MiB"),
     QueueFull = (TOO_MANY_REQUESTS, "queue_full", "the job queue is full; retry after `Retry-After` seconds"),
@@ -295,6 +297,16 @@ impl HasCode for MetadataError {
             Self::NotFound { .. } => ErrorCode::NotFound,
             Self::Duplicate { .. } | Self::InUse { .. } => ErrorCode::Conflict,
             _ => ErrorCode::MetadataUnavailable,
+        }
+    }
+}
+
+impl HasCode for OpenItemsError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(_) => ErrorCode::InvalidRequest,
+            Self::Closed { .. } => ErrorCode::ItemClosed,
+            Self::Metadata(error) => error.code(),
         }
     }
 }

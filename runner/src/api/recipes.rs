@@ -1,12 +1,18 @@
-//! `/api/recipes`: create (checked against the sources), list, show, replace and delete recipes.
+//! `/api/recipes`: create (checked against the sources), list, show, replace and delete recipes;
+//! page and resolve a `carry_forward` recipe's open items.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use kalla_core::recon::Recipe;
+use serde::Deserialize;
 
-use super::error::{ApiJson, ApiPath, Errors, codes};
+use super::error::{ApiJson, ApiPath, ApiQuery, Errors, checked_limit, codes};
 use super::{ApiError, AppState, Created, created};
+use crate::access::Principal;
+use crate::open_items::{
+    self, ItemSide, ItemState, MAX_PAGE_ITEMS, OpenItemView, OpenItemsPage, PageRequest,
+};
 use crate::recipes::RecipeView;
 
 #[utoipa::path(
@@ -95,4 +101,87 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     state.recipes.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OpenItemsQuery {
+    /// `open` (the default), `closed`, `matched`, `referred`, `resolved` or `all`.
+    #[param(inline)]
+    state: Option<ItemState>,
+    #[param(inline)]
+    side: Option<ItemSide>,
+    /// The `next_after` of the page before.
+    after: Option<String>,
+    /// 1 to 1000; 100 if not given.
+    limit: Option<i64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/recipes/{id}/open-items",
+    tag = "recipes",
+    params(("id" = String, Path, description = "The recipe id (`rcp_…`)"), OpenItemsQuery),
+    responses(
+        (status = 200, description = "A page of the recipe's items, in id order", body = OpenItemsPage),
+        Errors<(codes::InvalidRequest, codes::InvalidLimit, codes::NotFound)>,
+    )
+)]
+pub async fn open_items(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<OpenItemsQuery>,
+) -> Result<Json<OpenItemsPage>, ApiError> {
+    let limit = checked_limit(query.limit, 100, MAX_PAGE_ITEMS)?;
+    let recipe = state.recipes.get(&id).await?;
+    let request = PageRequest {
+        state: query.state.unwrap_or_default(),
+        side: query.side,
+        after: query.after.as_deref(),
+        limit,
+    };
+    Ok(Json(
+        open_items::page(&state.metadata, &recipe.id, request).await?,
+    ))
+}
+
+/// `POST /api/recipes/{id}/open-items/{item}/resolve`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resolution {
+    /// Why the item needs no match (1 to 2000 characters), kept in its history.
+    note: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/recipes/{id}/open-items/{item}/resolve",
+    tag = "recipes",
+    params(
+        ("id" = String, Path, description = "The recipe id (`rcp_…`)"),
+        ("item" = String, Path, description = "The item id (`oi_…`)"),
+    ),
+    request_body = Resolution,
+    responses(
+        (status = 200, description = "The item, resolved: later runs no longer carry it", body = OpenItemView),
+        Errors<(codes::InvalidRequest, codes::NotFound, codes::ItemClosed)>,
+    )
+)]
+pub async fn resolve_open_item(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath((id, item)): ApiPath<(String, String)>,
+    ApiJson(resolution): ApiJson<Resolution>,
+) -> Result<Json<OpenItemView>, ApiError> {
+    let recipe = state.recipes.get(&id).await?;
+    let resolved = open_items::resolve(
+        &state.metadata,
+        &recipe.id,
+        &item,
+        &resolution.note,
+        &principal.name,
+    )
+    .await?;
+    Ok(Json(resolved))
 }

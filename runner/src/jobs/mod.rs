@@ -13,6 +13,7 @@
 //! - [`submit`]: what a job request must be before it is queued;
 //! - [`queue`]: the workers taking jobs off the queue, and recording how each ended;
 //! - [`run`]: running a job's passes on the cluster, and taking over an interrupted one's;
+//! - [`carry`]: the open items a `carry_forward` recipe's run reads, and those it leaves;
 //! - [`outputs`]: keeping exactly the files finished passes wrote, publishing or discarding them;
 //! - [`leases`]: holding jobs under leases, and taking over those no live runner holds;
 //! - [`recovery`]: what becomes of a job its runner left unfinished;
@@ -20,6 +21,7 @@
 //! - [`callbacks`]: telling a job's callback URL how it goes.
 
 mod callbacks;
+mod carry;
 mod leases;
 mod outputs;
 mod queue;

@@ -139,7 +139,7 @@ fn runs_again(error: &JobError, attempts: i64) -> bool {
 }
 
 /// The summary a succeeded job stores: how long it ran, rows per output, each pass's time, and
-/// a reconciliation's rows per output of each of its passes and skew.
+/// a reconciliation's rows per output of each of its passes, skew and open items.
 fn succeeded(duration: Duration, summary: &RunSummary) -> Value {
     let mut stored = json!({
         "duration_ms": duration.as_millis() as u64,
@@ -151,6 +151,9 @@ fn succeeded(duration: Duration, summary: &RunSummary) -> Value {
     }
     if let Some(skew) = &summary.skew {
         stored["skew"] = json!(skew);
+    }
+    if let Some(open_items) = &summary.open_items {
+        stored["open_items"] = json!(open_items);
     }
     stored
 }

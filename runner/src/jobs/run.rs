@@ -20,6 +20,7 @@ use kalla_core::recon::plan::{self, OUTPUTS};
 use kalla_core::recon::{CheckedRecipe, ParamValues, Recipe, Side};
 use serde::{Deserialize, Serialize};
 
+use super::carry::OpenItemsSummary;
 use super::outputs::{Skew, output_of, row_counts};
 use super::submit::{QuerySpec, RunInputs};
 use super::{JobError, Jobs, QUERY_OUTPUT, failed};
@@ -46,6 +47,10 @@ impl Jobs {
             Some(inputs) => serde_json::from_str(inputs).map_err(failed)?,
             None => RunInputs::default(),
         };
+        let carry = match recipe.carry_forward {
+            true => Some(self.carry_in(job, &inputs).await?),
+            false => None,
+        };
         let session = self.inner.cluster.query_session().await;
         let left = self.side(&session, &recipe.left, &inputs.params).await?;
         let right = self.side(&session, &recipe.right, &inputs.params).await?;
@@ -53,6 +58,12 @@ impl Jobs {
             .check(left.schema().as_arrow(), right.schema().as_arrow())
             .map_err(RecipeError::from)?;
         let mut sides = (filtered(left, &recipe.left)?, filtered(right, &recipe.right)?);
+        if let Some(carry) = &carry {
+            sides = (
+                self.with_open_items(&session, carry, sides.0, &checked, true)?,
+                self.with_open_items(&session, carry, sides.1, &checked, false)?,
+            );
+        }
         let dir = self.results_dir(&job.id);
         let mut log = PassLog::of(job);
         let mut summary = RunSummary::default();
@@ -99,6 +110,13 @@ impl Jobs {
         }
 
         summary.skew = Some(Skew::of(&everything));
+        if let Some(carry) = &carry {
+            self.inner
+                .db
+                .set_job_phase(&job.id, "carrying open items forward")
+                .await?;
+            summary.open_items = Some(self.carry_out(job, carry, &checked, &dir, &schemas).await?);
+        }
         self.inner.db.set_job_phase(&job.id, "publishing").await?;
         let timer = Instant::now();
         summary.counts = self.publish(&dir, outputs, &schemas, &OUTPUTS).await?;
@@ -334,6 +352,8 @@ pub(super) struct RunSummary {
     pub(super) pass_counts: Vec<PassCounts>,
     pub(super) timings: BTreeMap<String, u64>,
     pub(super) skew: Option<Skew>,
+    /// For a carry_forward recipe: what the run did to its open items.
+    pub(super) open_items: Option<OpenItemsSummary>,
 }
 
 /// What one pass of a reconciliation decided: rows per output it wrote and, before the last

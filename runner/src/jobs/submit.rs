@@ -46,6 +46,12 @@ impl Jobs {
                         let stored = self.inner.recipes.get(&id).await?;
                         (Some(stored.id), stored.recipe)
                     }
+                    RecipeRef::Inline(recipe) if recipe.carry_forward => {
+                        return Err(JobError::InvalidRequest(
+                            "carry_forward keeps open items for a stored recipe: store it and submit its recipe_id"
+                                .into(),
+                        ));
+                    }
                     RecipeRef::Inline(recipe) => (None, *recipe),
                 };
                 let (recipe, inputs) = self.with_params(&recipe, &params).await?;

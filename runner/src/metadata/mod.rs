@@ -8,6 +8,7 @@ mod audit;
 mod deletions;
 mod idempotency;
 mod jobs;
+mod open_items;
 mod recipes;
 mod registrations;
 mod schedules;
@@ -28,6 +29,7 @@ pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use deletions::PendingDeletion;
 pub use idempotency::Claim;
 pub use jobs::{JobEnd, JobRecord, JobStatus, Lease, NewJob};
+pub use open_items::{Carried, CarriedForward, CarryCounts, CarryRun, OpenItemRecord, SeenItem};
 pub use recipes::RecipeRecord;
 pub use registrations::{By, Kind, NewRegistration, Registration, SecretRef};
 pub use schedules::{NewSchedule, ScheduleRecord, TickRecord};
@@ -276,8 +278,8 @@ pub fn ago(delay: std::time::Duration) -> String {
     timestamp(chrono::Utc::now() - delay)
 }
 
-/// Fixed width, so text comparison is time order in both backends.
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+/// A time as stored: fixed width, so text comparison is time order in both backends.
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 

@@ -164,15 +164,18 @@ impl MetadataDb {
         Ok(())
     }
 
-    /// The latest tick handled for the schedule.
-    pub async fn last_tick(&self, schedule_id: &str) -> Result<Option<String>, MetadataError> {
-        let latest: Option<(String,)> = sqlx::query_as(
-            "SELECT tick_at FROM schedule_ticks WHERE schedule_id = $1 ORDER BY tick_at DESC LIMIT 1",
-        )
-        .bind(schedule_id)
-        .fetch_optional(self.pool())
+    /// Every schedule not paused, each with the latest tick handled for it.
+    pub async fn active_schedules(&self) -> Result<Vec<(ScheduleRecord, Option<String>)>, MetadataError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS}, (SELECT MAX(tick_at) FROM schedule_ticks t WHERE t.schedule_id = s.id) AS last_tick \
+             FROM schedules s WHERE paused = 0 ORDER BY name"
+        ))
+        .fetch_all(self.pool())
         .await?;
-        Ok(latest.map(|(tick,)| tick))
+        Ok(rows
+            .iter()
+            .map(|row| Ok((ScheduleRecord::from_row(row)?, row.try_get("last_tick")?)))
+            .collect::<Result<_, sqlx::Error>>()?)
     }
 
     /// Records a handled tick, unless another runner recorded it first.

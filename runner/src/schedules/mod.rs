@@ -23,7 +23,7 @@ use tokio::time::MissedTickBehavior;
 use timing::{Timing, parse_every, with_tick_date};
 
 use crate::jobs::{JobError, JobRequest, Jobs};
-use crate::metadata::{MetadataDb, MetadataError, NewSchedule, ScheduleRecord, TickRecord};
+use crate::metadata::{MetadataDb, MetadataError, NewSchedule, ScheduleRecord, TickRecord, timestamp};
 use crate::recipes::{RecipeError, Recipes};
 
 /// How often a runner looks for due ticks.
@@ -195,7 +195,7 @@ impl Schedules {
             (false, Ok(timing)) => timing
                 .next(Utc::now(), NEXT_RUNS)
                 .into_iter()
-                .map(stored)
+                .map(timestamp)
                 .collect(),
             _ => Vec::new(),
         };
@@ -232,14 +232,11 @@ impl Schedules {
     }
 
     async fn run_due_ticks(&self, now: DateTime<Utc>) -> Result<(), ScheduleError> {
-        for schedule in self.db.list_schedules().await? {
-            if schedule.paused {
-                continue;
-            }
+        for (schedule, last_tick) in self.db.active_schedules().await? {
             let Ok(timing) = timing_of(&schedule) else {
                 continue; // checked when stored
             };
-            let from = match self.db.last_tick(&schedule.id).await? {
+            let from = match last_tick {
                 Some(last) => last.max(schedule.ticks_from.clone()),
                 None => schedule.ticks_from.clone(),
             };
@@ -274,13 +271,15 @@ impl Schedules {
             Err(error) => (None, Some(error.to_string())),
         };
         match &error {
-            None => tracing::info!(schedule = %schedule.id, tick = %stored(tick), missed, "schedule ticked"),
+            None => {
+                tracing::info!(schedule = %schedule.id, tick = %timestamp(tick), missed, "schedule ticked")
+            }
             Some(error) => {
-                tracing::warn!(schedule = %schedule.id, tick = %stored(tick), %error, "a schedule's tick made no job")
+                tracing::warn!(schedule = %schedule.id, tick = %timestamp(tick), %error, "a schedule's tick made no job")
             }
         }
         let record = TickRecord {
-            tick_at: stored(tick),
+            tick_at: timestamp(tick),
             job_id,
             missed: missed as i64,
             error,
@@ -344,13 +343,8 @@ fn tick_params(
 
 /// The id of a tick's job: the same on every runner.
 fn tick_job_id(schedule_id: &str, tick: DateTime<Utc>) -> String {
-    let digest = Sha256::digest(format!("{schedule_id}@{}", stored(tick)));
+    let digest = Sha256::digest(format!("{schedule_id}@{}", timestamp(tick)));
     format!("job_{}", &hex::encode(digest)[..21])
-}
-
-/// A time as the metadata DB stores it.
-fn stored(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// A stored time; one that does not parse (never written by a runner) counts as now.
