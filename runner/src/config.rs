@@ -170,6 +170,10 @@ pub struct RunnerConfig {
     /// of it; a job of a runner that died is taken over by another runner once its lease passes.
     #[arg(long, default_value_t = 30)]
     pub job_lease_secs: u64,
+    /// Days a finished job's result files are kept (fractions allowed), then deleted by a sweep;
+    /// the job's row, summary and open items stay. Default: kept until deleted by request.
+    #[arg(long)]
+    pub results_retention_days: Option<f64>,
     /// How shuffle files between stages are compressed: `lz4`, `zstd` or `none` (spends disk
     /// and network instead of CPU; best where executors share a machine or a fast network).
     #[arg(long, value_enum, default_value_t = ShuffleCompression::default())]
@@ -240,6 +244,13 @@ impl RunnerConfig {
             .any(|scheme| metadata.starts_with(scheme))
         {
             bail!("--database-url / KALLA_DATABASE_URL must start with sqlite: or postgres://");
+        }
+        if let Some(days) = self.results_retention_days
+            && !(days > 0.0 && days <= 36_500.0)
+        {
+            bail!(
+                "--results-retention-days / KALLA_RESULTS_RETENTION_DAYS must be more than 0 and at most 36500, got {days}"
+            );
         }
         if self.scan_grant_ttl_secs < 60 {
             bail!(

@@ -1,12 +1,12 @@
 //! Reading a finished job's outputs back: pages as text rows, or whole outputs as CSV or parquet.
 //!
 //! Outputs are read in file order with one partition, so pages are stable; downloads are
-//! written to a temporary file first and streamed from there, so memory stays bounded however
-//! large the output.
-
-use std::fs::File;
+//! encoded as they are sent, a batch or a row group at a time, so the runner's memory stays
+//! bounded and its disk untouched however large the output.
 
 use datafusion::arrow::csv::WriterBuilder;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -92,14 +92,22 @@ pub async fn page(
     })
 }
 
-/// The output (rows `offset..offset+limit` if given) as one CSV or parquet file in a temporary file.
+/// Rows a parquet download holds in memory before they are sent, encoded, as one row group.
+const DOWNLOAD_ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Encoded chunks of a download, or the error that cut it short.
+pub type Chunks = futures::stream::BoxStream<'static, Result<Vec<u8>, ResultsError>>;
+
+/// The output (rows `offset..offset+limit` if given) as one CSV or parquet file, sent as it is
+/// encoded: a batch (CSV) or a row group (parquet) at a time, never staged whole in memory or on
+/// disk. An error midway ends the stream with it, so the download is cut, never silently short.
 pub async fn export(
     dir: &CacheDir,
     s3: &S3Settings,
     format: ResultFormat,
     offset: usize,
     limit: Option<usize>,
-) -> Result<tempfile::NamedTempFile, ResultsError> {
+) -> Result<Chunks, ResultsError> {
     let frame = read(dir, s3).await?;
     let frame = if offset > 0 || limit.is_some() {
         frame.limit(offset, limit).map_err(read_error)?
@@ -107,26 +115,63 @@ pub async fn export(
         frame
     };
     let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-    let mut stream = frame.execute_stream().await.map_err(read_error)?;
-    let file = tempfile::NamedTempFile::new().map_err(read_error)?;
-    let target: File = file.reopen().map_err(read_error)?;
-    match format {
-        ResultFormat::Parquet => {
-            let properties = WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .build();
-            let mut writer = ArrowWriter::try_new(target, schema, Some(properties)).map_err(read_error)?;
-            while let Some(batch) = stream.next().await {
-                writer.write(&batch.map_err(read_error)?).map_err(read_error)?;
-            }
-            writer.close().map_err(read_error)?;
+    let batches = frame.execute_stream().await.map_err(read_error)?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let encoded = match format {
+            ResultFormat::Parquet => encode_parquet(batches, schema, &sender).await,
+            ResultFormat::Csv | ResultFormat::Json => encode_csv(batches, &sender).await,
+        };
+        if let Err(error) = encoded {
+            let _ = sender.send(Err(error)).await;
         }
-        ResultFormat::Csv | ResultFormat::Json => {
-            let mut writer = WriterBuilder::new().with_header(true).build(target);
-            while let Some(batch) = stream.next().await {
-                writer.write(&batch.map_err(read_error)?).map_err(read_error)?;
-            }
+    });
+    Ok(futures::stream::unfold(receiver, |mut receiver| async {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    })
+    .boxed())
+}
+
+type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<u8>, ResultsError>>;
+
+/// Sends `chunk` unless it is empty; false once the client has gone.
+async fn send(sender: &ChunkSender, chunk: Vec<u8>) -> bool {
+    chunk.is_empty() || sender.send(Ok(chunk)).await.is_ok()
+}
+
+async fn encode_csv(
+    mut batches: SendableRecordBatchStream,
+    sender: &ChunkSender,
+) -> Result<(), ResultsError> {
+    let mut header = true;
+    while let Some(batch) = batches.next().await {
+        let mut writer = WriterBuilder::new().with_header(header).build(Vec::new());
+        writer.write(&batch.map_err(read_error)?).map_err(read_error)?;
+        header = false;
+        if !send(sender, writer.into_inner()).await {
+            return Ok(());
         }
     }
-    Ok(file)
+    Ok(())
+}
+
+async fn encode_parquet(
+    mut batches: SendableRecordBatchStream,
+    schema: SchemaRef,
+    sender: &ChunkSender,
+) -> Result<(), ResultsError> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(DOWNLOAD_ROW_GROUP_ROWS))
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties)).map_err(read_error)?;
+    while let Some(batch) = batches.next().await {
+        writer.write(&batch.map_err(read_error)?).map_err(read_error)?;
+        // What the writer has flushed (whole row groups) is final: send it on.
+        if !send(sender, std::mem::take(writer.inner_mut())).await {
+            return Ok(());
+        }
+    }
+    send(sender, writer.into_inner().map_err(read_error)?).await;
+    Ok(())
 }

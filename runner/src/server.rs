@@ -124,6 +124,9 @@ async fn services(
                 signing_keys: callback_signing_keys(config)?,
             },
             lease: Duration::from_secs(config.job_lease_secs.max(1)),
+            results_retention: config
+                .results_retention_days
+                .map(|days| Duration::from_secs_f64(days * 86_400.0)),
         },
     )
     .await

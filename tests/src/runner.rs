@@ -245,6 +245,16 @@ impl Runner {
         read_log(self.data_dir.path())
     }
 
+    /// What `/metrics` answers now.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(format!("{}/metrics", self.base_url)).send().await;
+        response
+            .expect("runner answers")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// `kalla ARGS` against this runner with `token`; panics unless it succeeds. Its standard output.
     pub fn kalla(&self, token: &str, args: &[&str]) -> String {
         let output = Command::new(bin_path("kalla"))

@@ -54,6 +54,7 @@ const ROUTES: &[(&str, &str, u8)] = &[
     ("POST", "/api/recipes/{id}/open-items/{item}/resolve", OPERATOR),
     ("POST", "/api/jobs", OPERATOR),
     ("DELETE", "/api/jobs/{id}", OPERATOR),
+    ("DELETE", "/api/jobs/{id}/results", OPERATOR),
     ("POST", "/api/schedules", OPERATOR),
     ("POST", "/api/schedules/{id}/pause", OPERATOR),
     ("POST", "/api/schedules/{id}/resume", OPERATOR),

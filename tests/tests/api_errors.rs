@@ -53,6 +53,7 @@ const JOBS: Route = (Method::GET, "/api/jobs");
 const JOB: Route = (Method::GET, "/api/jobs/{id}");
 const CANCEL: Route = (Method::DELETE, "/api/jobs/{id}");
 const RESULTS: Route = (Method::GET, "/api/jobs/{id}/results/{output}");
+const DELETE_RESULTS: Route = (Method::DELETE, "/api/jobs/{id}/results");
 const CREATE_TOKEN: Route = (Method::POST, "/api/tokens");
 const TOKENS: Route = (Method::GET, "/api/tokens");
 const REVOKE_TOKEN: Route = (Method::DELETE, "/api/tokens/{name}");
@@ -239,6 +240,7 @@ fn protected_routes(ids: &Ids) -> Vec<(Route, Vec<&str>, Option<Value>)> {
         (JOB, vec![&ids.job], None),
         (CANCEL, vec![&ids.job], None),
         (RESULTS, vec![&ids.job, "matched"], None),
+        (DELETE_RESULTS, vec![&ids.carry_job], None),
         (
             CREATE_TOKEN,
             vec![],
@@ -285,6 +287,8 @@ struct Ids {
     job: String,
     /// An item a carry_forward run left open, resolved by the scenario.
     item: String,
+    /// The carry_forward run, whose results the scenario deletes.
+    carry_job: String,
 }
 
 fn example_csv() -> String {
@@ -379,10 +383,12 @@ async fn every_documented_error_status_of_every_route_is_answered() {
     carried["carry_forward"] = json!(true);
     carried["right"]["filters"] = json!([{"column": "id", "op": "lte", "value": "90"}]);
     succeed(&runner, &CREATE_RECIPE, &[], Some(carried)).await;
-    let carry_job = runner
+    ids.carry_job = runner
         .submit_job(json!({"type": "recon", "recipe_id": "r_carry"}))
         .await;
-    let job = runner.wait_for_job(&carry_job, Duration::from_secs(120)).await;
+    let job = runner
+        .wait_for_job(&ids.carry_job, Duration::from_secs(120))
+        .await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let page = succeed(&runner, &OPEN_ITEMS, &["r_carry"], None).await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(10), "{page}");
@@ -627,7 +633,7 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         "not_found",
     )
     .await;
-    for route in [&JOB, &CANCEL] {
+    for route in [&JOB, &CANCEL, &DELETE_RESULTS] {
         expect(
             &mut driven,
             &runner,
@@ -972,9 +978,17 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         "item_closed",
     )
     .await;
-    let (status, answer) = runner.call(Method::GET, "/api/jobs?limit=0", None).await;
-    assert_eq!(status, bad, "{answer}");
-    driven.record(&JOBS, status, answer["error"]["code"].as_str());
+    for (query, status) in [
+        ("limit=0", bad),
+        ("since=yesterday", bad),
+        ("recipe=rcp_nobody", StatusCode::NOT_FOUND),
+    ] {
+        let (answered, answer) = runner
+            .call(Method::GET, &format!("/api/jobs?{query}"), None)
+            .await;
+        assert_eq!(answered, status, "{query}: {answer}");
+        driven.record(&JOBS, answered, answer["error"]["code"].as_str());
+    }
     expect(
         &mut driven,
         &runner,
@@ -1212,6 +1226,27 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         None,
         running,
         "no_results",
+    )
+    .await;
+    expect(
+        &mut driven,
+        &runner,
+        &DELETE_RESULTS,
+        &[&failed],
+        None,
+        running,
+        "no_results",
+    )
+    .await;
+    succeed(&runner, &DELETE_RESULTS, &[&ids.carry_job], None).await;
+    expect(
+        &mut driven,
+        &runner,
+        &RESULTS,
+        &[&ids.carry_job, "matched"],
+        None,
+        StatusCode::GONE,
+        "results_deleted",
     )
     .await;
 

@@ -136,7 +136,29 @@ async fn every_delivery_is_signed_and_redirects_are_not_followed() {
         assert!(!verifies(signature, NEW_KEY, &tampered), "a tampered body fails");
         let event: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(event["job"]["id"], id.as_str(), "{event}");
+        if event["event"] == "complete" {
+            // It says where the output is and how many rows it has.
+            let result = &event["job"]["results"][0];
+            assert_eq!(
+                (&result["output"], &result["rows"]),
+                (&json!("result"), &json!(1)),
+                "{event}"
+            );
+            assert!(
+                result["location"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("/results/{id}/result/")),
+                "{event}"
+            );
+        }
     }
+    assert!(
+        received
+            .iter()
+            .any(|(_, body)| serde_json::from_slice::<Value>(body).unwrap()["event"] == "complete"),
+        "a complete event was delivered"
+    );
 
     let job = json!({"type": "query", "sql": "SELECT 2 AS x", "callback_url": format!("{base}/moved")});
     let id = runner.submit_job(job).await;

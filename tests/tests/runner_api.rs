@@ -549,17 +549,7 @@ async fn a_sources_password_appears_in_no_response_log_or_metadata_file() {
         .await
         .1,
     );
-    responses.push(json!(
-        runner
-            .http()
-            .get(format!("{}/metrics", runner.base_url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    ));
+    responses.push(json!(runner.metrics().await));
     let backends: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND application_name = 'kalla-runner'",
     )

@@ -109,6 +109,7 @@ error_codes! {
     IdempotencyConflict = (CONFLICT, "idempotency_conflict", "the `Idempotency-Key` was used with another request body, or its first request is still being served"),
     ItemClosed = (CONFLICT, "item_closed", "the open item is already closed: matched, referred or resolved"),
     NoResults = (CONFLICT, "no_results", "the job has not succeeded, so it has no results"),
+    ResultsDeleted = (GONE, "results_deleted", "the job's result files were deleted, by request or by the retention sweep"),
     BodyTooLarge = (PAYLOAD_TOO_LARGE, "body_too_large", "the body is larger than 1 MiB"),
     QueueFull = (TOO_MANY_REQUESTS, "queue_full", "the job queue is full; retry after `Retry-After` seconds"),
     Internal = (INTERNAL_SERVER_ERROR, "internal", "a bug in Kalla: please report it with the message"),
@@ -483,6 +484,7 @@ impl HasCode for JobError {
             Self::Finished { .. } => ErrorCode::JobFinished,
             Self::UnknownOutput { .. } => ErrorCode::UnknownOutput,
             Self::NoResults(_) => ErrorCode::NoResults,
+            Self::ResultsDeleted { .. } => ErrorCode::ResultsDeleted,
             Self::Failed(_) | Self::Stalled(_) => ErrorCode::Internal,
         }
     }

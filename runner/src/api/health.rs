@@ -72,6 +72,14 @@ async fn probe_cluster(cluster: &ClusterEndpoint) -> Result<(), String> {
     )
 )]
 pub async fn metrics(State(state): State<AppState>) -> String {
+    match state.metadata.jobs_by_status().await {
+        Ok(counts) => {
+            for (status, count) in counts {
+                metrics::gauge!("kalla_jobs", "status" => status).set(count as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot count jobs by status for /metrics"),
+    }
     let pool = state.metadata.pool();
     metrics::gauge!("kalla_metadata_pool_connections").set(pool.size() as f64);
     metrics::gauge!("kalla_metadata_pool_idle_connections").set(pool.num_idle() as f64);

@@ -1,4 +1,5 @@
-//! `/api/jobs`: submit (202, or 429 when the queue is full), list, show, cancel, and read results.
+//! `/api/jobs`: submit (202, or 429 when the queue is full), list, show, cancel, read and delete
+//! results.
 
 use axum::Json;
 use axum::body::Body;
@@ -6,13 +7,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio_util::io::ReaderStream;
 
 use super::error::{ApiPath, ApiQuery, ErrorCode, Errors, checked_limit, codes};
 use super::idempotency::{IdempotentJson, Once, once};
 use super::{ApiError, AppState, Created, created};
 use crate::jobs::{JobRequest, JobView};
-use crate::metadata::JobStatus;
+use crate::metadata::{JobFilter, JobStatus, timestamp};
 use crate::results::{self, Page, ResultFormat};
 
 /// Most jobs one list page returns.
@@ -72,6 +72,12 @@ pub async fn submit(
 pub struct ListQuery {
     #[param(inline)]
     status: Option<JobStatus>,
+    /// Only runs of this stored recipe (id or name).
+    recipe: Option<String>,
+    /// Only jobs made at or after this time (RFC 3339, or a date: its midnight UTC).
+    since: Option<String>,
+    /// Only jobs made before this time (RFC 3339, or a date: its midnight UTC).
+    until: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -83,7 +89,7 @@ pub struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "Jobs, newest first", body = Vec<JobView>),
-        Errors<codes::InvalidLimit>,
+        Errors<(codes::InvalidRequest, codes::InvalidLimit, codes::NotFound)>,
     )
 )]
 pub async fn list(
@@ -92,7 +98,43 @@ pub async fn list(
 ) -> Result<Json<Vec<JobView>>, ApiError> {
     let limit = checked_limit(query.limit, 50, MAX_LIST)?;
     let offset = query.offset.unwrap_or(0).max(0);
-    Ok(Json(state.jobs.list(query.status, limit, offset).await?))
+    let recipe_id = match &query.recipe {
+        Some(recipe) => Some(state.recipes.get(recipe).await?.id),
+        None => None,
+    };
+    let since = query
+        .since
+        .as_deref()
+        .map(|t| stored_time("since", t))
+        .transpose()?;
+    let until = query
+        .until
+        .as_deref()
+        .map(|t| stored_time("until", t))
+        .transpose()?;
+    let filter = JobFilter {
+        status: query.status,
+        recipe_id: recipe_id.as_deref(),
+        since: since.as_deref(),
+        until: until.as_deref(),
+    };
+    Ok(Json(state.jobs.list(&filter, limit, offset).await?))
+}
+
+/// A time given as RFC 3339 or as a date (its midnight UTC), as the metadata DB stores times.
+fn stored_time(name: &str, text: &str) -> Result<String, ApiError> {
+    let at = match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(at) => at.with_timezone(&chrono::Utc),
+        Err(_) => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map(|date| date.and_time(chrono::NaiveTime::MIN).and_utc())
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{name} must be an RFC 3339 time or a date (YYYY-MM-DD), got {text:?}"),
+                )
+            })?,
+    };
+    Ok(timestamp(at))
 }
 
 #[utoipa::path(
@@ -157,6 +199,7 @@ pub struct ResultsQuery {
             codes::NotFound,
             codes::UnknownOutput,
             codes::NoResults,
+            codes::ResultsDeleted,
             codes::ResultsUnavailable,
         )>,
     )
@@ -175,23 +218,35 @@ pub async fn output(
         page["output"] = output.into();
         return Ok(Json(page).into_response());
     }
-    let file = results::export(&dir, s3, query.format, query.offset, query.limit).await?;
+    let chunks = results::export(&dir, s3, query.format, query.offset, query.limit).await?;
     let (content_type, extension) = match query.format {
         ResultFormat::Parquet => ("application/vnd.apache.parquet", "parquet"),
         _ => ("text/csv; charset=utf-8", "csv"),
     };
-    let reader = tokio::fs::File::open(file.path())
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
-    // The open handle keeps the data readable after the temporary file's name is removed.
-    drop(file);
     let disposition = format!("attachment; filename=\"{id}-{output}.{extension}\"");
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_string()),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        Body::from_stream(ReaderStream::new(reader)),
+        Body::from_stream(chunks),
     )
         .into_response())
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/jobs/{id}/results",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id (`job_…`)")),
+    responses(
+        (status = 200, description = "The job, its result files deleted (its summary and the open items it left stay); again is no error", body = JobView),
+        Errors<(codes::NotFound, codes::NoResults)>,
+    )
+)]
+pub async fn delete_results(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(state.jobs.delete_results(&id).await?))
 }

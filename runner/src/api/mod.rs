@@ -122,6 +122,7 @@ openapi::documented_api! {
         recipes::resolve_open_item,
         jobs::submit,
         jobs::cancel,
+        jobs::delete_results,
         schedules::create,
         schedules::pause,
         schedules::resume,

@@ -22,6 +22,7 @@ use datafusion::functions::expr_fn::{coalesce, concat_ws};
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, cast, lit};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use kalla_core::cache::sink::write_empty;
 use kalla_core::cache::{CacheDir, parquet_dir_table};
 use kalla_core::recon::CheckedRecipe;
 use kalla_core::recon::pair::SIDE;
@@ -216,6 +217,12 @@ impl Jobs {
         let target = self.open_items_dir(&carry.recipe_id, &job.id, left);
         let store = storage::object_store_for(target.url(), &self.inner.settings.s3).map_err(failed)?;
         target.delete_all(&store).await.map_err(failed)?;
+        // A scan of a directory without files plans differently on the scheduler and the
+        // executors, which Ballista cannot reconcile: the next run must find a file, rows or not.
+        let path = target.path().map_err(failed)?;
+        write_empty(&store, path, open_items_schema(recipe, left))
+            .await
+            .map_err(failed)?;
         alone
             .union(paired)
             .map_err(failed)?

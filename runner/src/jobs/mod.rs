@@ -17,6 +17,7 @@
 //! - [`outputs`]: keeping exactly the files finished passes wrote, publishing or discarding them;
 //! - [`leases`]: holding jobs under leases, and taking over those no live runner holds;
 //! - [`recovery`]: what becomes of a job its runner left unfinished;
+//! - [`retention`]: deleting a finished job's result files, by request or once they are too old;
 //! - [`views`]: jobs as the API shows them, with a running job's progress;
 //! - [`callbacks`]: telling a job's callback URL how it goes.
 
@@ -26,6 +27,7 @@ mod leases;
 mod outputs;
 mod queue;
 mod recovery;
+mod retention;
 mod run;
 mod submit;
 mod views;
@@ -46,7 +48,7 @@ use tokio::task::AbortHandle;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::cluster::ClusterEndpoint;
-use crate::metadata::{Backend, JobEnd, JobStatus, MetadataDb, MetadataError, new_id};
+use crate::metadata::{Backend, JobEnd, JobFilter, JobStatus, MetadataDb, MetadataError, new_id};
 use crate::recipes::{RecipeError, Recipes};
 use crate::stall::StallWatch;
 
@@ -67,8 +69,10 @@ pub enum JobError {
     Finished { id: String, status: &'static str },
     #[error("output {output:?} does not exist; this job has: {}", available.join(", "))]
     UnknownOutput { output: String, available: Vec<String> },
-    #[error("job {0} has no results yet: it has not succeeded")]
+    #[error("job {0} has no results: it has not succeeded")]
     NoResults(String),
+    #[error("the results of job {id} were deleted at {at}")]
+    ResultsDeleted { id: String, at: String },
     #[error(transparent)]
     Recipe(#[from] RecipeError),
     #[error(transparent)]
@@ -124,6 +128,8 @@ pub struct JobSettings {
     /// How long a runner holds a job without renewing: a job of a runner that died is taken
     /// over by another after this.
     pub lease: Duration,
+    /// How long a finished job's result files are kept; `None`: until deleted by hand.
+    pub results_retention: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -189,6 +195,9 @@ impl Jobs {
             tokio::spawn(jobs.clone().work());
         }
         tokio::spawn(jobs.clone().keep_leases());
+        if let Some(retention) = jobs.inner.settings.results_retention {
+            tokio::spawn(jobs.clone().sweep_results(retention));
+        }
         Ok(jobs)
     }
 
@@ -203,11 +212,11 @@ impl Jobs {
 
     pub async fn list(
         &self,
-        status: Option<JobStatus>,
+        filter: &JobFilter<'_>,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<JobView>, JobError> {
-        let records = self.inner.db.list_jobs(status, limit, offset).await?;
+        let records = self.inner.db.list_jobs(filter, limit, offset).await?;
         Ok(records.into_iter().map(view).collect())
     }
 
@@ -276,6 +285,12 @@ impl Jobs {
         if job.status != JobStatus::Succeeded {
             return Err(JobError::NoResults(id.to_string()));
         }
+        if let Some(at) = job.results_deleted_at {
+            return Err(JobError::ResultsDeleted {
+                id: id.to_string(),
+                at,
+            });
+        }
         Ok(self.results_dir(id).join(&[output]))
     }
 
@@ -306,5 +321,6 @@ pub(crate) fn test_job(job_type: &str, status: JobStatus) -> crate::metadata::Jo
         created_at: "2026-12-01T00:00:00Z".into(),
         started_at: None,
         finished_at: None,
+        results_deleted_at: None,
     }
 }

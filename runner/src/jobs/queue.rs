@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::run::RunSummary;
 use super::{JobError, Jobs, MAX_ATTEMPTS};
-use crate::metadata::{JobEnd, JobStatus, retry_while_unavailable};
+use crate::metadata::{JobEnd, JobRecord, JobStatus, retry_while_unavailable};
 
 /// How long a job's end is retried while the metadata DB is unavailable; a job still unrecorded
 /// after that is taken over by a runner once its lease passes.
@@ -121,6 +121,7 @@ impl Jobs {
                     "error"
                 };
                 if let Ok(job) = self.inner.db.job(id).await {
+                    record_metrics(&job, summary);
                     self.notify(&job, event).await;
                 }
             }
@@ -129,6 +130,27 @@ impl Jobs {
                 tracing::error!(job = %id, %error, "cannot record how a job ended; a runner takes it over when its lease passes")
             }
         }
+    }
+}
+
+/// Counts a finished job by type and status, times it from start (or queueing) to end, and
+/// counts the rows of each output it wrote.
+fn record_metrics(job: &JobRecord, summary: Option<&Value>) {
+    let labels = [
+        ("type", job.job_type.clone()),
+        ("status", job.status.as_str().to_string()),
+    ];
+    metrics::counter!("kalla_jobs_finished_total", &labels).increment(1);
+    let time = |at: &str| chrono::DateTime::parse_from_rfc3339(at).ok();
+    let began = job.started_at.as_deref().unwrap_or(&job.created_at);
+    if let (Some(began), Some(ended)) = (time(began), job.finished_at.as_deref().and_then(time)) {
+        let seconds = (ended - began).num_milliseconds().max(0) as f64 / 1e3;
+        metrics::histogram!("kalla_job_duration_seconds", &labels).record(seconds);
+    }
+    let outputs = summary.and_then(|s| s["outputs"].as_object());
+    for (output, rows) in outputs.into_iter().flatten() {
+        metrics::counter!("kalla_job_output_rows_total", "type" => job.job_type.clone(), "output" => output.clone())
+            .increment(rows.as_u64().unwrap_or(0));
     }
 }
 

@@ -36,9 +36,26 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
     pub outputs: Vec<String>,
+    /// A succeeded job's outputs (until its results are deleted): rows, and where to read each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<OutputView>>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// When its result files were deleted, by request or by the retention sweep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results_deleted_at: Option<String>,
+}
+
+/// One output of a succeeded job.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OutputView {
+    pub output: String,
+    pub rows: u64,
+    /// The API path serving it (`?format=csv|parquet` for a download).
+    pub path: String,
+    /// The directory of its parquet files, for readers of the store itself.
+    pub location: String,
 }
 
 impl Jobs {
@@ -48,10 +65,32 @@ impl Jobs {
             JobStatus::Running => Some(self.progress(&record).await),
             _ => None,
         };
+        let view = view(record);
         JobView {
             progress,
-            ..view(record)
+            results: self.results_of(&view),
+            ..view
         }
+    }
+
+    /// A succeeded job's outputs with their rows, while it has its results.
+    fn results_of(&self, job: &JobView) -> Option<Vec<OutputView>> {
+        if job.status != JobStatus::Succeeded || job.results_deleted_at.is_some() {
+            return None;
+        }
+        let rows = job.summary.as_ref()?.get("outputs")?;
+        let dir = self.results_dir(&job.id);
+        Some(
+            job.outputs
+                .iter()
+                .map(|output| OutputView {
+                    output: output.clone(),
+                    rows: rows.get(output).and_then(|r| r.as_u64()).unwrap_or(0),
+                    path: format!("/api/jobs/{}/results/{output}", job.id),
+                    location: dir.join(&[output]).as_str().to_string(),
+                })
+                .collect(),
+        )
     }
 
     /// The job's phase and, on a remote cluster, its current Ballista job's stages and tasks.
@@ -107,6 +146,8 @@ pub(super) fn view(record: JobRecord) -> JobView {
         created_at: record.created_at,
         started_at: record.started_at,
         finished_at: record.finished_at,
+        results_deleted_at: record.results_deleted_at,
+        results: None,
     }
 }
 

@@ -17,6 +17,14 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
@@ -28,15 +36,7 @@ impl JobStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            JobStatus::Queued,
-            JobStatus::Running,
-            JobStatus::Succeeded,
-            JobStatus::Failed,
-            JobStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     pub fn is_finished(self) -> bool {
@@ -72,6 +72,8 @@ pub struct JobRecord {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// When its result files were deleted, by hand or by the retention sweep.
+    pub results_deleted_at: Option<String>,
 }
 
 impl FromRow<'_, AnyRow> for JobRecord {
@@ -104,12 +106,25 @@ impl FromRow<'_, AnyRow> for JobRecord {
             created_at: row.try_get("created_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
+            results_deleted_at: row.try_get("results_deleted_at")?,
         })
     }
 }
 
 const COLUMNS: &str = "id, job_type, status, recipe_id, spec_json, callback_url, phase, ballista_job_ids, \
-                       passes_json, inputs_json, attempts, owner, counts_json, result_url, error, created_at, started_at, finished_at";
+                       passes_json, inputs_json, attempts, owner, counts_json, result_url, error, created_at, started_at, finished_at, \
+                       results_deleted_at";
+
+/// Which jobs a list holds: any of each part not given.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JobFilter<'a> {
+    pub status: Option<JobStatus>,
+    pub recipe_id: Option<&'a str>,
+    /// Made at or after (a stored timestamp).
+    pub since: Option<&'a str>,
+    /// Made before.
+    pub until: Option<&'a str>,
+}
 
 /// A job to queue.
 pub struct NewJob<'a> {
@@ -179,23 +194,80 @@ impl MetadataDb {
     }
 
     /// Newest first; `status` filters.
+    /// Jobs newest first, those `filter` names.
     pub async fn list_jobs(
         &self,
-        status: Option<JobStatus>,
+        filter: &JobFilter<'_>,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<JobRecord>, MetadataError> {
-        let query = match status {
-            Some(_) => format!(
-                "SELECT {COLUMNS} FROM jobs WHERE status = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
-            ),
-            None => format!("SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"),
-        };
-        let mut query = sqlx::query_as(&query);
-        if let Some(status) = status {
-            query = query.bind(status.as_str());
+        let conditions = [
+            ("status = ", filter.status.map(JobStatus::as_str)),
+            ("recipe_id = ", filter.recipe_id),
+            ("created_at >= ", filter.since),
+            ("created_at < ", filter.until),
+        ];
+        let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE 1 = 1");
+        let mut values = Vec::new();
+        for (condition, value) in conditions {
+            if let Some(value) = value {
+                values.push(value);
+                sql.push_str(&format!(" AND {condition}${}", values.len()));
+            }
+        }
+        let n = values.len();
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, id LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        ));
+        let mut query = sqlx::query_as(&sql);
+        for value in values {
+            query = query.bind(value);
         }
         Ok(query.bind(limit).bind(offset).fetch_all(self.pool()).await?)
+    }
+
+    /// How many jobs are in each status (every status listed).
+    pub async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, MetadataError> {
+        let found: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(JobStatus::ALL
+            .iter()
+            .map(|status| {
+                let count = found
+                    .iter()
+                    .find(|(s, _)| s == status.as_str())
+                    .map_or(0, |(_, n)| *n);
+                (status.as_str().to_string(), count)
+            })
+            .collect())
+    }
+
+    /// Records that a finished job's result files were deleted (once: later calls change nothing).
+    pub async fn mark_results_deleted(&self, id: &str) -> Result<(), MetadataError> {
+        sqlx::query(
+            "UPDATE jobs SET results_deleted_at = $1 WHERE id = $2 AND results_deleted_at IS NULL \
+             AND status IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Finished jobs, oldest first, that finished before `before` and still have their results.
+    pub async fn expired_results(&self, before: &str, limit: i64) -> Result<Vec<JobRecord>, MetadataError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') \
+             AND results_deleted_at IS NULL AND finished_at < $1 ORDER BY finished_at, id LIMIT $2"
+        ))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// Unfinished jobs no runner holds: their lease passed (the runner died) or was let go.

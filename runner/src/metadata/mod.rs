@@ -28,7 +28,7 @@ use tokio::time::Instant;
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use deletions::PendingDeletion;
 pub use idempotency::Claim;
-pub use jobs::{JobEnd, JobRecord, JobStatus, Lease, NewJob};
+pub use jobs::{JobEnd, JobFilter, JobRecord, JobStatus, Lease, NewJob};
 pub use open_items::{Carried, CarriedForward, CarryCounts, CarryRun, OpenItemRecord, SeenItem};
 pub use recipes::RecipeRecord;
 pub use registrations::{By, Kind, NewRegistration, Registration, SecretRef};
