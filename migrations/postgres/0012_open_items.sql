@@ -26,12 +26,20 @@ CREATE TABLE open_items (
 CREATE UNIQUE INDEX open_items_one_open_per_key ON open_items (recipe_id, side, key_json) WHERE state = 'open';
 CREATE INDEX open_items_by_recipe ON open_items (recipe_id, state, id);
 
--- Per carry_forward recipe: the run whose open items the next run reads, and the one before it
--- (which a rerun of that run reads again).
+-- Per carry_forward recipe: the run whose open items the next run reads.
 CREATE TABLE carried_forward (
     recipe_id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
-    previous_job_id TEXT,
     run_date TEXT NOT NULL,
     updated_at TEXT NOT NULL
+);
+
+-- Per run of a carry_forward recipe: whose open items it read (fixed at its first attempt, so a
+-- retried or taken-over run reads the same ones, or fails if another run recorded since), and
+-- when it recorded its own.
+CREATE TABLE carry_runs (
+    job_id TEXT PRIMARY KEY,
+    recipe_id TEXT NOT NULL,
+    read_job_id TEXT,
+    recorded_at TEXT
 );

@@ -95,7 +95,7 @@ pub async fn page(
 /// Rows a parquet download holds in memory before they are sent, encoded, as one row group.
 const DOWNLOAD_ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// Encoded chunks of a download, or the error that cut it short.
+/// Encoded bytes of a download, or the error that cut it short.
 pub type Chunks = futures::stream::BoxStream<'static, Result<Vec<u8>, ResultsError>>;
 
 /// The output (rows `offset..offset+limit` if given) as one CSV or parquet file, sent as it is
@@ -122,21 +122,35 @@ pub async fn export(
             ResultFormat::Parquet => encode_parquet(batches, schema, &sender).await,
             ResultFormat::Csv | ResultFormat::Json => encode_csv(batches, &sender).await,
         };
-        if let Err(error) = encoded {
-            let _ = sender.send(Err(error)).await;
-        }
+        let _ = sender.send(encoded.map(|()| Chunk::End)).await;
     });
-    Ok(futures::stream::unfold(receiver, |mut receiver| async {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
+    // A stream that ends without `End` (the encoder panicked) ends with an error too.
+    Ok(futures::stream::unfold(Some(receiver), |receiver| async {
+        let mut receiver = receiver?;
+        match receiver.recv().await {
+            Some(Ok(Chunk::Bytes(bytes))) => Some((Ok(bytes), Some(receiver))),
+            Some(Ok(Chunk::End)) => None,
+            Some(Err(error)) => Some((Err(error), None)),
+            None => Some((
+                Err(ResultsError::Read("the download stopped before its end".into())),
+                None,
+            )),
+        }
     })
     .boxed())
 }
 
-type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<u8>, ResultsError>>;
+/// What the encoder sends: encoded bytes, then the end (or an error instead).
+enum Chunk {
+    Bytes(Vec<u8>),
+    End,
+}
 
-/// Sends `chunk` unless it is empty; false once the client has gone.
-async fn send(sender: &ChunkSender, chunk: Vec<u8>) -> bool {
-    chunk.is_empty() || sender.send(Ok(chunk)).await.is_ok()
+type ChunkSender = tokio::sync::mpsc::Sender<Result<Chunk, ResultsError>>;
+
+/// Sends `bytes` unless there are none; false once the client has gone.
+async fn send(sender: &ChunkSender, bytes: Vec<u8>) -> bool {
+    bytes.is_empty() || sender.send(Ok(Chunk::Bytes(bytes))).await.is_ok()
 }
 
 async fn encode_csv(

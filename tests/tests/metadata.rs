@@ -5,9 +5,9 @@ use kalla_e2e::postgres::TestDatabase;
 use std::time::Duration;
 
 use kalla_runner::metadata::{
-    AuditFilter, By, Carried, CarryCounts, CarryRun, Claim, DiscoveredTable, JobEnd, JobStatus, Kind, Lease,
-    MetadataDb, MetadataError, NewAuditEntry, NewJob, NewRegistration, NewSchedule, NewToken, NewVersion,
-    SecretRef, SeenItem, TableSync, TickRecord, after, ago,
+    AuditFilter, By, Carried, CarryCounts, CarryRun, CarryStart, Claim, DiscoveredTable, JobEnd, JobStatus,
+    Kind, Lease, MetadataDb, MetadataError, NewAuditEntry, NewJob, NewRegistration, NewSchedule, NewToken,
+    NewVersion, SecretRef, SeenItem, TableSync, TickRecord, after, ago,
 };
 
 /// Runs `check` with a freshly migrated SQLite database, then a Postgres one, and their URLs.
@@ -634,6 +634,16 @@ async fn open_items_move_forward_one_run_at_a_time() {
             open: &[],
             matched: &none,
         };
+        let start = |job: &'static str| {
+            let db = &db;
+            async move { db.begin_carry("rcp_a", job).await.unwrap() }
+        };
+        let fresh = CarryStart {
+            read: None,
+            recorded: false,
+        };
+        assert_eq!(start("job_1").await, fresh);
+        assert_eq!(start("job_x").await, fresh);
         let recorded = db
             .record_carry(CarryRun {
                 open: &first,
@@ -660,6 +670,20 @@ async fn open_items_move_forward_one_run_at_a_time() {
             .await
             .unwrap();
         assert_eq!(again, Carried::AlreadyRecorded);
+        assert_eq!(
+            start("job_1").await,
+            CarryStart {
+                read: None,
+                recorded: true
+            },
+            "a run started again knows it recorded"
+        );
+        let after_first = CarryStart {
+            read: Some("job_1".into()),
+            recorded: false,
+        };
+        assert_eq!(start("job_2").await, after_first);
+        assert_eq!(start("job_y").await, after_first);
 
         // job_2 keeps B open, matches A and leaves C to another output.
         let matched = std::collections::HashSet::from([("left".to_string(), "[\"A\"]".to_string())]);
@@ -687,14 +711,15 @@ async fn open_items_move_forward_one_run_at_a_time() {
             .await
             .unwrap();
         assert_eq!(stale, Carried::Overtaken { by: "job_2".into() });
+        assert_eq!(
+            start("job_y").await,
+            after_first,
+            "a run reads what it read at first, however often it starts"
+        );
         let carried = db.carried_forward("rcp_a").await.unwrap().unwrap();
         assert_eq!(
-            (
-                carried.job_id.as_str(),
-                carried.previous_job_id.as_deref(),
-                carried.run_date.as_str()
-            ),
-            ("job_2", Some("job_1"), "2026-10-09")
+            (carried.job_id.as_str(), carried.run_date.as_str()),
+            ("job_2", "2026-10-09")
         );
         assert_eq!(
             db.open_items_by_first_seen("rcp_a").await.unwrap(),
@@ -742,6 +767,29 @@ async fn open_items_move_forward_one_run_at_a_time() {
             db.resolve_open_item("rcp_b", &b.id, "elsewhere", None).await,
             Err(MetadataError::NotFound { .. })
         ));
+
+        // A run that read B before it was resolved still carries it: B stays resolved, and no
+        // new item opens for its key.
+        start("job_3").await;
+        let third = [seen("left", "B"), seen("left", "D")];
+        let recorded = db
+            .record_carry(CarryRun {
+                open: &third,
+                ..run("job_3", "2026-10-10", Some("job_2"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(recorded, Carried::Recorded);
+        let items = db
+            .open_items("rcp_a", None, Some("left"), None, 10)
+            .await
+            .unwrap();
+        let keyed_b: Vec<&str> = items
+            .iter()
+            .filter(|item| item.key_json == "[\"B\"]")
+            .map(|item| item.state.as_str())
+            .collect();
+        assert_eq!(keyed_b, ["resolved"], "{items:?}");
     })
     .await;
 }

@@ -69,27 +69,29 @@ pub(super) struct OpenItemsSummary {
 
 impl Jobs {
     /// Where a run of the carry_forward recipe starts from: the open items of the last run that
-    /// recorded its own (of the one before it, if that was this run).
+    /// recorded its own when this run first started, whichever attempt this is. A run overtaken
+    /// since (another run recorded after it read) fails at once.
     pub(super) async fn carry_in(&self, job: &JobRecord, inputs: &RunInputs) -> Result<Carry, JobError> {
         let recipe_id = job.recipe_id.clone().ok_or_else(|| {
             JobError::InvalidRequest("carry_forward keeps open items for a stored recipe only".into())
         })?;
         let run_date = run_date(job, inputs)?;
+        let start = self.inner.db.begin_carry(&recipe_id, &job.id).await?;
         let last = self.inner.db.carried_forward(&recipe_id).await?;
-        let (read, recorded) = match last {
-            None => (None, false),
-            Some(last) if last.job_id == job.id => (last.previous_job_id, true),
-            Some(last) => {
-                if last.run_date.as_str() > run_date.to_string().as_str() {
-                    return Err(failed(format!(
-                        "run date {run_date} is before {}, the date of job {} whose open items this \
-                         recipe carries: open items only move forward in run dates",
-                        last.run_date, last.job_id
-                    )));
-                }
-                (Some(last.job_id), false)
+        if let (false, Some(last)) = (start.recorded, &last) {
+            if start.read.as_deref() != Some(last.job_id.as_str()) {
+                return Err(overtaken(&last.job_id));
             }
-        };
+            if last.run_date > run_date.to_string() {
+                return Err(failed(format!(
+                    "run date {run_date} is before {}, the date of job {} whose open items this \
+                     recipe carries: open items only move forward in run dates",
+                    last.run_date, last.job_id
+                )));
+            }
+        }
+        let read = start.read;
+        let recorded = start.recorded;
         let resolved = match &read {
             Some(read) => self.inner.db.resolved_items(&recipe_id, read).await?,
             None => Vec::new(),
@@ -185,10 +187,7 @@ impl Jobs {
                 })
                 .await?;
             if let Carried::Overtaken { by } = recorded {
-                return Err(failed(format!(
-                    "job {by} recorded the open items of this recipe after this run read them; \
-                     run this job again to carry them forward"
-                )));
+                return Err(overtaken(&by));
             }
         }
         let by_first_seen = self.inner.db.open_items_by_first_seen(&carry.recipe_id).await?;
@@ -239,6 +238,13 @@ impl Jobs {
             .root
             .join(&["open-items", recipe_id, job_id, side_name(left)])
     }
+}
+
+fn overtaken(by: &str) -> JobError {
+    failed(format!(
+        "job {by} recorded the open items of this recipe after this run read them; \
+         submit the run again to carry them forward"
+    ))
 }
 
 fn side_name(left: bool) -> &'static str {

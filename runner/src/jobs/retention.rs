@@ -8,7 +8,7 @@ use super::views::view;
 use super::{JobError, JobView, Jobs};
 use crate::metadata::{JobStatus, ago};
 
-/// Most jobs one sweep deletes the results of; the next sweep goes on.
+/// Jobs whose results a sweep deletes per query of the metadata DB.
 const SWEEP_BATCH: i64 = 100;
 
 impl Jobs {
@@ -22,14 +22,23 @@ impl Jobs {
         Ok(view(self.inner.db.job(id).await?))
     }
 
+    /// Marks the job's results deleted, so no reader gets a part of them, then deletes its files;
+    /// if they cannot be deleted, the mark goes again so a later sweep retries.
     async fn remove_results(&self, id: &str) -> Result<(), JobError> {
+        self.inner.db.mark_results_deleted(id).await?;
+        let removed = self.delete_result_files(id).await;
+        if removed.is_err() {
+            self.inner.db.clear_results_deleted(id).await?;
+        }
+        tracing::info!(job = %id, removed = removed?, "deleted the job's results");
+        Ok(())
+    }
+
+    async fn delete_result_files(&self, id: &str) -> Result<usize, JobError> {
         let dir = self.results_dir(id);
         let store = kalla_core::storage::object_store_for(dir.url(), &self.inner.settings.s3)
             .map_err(super::failed)?;
-        let removed = dir.delete_all(&store).await.map_err(super::failed)?;
-        self.inner.db.mark_results_deleted(id).await?;
-        tracing::info!(job = %id, removed, "deleted the job's results");
-        Ok(())
+        dir.delete_all(&store).await.map_err(super::failed)
     }
 
     /// Deletes the results of jobs finished longer than `retention` ago, looking a few times per
@@ -50,15 +59,25 @@ impl Jobs {
         }
     }
 
+    /// Deletes every expired job's results, a batch at a time; a job whose files cannot be
+    /// deleted is passed over (and tried at the next sweep).
     async fn sweep_once(&self, retention: Duration) -> Result<(), JobError> {
-        for job in self
-            .inner
-            .db
-            .expired_results(&ago(retention), SWEEP_BATCH)
-            .await?
-        {
-            self.remove_results(&job.id).await?;
+        loop {
+            let due = self
+                .inner
+                .db
+                .expired_results(&ago(retention), SWEEP_BATCH)
+                .await?;
+            let mut failures = 0;
+            for job in &due {
+                if let Err(error) = self.remove_results(&job.id).await {
+                    tracing::warn!(job = %job.id, %error, "cannot delete an expired job's results");
+                    failures += 1;
+                }
+            }
+            if (due.len() as i64) < SWEEP_BATCH || failures == due.len() {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 }

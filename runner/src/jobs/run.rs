@@ -110,6 +110,13 @@ impl Jobs {
         }
 
         summary.skew = Some(Skew::of(&everything));
+        self.inner.db.set_job_phase(&job.id, "publishing").await?;
+        let timer = Instant::now();
+        summary.counts = self.publish(&dir, outputs, &schemas, &OUTPUTS).await?;
+        summary
+            .timings
+            .insert("publish".into(), timer.elapsed().as_millis() as u64);
+        // Last, so a run whose results are not all written records no open items.
         if let Some(carry) = &carry {
             self.inner
                 .db
@@ -117,12 +124,6 @@ impl Jobs {
                 .await?;
             summary.open_items = Some(self.carry_out(job, carry, &checked, &dir, &schemas).await?);
         }
-        self.inner.db.set_job_phase(&job.id, "publishing").await?;
-        let timer = Instant::now();
-        summary.counts = self.publish(&dir, outputs, &schemas, &OUTPUTS).await?;
-        summary
-            .timings
-            .insert("publish".into(), timer.elapsed().as_millis() as u64);
         Ok(summary)
     }
 

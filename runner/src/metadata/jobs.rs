@@ -258,6 +258,15 @@ impl MetadataDb {
         Ok(())
     }
 
+    /// Takes back [`Self::mark_results_deleted`] for results that could not be deleted.
+    pub async fn clear_results_deleted(&self, id: &str) -> Result<(), MetadataError> {
+        sqlx::query("UPDATE jobs SET results_deleted_at = NULL WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Finished jobs, oldest first, that finished before `before` and still have their results.
     pub async fn expired_results(&self, before: &str, limit: i64) -> Result<Vec<JobRecord>, MetadataError> {
         Ok(sqlx::query_as(&format!(

@@ -29,7 +29,7 @@ pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use deletions::PendingDeletion;
 pub use idempotency::Claim;
 pub use jobs::{JobEnd, JobFilter, JobRecord, JobStatus, Lease, NewJob};
-pub use open_items::{Carried, CarriedForward, CarryCounts, CarryRun, OpenItemRecord, SeenItem};
+pub use open_items::{Carried, CarriedForward, CarryCounts, CarryRun, CarryStart, OpenItemRecord, SeenItem};
 pub use recipes::RecipeRecord;
 pub use registrations::{By, Kind, NewRegistration, Registration, SecretRef};
 pub use schedules::{NewSchedule, ScheduleRecord, TickRecord};

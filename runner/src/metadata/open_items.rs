@@ -62,9 +62,16 @@ const COLUMNS: &str = "id, recipe_id, side, key_json, rows_seen, state, first_se
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarriedForward {
     pub job_id: String,
-    /// The run whose items `job_id` read (read again if `job_id` runs again).
-    pub previous_job_id: Option<String>,
     pub run_date: String,
+}
+
+/// Where a run of a carry_forward recipe stands, fixed at its first attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarryStart {
+    /// The run whose open items it reads, if any.
+    pub read: Option<String>,
+    /// It recorded its own open items already (it is running again).
+    pub recorded: bool,
 }
 
 /// Rows a run left unmatched on one side under one key.
@@ -137,17 +144,35 @@ fn appended(history_json: &str, event: Value) -> String {
 
 impl MetadataDb {
     pub async fn carried_forward(&self, recipe_id: &str) -> Result<Option<CarriedForward>, MetadataError> {
-        let row: Option<(String, Option<String>, String)> = sqlx::query_as(
-            "SELECT job_id, previous_job_id, run_date FROM carried_forward WHERE recipe_id = $1",
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT job_id, run_date FROM carried_forward WHERE recipe_id = $1")
+                .bind(recipe_id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|(job_id, run_date)| CarriedForward { job_id, run_date }))
+    }
+
+    /// Where the run `job_id` starts from: on its first attempt, the recipe's carried-forward run
+    /// becomes the one it reads, for every later attempt too.
+    pub async fn begin_carry(&self, recipe_id: &str, job_id: &str) -> Result<CarryStart, MetadataError> {
+        sqlx::query(
+            "INSERT INTO carry_runs (job_id, recipe_id, read_job_id, recorded_at) \
+             VALUES ($1, $2, (SELECT job_id FROM carried_forward WHERE recipe_id = $2), NULL) \
+             ON CONFLICT (job_id) DO NOTHING",
         )
+        .bind(job_id)
         .bind(recipe_id)
-        .fetch_optional(self.pool())
+        .execute(self.pool())
         .await?;
-        Ok(row.map(|(job_id, previous_job_id, run_date)| CarriedForward {
-            job_id,
-            previous_job_id,
-            run_date,
-        }))
+        let (read, recorded_at): (Option<String>, Option<String>) =
+            sqlx::query_as("SELECT read_job_id, recorded_at FROM carry_runs WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(CarryStart {
+            read,
+            recorded: recorded_at.is_some(),
+        })
     }
 
     /// The (side, key) of the recipe's open items.
@@ -176,8 +201,9 @@ impl MetadataDb {
     }
 
     /// Records what a run left open, in one transaction, if no other run recorded its items since
-    /// this one read them: items seen again are updated, new ones opened, and the open items it
-    /// read but left no rows of closed as matched or referred.
+    /// this one read them: items seen again are updated, new ones opened (but for those resolved
+    /// since the read), and the open items it read but left no rows of closed as matched or
+    /// referred. Only open items change: one resolved meanwhile stays resolved.
     pub async fn record_carry(&self, run: CarryRun<'_>) -> Result<Carried, MetadataError> {
         let mut tx = self.pool().begin().await?;
         if let Some(outcome) = claim_carry(&mut tx, &run).await? {
@@ -194,13 +220,23 @@ impl MetadataDb {
             .into_iter()
             .map(|(id, side, key, history)| ((side, key), (id, history)))
             .collect();
+        let resolved: HashSet<(String, String)> = sqlx::query_as(
+            "SELECT side, key_json FROM open_items WHERE recipe_id = $1 AND last_job = $2 AND state = 'resolved'",
+        )
+        .bind(run.recipe_id)
+        .bind(run.read.unwrap_or_default())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
         let now = now();
         for item in run.open {
-            match open.remove(&(item.side.clone(), item.key_json.clone())) {
+            let key = (item.side.clone(), item.key_json.clone());
+            match open.remove(&key) {
                 Some((id, _)) => {
                     sqlx::query(
                         "UPDATE open_items SET rows_seen = $1, last_seen = $2, last_job = $3, \
-                         runs_seen = runs_seen + 1, updated_at = $4 WHERE id = $5",
+                         runs_seen = runs_seen + 1, updated_at = $4 WHERE id = $5 AND state = 'open'",
                     )
                     .bind(item.rows)
                     .bind(run.run_date)
@@ -210,6 +246,7 @@ impl MetadataDb {
                     .execute(&mut *tx)
                     .await?;
                 }
+                None if resolved.contains(&key) => {}
                 None => insert_item(&mut tx, &run, item, &now).await?,
             }
         }
@@ -225,7 +262,7 @@ impl MetadataDb {
             );
             sqlx::query(
                 "UPDATE open_items SET state = $1, closed_by_job = $2, closed_at = $3, history_json = $4, \
-                 updated_at = $3 WHERE id = $5",
+                 updated_at = $3 WHERE id = $5 AND state = 'open'",
             )
             .bind(state)
             .bind(run.job_id)
@@ -235,6 +272,11 @@ impl MetadataDb {
             .execute(&mut *tx)
             .await?;
         }
+        sqlx::query("UPDATE carry_runs SET recorded_at = $1 WHERE job_id = $2")
+            .bind(&now)
+            .bind(run.job_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Carried::Recorded)
     }
@@ -357,8 +399,8 @@ async fn claim_carry(
     let claimed = match run.read {
         None => {
             sqlx::query(
-                "INSERT INTO carried_forward (recipe_id, job_id, previous_job_id, run_date, updated_at) \
-                 VALUES ($1, $2, NULL, $3, $4) ON CONFLICT (recipe_id) DO NOTHING",
+                "INSERT INTO carried_forward (recipe_id, job_id, run_date, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (recipe_id) DO NOTHING",
             )
             .bind(run.recipe_id)
             .bind(run.job_id)
@@ -367,30 +409,36 @@ async fn claim_carry(
             .execute(&mut **tx)
             .await?
         }
-        Some(read) => sqlx::query(
-            "UPDATE carried_forward SET job_id = $1, previous_job_id = $2, run_date = $3, updated_at = $4 \
-                 WHERE recipe_id = $5 AND job_id = $2",
-        )
-        .bind(run.job_id)
-        .bind(read)
-        .bind(run.run_date)
-        .bind(&now)
-        .bind(run.recipe_id)
-        .execute(&mut **tx)
-        .await?,
+        Some(read) => {
+            sqlx::query(
+                "UPDATE carried_forward SET job_id = $1, run_date = $2, updated_at = $3 \
+                 WHERE recipe_id = $4 AND job_id = $5",
+            )
+            .bind(run.job_id)
+            .bind(run.run_date)
+            .bind(&now)
+            .bind(run.recipe_id)
+            .bind(read)
+            .execute(&mut **tx)
+            .await?
+        }
     };
     if claimed.rows_affected() == 1 {
         return Ok(None);
+    }
+    let recorded: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT recorded_at FROM carry_runs WHERE job_id = $1")
+            .bind(run.job_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if matches!(recorded, Some((Some(_),))) {
+        return Ok(Some(Carried::AlreadyRecorded));
     }
     let (by,): (String,) = sqlx::query_as("SELECT job_id FROM carried_forward WHERE recipe_id = $1")
         .bind(run.recipe_id)
         .fetch_one(&mut **tx)
         .await?;
-    Ok(Some(if by == run.job_id {
-        Carried::AlreadyRecorded
-    } else {
-        Carried::Overtaken { by }
-    }))
+    Ok(Some(Carried::Overtaken { by }))
 }
 
 async fn insert_item(
