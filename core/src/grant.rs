@@ -1,6 +1,7 @@
 //! Scan grants: a source's connection URL sealed for one table's columns until an expiry.
 //!
-//! The runner issues a grant when it plans a scan; the executor opens it before reading. The
+//! Every database engine's scans carry one. The runner issues a grant when it plans a scan; the
+//! executor opens it before reading. The
 //! table, its columns (names and types as the runner read them from the catalog) and the expiry
 //! are bound to the ciphertext as associated data, so a grant captured from a plan cannot be
 //! replayed for another table, with other columns, or after it expired.
@@ -10,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::catalog::PgColumn;
 use crate::ident::QualifiedName;
 use crate::seal::{ClusterKey, SealError, Sealed};
 
@@ -43,11 +43,11 @@ pub struct ScanGrant {
 
 impl ScanGrant {
     /// Seals `url` for reading `columns` of `table` during the next `ttl`.
-    pub fn issue(
+    pub fn issue<C: Serialize>(
         key: &ClusterKey,
         url: &str,
         table: &QualifiedName,
-        columns: &[PgColumn],
+        columns: &[C],
         ttl: Duration,
     ) -> Self {
         let expires_at = unix_now().saturating_add(ttl.as_secs());
@@ -56,11 +56,11 @@ impl ScanGrant {
     }
 
     /// The URL, when this grant was issued for exactly `table` and `columns` and has not expired.
-    pub fn open(
+    pub fn open<C: Serialize>(
         &self,
         key: &ClusterKey,
         table: &QualifiedName,
-        columns: &[PgColumn],
+        columns: &[C],
     ) -> Result<String, GrantError> {
         let now = unix_now();
         if now >= self.expires_at {
@@ -78,7 +78,7 @@ impl ScanGrant {
 }
 
 /// The associated data: everything about the scan the runner fixed when it issued the grant.
-fn binding(table: &QualifiedName, columns: &[PgColumn], expires_at: u64) -> String {
+fn binding<C: Serialize>(table: &QualifiedName, columns: &[C], expires_at: u64) -> String {
     let columns = serde_json::to_string(columns).expect("columns serialize to JSON");
     format!("{PURPOSE}\n{}\n{columns}\n{expires_at}", table.quoted())
 }
@@ -93,7 +93,7 @@ fn unix_now() -> u64 {
 mod tests {
     use super::*;
     use crate::ident::Ident;
-    use crate::postgres::catalog::FilterSupport;
+    use crate::postgres::catalog::{FilterSupport, PgColumn};
     use crate::postgres::types::PgType;
 
     fn key() -> ClusterKey {

@@ -1,4 +1,4 @@
-//! SQL identifiers: validation of user-supplied names and Postgres quoting.
+//! SQL identifiers: validation of user-supplied names, Postgres quoting and MariaDB quoting.
 
 use std::fmt;
 
@@ -21,6 +21,11 @@ pub enum IdentError {
 /// `name` as a Postgres quoted identifier: `"name"` with embedded quotes doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `name` as a MariaDB (MySQL) quoted identifier: `` `name` `` with embedded backticks doubled.
+pub fn backquote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
 }
 
 /// A validated SQL identifier (schema, table or column name), kept exactly as the catalog spells it.
@@ -83,6 +88,15 @@ impl QualifiedName {
     pub fn quoted(&self) -> String {
         format!("{}.{}", self.schema.quoted(), self.name.quoted())
     }
+
+    /// The name quoted for MariaDB, where the schema is the database.
+    pub fn backquoted(&self) -> String {
+        format!(
+            "{}.{}",
+            backquote_ident(self.schema.as_str()),
+            backquote_ident(self.name.as_str())
+        )
+    }
 }
 
 impl fmt::Display for QualifiedName {
@@ -99,6 +113,7 @@ mod tests {
     fn quoting_doubles_embedded_quotes() {
         let ident = Ident::new(r#"we"ird; DROP TABLE x"#).unwrap();
         assert_eq!(ident.quoted(), r#""we""ird; DROP TABLE x""#);
+        assert_eq!(backquote_ident("we`ird; x"), "`we``ird; x`");
     }
 
     #[test]

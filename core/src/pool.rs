@@ -11,13 +11,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlSslMode};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode, Postgres};
+use sqlx::{Connection, Database, Pool};
 use thiserror::Error;
 
 use crate::allow::{HostError, HostPolicy};
@@ -96,15 +98,90 @@ pub struct PoolStats {
     pub idle: usize,
 }
 
-struct Entry {
-    pool: PgPool,
+struct Entry<DB: Database> {
+    pool: Pool<DB>,
     last_used: Instant,
 }
 
-/// One bounded pool per source URL.
+/// One driver's pools, by connection URL.
+struct Pools<DB: Database>(Mutex<HashMap<String, Entry<DB>>>);
+
+impl<DB: Database> Default for Pools<DB> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<DB: Database> Pools<DB> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry<DB>>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pool of `connection_url` if there is one, after dropping pools that have had no
+    /// connection checked out for `idle_timeout`.
+    fn existing(&self, connection_url: &str, idle_timeout: Duration) -> Option<Pool<DB>> {
+        let mut pools = self.lock();
+        pools.retain(|_, entry| {
+            let in_use = entry.pool.size() as usize > entry.pool.num_idle();
+            let keep = in_use || entry.last_used.elapsed() < idle_timeout;
+            if !keep {
+                let pool = entry.pool.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { pool.close().await });
+                }
+            }
+            keep
+        });
+        let entry = pools.get_mut(connection_url)?;
+        entry.last_used = Instant::now();
+        Some(entry.pool.clone())
+    }
+
+    /// Keeps `pool` for `connection_url`, unless another task made one meanwhile: then that
+    /// one, so the source keeps one bounded pool.
+    fn keep(&self, connection_url: &str, pool: Pool<DB>) -> Pool<DB> {
+        let mut pools = self.lock();
+        let entry = pools.entry(connection_url.to_string()).or_insert(Entry {
+            pool,
+            last_used: Instant::now(),
+        });
+        entry.last_used = Instant::now();
+        entry.pool.clone()
+    }
+
+    fn stats(&self) -> Vec<PoolStats> {
+        self.lock()
+            .iter()
+            .map(|(url, entry)| PoolStats {
+                source: redact_connection_url(url),
+                size: entry.pool.size(),
+                idle: entry.pool.num_idle(),
+            })
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Where a connection goes, as far as the host policy is concerned.
+struct Destination<'a> {
+    host: &'a str,
+    port: u16,
+    /// A Unix socket directory.
+    socket_dir: Option<PathBuf>,
+    /// An address given with the host (Postgres's `hostaddr`).
+    address: Option<IpAddr>,
+    /// Whether TLS checks the server's certificate against the host name.
+    verifies_host_name: bool,
+}
+
+/// One bounded pool per source URL, for each database driver.
 pub struct PoolRegistry {
     settings: RwLock<PoolSettings>,
-    pools: Mutex<HashMap<String, Entry>>,
+    postgres: Pools<Postgres>,
+    mariadb: Pools<MySql>,
 }
 
 static GLOBAL: LazyLock<PoolRegistry> = LazyLock::new(|| PoolRegistry::new(PoolSettings::default()));
@@ -113,7 +190,8 @@ impl PoolRegistry {
     pub fn new(settings: PoolSettings) -> Self {
         Self {
             settings: RwLock::new(settings),
-            pools: Mutex::new(HashMap::new()),
+            postgres: Pools::default(),
+            mariadb: Pools::default(),
         }
     }
 
@@ -132,39 +210,37 @@ impl PoolRegistry {
         self.settings.read().expect("pool settings lock").clone()
     }
 
-    /// The pool for `connection_url`, created (without connecting) on first use, once its host
-    /// is allowed.
+    /// The Postgres pool for `connection_url`, created (without connecting) on first use, once
+    /// its host is allowed.
     pub async fn get(&self, connection_url: &str) -> Result<PgPool, PoolError> {
-        if let Some(pool) = self.existing(connection_url) {
+        let idle_timeout = self.settings().idle_timeout;
+        if let Some(pool) = self.postgres.existing(connection_url, idle_timeout) {
             return Ok(pool);
         }
         let pool = self.create(connection_url).await?;
-        let mut pools = self.pools.lock().expect("pool registry lock");
-        if let Some(entry) = pools.get_mut(connection_url) {
-            // Another task made one meanwhile: use it, so the source keeps one bounded pool.
-            entry.last_used = Instant::now();
-            return Ok(entry.pool.clone());
+        Ok(self.postgres.keep(connection_url, pool))
+    }
+
+    /// The MariaDB (MySQL) pool for `connection_url`, made as [`PoolRegistry::get`] makes
+    /// Postgres pools.
+    pub async fn get_mariadb(&self, connection_url: &str) -> Result<MySqlPool, PoolError> {
+        let settings = self.settings();
+        if let Some(pool) = self.mariadb.existing(connection_url, settings.idle_timeout) {
+            return Ok(pool);
         }
-        pools.insert(
-            connection_url.to_string(),
-            Entry {
-                pool: pool.clone(),
-                last_used: Instant::now(),
-            },
-        );
-        Ok(pool)
+        let options = crate::mariadb::pool::connect_options(connection_url, &settings)?;
+        let options = self.pinned_mariadb(options, connection_url).await?;
+        let pool = crate::mariadb::pool::lazy_pool(options, &settings);
+        Ok(self.mariadb.keep(connection_url, pool))
     }
 
-    fn existing(&self, connection_url: &str) -> Option<PgPool> {
-        let mut pools = self.pools.lock().expect("pool registry lock");
-        self.evict_idle(&mut pools);
-        let entry = pools.get_mut(connection_url)?;
-        entry.last_used = Instant::now();
-        Some(entry.pool.clone())
-    }
-
-    /// Errors unless `connection_url` names a host (or socket) this process may connect to.
+    /// Errors unless `connection_url` (Postgres or MariaDB) names a host (or socket) this
+    /// process may connect to.
     pub async fn check_host(&self, connection_url: &str) -> Result<(), PoolError> {
+        if connection_url.starts_with("mysql:") || connection_url.starts_with("mariadb:") {
+            let options = crate::mariadb::pool::connect_options(connection_url, &self.settings())?;
+            return self.pinned_mariadb(options, connection_url).await.map(drop);
+        }
         let (options, _) = self.options(connection_url)?;
         self.pinned(options, connection_url).await.map(drop)
     }
@@ -176,21 +252,15 @@ impl PoolRegistry {
         TlsSettings::of(connection_url)?.check_configured(certificates.as_ref())
     }
 
-    /// Number of pools currently held.
+    /// Every pool currently held.
     pub fn stats(&self) -> Vec<PoolStats> {
-        let pools = self.pools.lock().expect("pool registry lock");
-        pools
-            .iter()
-            .map(|(url, entry)| PoolStats {
-                source: redact_connection_url(url),
-                size: entry.pool.size(),
-                idle: entry.pool.num_idle(),
-            })
-            .collect()
+        let mut stats = self.postgres.stats();
+        stats.extend(self.mariadb.stats());
+        stats
     }
 
     pub fn len(&self) -> usize {
-        self.pools.lock().expect("pool registry lock").len()
+        self.postgres.len() + self.mariadb.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -253,55 +323,79 @@ impl PoolRegistry {
         Ok((options, tls.mode()))
     }
 
-    /// `options` once its host is allowed: a socket directory or `hostaddr` only if listed, a host
-    /// name only if every address it resolves to is allowed. Connections then go to the checked
-    /// address, so a resolver answering differently later cannot move them, unless `verify-full`
-    /// checks the server's certificate against the name.
+    /// `options` once its host is allowed (see [`PoolRegistry::allowed_address`]).
     async fn pinned(
         &self,
         options: PgConnectOptions,
         connection_url: &str,
     ) -> Result<PgConnectOptions, PoolError> {
+        let destination = Destination {
+            host: options.get_host(),
+            port: options.get_port(),
+            socket_dir: socket_dir(&options),
+            address: host_address(connection_url),
+            verifies_host_name: matches!(options.get_ssl_mode(), PgSslMode::VerifyFull),
+        };
+        Ok(match self.allowed_address(destination, connection_url).await? {
+            Some(address) => options.host(&address.to_string()),
+            None => options,
+        })
+    }
+
+    async fn pinned_mariadb(
+        &self,
+        options: MySqlConnectOptions,
+        connection_url: &str,
+    ) -> Result<MySqlConnectOptions, PoolError> {
+        let destination = Destination {
+            host: options.get_host(),
+            port: options.get_port(),
+            // A MariaDB socket is a file: its directory is what an allow-list names.
+            socket_dir: options
+                .get_socket()
+                .map(|socket| socket.parent().unwrap_or(socket).to_path_buf()),
+            address: None,
+            verifies_host_name: matches!(options.get_ssl_mode(), MySqlSslMode::VerifyIdentity),
+        };
+        Ok(match self.allowed_address(destination, connection_url).await? {
+            Some(address) => options.host(&address.to_string()),
+            None => options,
+        })
+    }
+
+    /// Errors unless `destination` is allowed: a socket directory or given address only if
+    /// listed, a host name only if every address it resolves to is allowed. The address to pin
+    /// connections to, so a resolver answering differently later cannot move them; none where
+    /// TLS checks the server's certificate against the name (or nothing was resolved).
+    async fn allowed_address(
+        &self,
+        destination: Destination<'_>,
+        connection_url: &str,
+    ) -> Result<Option<IpAddr>, PoolError> {
         let hosts = self.settings().hosts;
         let refused = |source: HostError| PoolError::Host {
             redacted: redact_connection_url(connection_url),
             source,
         };
-        if let Some(dir) = socket_dir(&options) {
+        if let Some(dir) = destination.socket_dir {
             hosts.check_socket_dir(&dir).map_err(refused)?;
-            return Ok(options);
+            return Ok(None);
         }
-        if let Some(address) = host_address(connection_url) {
+        if let Some(address) = destination.address {
             hosts.check_host_address(address).map_err(refused)?;
-            return Ok(options);
+            return Ok(None);
         }
         if hosts.allows_any_host() {
-            return Ok(options);
+            return Ok(None);
         }
         let addresses = hosts
-            .resolve(options.get_host(), options.get_port())
+            .resolve(destination.host, destination.port)
             .await
             .map_err(refused)?;
-        if matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) {
-            return Ok(options);
+        if destination.verifies_host_name {
+            return Ok(None);
         }
-        Ok(options.host(&addresses[0].ip().to_string()))
-    }
-
-    /// Drops pools that have had no connections checked out for the idle timeout.
-    fn evict_idle(&self, pools: &mut HashMap<String, Entry>) {
-        let idle_timeout = self.settings().idle_timeout;
-        pools.retain(|_, entry| {
-            let in_use = entry.pool.size() as usize > entry.pool.num_idle();
-            let keep = in_use || entry.last_used.elapsed() < idle_timeout;
-            if !keep {
-                let pool = entry.pool.clone();
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move { pool.close().await });
-                }
-            }
-            keep
-        });
+        Ok(Some(addresses[0].ip()))
     }
 }
 
@@ -324,7 +418,7 @@ fn host_address(connection_url: &str) -> Option<IpAddr> {
     value.parse().ok()
 }
 
-fn tls_error(connection_url: &str, error: TlsError) -> PoolError {
+pub(crate) fn tls_error(connection_url: &str, error: TlsError) -> PoolError {
     PoolError::Tls {
         redacted: redact_connection_url(connection_url),
         source: Box::new(error),
@@ -406,7 +500,7 @@ pub fn redact_connection_url(connection_url: &str) -> String {
     url.to_string()
 }
 
-fn redact_in(message: &str, connection_url: &str) -> String {
+pub(crate) fn redact_in(message: &str, connection_url: &str) -> String {
     match url::Url::parse(connection_url)
         .ok()
         .and_then(|u| u.password().map(str::to_string))

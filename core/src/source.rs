@@ -22,11 +22,12 @@ use url::Url;
 
 use crate::allow::FileAccess;
 use crate::ident::QualifiedName;
+use crate::pool::{PoolError, PoolRegistry};
 use crate::preview::{Condition, Preview, PreviewError};
 use crate::seal::ClusterKey;
 use crate::storage::S3Settings;
 
-pub use crate::postgres::grant::DEFAULT_GRANT_TTL;
+pub use crate::grant::DEFAULT_GRANT_TTL;
 pub use crate::postgres::{PartitionOptions, ScanOptions};
 
 /// Why an engine could not do what it was asked.
@@ -45,6 +46,32 @@ pub enum EngineError {
     /// `--allowed-buckets`); the message names the rule.
     #[error("{0}")]
     NotAllowed(String),
+}
+
+impl From<PoolError> for EngineError {
+    /// A pool that could not be had: refused here, badly configured, or out of reach.
+    fn from(error: PoolError) -> Self {
+        match error {
+            error if error.is_refusal() => Self::NotAllowed(error.to_string()),
+            error @ (PoolError::InvalidUrl { .. } | PoolError::Tls { .. }) => {
+                Self::InvalidLocation(error.to_string())
+            }
+            error => Self::Unreachable(error.to_string()),
+        }
+    }
+}
+
+/// Errors unless a database's TLS settings are usable here and its host is one this process may
+/// connect to; a host that does not resolve (yet) is not refused, only reported when read.
+pub async fn check_database(connection_url: &str) -> Result<(), EngineError> {
+    let pools = PoolRegistry::global();
+    pools
+        .check_tls(connection_url)
+        .map_err(|e| EngineError::InvalidLocation(e.to_string()))?;
+    match pools.check_host(connection_url).await {
+        Err(PoolError::Host { source, .. }) if !source.is_refusal() => Ok(()),
+        checked => checked.map_err(EngineError::from),
+    }
 }
 
 /// Rows a preview counts unless configured otherwise.
@@ -227,6 +254,7 @@ impl Engines {
     fn builtin() -> Vec<Arc<dyn Engine>> {
         vec![
             Arc::new(crate::postgres::engine::PostgresEngine::default()),
+            Arc::new(crate::mariadb::MariaDbEngine),
             Arc::new(crate::files::FileEngine::csv()),
             Arc::new(crate::files::FileEngine::parquet()),
         ]
@@ -333,6 +361,21 @@ impl Engines {
     }
 }
 
+/// An engine's table or scan as JSON for a plan.
+pub fn plan_json(engine: &str, payload: &impl Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(payload)
+        .map_err(|e| DataFusionError::Internal(format!("encoding a {engine} scan: {e}")))
+}
+
+/// What [`plan_json`] encoded.
+pub fn from_plan_json<T: serde::de::DeserializeOwned>(engine: &str, payload: &[u8]) -> Result<T> {
+    serde_json::from_slice(payload).map_err(|e| {
+        DataFusionError::Internal(format!(
+            "cannot decode a {engine} scan ({e}); client, scheduler and executors must run the same Kalla build"
+        ))
+    })
+}
+
 /// `payload` behind its engine's name (one length byte, then the name).
 fn tagged(name: &str, payload: Vec<u8>) -> Vec<u8> {
     let mut buf = Vec::with_capacity(1 + name.len() + payload.len());
@@ -357,9 +400,11 @@ mod tests {
         assert_eq!(inferred("postgresql://h/db?table=t"), Some("postgres"));
         assert_eq!(inferred("s3://b/x/data.CSV"), Some("csv"));
         assert_eq!(inferred("file:///x/y.parquet"), Some("parquet"));
+        assert_eq!(inferred("mysql://h/db?table=t"), Some("mariadb"));
+        assert_eq!(inferred("mariadb://h/db?table=t"), Some("mariadb"));
         assert_eq!(inferred("s3://b/dir/"), None);
-        assert_eq!(engines.names(false), ["postgres", "csv", "parquet"]);
-        assert_eq!(engines.names(true), ["postgres"]);
+        assert_eq!(engines.names(false), ["postgres", "mariadb", "csv", "parquet"]);
+        assert_eq!(engines.names(true), ["postgres", "mariadb"]);
     }
 
     #[test]

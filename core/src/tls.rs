@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use thiserror::Error;
 use url::Url;
@@ -90,17 +91,57 @@ impl SslMode {
     pub fn verifies(self) -> bool {
         self >= Self::VerifyCa
     }
+}
 
-    /// The mode sqlx runs. sqlx treats `allow` as `disable`; Kalla runs it as `prefer` (TLS
-    /// whenever the server offers it), which only differs from libpq by preferring encryption.
-    fn for_sqlx(self) -> PgSslMode {
-        match self {
-            Self::Disable => PgSslMode::Disable,
-            Self::Allow | Self::Prefer => PgSslMode::Prefer,
-            Self::Require => PgSslMode::Require,
-            Self::VerifyCa => PgSslMode::VerifyCa,
-            Self::VerifyFull => PgSslMode::VerifyFull,
-        }
+/// A database driver's connect options, as [`TlsSettings`] configure them.
+pub trait TlsOptions: Sized {
+    fn with_mode(self, mode: SslMode) -> Self;
+    fn with_root_pem(self, pem: Vec<u8>) -> Self;
+    fn with_client_pem(self, certificate: Vec<u8>, key: Vec<u8>) -> Self;
+}
+
+impl TlsOptions for PgConnectOptions {
+    /// sqlx treats `allow` as `disable`; Kalla runs it as `prefer` (TLS whenever the server
+    /// offers it), which only differs from libpq by preferring encryption.
+    fn with_mode(self, mode: SslMode) -> Self {
+        self.ssl_mode(match mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Allow | SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        })
+    }
+
+    fn with_root_pem(self, pem: Vec<u8>) -> Self {
+        self.ssl_root_cert_from_pem(pem)
+    }
+
+    fn with_client_pem(self, certificate: Vec<u8>, key: Vec<u8>) -> Self {
+        self.ssl_client_cert_from_pem(certificate)
+            .ssl_client_key_from_pem(key)
+    }
+}
+
+impl TlsOptions for MySqlConnectOptions {
+    /// libpq's modes for MariaDB's: `verify-full` is `VERIFY_IDENTITY` (the host name checked).
+    fn with_mode(self, mode: SslMode) -> Self {
+        self.ssl_mode(match mode {
+            SslMode::Disable => MySqlSslMode::Disabled,
+            SslMode::Allow | SslMode::Prefer => MySqlSslMode::Preferred,
+            SslMode::Require => MySqlSslMode::Required,
+            SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+            SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+        })
+    }
+
+    fn with_root_pem(self, pem: Vec<u8>) -> Self {
+        self.ssl_ca_from_pem(pem)
+    }
+
+    fn with_client_pem(self, certificate: Vec<u8>, key: Vec<u8>) -> Self {
+        self.ssl_client_cert_from_pem(certificate)
+            .ssl_client_key_from_pem(key)
     }
 }
 
@@ -238,25 +279,22 @@ impl TlsSettings {
     }
 
     /// `options` with these settings' mode and certificates (read from `dir` now).
-    pub fn apply(
-        &self,
-        mut options: PgConnectOptions,
-        dir: Option<&CertificateDir>,
-    ) -> Result<PgConnectOptions, TlsError> {
+    pub fn apply<O: TlsOptions>(&self, mut options: O, dir: Option<&CertificateDir>) -> Result<O, TlsError> {
         self.check_configured(dir)?;
         if let Some(mode) = self.mode {
-            options = options.ssl_mode(mode.for_sqlx());
+            options = options.with_mode(mode);
         }
         let Some(dir) = dir else {
             return Ok(options);
         };
         if let Some(RootCertificates::Named(name)) = &self.root {
-            options = options.ssl_root_cert_from_pem(dir.read(name, CA_FILE)?);
+            options = options.with_root_pem(dir.read(name, CA_FILE)?);
         }
         if let Some(name) = &self.client_certificate {
-            options = options
-                .ssl_client_cert_from_pem(dir.read(name, CLIENT_CERT_FILE)?)
-                .ssl_client_key_from_pem(dir.read(name, CLIENT_KEY_FILE)?);
+            options = options.with_client_pem(
+                dir.read(name, CLIENT_CERT_FILE)?,
+                dir.read(name, CLIENT_KEY_FILE)?,
+            );
         }
         Ok(options)
     }
@@ -531,7 +569,10 @@ mod tests {
         }
         let message = mode("sslmode=prefer&sslrootcert=prod").unwrap_err().to_string();
         assert!(message.contains("use sslmode=verify-full"), "{message}");
-        assert!(matches!(SslMode::Allow.for_sqlx(), PgSslMode::Prefer));
+        let allow = PgConnectOptions::new().with_mode(SslMode::Allow);
+        assert!(matches!(allow.get_ssl_mode(), PgSslMode::Prefer));
+        let full = MySqlConnectOptions::new().with_mode(SslMode::VerifyFull);
+        assert!(matches!(full.get_ssl_mode(), MySqlSslMode::VerifyIdentity));
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub struct RunnerConfig {
     /// Previews count matching rows up to this many; beyond it the total is a lower bound.
     #[arg(long, default_value_t = DEFAULT_COUNT_CAP)]
     pub preview_count_cap: u64,
-    /// Postgres tables are scanned (and cached) in partitions of about this many MiB of heap.
+    /// Postgres and MariaDB tables are scanned (and cached) in partitions of about this many MiB of data.
     #[arg(long, default_value_t = 128)]
     pub scan_partition_mib: u64,
     /// A reconciliation shuffles both sides into partitions of about this many MiB (by their

@@ -406,6 +406,15 @@ impl Cluster {
         assert!(stopped.success(), "cannot stop {name}");
     }
 
+    /// The process ids of the processes whose names start with `prefix` (`executor-`), by name.
+    pub fn pids(&self, prefix: &str) -> Vec<(String, u32)> {
+        self.processes
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, child)| (name.clone(), child.id()))
+            .collect()
+    }
+
     fn process(&mut self, name: &str) -> &mut Child {
         self.processes
             .iter_mut()

@@ -2,12 +2,15 @@
 //! `kalla-scheduler`, `kalla-executor`, `kalla-runner` and `kalla` binaries as separate processes.
 
 pub mod cluster;
+pub mod mariadb;
 pub mod ports;
 pub mod postgres;
 pub mod proxy;
+pub mod reconciliation;
 pub mod runner;
 pub mod s3;
 pub mod tls;
+pub mod values;
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
@@ -61,4 +64,17 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// Runs `task` to its end on a thread and runtime of its own: a `Drop` may run inside a runtime
+/// that is shutting down, where nothing could be awaited.
+pub fn run_detached<F: std::future::Future<Output = ()> + Send + 'static>(task: F) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(task);
+    })
+    .join();
 }

@@ -118,15 +118,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop may run inside a runtime that is shutting down: use a thread of our own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(drop_database(&admin_url, &name));
-        })
-        .join();
+        crate::run_detached(async move { drop_database(&admin_url, &name).await });
     }
 }
 

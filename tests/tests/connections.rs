@@ -115,7 +115,7 @@ async fn connections_are_discovered_cached_refreshed_and_queried_on_the_cluster(
             "invalid connection name",
         ),
         (
-            json!({"name": "x", "source_type": "mysql", "config": {"uri": db.url}}),
+            json!({"name": "x", "source_type": "oracle", "config": {"uri": db.url}}),
             400,
             "source_type",
         ),

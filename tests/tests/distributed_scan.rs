@@ -5,13 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
-use datafusion::prelude::SessionContext;
 use kalla_core::postgres::ScanOptions;
 use kalla_e2e::cluster::{Cluster, ClusterOptions, kalla_cli};
 use kalla_e2e::postgres::TestDatabase;
+use kalla_e2e::values::{df_row, same};
 
 const ROWS: i64 = 200_000;
 const POOL_CAP: u32 = 2;
@@ -181,29 +178,6 @@ const CHECKS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Runs `sql` on the cluster and returns the single row's values as strings.
-async fn df_row(ctx: &SessionContext, sql: &str) -> Vec<Option<String>> {
-    let batches = ctx
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let batch = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .unwrap_or_else(|| panic!("{sql}: no rows"));
-    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "{sql}");
-    (0..batch.num_columns())
-        .map(|i| {
-            let text = cast(batch.column(i), &DataType::Utf8).expect("cast to text");
-            let text = text.as_any().downcast_ref::<StringArray>().expect("utf8");
-            text.is_valid(0).then(|| text.value(0).to_string())
-        })
-        .collect()
-}
-
 /// Runs `SELECT items FROM from` on Postgres and returns the single row's values as text.
 async fn pg_row(db: &TestDatabase, items: &[String], from: &str) -> Vec<Option<String>> {
     let list: Vec<String> = items.iter().map(|item| format!("({item})::text")).collect();
@@ -212,17 +186,6 @@ async fn pg_row(db: &TestDatabase, items: &[String], from: &str) -> Vec<Option<S
         .fetch_one(&db.pool)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Numbers compare numerically (formatting differs), everything else exactly.
-fn same(a: &Option<String>, b: &Option<String>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => match (a.parse::<f64>(), b.parse::<f64>()) {
-            (Ok(x), Ok(y)) => x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
-            _ => a == b,
-        },
-        (a, b) => a == b,
-    }
 }
 
 /// The URI the cluster reads: with a canary password when the server does not need one, so
@@ -307,9 +270,9 @@ async fn every_type_every_row_exactly_once_through_two_executors() {
         );
         if partitions >= 7 {
             // Which executor pulls which task is the scheduler's choice: on a loaded machine one
-            // may take every short task of a run, so the spread is checked over up to three runs.
+            // may take every short task of a run, so the spread is checked over up to six runs.
             let mut seen = peaks;
-            for _ in 0..2 {
+            for _ in 0..5 {
                 if seen.len() == 2 {
                     break;
                 }

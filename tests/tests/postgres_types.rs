@@ -6,11 +6,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::Array;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
 use kalla_core::postgres::{PgTableProvider, ScanOptions};
 use kalla_core::{ClusterKey, SourceUri};
 use kalla_e2e::postgres::TestDatabase;
+use kalla_e2e::values::displayed;
 
 fn key() -> ClusterKey {
     ClusterKey::generate()
@@ -34,14 +34,7 @@ async fn read(db: &TestDatabase, table: &str) -> Result<(DataType, bool, Vec<Opt
         .map_err(|e| e.to_string())?;
     let field = df.schema().field(0).clone();
     let batches = df.collect().await.map_err(|e| e.to_string())?;
-    let mut values = Vec::new();
-    for batch in batches {
-        let column = batch.column(0);
-        let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()).unwrap();
-        for i in 0..column.len() {
-            values.push(column.is_valid(i).then(|| formatter.value(i).to_string()));
-        }
-    }
+    let values = displayed(&batches);
     Ok((field.data_type().clone(), field.is_nullable(), values))
 }
 

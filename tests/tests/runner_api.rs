@@ -262,7 +262,8 @@ async fn bad_requests_get_4xx_naming_the_problem_and_sources_gone_get_502() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     for (alias, uri, message) in [
         ("bad-alias", source.source_uri("items"), "invalid alias"),
-        ("ok", "mysql://h/db".to_string(), "cannot tell the type"),
+        ("ok", "sqlserver://h/db".to_string(), "cannot tell the type"),
+        ("ok", "mysql://h/db".to_string(), "no `table` parameter"),
         ("ok", source.url.clone(), "no `table` parameter"),
         ("ok", "file:///tmp/x.xlsx".to_string(), "give source_type"),
     ] {

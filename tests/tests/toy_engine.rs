@@ -375,7 +375,7 @@ async fn a_toy_engine_is_a_source_a_connection_a_query_and_a_reconciliation() {
         answer["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("postgres or toy"),
+            .contains("postgres, mariadb or toy"),
         "{answer}"
     );
 

@@ -9,18 +9,22 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use url::Url;
 
 use super::catalog::{self, CatalogError};
 use super::exec::{PgScanExec, PgScanSpec};
 use super::provider::{PgTableProvider, PgTableSpec};
+use crate::connection_config::{UrlShape, config_url, shown_config, table_location};
 use crate::ident::QualifiedName;
-use crate::pool::{PoolError, PoolRegistry, redact_connection_url, session_is_encrypted};
+use crate::pool::{PoolRegistry, session_is_encrypted};
 use crate::preview::postgres::Previewer;
 use crate::preview::{Condition, Preview, PreviewError};
 use crate::seal::ClusterKey;
-use crate::source::{ColumnInfo, Database, DiscoveredTable, Engine, EngineError, Fit, Health, SourceContext};
+use crate::source::{
+    ColumnInfo, Database, DiscoveredTable, Engine, EngineError, Fit, Health, SourceContext, check_database,
+    from_plan_json, plan_json,
+};
 use crate::tls::{SslMode, TlsSettings};
 use crate::uri::SourceUri;
 
@@ -70,7 +74,7 @@ impl Engine for PostgresEngine {
         PoolRegistry::global()
             .get(uri.connection_url())
             .await
-            .map_err(engine_error)?;
+            .map_err(EngineError::from)?;
         let provider = PgTableProvider::connect(&uri, &context.key, &context.scans)
             .await
             .map_err(|e| EngineError::Failed(e.to_string()))?;
@@ -108,17 +112,17 @@ impl Engine for PostgresEngine {
 
     fn encode_table(&self, table: &dyn TableProvider) -> Option<Result<Vec<u8>>> {
         let provider = table.downcast_ref::<PgTableProvider>()?;
-        Some(to_json(provider.spec()))
+        Some(plan_json("Postgres", provider.spec()))
     }
 
     fn decode_table(&self, payload: &[u8]) -> Result<Arc<dyn TableProvider>> {
-        let spec: PgTableSpec = from_json(payload)?;
+        let spec: PgTableSpec = from_plan_json("Postgres", payload)?;
         Ok(Arc::new(PgTableProvider::from_spec(spec, None)))
     }
 
     fn encode_scan(&self, scan: &dyn ExecutionPlan) -> Option<Result<Vec<u8>>> {
         let scan = scan.downcast_ref::<PgScanExec>()?;
-        Some(to_json(scan.spec()))
+        Some(plan_json("Postgres", scan.spec()))
     }
 
     fn decode_scan(
@@ -127,7 +131,7 @@ impl Engine for PostgresEngine {
         inputs: &[Arc<dyn ExecutionPlan>],
         key: Option<&ClusterKey>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let spec: PgScanSpec = from_json(payload)?;
+        let spec: PgScanSpec = from_plan_json("Postgres", payload)?;
         let [descriptors] = inputs else {
             return Err(DataFusionError::Internal(
                 "PgScanExec needs exactly one input".into(),
@@ -145,42 +149,6 @@ impl Engine for PostgresEngine {
     }
 }
 
-fn to_json(payload: &impl serde::Serialize) -> Result<Vec<u8>> {
-    serde_json::to_vec(payload)
-        .map_err(|e| DataFusionError::Internal(format!("encoding a Postgres scan: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T> {
-    serde_json::from_slice(payload).map_err(|e| {
-        DataFusionError::Internal(format!(
-            "cannot decode a Postgres scan ({e}); client, scheduler and executors must run the same Kalla build"
-        ))
-    })
-}
-
-/// Errors unless the database's TLS settings are usable here and its host is one this process
-/// may connect to; a host that does not resolve (yet) is not refused, only reported when read.
-async fn check_database(connection_url: &str) -> Result<(), EngineError> {
-    let pools = PoolRegistry::global();
-    pools
-        .check_tls(connection_url)
-        .map_err(|e| EngineError::InvalidLocation(e.to_string()))?;
-    match pools.check_host(connection_url).await {
-        Err(error) if error.is_refusal() => Err(EngineError::NotAllowed(error.to_string())),
-        Err(error @ PoolError::InvalidUrl { .. }) => Err(EngineError::InvalidLocation(error.to_string())),
-        _ => Ok(()),
-    }
-}
-
-/// A pool that could not be had, as the engine reports it.
-fn engine_error(error: PoolError) -> EngineError {
-    if error.is_refusal() {
-        EngineError::NotAllowed(error.to_string())
-    } else {
-        EngineError::Unreachable(error.to_string())
-    }
-}
-
 #[async_trait]
 impl Database for PostgresEngine {
     async fn url(&self, config: &Value) -> Result<Url, EngineError> {
@@ -190,26 +158,11 @@ impl Database for PostgresEngine {
     }
 
     fn shown_config(&self, stored: &Url, has_password: bool) -> Value {
-        let mut shown = Map::new();
-        shown.insert("host".into(), json!(stored.host_str()));
-        shown.insert("port".into(), json!(stored.port().unwrap_or(DEFAULT_PORT)));
-        shown.insert("database".into(), json!(stored.path().trim_start_matches('/')));
-        shown.insert("user".into(), json!(stored.username()));
-        if has_password {
-            shown.insert("password".into(), json!("***"));
-        }
-        for (key, value) in stored.query_pairs() {
-            shown.insert(key.into_owned(), json!(value));
-        }
-        Value::Object(shown)
+        shown_config(stored, has_password, DEFAULT_PORT)
     }
 
     fn table_location(&self, database: &Url, table: &QualifiedName) -> Url {
-        let mut location = database.clone();
-        location
-            .query_pairs_mut()
-            .append_pair("table", &table.to_string());
-        location
+        table_location(database, table)
     }
 
     async fn discover(&self, database: &Url) -> Result<Vec<DiscoveredTable>, EngineError> {
@@ -217,7 +170,7 @@ impl Database for PostgresEngine {
         let pool = PoolRegistry::global()
             .get(database.as_str())
             .await
-            .map_err(engine_error)?;
+            .map_err(EngineError::from)?;
         let relations = catalog::list_relations(&pool)
             .await
             .map_err(|e| unreachable(&e))?;
@@ -281,99 +234,23 @@ impl Database for PostgresEngine {
     }
 }
 
-/// Fields of a config given by parts; the last three name TLS settings as libpq's parameters do.
-const FIELDS: [&str; 8] = [
-    "host",
-    "port",
-    "database",
-    "user",
-    "password",
-    "sslmode",
-    "sslrootcert",
-    "sslcert",
-];
+const URL_SHAPE: UrlShape = UrlShape {
+    scheme: "postgres",
+    schemes: &["postgres", "postgresql"],
+    default_port: DEFAULT_PORT,
+    database_required: true,
+};
 
 /// A Postgres `config`: `{"uri": "postgres://…"}` or `{host, port?, database, user, password?,
 /// sslmode?, sslrootcert?, sslcert?}` (certificates by the names the operator configured).
 fn database_url(config: &Value) -> Result<Url, EngineError> {
-    let invalid = |message: String| EngineError::InvalidLocation(message);
-    let Some(fields) = config.as_object() else {
-        return Err(invalid("config must be an object".into()));
-    };
-    if let Some(uri) = fields.get("uri") {
-        if fields.len() > 1 {
-            return Err(invalid(
-                "give either uri or host/port/database/user/password/sslmode/sslrootcert/sslcert, not both"
-                    .into(),
-            ));
-        }
-        let uri = uri
-            .as_str()
-            .ok_or_else(|| invalid("uri must be a string".into()))?;
-        let url = Url::parse(uri).map_err(|e| invalid(format!("{e} (in {})", redact_connection_url(uri))))?;
-        if !is_postgres_scheme(&url) || url.host_str().is_none_or(str::is_empty) {
-            return Err(invalid(format!(
-                "expected postgres://user@host:port/database, got {}",
-                redact_connection_url(uri)
-            )));
-        }
-        if url.query_pairs().any(|(k, _)| k == "table") {
-            return Err(invalid(
-                "a connection is a whole database: remove the table parameter".into(),
-            ));
-        }
-        return Ok(url);
-    }
-    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(invalid(format!(
-            "unknown field {unknown:?}; expected uri or {}",
-            FIELDS.join(", ")
-        )));
-    }
-    let text = |name: &str, required: bool| -> Result<Option<String>, EngineError> {
-        match fields.get(name) {
-            None | Some(Value::Null) if required => Err(invalid(format!("{name} is required"))),
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if required && s.is_empty() => Err(invalid(format!("{name} is empty"))),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(invalid(format!("{name} must be a string"))),
-        }
-    };
-    let port = match fields.get("port") {
-        None | Some(Value::Null) => DEFAULT_PORT,
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .ok_or_else(|| invalid(format!("port {n} is not a TCP port")))?,
-        Some(_) => return Err(invalid("port must be a number".into())),
-    };
-    let host = text("host", true)?.unwrap_or_default();
-    let database = text("database", true)?.unwrap_or_default();
-    let user = text("user", true)?.unwrap_or_default();
-    let mut url = Url::parse("postgres://localhost/").expect("static URL");
-    url.set_host(Some(&host))
-        .map_err(|e| invalid(format!("host {host:?}: {e}")))?;
-    url.set_port(Some(port)).map_err(|()| invalid("port".into()))?;
-    url.set_username(&user).map_err(|()| invalid("user".into()))?;
-    url.path_segments_mut()
-        .map_err(|()| invalid("database".into()))?
-        .clear()
-        .push(&database);
-    if let Some(password) = text("password", false)?.filter(|p| !p.is_empty()) {
-        url.set_password(Some(&password))
-            .map_err(|()| invalid("password".into()))?;
-    }
-    for parameter in ["sslmode", "sslrootcert", "sslcert"] {
-        if let Some(value) = text(parameter, false)? {
-            url.query_pairs_mut().append_pair(parameter, &value);
-        }
-    }
-    Ok(url)
+    config_url(config, &URL_SHAPE)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

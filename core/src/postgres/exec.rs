@@ -1,10 +1,5 @@
-//! `PgScanExec`: reads ctid block ranges of a Postgres relation with binary COPY.
-//!
-//! Ballista restricts each task's plan to its partitions only for leaves it knows, so a
-//! custom multi-partition leaf would run every partition in every task and duplicate rows.
-//! This operator is therefore not a leaf: its child is an in-memory `DataSourceExec` holding
-//! one descriptor row (a block range) per partition, which the scheduler restricts like any
-//! memory scan. Each output partition reads exactly the ranges of its input partition.
+//! `PgScanExec`: reads ctid block ranges of a Postgres relation with binary COPY, one
+//! descriptor row (a block range) per partition below it (see [`crate::scan`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,31 +8,27 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::stats::Precision;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, Statistics, internal_err};
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use datafusion_proto::bytes::Serializeable;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
 
 use super::catalog::PgColumn;
 use super::copy::{BatchLimits, CopyDecoder};
 use super::filter;
-use super::grant::ScanGrant;
 use super::partition::BlockRange;
 use super::types::PgType;
+use crate::grant::ScanGrant;
 use crate::ident::{QualifiedName, quote_ident};
 use crate::pool::PoolRegistry;
+use crate::scan::{
+    DescriptorScanExec, PartitionReader, StreamingConnection, descriptor_scan, external, open_grant,
+    plan_refused, projected_bytes,
+};
 use crate::seal::ClusterKey;
 
 /// Everything an executor needs to read the scan, apart from its partitions. It carries no SQL:
@@ -160,12 +151,6 @@ pub fn columns_schema(columns: &[PgColumn]) -> SchemaRef {
     ))
 }
 
-/// Refuses a scan that Kalla's planner would never have produced, and logs it: a forged plan.
-pub fn plan_refused(table: &QualifiedName, reason: String) -> DataFusionError {
-    tracing::warn!(target: "kalla::plan_check", %table, %reason, "refused a Postgres scan");
-    DataFusionError::Plan(format!("plan refused: scan of {table}: {reason}"))
-}
-
 /// Schema of the descriptor rows: one block range per row.
 fn descriptor_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -177,20 +162,19 @@ fn descriptor_schema() -> SchemaRef {
 /// The in-memory leaf holding one descriptor row per partition.
 pub fn partition_descriptors(ranges: &[BlockRange]) -> Result<Arc<dyn ExecutionPlan>> {
     let schema = descriptor_schema();
-    let partitions = ranges
+    let batches = ranges
         .iter()
         .map(|range| {
-            let batch = RecordBatch::try_new(
+            RecordBatch::try_new(
                 schema.clone(),
                 vec![
                     Arc::new(UInt32Array::from(vec![range.start])),
                     Arc::new(UInt32Array::from(vec![range.end])),
                 ],
-            )?;
-            Ok(vec![batch])
+            )
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(MemorySourceConfig::try_new_exec(&partitions, schema, None)?)
+        .collect::<Result<Vec<_>, _>>()?;
+    descriptor_scan(schema, batches)
 }
 
 fn ranges_in(batch: &RecordBatch) -> Result<Vec<BlockRange>> {
@@ -210,60 +194,64 @@ fn ranges_in(batch: &RecordBatch) -> Result<Vec<BlockRange>> {
         .collect())
 }
 
+/// What a Postgres scan reads where it runs: its block ranges, with binary COPY.
 #[derive(Debug)]
-pub struct PgScanExec {
+pub struct PgRead {
     spec: Arc<PgScanSpec>,
     query: Arc<CopyQuery>,
     schema: SchemaRef,
-    descriptors: Arc<dyn ExecutionPlan>,
-    properties: Arc<PlanProperties>,
     /// Present on processes that may open source connections (executors, embedded mode).
     key: Option<ClusterKey>,
 }
 
-impl PgScanExec {
+/// A Postgres scan on the cluster.
+pub type PgScanExec = DescriptorScanExec<PgRead>;
+
+impl DescriptorScanExec<PgRead> {
     pub fn try_new(
         spec: Arc<PgScanSpec>,
         descriptors: Arc<dyn ExecutionPlan>,
         key: Option<ClusterKey>,
     ) -> Result<Self> {
-        if descriptors.schema() != descriptor_schema() {
-            return internal_err!("PgScanExec input is not a partition descriptor scan");
-        }
         let query = Arc::new(CopyQuery::render(&spec)?);
         let schema = query.schema();
-        let partitions = descriptors.properties().output_partitioning().partition_count();
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
-        Ok(Self {
+        let reader = PgRead {
             spec,
             query,
             schema,
-            descriptors,
-            properties,
             key,
-        })
+        };
+        Self::new(Arc::new(reader), descriptors)
     }
 
     pub fn spec(&self) -> &PgScanSpec {
-        &self.spec
+        &self.reader().spec
     }
 }
 
-impl DisplayAs for PgScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+impl PartitionReader for PgRead {
+    const OPERATOR: &'static str = "PgScanExec";
+
+    fn descriptor_schema() -> SchemaRef {
+        descriptor_schema()
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The share of the relation's heap the scan's columns take.
+    fn estimated_bytes(&self) -> Option<usize> {
+        projected_bytes(
+            self.spec.heap_bytes,
+            self.spec.projection.len(),
+            self.spec.table_columns.len(),
+        )
+    }
+
+    fn fmt_details(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let columns: Vec<&str> = self.query.columns.iter().map(|c| c.name.as_str()).collect();
-        write!(
-            f,
-            "PgScanExec: table={}, partitions={}, columns=[{}]",
-            self.spec.table,
-            self.properties.output_partitioning().partition_count(),
-            columns.join(", ")
-        )?;
+        write!(f, "table={}, columns=[{}]", self.spec.table, columns.join(", "))?;
         if let Some(predicate) = &self.query.predicate {
             write!(f, ", predicate={predicate}")?;
         }
@@ -272,78 +260,18 @@ impl DisplayAs for PgScanExec {
         }
         Ok(())
     }
-}
 
-#[allow(deprecated)] // `with_new_children` is still required by the trait in DataFusion 55.
-impl ExecutionPlan for PgScanExec {
-    fn name(&self) -> &str {
-        "PgScanExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.descriptors]
-    }
-
-    fn apply_expressions(
+    fn read(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    /// The whole scan's size, as the share of the relation's heap its columns take (a shuffle
-    /// above it is sized by this); nothing is known of one partition.
-    fn statistics_from_inputs(
-        &self,
-        _inputs: &[Arc<Statistics>],
-        args: &StatisticsArgs,
-    ) -> Result<Arc<Statistics>> {
-        let mut statistics = Statistics::new_unknown(&self.schema);
-        if args.partition().is_none() && self.spec.heap_bytes > 0 {
-            let columns = self.spec.table_columns.len().max(1) as u64;
-            let share = self.spec.heap_bytes * self.spec.projection.len().max(1) as u64 / columns;
-            statistics.total_byte_size = Precision::Inexact(share as usize);
-        }
-        Ok(Arc::new(statistics))
-    }
-
-    /// Descriptor rows must stay in their partitions: repartitioning them would only add a stage.
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [descriptors] = <[_; 1]>::try_from(children)
-            .map_err(|_| DataFusionError::Internal("PgScanExec takes exactly one child".into()))?;
-        Ok(Arc::new(Self::try_new(
-            self.spec.clone(),
-            descriptors,
-            self.key.clone(),
-        )?))
-    }
-
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let key = self.key.clone().ok_or_else(|| {
-            DataFusionError::Configuration(format!(
-                "cannot read {}: this process has no cluster key ({}); \
-                 Postgres scans run on executors started with it",
-                self.spec.table,
-                crate::seal::CLUSTER_KEY_ENV
-            ))
-        })?;
-        let url = self
-            .spec
-            .grant
-            .open(&key, &self.spec.table, &self.spec.table_columns)
-            .map_err(|e| plan_refused(&self.spec.table, e.to_string()))?;
-        let descriptors = self.descriptors.execute(partition, context.clone())?;
+        descriptors: SendableRecordBatchStream,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let url = open_grant(
+            &self.spec.grant,
+            self.key.as_ref(),
+            &self.spec.table,
+            &self.spec.table_columns,
+        )?;
         let limits = BatchLimits {
             rows: context.session_config().batch_size(),
             ..BatchLimits::default()
@@ -376,7 +304,7 @@ fn read_partition(
                 let sql = query.statement(range);
                 tracing::debug!(table = %query.table, %sql, "reading partition");
                 let failed = |e: sqlx::Error| source_error(&query.table, range, e);
-                let mut connection = CopyConnection(Some(pool.acquire().await.map_err(failed)?));
+                let mut connection = StreamingConnection::new(pool.acquire().await.map_err(failed)?);
                 let mut decoder = CopyDecoder::new(query.table.to_string(), schema.clone(), &types, limits);
                 let mut chunks = connection.conn().copy_out_raw(&sql).await.map_err(failed)?;
                 while let Some(chunk) = chunks.next().await {
@@ -400,10 +328,6 @@ fn read_partition(
     }
 }
 
-fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
-    DataFusionError::External(Box::new(error))
-}
-
 fn source_error(table: &QualifiedName, range: BlockRange, error: sqlx::Error) -> DataFusionError {
     let blocks = match range.end {
         Some(end) => format!("blocks {}..{end}", range.start),
@@ -414,37 +338,14 @@ fn source_error(table: &QualifiedName, range: BlockRange, error: sqlx::Error) ->
     ))
 }
 
-/// A pooled connection in COPY mode. Dropped before the COPY completed (query cancelled,
-/// limit reached, error), it is closed rather than returned with a half-read stream.
-struct CopyConnection(Option<PoolConnection<Postgres>>);
-
-impl CopyConnection {
-    fn conn(&mut self) -> &mut PoolConnection<Postgres> {
-        self.0.as_mut().expect("connection present until released")
-    }
-
-    /// The COPY completed: return the connection to the pool for reuse.
-    fn release(mut self) {
-        self.0.take();
-    }
-}
-
-impl Drop for CopyConnection {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.as_mut() {
-            conn.close_on_drop();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use datafusion::prelude::{col, lit};
 
     use super::*;
+    use crate::grant::DEFAULT_GRANT_TTL;
     use crate::ident::Ident;
     use crate::postgres::filter::tests::columns;
-    use crate::postgres::grant::DEFAULT_GRANT_TTL;
 
     fn spec(filters: Vec<String>, projection: Vec<usize>) -> PgScanSpec {
         let table = QualifiedName {

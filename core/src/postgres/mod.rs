@@ -7,7 +7,6 @@ pub mod copy;
 pub mod engine;
 pub mod exec;
 pub mod filter;
-pub mod grant;
 pub mod partition;
 pub mod provider;
 pub mod types;

@@ -47,18 +47,22 @@ impl Default for PartitionOptions {
     }
 }
 
+impl PartitionOptions {
+    /// How many partitions a table of `bytes` is read in (any engine's).
+    pub fn count_for(&self, bytes: u64) -> usize {
+        self.partitions.unwrap_or_else(|| {
+            let by_size = bytes.div_ceil(self.target_partition_bytes.max(1));
+            (by_size as usize).clamp(1, self.max_partitions.max(1))
+        })
+    }
+}
+
 /// Splits `relation` into block ranges covering every row exactly once.
 pub fn plan(relation: &RelationInfo, options: &PartitionOptions) -> Vec<BlockRange> {
     if relation.kind != RelationKind::Heap {
         return vec![BlockRange::WHOLE];
     }
-    let wanted = options.partitions.unwrap_or_else(|| {
-        let by_size = relation
-            .heap_bytes
-            .div_ceil(options.target_partition_bytes.max(1));
-        (by_size as usize).clamp(1, options.max_partitions.max(1))
-    });
-    split_blocks(relation.heap_blocks, wanted)
+    split_blocks(relation.heap_blocks, options.count_for(relation.heap_bytes))
 }
 
 /// `count` contiguous ranges over `blocks` blocks (fewer if there are fewer blocks), the last open-ended.

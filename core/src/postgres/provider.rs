@@ -18,14 +18,13 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::catalog::{self, CatalogError, PgColumn, RelationKind};
-use super::exec::{
-    PgScanExec, PgScanSpec, columns_schema, encode_filter, partition_descriptors, plan_refused,
-};
+use super::exec::{PgScanExec, PgScanSpec, columns_schema, encode_filter, partition_descriptors};
 use super::filter;
-use super::grant::{DEFAULT_GRANT_TTL, ScanGrant};
 use super::partition::{self, BlockRange, PartitionOptions};
+use crate::grant::{DEFAULT_GRANT_TTL, ScanGrant};
 use crate::ident::QualifiedName;
 use crate::pool::{PoolError, PoolRegistry};
+use crate::scan::plan_refused;
 use crate::seal::ClusterKey;
 use crate::uri::SourceUri;
 

@@ -3,14 +3,11 @@
 //! Columns are typed by schema inference; a condition's value is converted to its column's type
 //! before the query runs, so a bad value is the user's error, not a failed scan.
 
-use std::sync::Arc;
-
-use datafusion::arrow::datatypes::Field;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{CsvReadOptions, DataFrame, ParquetReadOptions, SessionContext};
 
-use super::frame::{predicate, text_rows};
-use super::{Condition, Preview, PreviewColumn, PreviewError};
+use super::frame::preview_frame;
+use super::{Condition, Preview, PreviewError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileFormat {
@@ -50,25 +47,7 @@ pub async fn preview(
     limit: usize,
 ) -> Result<Preview, PreviewError> {
     let frame = read(ctx, url, format).await?;
-    let fields: Vec<Arc<Field>> = frame.schema().fields().iter().cloned().collect();
-    let predicate = predicate(&fields, conditions)?;
-    let filtered = match predicate {
-        Some(predicate) => frame.filter(predicate).map_err(read_error)?,
-        None => frame,
-    };
-    let total_rows = filtered.clone().count().await.map_err(read_error)? as u64;
-    let batches = filtered
-        .limit(0, Some(limit))
-        .map_err(read_error)?
-        .collect()
-        .await
-        .map_err(read_error)?;
-    Ok(Preview {
-        columns: fields.iter().map(|f| PreviewColumn::from_field(f)).collect(),
-        rows: text_rows(&batches)?,
-        total_rows,
-        total_rows_exact: true,
-    })
+    preview_frame(frame, conditions, limit, None).await
 }
 
 async fn read(ctx: &SessionContext, url: &str, format: FileFormat) -> Result<DataFrame, PreviewError> {
@@ -89,7 +68,7 @@ async fn read(ctx: &SessionContext, url: &str, format: FileFormat) -> Result<Dat
     frame.map_err(read_error)
 }
 
-fn read_error(error: DataFusionError) -> PreviewError {
+pub(super) fn read_error(error: DataFusionError) -> PreviewError {
     match error.find_root() {
         DataFusionError::ObjectStore(store) => match store.as_ref() {
             object_store::Error::NotFound { path, .. } => PreviewError::Gone(format!("{path} not found")),

@@ -8,8 +8,46 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Expr, cast, lit};
+use datafusion::prelude::DataFrame;
 
-use super::{Condition, Op, Operand, PreviewError, find_column};
+use super::files::read_error;
+use super::{Condition, Op, Operand, Preview, PreviewColumn, PreviewError, find_column};
+
+/// The first `limit` rows of `frame` matching `conditions`, and how many match: all of them, or
+/// at most `count_cap` (the total then a lower bound) where counting means reading a database.
+pub async fn preview_frame(
+    frame: DataFrame,
+    conditions: &[Condition],
+    limit: usize,
+    count_cap: Option<u64>,
+) -> Result<Preview, PreviewError> {
+    let fields: Vec<Arc<Field>> = frame.schema().fields().iter().cloned().collect();
+    let filtered = match predicate(&fields, conditions)? {
+        Some(predicate) => frame.filter(predicate).map_err(read_error)?,
+        None => frame,
+    };
+    let counted = match count_cap {
+        Some(cap) => filtered
+            .clone()
+            .limit(0, Some(cap as usize + 1))
+            .map_err(read_error)?,
+        None => filtered.clone(),
+    };
+    let counted = counted.count().await.map_err(read_error)? as u64;
+    let batches = filtered
+        .limit(0, Some(limit))
+        .map_err(read_error)?
+        .collect()
+        .await
+        .map_err(read_error)?;
+    let total_rows_exact = count_cap.is_none_or(|cap| counted <= cap);
+    Ok(Preview {
+        columns: fields.iter().map(|f| PreviewColumn::from_field(f)).collect(),
+        rows: text_rows(&batches)?,
+        total_rows: count_cap.map_or(counted, |cap| counted.min(cap)),
+        total_rows_exact,
+    })
+}
 
 /// All conditions ANDed, each value converted to its column's type (also the filters of recipes).
 pub fn predicate(fields: &[Arc<Field>], conditions: &[Condition]) -> Result<Option<Expr>, PreviewError> {

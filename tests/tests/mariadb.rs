@@ -1,0 +1,719 @@
+//! MariaDB as a source: every mapped type read exactly (edge values, NULLs, and a zero date
+//! refused by name); a table of every type read through `kalla-scheduler` and two
+//! `kalla-executor` processes in 1, 2, 7 and 16 key ranges, every row exactly once, each
+//! executor within its connection cap, its aggregates equal to MariaDB's own; and a MariaDB
+//! connection and source in the runner, reconciled against Postgres with Postgres's answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::prelude::SessionContext;
+use kalla_core::ClusterKey;
+use kalla_core::mariadb::MariaTableProvider;
+use kalla_core::mariadb::location::TableLocation;
+use kalla_core::postgres::ScanOptions;
+use kalla_e2e::cluster::{Cluster, ClusterOptions};
+use kalla_e2e::mariadb::TestMariaDb;
+use kalla_e2e::postgres::TestDatabase;
+use kalla_e2e::reconciliation::{data, recipe, truth};
+use kalla_e2e::runner::Runner;
+use kalla_e2e::values::{df_row, displayed, same};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tempfile::TempDir;
+
+const ROWS: i64 = 20_000;
+const POOL_CAP: u32 = 2;
+
+async fn provider(db: &TestMariaDb, table: &str, partitions: usize) -> Result<MariaTableProvider, String> {
+    let location = TableLocation::parse(&url::Url::parse(&db.source_uri(table)).unwrap())?;
+    MariaTableProvider::connect(
+        &location,
+        &ClusterKey::generate(),
+        &ScanOptions::in_partitions(partitions),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Column `v` of `table` ordered by `id`, each value as Arrow displays it, read in 3 ranges.
+async fn read(db: &TestMariaDb, table: &str) -> Result<(DataType, Vec<Option<String>>), String> {
+    let ctx = SessionContext::new();
+    ctx.register_table("t", Arc::new(provider(db, table, 3).await?))
+        .unwrap();
+    let df = ctx
+        .sql("SELECT v FROM t ORDER BY id")
+        .await
+        .map_err(|e| e.to_string())?;
+    let data_type = df.schema().field(0).data_type().clone();
+    let batches = df.collect().await.map_err(|e| e.to_string())?;
+    let values = displayed(&batches);
+    Ok((data_type, values))
+}
+
+/// Creates `table(id, v <sql_type>)` with `cases`' SQL literals and checks what Kalla reads.
+async fn check(db: &TestMariaDb, sql_type: &str, expected_type: DataType, cases: &[(&str, Option<&str>)]) {
+    let table = format!(
+        "t_{}",
+        sql_type.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    db.execute(&format!(
+        "CREATE TABLE {table} (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v {sql_type})"
+    ))
+    .await;
+    for (literal, _) in cases {
+        db.execute(&format!("INSERT INTO {table} (v) VALUES ({literal})"))
+            .await;
+    }
+    let (data_type, values) = read(db, &table)
+        .await
+        .unwrap_or_else(|e| panic!("{sql_type}: {e}"));
+    assert_eq!(data_type, expected_type, "{sql_type}");
+    let expected: Vec<Option<String>> = cases.iter().map(|(_, v)| v.map(str::to_string)).collect();
+    assert_eq!(values, expected, "{sql_type}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_at_its_edges() {
+    let db = TestMariaDb::create().await;
+    let null = ("NULL", None);
+    check(
+        &db,
+        "BIGINT UNSIGNED",
+        DataType::UInt64,
+        &[
+            ("18446744073709551615", Some("18446744073709551615")),
+            ("0", Some("0")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "BIGINT",
+        DataType::Int64,
+        &[
+            ("-9223372036854775808", Some("-9223372036854775808")),
+            ("9223372036854775807", Some("9223372036854775807")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "TINYINT",
+        DataType::Int8,
+        &[("-128", Some("-128")), ("127", Some("127")), null],
+    )
+    .await;
+    check(
+        &db,
+        "SMALLINT UNSIGNED",
+        DataType::UInt16,
+        &[("65535", Some("65535")), null],
+    )
+    .await;
+    check(
+        &db,
+        "MEDIUMINT",
+        DataType::Int32,
+        &[("-8388608", Some("-8388608")), ("8388607", Some("8388607"))],
+    )
+    .await;
+    check(
+        &db,
+        "INT UNSIGNED",
+        DataType::UInt32,
+        &[("4294967295", Some("4294967295")), null],
+    )
+    .await;
+    check(
+        &db,
+        "DECIMAL(38,10)",
+        DataType::Decimal128(38, 10),
+        &[
+            (
+                "-9999999999999999999999999999.9999999999",
+                Some("-9999999999999999999999999999.9999999999"),
+            ),
+            ("0.0000000001", Some("0.0000000001")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "DECIMAL(65,30)",
+        DataType::Utf8,
+        &[
+            (
+                "99999999999999999999999999999999999.999999999999999999999999999999",
+                Some("99999999999999999999999999999999999.999999999999999999999999999999"),
+            ),
+            (
+                "-0.000000000000000000000000000001",
+                Some("-0.000000000000000000000000000001"),
+            ),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "FLOAT",
+        DataType::Float32,
+        &[
+            ("1.5", Some("1.5")),
+            ("-3.4028234e38", Some("-3.4028235e38")),
+            ("1.17549435e-38", Some("1.1754944e-38")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "DOUBLE",
+        DataType::Float64,
+        &[
+            ("0.1", Some("0.1")),
+            ("1.7976931348623157e308", Some("1.7976931348623157e308")),
+            ("-2.2250738585072014e-308", Some("-2.2250738585072014e-308")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "DATE",
+        DataType::Date32,
+        &[
+            ("'1000-01-01'", Some("1000-01-01")),
+            ("'9999-12-31'", Some("9999-12-31")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "DATETIME(6)",
+        DataType::Timestamp(TimeUnit::Microsecond, None),
+        &[
+            ("'1000-01-01 00:00:00'", Some("1000-01-01T00:00:00")),
+            ("'9999-12-31 23:59:59.999999'", Some("9999-12-31T23:59:59.999999")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "TIMESTAMP(3) NULL",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        &[
+            ("'1970-01-01 00:00:01.5'", Some("1970-01-01T00:00:01.500Z")),
+            ("'2038-01-19 03:14:07.999'", Some("2038-01-19T03:14:07.999Z")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "TIME(6)",
+        DataType::Duration(TimeUnit::Microsecond),
+        &[
+            ("'-838:59:59'", Some("-PT3020399S")),
+            ("'838:59:59'", Some("PT3020399S")),
+            ("'00:00:00.000001'", Some("PT0.000001S")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "YEAR",
+        DataType::UInt16,
+        &[
+            ("1901", Some("1901")),
+            ("2155", Some("2155")),
+            ("0", Some("0")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "BIT(64)",
+        DataType::UInt64,
+        &[
+            (
+                "b'1111111111111111111111111111111111111111111111111111111111111111'",
+                Some("18446744073709551615"),
+            ),
+            ("b'101'", Some("5")),
+            null,
+        ],
+    )
+    .await;
+    check(
+        &db,
+        "VARCHAR(20) COLLATE utf8mb4_unicode_ci",
+        DataType::Utf8,
+        &[("'😀 ünï '", Some("😀 ünï ")), ("''", Some("")), null],
+    )
+    .await;
+    check(
+        &db,
+        "JSON",
+        DataType::Utf8,
+        &[("'{\"a\": [1, 2]}'", Some("{\"a\": [1, 2]}")), null],
+    )
+    .await;
+    check(
+        &db,
+        "ENUM('low','high')",
+        DataType::Utf8,
+        &[("'high'", Some("high")), null],
+    )
+    .await;
+    check(
+        &db,
+        "SET('x','y')",
+        DataType::Utf8,
+        &[("'x,y'", Some("x,y")), ("''", Some(""))],
+    )
+    .await;
+    check(
+        &db,
+        "BLOB",
+        DataType::Binary,
+        &[("x'00ff10'", Some("00ff10")), null],
+    )
+    .await;
+    check(
+        &db,
+        "UUID",
+        DataType::Utf8,
+        &[
+            (
+                "'123e4567-e89b-12d3-a456-426614174000'",
+                Some("123e4567-e89b-12d3-a456-426614174000"),
+            ),
+            null,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_dates_are_refused_naming_table_and_column() {
+    let db = TestMariaDb::create().await;
+    db.execute(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE legacy (id INT PRIMARY KEY, booked DATE, stamped DATETIME);
+         INSERT INTO legacy VALUES (1, '2024-01-02', '2024-01-02 10:00:00'), (2, '0000-00-00', '2024-00-00 00:00:00');",
+    )
+    .await;
+    let ctx = SessionContext::new();
+    ctx.register_table("legacy", Arc::new(provider(&db, "legacy", 1).await.unwrap()))
+        .unwrap();
+    for column in ["booked", "stamped"] {
+        let error = ctx
+            .sql(&format!("SELECT {column} FROM legacy"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("{}.legacy", db.name))
+                && error.contains(&format!("column {column}"))
+                && error.contains("zero date"),
+            "{error}"
+        );
+    }
+}
+
+const CREATE: &str = r#"
+CREATE TABLE all_types (
+  id         BIGINT NOT NULL PRIMARY KEY,
+  c_tiny     TINYINT,
+  c_utiny    TINYINT UNSIGNED,
+  c_medium   MEDIUMINT,
+  c_int      INT,
+  c_ubig     BIGINT UNSIGNED,
+  c_dec      DECIMAL(15,2),
+  c_wide     DECIMAL(65,30),
+  c_float    FLOAT,
+  c_double   DOUBLE,
+  c_date     DATE,
+  c_datetime DATETIME(6),
+  c_ts       TIMESTAMP(6) NULL,
+  c_time     TIME(6),
+  c_year     YEAR,
+  c_bit      BIT(12),
+  c_text     VARCHAR(60) COLLATE utf8mb4_unicode_ci,
+  c_json     JSON,
+  c_enum     ENUM('sad', 'ok', 'happy'),
+  c_blob     BLOB,
+  c_uuid     UUID
+);
+INSERT INTO all_types
+SELECT seq * 3 - 30000,
+  IF(seq % 11 = 0, NULL, seq % 256 - 128),
+  IF(seq % 13 = 0, NULL, seq % 256),
+  IF(seq % 17 = 0, NULL, seq * 419 % 16000000 - 8000000),
+  IF(seq % 19 = 0, NULL, seq * 7919 % 2000000 - 1000000),
+  IF(seq % 23 = 0, NULL, 18446744073709551615 - seq * 1000003),
+  IF(seq % 29 = 0, NULL, (seq * 37 % 10000000 - 5000000) / 100),
+  IF(seq % 31 = 0, NULL, CAST(CONCAT(seq * 99991, '.', LPAD(seq, 30, '7')) AS DECIMAL(65,30))),
+  IF(seq % 37 = 0, NULL, (seq % 1000) / 8),
+  IF(seq % 41 = 0, NULL, seq / 64 - 1000),
+  IF(seq % 43 = 0, NULL, DATE '1990-01-01' + INTERVAL (seq * 7 % 20000) DAY),
+  IF(seq % 47 = 0, NULL, TIMESTAMP '1995-06-01 00:00:00' + INTERVAL (seq * 7777777) SECOND + INTERVAL (seq % 1000000) MICROSECOND),
+  IF(seq % 53 = 0, NULL, TIMESTAMP '2001-01-01 00:00:00' + INTERVAL (seq * 3333) SECOND + INTERVAL seq MICROSECOND),
+  IF(seq % 59 = 0, NULL, SEC_TO_TIME(seq * 150 - 1500000) + INTERVAL (seq % 1000) MICROSECOND),
+  IF(seq % 61 = 0, NULL, 1901 + seq % 255),
+  IF(seq % 67 = 0, NULL, seq % 4096),
+  IF(seq % 71 = 0, NULL, CONCAT('text-', MD5(seq), IF(seq % 5 = 0, ' ünïcødé ✓ 😀', ''))),
+  IF(seq % 73 = 0, NULL, JSON_OBJECT('n', seq, 'tags', JSON_ARRAY('a', seq % 3))),
+  IF(seq % 79 = 0, NULL, ELT(1 + seq % 3, 'sad', 'ok', 'happy')),
+  IF(seq % 83 = 0, NULL, UNHEX(MD5(seq))),
+  IF(seq % 89 = 0, NULL, UUID())
+FROM (SELECT CAST(seq AS SIGNED) AS seq FROM seq_1_to_20000) AS s;
+"#;
+
+/// (column, MariaDB's aggregate, Kalla's aggregate over the same rows).
+const CHECKS: &[(&str, &str, &str)] = &[
+    ("id", "SUM(id)", "sum(id)"),
+    ("c_tiny", "SUM(c_tiny)", "sum(c_tiny)"),
+    ("c_utiny", "SUM(c_utiny)", "sum(c_utiny)"),
+    ("c_medium", "SUM(c_medium)", "sum(c_medium)"),
+    ("c_int", "SUM(c_int)", "sum(c_int)"),
+    ("c_ubig", "MIN(c_ubig)", "min(c_ubig)"),
+    ("c_ubig", "MAX(c_ubig)", "max(c_ubig)"),
+    ("c_ubig", "SUM(c_ubig MOD 1000000)", "sum(c_ubig % 1000000)"),
+    ("c_dec", "SUM(c_dec)", "sum(c_dec)"),
+    ("c_wide", "SUM(LENGTH(c_wide))", "sum(character_length(c_wide))"),
+    ("c_wide", "COUNT(DISTINCT c_wide)", "count(DISTINCT c_wide)"),
+    ("c_float", "SUM(c_float)", "sum(c_float)"),
+    ("c_double", "SUM(c_double)", "sum(c_double)"),
+    ("c_date", "MIN(c_date)", "min(c_date)"),
+    (
+        "c_date",
+        "SUM(TO_DAYS(c_date) - 719528)",
+        "sum(CAST(c_date AS INT))",
+    ),
+    (
+        "c_datetime",
+        "SUM(TIMESTAMPDIFF(SECOND, '1970-01-01', c_datetime))",
+        "sum(CAST(c_datetime AS BIGINT) / 1000000)",
+    ),
+    (
+        "c_datetime",
+        "SUM(MICROSECOND(c_datetime))",
+        "sum(CAST(c_datetime AS BIGINT) % 1000000)",
+    ),
+    (
+        "c_ts",
+        "SUM(UNIX_TIMESTAMP(c_ts) DIV 1)",
+        "sum(CAST(c_ts AS BIGINT) / 1000000)",
+    ),
+    (
+        "c_ts",
+        "SUM(MICROSECOND(c_ts))",
+        "sum(CAST(c_ts AS BIGINT) % 1000000)",
+    ),
+    (
+        "c_time",
+        "SUM(TIME_TO_SEC(c_time))",
+        "sum(CAST(c_time AS BIGINT)) / 1000000.0",
+    ),
+    ("c_year", "SUM(c_year)", "sum(c_year)"),
+    ("c_bit", "SUM(c_bit)", "sum(c_bit)"),
+    (
+        "c_text",
+        "SUM(CHAR_LENGTH(c_text))",
+        "sum(character_length(c_text))",
+    ),
+    (
+        "c_text",
+        "COUNT(DISTINCT BINARY c_text)",
+        "count(DISTINCT c_text)",
+    ),
+    ("c_json", "SUM(LENGTH(c_json))", "sum(octet_length(c_json))"),
+    ("c_enum", "SUM(LENGTH(c_enum))", "sum(octet_length(c_enum))"),
+    (
+        "c_blob",
+        "SUM(LENGTH(c_blob))",
+        "sum(character_length(encode(c_blob, 'hex'))) / 2",
+    ),
+    ("c_uuid", "COUNT(DISTINCT c_uuid)", "count(DISTINCT c_uuid)"),
+];
+
+/// Established TCP connections from process `pid` to `port` on loopback, from `/proc`.
+fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let remote = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| table.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 9
+                && fields[2].ends_with(&remote)
+                && fields[3] == "01"
+                && inodes.iter().any(|i| i == fields[9])
+        })
+        .count()
+}
+
+/// The most connections each executor held to MariaDB while `stop` was unset.
+fn watch_connections(
+    executors: Vec<(String, u32)>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<HashMap<String, usize>> {
+    tokio::spawn(async move {
+        let mut peaks: HashMap<String, usize> = HashMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            for (name, pid) in &executors {
+                let peak = peaks.entry(name.clone()).or_default();
+                *peak = (*peak).max(connections_to(*pid, 3306));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        peaks
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_row_exactly_once_through_two_executors() {
+    let db = TestMariaDb::create().await;
+    db.execute(CREATE).await;
+    db.execute("ANALYZE TABLE all_types").await;
+    let cluster = Cluster::start(ClusterOptions {
+        executors: 2,
+        vcores: 4,
+        pool_cap: POOL_CAP,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let uri = db.source_uri("all_types");
+    let executors = cluster.pids("executor-");
+    assert_eq!(executors.len(), 2);
+
+    let mut used = HashMap::new();
+    for partitions in [1, 2, 7, 16] {
+        let ctx = cluster
+            .session_with_table("t", &uri, &ScanOptions::in_partitions(partitions))
+            .await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = watch_connections(executors.clone(), stop.clone());
+        let counts = df_row(&ctx, "SELECT count(*), count(DISTINCT id), sum(id) FROM t").await;
+        stop.store(true, Ordering::Relaxed);
+        let peaks = watcher.await.unwrap();
+        let expected = db
+            .text_row("SELECT COUNT(*), COUNT(DISTINCT id), SUM(id) FROM all_types")
+            .await;
+        assert_eq!(expected[0], Some(ROWS.to_string()));
+        assert_eq!(
+            counts, expected,
+            "count, distinct ids and sum(id) with {partitions} partitions"
+        );
+        assert!(
+            peaks.values().all(|&peak| peak <= POOL_CAP as usize),
+            "an executor exceeded its pool cap of {POOL_CAP} with {partitions} partitions: {peaks:?}"
+        );
+        for (name, peak) in peaks {
+            *used.entry(name).or_insert(0) += peak;
+        }
+    }
+    assert!(
+        used.values().any(|&peak| peak > 0),
+        "no executor connected to MariaDB: {used:?}"
+    );
+
+    let ctx = cluster
+        .session_with_table("t", &uri, &ScanOptions::in_partitions(7))
+        .await;
+    let maria: Vec<String> = CHECKS
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (column, maria, _))| {
+            [
+                format!("{maria} AS v{i}"),
+                format!("COUNT(*) - COUNT({column}) AS n{i}"),
+            ]
+        })
+        .collect();
+    let kalla: Vec<String> = CHECKS
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (column, _, kalla))| {
+            [
+                format!("{kalla} AS v{i}"),
+                format!("count(*) - count({column}) AS n{i}"),
+            ]
+        })
+        .collect();
+    let expected = db
+        .text_row(&format!("SELECT {} FROM all_types", maria.join(", ")))
+        .await;
+    let actual = df_row(&ctx, &format!("SELECT {} FROM t", kalla.join(", "))).await;
+    for (i, (column, maria, kalla)) in CHECKS.iter().enumerate() {
+        let (value, nulls) = (2 * i, 2 * i + 1);
+        assert!(
+            same(&expected[value], &actual[value]),
+            "{column}: MariaDB {maria} = {:?}, Kalla {kalla} = {:?}",
+            expected[value],
+            actual[value]
+        );
+        assert_eq!(expected[nulls], actual[nulls], "{column}: NULL count");
+        if *column != "id" {
+            assert_ne!(
+                expected[nulls],
+                Some("0".into()),
+                "{column}: the data set must hold NULLs"
+            );
+        }
+    }
+
+    // The executors' statements say who sent them (what MariaDB's processlist shows), read by
+    // key range, and a LIMIT reaches MariaDB.
+    let limited = df_row(&ctx, "SELECT count(*) FROM (SELECT id FROM t LIMIT 10)").await;
+    assert_eq!(limited[0], Some("10".into()));
+    let logs = cluster.all_logs();
+    assert!(
+        logs.contains("/* kalla-executor-"),
+        "statements carry no executor tag"
+    );
+    assert!(logs.contains("WHERE `id` >= "), "no key range reached MariaDB");
+}
+
+/// Copies Postgres's `payments` into a MariaDB table of the same columns (and an integer key).
+async fn copy_payments(pg: &TestDatabase, maria: &TestMariaDb) {
+    maria
+        .execute(
+            "CREATE TABLE payments (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+             payment_id VARCHAR(40) NOT NULL, invoice_ref VARCHAR(20), amount DECIMAL(12,2), \
+             currency VARCHAR(8), paid_on DATE, status VARCHAR(8))",
+        )
+        .await;
+    type Payment = (String, Option<String>, String, Option<String>, String, String);
+    let rows: Vec<Payment> = sqlx::query_as(
+        "SELECT payment_id, invoice_ref, amount::text, currency, paid_on::text, status FROM payments",
+    )
+    .fetch_all(&pg.pool)
+    .await
+    .unwrap();
+    for chunk in rows.chunks(2000) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "INSERT INTO payments (payment_id, invoice_ref, amount, currency, paid_on, status) ",
+        );
+        insert.push_values(chunk, |mut row, payment| {
+            row.push_bind(&payment.0)
+                .push_bind(&payment.1)
+                .push_bind(&payment.2)
+                .push_bind(&payment.3)
+                .push_bind(&payment.4)
+                .push_bind(&payment.5);
+        });
+        insert.build().execute(&maria.pool).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_invoices_reconcile_with_mariadb_payments() {
+    let pg = TestDatabase::create().await;
+    pg.execute(&data(20_000)).await;
+    let truth = truth(&pg).await;
+    assert!(truth.outputs["matched"].as_i64().unwrap() > 15_000, "{truth:?}");
+    let maria = TestMariaDb::create().await;
+    copy_payments(&pg, &maria).await;
+    let runner = Runner::start_in(TempDir::new().unwrap(), None, &["--scan-partition-mib", "1"]).await;
+
+    // A connection: discovered, healthy (plaintext: the shared server has no TLS), queried live.
+    let (status, connection) = runner
+        .call(
+            Method::POST,
+            "/api/connections",
+            Some(json!({"name": "books", "source_type": "mariadb", "config": {"uri": maria.url}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{connection}");
+    let id = connection["id"].as_str().unwrap();
+    let (_, schema) = runner
+        .call(
+            Method::GET,
+            &format!("/api/information_schema?connection_id={id}"),
+            None,
+        )
+        .await;
+    let tables = schema.to_string();
+    assert!(
+        tables.contains("\"payments\"") && tables.contains("decimal(12,2)"),
+        "{schema}"
+    );
+    let (status, health) = runner
+        .call(Method::GET, &format!("/api/connections/{id}/health"), None)
+        .await;
+    assert_eq!(
+        (status, &health["reachable"]),
+        (StatusCode::OK, &json!(true)),
+        "{health}"
+    );
+    let void: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'void'")
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    let sql = format!(
+        "SELECT count(*) FROM books.{}.payments WHERE status = 'void'",
+        maria.name
+    );
+    let (status, answer) = runner
+        .call(
+            Method::POST,
+            "/api/query",
+            Some(json!({"sql": sql, "live": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["rows"][0][0], json!(void.to_string()), "{answer}");
+
+    // Sources of both engines: a filtered preview, then the reconciliation.
+    runner
+        .register_source("invoices", &pg.source_uri("public.invoices"))
+        .await;
+    runner
+        .register_source("payments", &maria.source_uri("payments"))
+        .await;
+    let (status, preview) = runner
+        .call(
+            Method::POST,
+            "/api/sources/payments/load-scoped",
+            Some(json!({"conditions": [{"column": "status", "op": "eq", "value": "void"}], "limit": 5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["total_rows"], json!(void), "{preview}");
+    assert_eq!(preview["rows"].as_array().unwrap().len(), 5);
+
+    let id = runner
+        .submit_job(json!({"type": "recon", "recipe": recipe("mixed", "invoices", "payments")}))
+        .await;
+    let job = runner.wait_for_job(&id, Duration::from_secs(300)).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", runner.logs());
+    assert_eq!(job["summary"]["outputs"], truth.outputs, "{job}");
+}
