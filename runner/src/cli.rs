@@ -121,6 +121,15 @@ pub enum SchedulesCommand {
     Resume { schedule: String },
     /// Delete a schedule (the jobs it made stay).
     Delete { schedule: String },
+    /// Run one of a schedule's past ticks now (a missed day, or a day again): prints the tick and
+    /// its job; a tick that has a job keeps it.
+    Fire {
+        schedule: String,
+        /// The tick: a date (its first tick that day, in the schedule's time zone) or an RFC 3339
+        /// time.
+        #[arg(long)]
+        at: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -312,6 +321,11 @@ pub async fn schedules(runner: &RunnerArgs, command: SchedulesCommand) -> anyhow
         SchedulesCommand::Resume { schedule } => {
             client
                 .post(&format!("{}/resume", path(&schedule)), &json!({}))
+                .await?
+        }
+        SchedulesCommand::Fire { schedule, at } => {
+            client
+                .post(&format!("{}/ticks", path(&schedule)), &json!({ "at": at }))
                 .await?
         }
         SchedulesCommand::Delete { schedule } => {

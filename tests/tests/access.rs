@@ -59,6 +59,7 @@ const ROUTES: &[(&str, &str, u8)] = &[
     ("POST", "/api/schedules/{id}/pause", OPERATOR),
     ("POST", "/api/schedules/{id}/resume", OPERATOR),
     ("DELETE", "/api/schedules/{id}", OPERATOR),
+    ("POST", "/api/schedules/{id}/ticks", OPERATOR),
     ("POST", "/api/sources", ADMIN),
     ("PATCH", "/api/sources/{alias}", ADMIN),
     ("DELETE", "/api/sources/{alias}", ADMIN),

@@ -74,6 +74,7 @@ const SCHEDULE: Route = (Method::GET, "/api/schedules/{id}");
 const PAUSE_SCHEDULE: Route = (Method::POST, "/api/schedules/{id}/pause");
 const RESUME_SCHEDULE: Route = (Method::POST, "/api/schedules/{id}/resume");
 const DELETE_SCHEDULE: Route = (Method::DELETE, "/api/schedules/{id}");
+const FIRE_TICK: Route = (Method::POST, "/api/schedules/{id}/ticks");
 
 /// The document's error statuses per route, each with the codes it lists.
 type Documented = BTreeMap<(String, String), BTreeMap<u16, Vec<String>>>;
@@ -272,6 +273,7 @@ fn protected_routes(ids: &Ids) -> Vec<(Route, Vec<&str>, Option<Value>)> {
         (PAUSE_SCHEDULE, vec!["sch1"], None),
         (RESUME_SCHEDULE, vec!["sch1"], None),
         (DELETE_SCHEDULE, vec!["sch1"], None),
+        (FIRE_TICK, vec!["sch1"], Some(json!({"at": "2026-01-01"}))),
     ]
 }
 
@@ -873,13 +875,31 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         "not_found",
     )
     .await;
-    for route in [&SCHEDULE, &PAUSE_SCHEDULE, &RESUME_SCHEDULE, &DELETE_SCHEDULE] {
+    let not_a_tick = Some(json!({"at": "2026-01-01T00:30:00Z"}));
+    expect(
+        &mut driven,
+        &runner,
+        &FIRE_TICK,
+        &["sch1"],
+        not_a_tick,
+        bad,
+        "invalid_request",
+    )
+    .await;
+    for route in [
+        &SCHEDULE,
+        &PAUSE_SCHEDULE,
+        &RESUME_SCHEDULE,
+        &DELETE_SCHEDULE,
+        &FIRE_TICK,
+    ] {
+        let body = (route == &FIRE_TICK).then(|| json!({"at": "2026-01-01"}));
         expect(
             &mut driven,
             &runner,
             route,
             &["nobody"],
-            None,
+            body,
             StatusCode::NOT_FOUND,
             "not_found",
         )
@@ -1268,6 +1288,17 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         full["error"]["message"].as_str().unwrap().contains("full"),
         "{full}"
     );
+    let tick = Some(json!({"at": "2025-01-01"}));
+    expect(
+        &mut driven,
+        &runner,
+        &FIRE_TICK,
+        &["sch1"],
+        tick,
+        StatusCode::TOO_MANY_REQUESTS,
+        "queue_full",
+    )
+    .await;
     for job in [&waiting_job, &running_job] {
         succeed(&runner, &CANCEL, &[job], None).await;
     }
@@ -1335,6 +1366,17 @@ async fn every_documented_error_status_of_every_route_is_answered() {
     .await;
     let job = Some(json!({"type": "recon", "recipe_id": "r1"}));
     expect(&mut driven, &runner, &SUBMIT, &[], job, unsealable, secret).await;
+    let tick = Some(json!({"at": "2024-01-01"}));
+    expect(
+        &mut driven,
+        &runner,
+        &FIRE_TICK,
+        &["sch1"],
+        tick,
+        unsealable,
+        secret,
+    )
+    .await;
 
     // 503: the metadata DB stopped. Every protected route answers 503 `metadata_unavailable`
     // (each waits for its pool's timeout, so they are asked all at once), and /ready says so.

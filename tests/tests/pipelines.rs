@@ -1,6 +1,7 @@
 //! Reconciliation pipelines on a real runner, Postgres and an S3-compatible server (moto): a
 //! recipe's parameters chosen per run, in its filters and its sources' locations; and a
-//! `carry_forward` recipe's open items over five run days, against what the test computes.
+//! `carry_forward` recipe run by a daily schedule's ticks on five run dates, its open items
+//! against what the test computes.
 
 use kalla_e2e::postgres::TestDatabase;
 use kalla_e2e::runner::Runner;
@@ -406,9 +407,33 @@ async fn carried_forward_items_age_in_run_days_and_close_when_a_later_run_matche
         "{body}"
     );
 
+    // Each day is reconciled by the schedule's tick on that date (06:00 in Oslo), fired by the
+    // test rather than waited for: the tick gives its date to the run.
+    let schedule = json!({
+        "name": "payments-daily", "recipe": recipe_id, "cron": "0 6 * * *",
+        "timezone": "Europe/Oslo", "params": {"run_date": "{tick_date}"}
+    });
+    let (status, schedule) = runner.call(Method::POST, "/api/schedules", Some(schedule)).await;
+    assert_eq!(status, StatusCode::CREATED, "{schedule}");
+    let ticks = format!("/api/schedules/{}/ticks", schedule["id"].as_str().unwrap());
+    for (at, says) in [
+        ("2026-10-01T06:00:00Z", "not one of the schedule's ticks"),
+        ("2099-01-01", "yet to come"),
+        ("1 Oct", "neither a date"),
+    ] {
+        let (status, body) = runner.call(Method::POST, &ticks, Some(json!({"at": at}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{at}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{at}: {body}"
+        );
+    }
+
     let mut open = Open::new();
     let mut closed: BTreeSet<(String, String, String)> = BTreeSet::new();
     let mut buckets_used = BTreeSet::new();
+    let mut jobs = Vec::new();
     for (day, run_date) in RUN_DATES.iter().enumerate() {
         let mut csv = String::from("invoice_id,amount\n");
         for (id, amount) in payments(day) {
@@ -416,11 +441,39 @@ async fn carried_forward_items_age_in_run_days_and_close_when_a_later_run_matche
         }
         s3.put_object(&format!("payments/{run_date}/payments.csv"), csv.into_bytes())
             .await;
-        let id = runner
-            .submit_job(json!({"type": "recon", "recipe_id": recipe_id, "params": {"run_date": run_date}}))
+        let (status, tick) = if day == 1 {
+            let shown = runner.kalla(
+                &runner.token,
+                &["schedules", "fire", "payments-daily", "--at", run_date],
+            );
+            (StatusCode::CREATED, serde_json::from_str(&shown).unwrap())
+        } else {
+            runner
+                .call(Method::POST, &ticks, Some(json!({"at": run_date})))
+                .await
+        };
+        assert_eq!(status, StatusCode::CREATED, "{tick}");
+        // 06:00 in Oslo: summer time until 25 October, winter time after.
+        let utc_hour = if *run_date < "2026-10-25" { 4 } else { 5 };
+        assert_eq!(
+            tick["tick_at"],
+            format!("{run_date}T0{utc_hour}:00:00.000000Z"),
+            "{tick}"
+        );
+        let id = tick["job_id"].as_str().unwrap().to_string();
+        // A tick has one job, however often it is fired.
+        let (status, again) = runner
+            .call(Method::POST, &ticks, Some(json!({"at": tick["tick_at"]})))
             .await;
+        assert_eq!(
+            (status, &again["job_id"]),
+            (StatusCode::OK, &tick["job_id"]),
+            "{again}"
+        );
         let job = runner.wait_for_job(&id, Duration::from_secs(120)).await;
         assert_eq!(job["status"], "succeeded", "{job}\n{}", runner.logs());
+        assert_eq!(job["inputs"]["params"], json!({"run_date": run_date}), "{job}");
+        jobs.push(id.clone());
 
         let outcome = run_day(&mut open, day);
         for (side, key) in &outcome.closed {
@@ -528,6 +581,17 @@ async fn carried_forward_items_age_in_run_days_and_close_when_a_later_run_matche
         !s3.keys("kalla/open-items/").await.is_empty(),
         "open items are kept in the store, apart from results"
     );
+
+    // The schedule shows the five ticks, each with its job.
+    let (_, shown) = runner.call(Method::GET, &ticks.replace("/ticks", ""), None).await;
+    let mut ticked: Vec<String> = shown["recent_ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tick| tick["job_id"].as_str().unwrap().to_string())
+        .collect();
+    ticked.reverse();
+    assert_eq!(ticked, jobs, "{shown}");
 
     // Open items only move forward in run dates.
     let id = runner

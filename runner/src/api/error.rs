@@ -423,6 +423,7 @@ impl HasCode for ScheduleError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Invalid(_) => ErrorCode::InvalidSchedule,
+            Self::NoSuchTick(_) => ErrorCode::InvalidRequest,
             Self::Job(error) => error.code(),
             Self::Recipe(error) => error.code(),
             Self::Metadata(error) => error.code(),

@@ -127,6 +127,7 @@ openapi::documented_api! {
         schedules::pause,
         schedules::resume,
         schedules::remove,
+        schedules::fire,
     ],
     Admin: [
         sources::create,

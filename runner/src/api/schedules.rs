@@ -1,15 +1,16 @@
 //! `/api/schedules`: recipes run on a timetable; create (with `Idempotency-Key`), list, show with
-//! next run times and recent ticks, pause, resume and delete.
+//! next run times and recent ticks, pause, resume, delete, and fire a past tick by hand.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::error::{ApiPath, Errors, codes};
+use super::error::{ApiJson, ApiPath, Errors, codes};
 use super::idempotency::{IdempotentJson, Once, once};
 use super::{AppState, Created, created};
 use crate::api::ApiError;
-use crate::schedules::{ScheduleRequest, ScheduleView};
+use crate::metadata::TickRecord;
+use crate::schedules::{FireRequest, ScheduleRequest, ScheduleView};
 
 #[utoipa::path(
     post,
@@ -134,4 +135,38 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     state.schedules.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/schedules/{id}/ticks",
+    tag = "schedules",
+    params(("id" = String, Path, description = "The schedule's id (`sch_…`) or name")),
+    request_body = FireRequest,
+    responses(
+        (status = 201, description = "The tick's job was made now, with the tick's date in its parameters", body = TickRecord),
+        (status = 200, description = "The tick already has its job (fired or ticked before): that job", body = TickRecord),
+        Errors<(
+            codes::InvalidRequest,
+            codes::InvalidParams,
+            codes::NotAllowed,
+            codes::NotFound,
+            codes::QueueFull,
+            codes::SecretUnreadable,
+        )>,
+    )
+)]
+pub async fn fire(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<FireRequest>,
+) -> Result<Created<TickRecord>, ApiError> {
+    let fired = state.schedules.fire(&id, &request.at).await?;
+    let status = if fired.made {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let job = fired.tick.job_id.clone().unwrap_or_default();
+    Ok(created(status, format!("/api/jobs/{job}"), fired.tick))
 }

@@ -178,11 +178,14 @@ impl MetadataDb {
             .collect::<Result<_, sqlx::Error>>()?)
     }
 
-    /// Records a handled tick, unless another runner recorded it first.
+    /// Records a handled tick, unless another runner recorded it first; a tick recorded without a
+    /// job (it could not be made then) takes the job it was fired with later.
     pub async fn record_tick(&self, schedule_id: &str, tick: &TickRecord) -> Result<(), MetadataError> {
         sqlx::query(
             "INSERT INTO schedule_ticks (schedule_id, tick_at, job_id, missed, error, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (schedule_id, tick_at) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (schedule_id, tick_at) DO UPDATE \
+             SET job_id = excluded.job_id, error = excluded.error \
+             WHERE schedule_ticks.job_id IS NULL AND excluded.job_id IS NOT NULL",
         )
         .bind(schedule_id)
         .bind(&tick.tick_at)

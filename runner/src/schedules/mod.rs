@@ -38,6 +38,9 @@ const MAX_NAME_CHARS: usize = 200;
 pub enum ScheduleError {
     #[error("{0}")]
     Invalid(String),
+    /// A tick to fire that the schedule does not have, or has yet to reach.
+    #[error("{0}")]
+    NoSuchTick(String),
     #[error(transparent)]
     Job(#[from] JobError),
     #[error(transparent)]
@@ -82,6 +85,21 @@ impl Every {
             Self::Text(text) => parse_every(text),
         }
     }
+}
+
+/// `POST /api/schedules/{id}/ticks`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FireRequest {
+    /// One of the schedule's ticks, as an RFC 3339 time (`2026-11-30T06:00:00+01:00`), or a date
+    /// (`2026-11-30`) standing for its first tick that day in the schedule's time zone.
+    pub at: String,
+}
+
+/// A tick fired by hand, and whether this request made its job.
+pub struct Fired {
+    pub tick: TickRecord,
+    pub made: bool,
 }
 
 /// A schedule as the API shows it.
@@ -214,6 +232,44 @@ impl Schedules {
             created_at: record.created_at,
             updated_at: record.updated_at,
         })
+    }
+
+    /// Runs one of the schedule's past ticks now, as the ticker would have run it then (the
+    /// tick's date in its parameters), paused or not: a tick missed, or a day run again. A tick
+    /// has one job however often it is fired or ticked, so firing one that has a job answers
+    /// that job. Ticks yet to come are refused: they run by themselves.
+    pub async fn fire(&self, id: &str, at: &str) -> Result<Fired, ScheduleError> {
+        let schedule = self.db.schedule(id).await?;
+        let timing = timing_of(&schedule).map_err(ScheduleError::Invalid)?;
+        let tick = timing.tick_named(at).map_err(ScheduleError::NoSuchTick)?;
+        if tick > Utc::now() {
+            return Err(ScheduleError::NoSuchTick(format!(
+                "at: the tick {} is yet to come; the schedule runs it by itself",
+                timestamp(tick)
+            )));
+        }
+        let job_id = tick_job_id(&schedule.id, tick);
+        let made = match self.db.job(&job_id).await {
+            Ok(_) => false,
+            Err(MetadataError::NotFound { .. }) => {
+                let request = self.tick_request(&schedule, &timing, tick)?;
+                match self.jobs.submit_as(job_id.clone(), request).await {
+                    Ok(_) => true,
+                    Err(JobError::Metadata(MetadataError::Duplicate { .. })) => false,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let tick = TickRecord {
+            tick_at: timestamp(tick),
+            job_id: Some(job_id),
+            missed: 0,
+            error: None,
+        };
+        self.db.record_tick(&schedule.id, &tick).await?;
+        tracing::info!(schedule = %schedule.id, tick = %tick.tick_at, made, "a schedule's tick fired by hand");
+        Ok(Fired { tick, made })
     }
 
     /// Every second until the runner stops: runs each schedule's due tick.

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -78,6 +78,48 @@ impl Timing {
         tick.with_timezone(&self.zone).date_naive()
     }
 
+    /// The tick `at` names: an instant that is one of the schedule's ticks, or a date (in the
+    /// schedule's time zone), standing for its first tick that day. The error says why it names
+    /// none, and where the nearest one is.
+    pub fn tick_named(&self, at: &str) -> Result<DateTime<Utc>, String> {
+        if let Ok(date) = NaiveDate::parse_from_str(at, "%Y-%m-%d") {
+            let midnight = self
+                .zone
+                .from_local_datetime(&date.and_time(NaiveTime::MIN))
+                .earliest()
+                .ok_or_else(|| format!("at: {at} has no midnight in {}", self.zone))?
+                .with_timezone(&Utc);
+            let tick = self.first_from(midnight)?;
+            if self.date_of(tick) != date {
+                return Err(format!(
+                    "at: the schedule has no tick on {at}; its next is {}",
+                    tick.to_rfc3339()
+                ));
+            }
+            return Ok(tick);
+        }
+        let instant = DateTime::parse_from_rfc3339(at)
+            .map_err(|_| {
+                format!("at: {at:?} is neither a date (2026-11-30) nor an RFC 3339 time (2026-11-30T06:00:00+01:00)")
+            })?
+            .with_timezone(&Utc);
+        let tick = self.first_from(instant)?;
+        if tick != instant {
+            return Err(format!(
+                "at: {at} is not one of the schedule's ticks; the next after it is {}",
+                tick.to_rfc3339()
+            ));
+        }
+        Ok(tick)
+    }
+
+    /// The first tick at or after `from`.
+    fn first_from(&self, from: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+        self.ticks_after(from - chrono::Duration::milliseconds(1))
+            .next()
+            .ok_or_else(|| "at: the schedule has no tick after it".to_string())
+    }
+
     fn ticks_after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         let mut last = after;
         std::iter::from_fn(move || {
@@ -86,8 +128,9 @@ impl Timing {
                     let step = interval.as_millis() as i64;
                     millis((last.timestamp_millis().div_euclid(step) + 1) * step)
                 }
+                // Cron ticks fall on whole seconds; croner keeps a fraction it is given.
                 Clock::Cron(cron) => cron
-                    .find_next_occurrence(&last.with_timezone(&self.zone), false)
+                    .find_next_occurrence(&last.trunc_subsecs(0).with_timezone(&self.zone), false)
                     .ok()?
                     .with_timezone(&Utc),
             };
@@ -214,6 +257,52 @@ mod tests {
         let tick = tokyo.next(at("2026-11-30T20:00:00Z"), 1)[0];
         assert_eq!(tick, at("2026-11-30T23:30:00Z"));
         assert_eq!(tokyo.date_of(tick).to_string(), "2026-12-01");
+    }
+
+    #[test]
+    fn cron_ticks_fall_on_whole_seconds_whatever_the_time_they_follow() {
+        let daily = Timing::new(Some("0 6 * * *"), None, "UTC").unwrap();
+        let after = at("2026-11-30T12:34:56.789Z");
+        assert_eq!(daily.next(after, 1), [at("2026-12-01T06:00:00Z")]);
+        assert_eq!(
+            daily.due(after, at("2026-12-01T07:00:00Z")),
+            Some((at("2026-12-01T06:00:00Z"), 1))
+        );
+    }
+
+    #[test]
+    fn a_tick_is_named_by_its_instant_or_its_date() {
+        let daily = Timing::new(Some("0 6 * * *"), None, "Europe/Oslo").unwrap();
+        // Summer time in October, winter time in November.
+        assert_eq!(daily.tick_named("2026-10-01"), Ok(at("2026-10-01T04:00:00Z")));
+        assert_eq!(daily.tick_named("2026-11-15"), Ok(at("2026-11-15T05:00:00Z")));
+        assert_eq!(
+            daily.tick_named("2026-11-15T06:00:00+01:00"),
+            Ok(at("2026-11-15T05:00:00Z"))
+        );
+        let off = daily.tick_named("2026-11-15T06:30:00+01:00").unwrap_err();
+        assert!(
+            off.contains("not one of the schedule's ticks") && off.contains("2026-11-16T05:00:00"),
+            "{off}"
+        );
+        assert!(
+            daily
+                .tick_named("15/11/2026")
+                .unwrap_err()
+                .contains("neither a date")
+        );
+        let weekly = Timing::new(Some("0 6 * * 1"), None, "UTC").unwrap();
+        let none = weekly.tick_named("2026-12-01").unwrap_err();
+        assert!(
+            none.contains("no tick on 2026-12-01") && none.contains("2026-12-07T06:00:00"),
+            "{none}"
+        );
+        let every = Timing::new(None, Some(5), "UTC").unwrap();
+        assert_eq!(
+            every.tick_named("2026-12-01T10:00:05Z"),
+            Ok(at("2026-12-01T10:00:05Z"))
+        );
+        assert!(every.tick_named("2026-12-01T10:00:06Z").is_err());
     }
 
     #[test]
