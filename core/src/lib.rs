@@ -11,6 +11,7 @@
 //! - [`plan_check`]: what a plan may do on a cluster (operators, data locations);
 //! - [`pool`]: the process-wide registry of bounded source connection pools;
 //! - [`scan`]: the cluster operator every database engine's scan is (a reader above descriptors);
+//! - [`pushdown`]: filters rendered into a database's own `WHERE` where it answers exactly;
 //! - [`allow`]: which hosts connections may go to (allow-lists, internal addresses);
 //! - [`tls`]: `sslmode` and the operator's named certificates for database TLS;
 //! - [`preview`]: load-scoped previews of one source (Postgres, CSV, Parquet);
@@ -36,6 +37,7 @@ pub mod pool;
 pub mod postgres;
 pub mod preview;
 pub mod process;
+pub mod pushdown;
 pub mod recon;
 pub mod scan;
 pub mod seal;

@@ -1,10 +1,13 @@
 //! A fresh MariaDB database per test, on the server named by `KALLA_TEST_MARIADB_URL` (default:
 //! the local server, `mysql://root@127.0.0.1:3306`), dropped when the test ends.
 
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use rand::Rng;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use tempfile::TempDir;
 
 pub const URL_ENV: &str = "KALLA_TEST_MARIADB_URL";
 const DEFAULT_URL: &str = "mysql://root@127.0.0.1:3306/";
@@ -96,4 +99,105 @@ async fn connect(url: &str) -> Result<MySqlPool, sqlx::Error> {
         .acquire_timeout(Duration::from_secs(5))
         .connect(url)
         .await
+}
+
+/// A MariaDB server of the test's own (`mariadb-install-db`, then `mariadbd`), for what the
+/// shared server cannot show: it serves TCP clients over TLS only (`require_secure_transport`),
+/// with the certificate the test gives; the test sets it up as root over its socket. Killed when
+/// dropped.
+pub struct TlsMariaDb {
+    pub port: u16,
+    dir: TempDir,
+    server: Child,
+}
+
+impl TlsMariaDb {
+    pub fn start(cert: &Path, key: &Path, ca: &Path) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("kalla-mariadb-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let installed = Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--user=root", "--skip-test-db", "--auth-root-authentication-method=socket"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("mariadb-install-db ({e}): the TLS tests start a MariaDB server of their own; install mariadb-server")
+            });
+        assert!(
+            installed.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&installed.stderr)
+        );
+        let port = crate::ports::free_port();
+        let path = |file: &Path| {
+            file.canonicalize()
+                .expect("a certificate file")
+                .display()
+                .to_string()
+        };
+        let server = Command::new("mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.path().join("mariadb.sock").display()))
+            .arg(format!("--log-error={}", dir.path().join("error.log").display()))
+            .arg(format!("--pid-file={}", dir.path().join("mariadb.pid").display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--ssl-cert={}", path(cert)))
+            .arg(format!("--ssl-key={}", path(key)))
+            .arg(format!("--ssl-ca={}", path(ca)))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                "--require-secure-transport=ON",
+                "--skip-name-resolve",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=32M",
+            ])
+            .spawn()
+            .expect("start mariadbd");
+        let server = Self { port, dir, server };
+        for _ in 0..150 {
+            if server.try_admin("SELECT 1").is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("mariadbd did not start: {}", server.log());
+    }
+
+    /// Runs `sql` as root over the server's socket.
+    pub fn admin(&self, sql: &str) {
+        self.try_admin(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}\n{}", self.log()));
+    }
+
+    fn try_admin(&self, sql: &str) -> Result<(), String> {
+        let output = Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("mariadb.sock").display()
+            ))
+            .args(["-uroot", "-e", sql])
+            .output()
+            .map_err(|e| format!("the mariadb client ({e})"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsMariaDb {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
 }

@@ -22,7 +22,7 @@ use kalla_e2e::postgres::TestDatabase;
 use kalla_e2e::tls::{TestCa, Usage};
 use kalla_e2e::tool;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const OVERLAYS: [&str; 2] = ["dev", "prod"];
 /// The oldest Kubernetes release the manifests are checked against.
@@ -119,12 +119,29 @@ fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
         check_cluster_tls(overlay, &documents);
         let policies: Vec<&Value> = of_kind(&documents, "NetworkPolicy").collect();
         assert!(
-            policies
-                .iter()
-                .any(|p| p["spec"]["podSelector"] == serde_json::json!({})
-                    && p["spec"]["ingress"].is_null()
-                    && p["spec"]["policyTypes"][0] == "Ingress"),
+            policies.iter().any(|p| p["spec"]["podSelector"] == json!({})
+                && p["spec"]["ingress"].is_null()
+                && p["spec"]["policyTypes"][0] == "Ingress"),
             "{overlay}: no default-deny ingress policy"
+        );
+        let to_sources = policies
+            .iter()
+            .find(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.ends_with("executors-and-runner-to-sources-and-object-store"))
+            })
+            .unwrap_or_else(|| panic!("{overlay}: no egress policy to sources"));
+        let ports: Vec<&Value> = to_sources["spec"]["egress"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|port| &port["port"])
+            .collect();
+        assert_eq!(
+            ports,
+            [&json!(5432), &json!(3306), &json!(443)],
+            "{overlay}: executors and the runner reach Postgres, MariaDB and S3"
         );
         for workload in of_kind(&documents, "Deployment").chain(of_kind(&documents, "StatefulSet")) {
             let name = &workload["metadata"]["name"];

@@ -1,8 +1,11 @@
 //! MariaDB as a source: every mapped type read exactly (edge values, NULLs, and a zero date
-//! refused by name); a table of every type read through `kalla-scheduler` and two
-//! `kalla-executor` processes in 1, 2, 7 and 16 key ranges, every row exactly once, each
-//! executor within its connection cap, its aggregates equal to MariaDB's own; and a MariaDB
-//! connection and source in the runner, reconciled against Postgres with Postgres's answer.
+//! refused by name); filters pushed down only where MariaDB answers as DataFusion does; a table
+//! of every type read through `kalla-scheduler` and two `kalla-executor` processes in 1, 2, 7
+//! and 16 key ranges, every row exactly once, each executor within its connection cap, its
+//! aggregates equal to MariaDB's own; a MariaDB connection and source in the runner, reconciled
+//! against Postgres with Postgres's answer; and TLS to a server of the test's own that refuses
+//! plaintext, from the runner and the executors, with the source's password nowhere on the
+//! scheduler.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,10 +19,11 @@ use kalla_core::mariadb::MariaTableProvider;
 use kalla_core::mariadb::location::TableLocation;
 use kalla_core::postgres::ScanOptions;
 use kalla_e2e::cluster::{Cluster, ClusterOptions};
-use kalla_e2e::mariadb::TestMariaDb;
+use kalla_e2e::mariadb::{TestMariaDb, TlsMariaDb};
 use kalla_e2e::postgres::TestDatabase;
 use kalla_e2e::reconciliation::{data, recipe, truth};
 use kalla_e2e::runner::Runner;
+use kalla_e2e::tls::{TestCa, Usage};
 use kalla_e2e::values::{df_row, displayed, same};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -333,6 +337,90 @@ async fn zero_dates_are_refused_naming_table_and_column() {
                 && error.contains("zero date"),
             "{error}"
         );
+    }
+}
+
+/// The ids `sql` selects from `table`, read in 2 ranges, or the error.
+async fn ids(db: &TestMariaDb, table: &str, sql: &str) -> Result<Vec<i32>, String> {
+    let ctx = SessionContext::new();
+    ctx.register_table(table, Arc::new(provider(db, table, 2).await?))
+        .unwrap();
+    let batches = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(displayed(&batches)
+        .into_iter()
+        .map(|id| id.unwrap().parse().unwrap())
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_reach_mariadb_only_where_it_answers_as_datafusion_does() {
+    let db = TestMariaDb::create().await;
+    // Rows 1 to 3 hold a zero date, which fails any scan that reads it: a query selecting it
+    // succeeds only if MariaDB itself filtered those rows out.
+    db.execute(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE ledger (id INT PRIMARY KEY, amount DECIMAL(10,2) NOT NULL, booked DATE NOT NULL,
+           at DATETIME(6) NOT NULL, code VARCHAR(10) COLLATE utf8mb4_nopad_bin NOT NULL, poison DATE);
+         INSERT INTO ledger VALUES
+           (1, 1.00, '2024-01-01', '2024-01-01 10:00:00', 'old', '0000-00-00'),
+           (2, 2.00, '2024-01-02', '2024-01-02 10:00:00', 'old', '0000-00-00'),
+           (3, 3.00, '2024-01-03', '2024-01-03 10:00:00', 'old', '0000-00-00'),
+           (4, 4.00, '2024-01-04', '2024-01-04 10:00:00', 'new', '2024-02-01'),
+           (5, 5.00, '2024-01-05', '2024-01-05 10:00:00.000001', 'new', NULL);",
+    )
+    .await;
+    for filter in [
+        "id > 3",
+        "id NOT IN (1, 2, 3)",
+        "id BETWEEN 4 AND 9",
+        "amount >= CAST(3.01 AS DECIMAL(10, 2))",
+        "booked > DATE '2024-01-03'",
+        "at > TIMESTAMP '2024-01-03 10:00:00'",
+        "code = 'new'",
+        "code < 'o' OR id >= 5",
+        "NOT (code = 'old') AND poison IS NULL OR id = 4",
+    ] {
+        let sql = format!("SELECT id, poison FROM ledger WHERE {filter} ORDER BY id");
+        let read = ids(&db, "ledger", &sql).await;
+        assert_eq!(
+            read,
+            Ok(vec![4, 5]),
+            "{filter}: pushed down, the zero dates are never read"
+        );
+    }
+    let unfiltered = ids(&db, "ledger", "SELECT id, poison FROM ledger ORDER BY id").await;
+    assert!(
+        unfiltered.unwrap_err().contains("zero date"),
+        "a scan that reads the zero dates fails"
+    );
+
+    // Collations that fold case or ignore trailing spaces would answer otherwise: DataFusion
+    // evaluates those filters, byte-wise as everywhere else.
+    db.execute(
+        "CREATE TABLE words (id INT PRIMARY KEY, exact VARCHAR(5) COLLATE utf8mb4_nopad_bin,
+           padded VARCHAR(5) COLLATE utf8mb4_bin, folded VARCHAR(5) COLLATE utf8mb4_general_ci,
+           fixed CHAR(5) COLLATE utf8mb4_nopad_bin);
+         INSERT INTO words VALUES (1, 'a', 'a', 'a', 'a'), (2, 'a ', 'a ', 'a ', 'a '),
+           (3, 'A', 'A', 'A', 'A'), (4, 'ä', 'ä', 'ä', 'ä');",
+    )
+    .await;
+    for (filter, expected) in [
+        ("exact = 'a'", vec![1]),
+        ("padded = 'a'", vec![1]),
+        ("folded = 'a'", vec![1]),
+        ("exact < 'a'", vec![3]),
+        ("folded < 'b'", vec![1, 2, 3]),
+        ("padded > 'a'", vec![2, 4]),
+        ("fixed = 'a'", vec![1, 2]),
+    ] {
+        let sql = format!("SELECT id FROM words WHERE {filter} ORDER BY id");
+        assert_eq!(ids(&db, "words", &sql).await, Ok(expected), "{filter}");
     }
 }
 
@@ -682,15 +770,8 @@ async fn postgres_invoices_reconcile_with_mariadb_payments() {
         "SELECT count(*) FROM books.{}.payments WHERE status = 'void'",
         maria.name
     );
-    let (status, answer) = runner
-        .call(
-            Method::POST,
-            "/api/query",
-            Some(json!({"sql": sql, "live": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer["rows"][0][0], json!(void.to_string()), "{answer}");
+    let rows = live_rows(&runner, &sql).await;
+    assert_eq!(rows[0][0], json!(void.to_string()), "{rows}");
 
     // Sources of both engines: a filtered preview, then the reconciliation.
     runner
@@ -716,4 +797,144 @@ async fn postgres_invoices_reconcile_with_mariadb_payments() {
     let job = runner.wait_for_job(&id, Duration::from_secs(300)).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", runner.logs());
     assert_eq!(job["summary"]["outputs"], truth.outputs, "{job}");
+}
+
+/// The rows of `sql`, read live through the runner's `/api/query`.
+async fn live_rows(runner: &Runner, sql: &str) -> serde_json::Value {
+    let body = json!({"sql": sql, "live": true});
+    let (status, answer) = runner.call(Method::POST, "/api/query", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{sql}: {answer}");
+    answer["rows"].clone()
+}
+
+/// The password of the TLS server's user: a canary that must never reach the scheduler.
+const CANARY: &str = "canary-pw-7d21e";
+
+/// MariaDB over TLS only: a server of the test's own that refuses plaintext TCP, a runner and
+/// two executor processes that know the test's CA by name. Connections verify the server or fail
+/// saying why; the executors read over TLS; the password never reaches the scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_from_the_runner_and_every_executor_and_no_password_on_the_scheduler() {
+    let files = TempDir::new().unwrap();
+    let ca = TestCa::new(files.path(), "kalla-test-ca");
+    let other = TestCa::new(files.path(), "other-ca");
+    let issued = ca.issue("server", "localhost", &["DNS:localhost"], Usage::Server);
+    let server = TlsMariaDb::start(&issued.cert, &issued.key, &ca.cert());
+    server.admin(&format!(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.orders (id INT PRIMARY KEY, amount DECIMAL(12,2) NOT NULL);
+         INSERT INTO shop.orders SELECT seq, seq * 1.5 FROM shop.seq_1_to_20000;
+         CREATE USER kalla@'%' IDENTIFIED BY '{CANARY}';
+         GRANT SELECT ON shop.* TO kalla@'%';"
+    ));
+    let certificates = TempDir::new().unwrap();
+    for (name, cert) in [("test-ca", ca.cert()), ("other-ca", other.cert())] {
+        std::fs::create_dir(certificates.path().join(name)).unwrap();
+        std::fs::copy(cert, certificates.path().join(name).join("ca.crt")).unwrap();
+    }
+    let dir = certificates.path().display().to_string();
+    let cluster = Cluster::start(ClusterOptions {
+        executors: 2,
+        executor_args: vec!["--tls-ca-dir".into(), dir.clone()],
+        ..ClusterOptions::default()
+    })
+    .await;
+    let mut args = cluster.runner_args();
+    args.extend(["--tls-ca-dir".to_string(), dir]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let runner = Runner::start_in(TempDir::new().unwrap(), None, &args).await;
+    let uri = |host: &str, query: &str| {
+        format!(
+            "mysql://kalla:{CANARY}@{host}:{}/shop?table=orders&{query}",
+            server.port
+        )
+    };
+
+    for (alias, uri) in [
+        (
+            "verified",
+            uri("localhost", "sslmode=verify-full&sslrootcert=test-ca"),
+        ),
+        ("required", uri("127.0.0.1", "sslmode=require")),
+    ] {
+        runner.register_source(alias, &uri).await;
+        let path = format!("/api/sources/{alias}/load-scoped");
+        let filter = json!({"conditions": [{"column": "id", "op": "lte", "value": "10"}]});
+        let (status, preview) = runner.call(Method::POST, &path, Some(filter)).await;
+        assert_eq!(
+            (status, &preview["total_rows"]),
+            (StatusCode::OK, &json!(10)),
+            "{alias}: {preview}"
+        );
+    }
+    for (alias, uri, says) in [
+        (
+            "another_ca",
+            uri("localhost", "sslmode=verify-full&sslrootcert=other-ca"),
+            "UnknownIssuer",
+        ),
+        (
+            "wrong_name",
+            uri("127.0.0.1", "sslmode=verify-full&sslrootcert=test-ca"),
+            "not valid for name",
+        ),
+        ("plaintext", uri("127.0.0.1", "sslmode=disable"), "kalla"),
+    ] {
+        runner.register_source(alias, &uri).await;
+        let path = format!("/api/sources/{alias}/load-scoped");
+        let (status, answer) = runner.call(Method::POST, &path, Some(json!({}))).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{alias}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{alias} must say {says:?}: {answer}");
+        assert!(!message.contains(CANARY), "{alias}: {answer}");
+    }
+
+    // A connection over TLS: healthy and encrypted, queried live on the executors.
+    let config = json!({"uri": uri("localhost", "sslmode=verify-full&sslrootcert=test-ca").replace("table=orders&", "")});
+    let (status, connection) = runner
+        .call(
+            Method::POST,
+            "/api/connections",
+            Some(json!({"name": "shop", "source_type": "mariadb", "config": config})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{connection}");
+    let id = connection["id"].as_str().unwrap();
+    let (status, health) = runner
+        .call(Method::GET, &format!("/api/connections/{id}/health"), None)
+        .await;
+    assert_eq!(
+        (status, &health["reachable"], &health["encrypted"]),
+        (StatusCode::OK, &json!(true), &json!(true)),
+        "{health}"
+    );
+    let sql = "SELECT count(*), sum(amount) FROM shop.shop.orders WHERE id > 100";
+    let rows = live_rows(&runner, sql).await;
+    assert_eq!(rows[0], json!(["19900", "300007425.00"]), "{rows}");
+    let executor_sessions: usize = cluster
+        .pids("executor-")
+        .iter()
+        .map(|(_, pid)| connections_to(*pid, server.port))
+        .sum();
+    assert!(
+        executor_sessions > 0,
+        "the executors read the table (over TLS: the server refuses anything else)"
+    );
+
+    // The password reaches no log and no view of the scheduler's.
+    assert!(!cluster.all_logs().contains(CANARY), "a log shows the password");
+    assert!(
+        !runner.logs().contains(CANARY),
+        "the runner's log shows the password"
+    );
+    let (jobs, job_ids) = cluster.rest_jobs().await;
+    assert!(!job_ids.is_empty() && !jobs.contains(CANARY), "{jobs}");
+    for id in job_ids {
+        for view in ["", "/config", "/stages", "/dot"] {
+            let body = cluster.rest_get(&format!("/api/job/{id}{view}")).await;
+            assert!(!body.contains(CANARY), "/api/job/{id}{view} shows the password");
+        }
+    }
+    let (_, sources) = runner.call(Method::GET, "/api/sources", None).await;
+    assert!(!sources.to_string().contains(CANARY), "{sources}");
 }

@@ -1,7 +1,8 @@
 //! `MariaScanExec`: reads key ranges of a MariaDB table over each executor's own pool, one
 //! descriptor row (a key range's index) per partition below it (see [`crate::scan`]).
-//! The spec carries no SQL: the executor renders the `SELECT` from the grant-bound columns and
-//! the integer bounds, and streams its rows (text protocol) into record batches.
+//! The spec carries no SQL: the executor renders the `SELECT` from the grant-bound columns, the
+//! integer bounds and the typed filters pushed down, and streams its rows (text protocol) into
+//! record batches.
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use super::types::MariaType;
 use crate::grant::ScanGrant;
 use crate::ident::{QualifiedName, backquote_ident};
 use crate::pool::PoolRegistry;
+use crate::pushdown;
 use crate::scan::{
     DescriptorScanExec, PartitionReader, StreamingConnection, descriptor_scan, external, open_grant,
     plan_refused, projected_bytes,
@@ -42,6 +44,9 @@ pub struct MariaScanSpec {
     pub key: Option<String>,
     /// Every partition's key range; the descriptors say which a task reads.
     pub ranges: Vec<KeyRange>,
+    /// Pushed-down filters, each a datafusion-proto expression in base64 (see
+    /// [`pushdown::encode`]).
+    pub filters: Vec<String>,
     pub limit: Option<usize>,
     /// The table's data size when it was planned: the scan's statistics report its share.
     pub data_bytes: u64,
@@ -53,6 +58,8 @@ struct SelectQuery {
     table: QualifiedName,
     columns: Vec<MariaColumn>,
     key: Option<String>,
+    /// The rendered filters, AND-ed.
+    predicate: Option<String>,
     limit: Option<usize>,
 }
 
@@ -82,10 +89,16 @@ impl SelectQuery {
         if spec.ranges.is_empty() || (spec.key.is_none() && spec.ranges != [KeyRange::WHOLE]) {
             return Err(refused("key ranges without a key".into()));
         }
+        let predicates = spec
+            .filters
+            .iter()
+            .map(|encoded| pushdown::render(&spec.table, encoded, &spec.table_columns))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             table: spec.table.clone(),
             columns,
             key: spec.key.clone(),
+            predicate: (!predicates.is_empty()).then(|| predicates.join(" AND ")),
             limit: spec.limit,
         })
     }
@@ -117,13 +130,16 @@ impl SelectQuery {
             "/* {tag} */ SELECT {select_list} FROM {}",
             self.table.backquoted()
         );
-        if let Some(predicate) = self
+        let conditions: Vec<String> = self
             .key
             .as_deref()
             .and_then(|key| range.predicate(&backquote_ident(key)))
-        {
+            .into_iter()
+            .chain(self.predicate.clone())
+            .collect();
+        if !conditions.is_empty() {
             sql.push_str(" WHERE ");
-            sql.push_str(&predicate);
+            sql.push_str(&conditions.join(" AND "));
         }
         if let Some(limit) = self.limit {
             sql.push_str(&format!(" LIMIT {limit}"));
@@ -350,6 +366,11 @@ fn source_error(table: &QualifiedName, range: KeyRange, error: sqlx::Error) -> D
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use datafusion::prelude::{col, lit};
+    use datafusion_proto::bytes::Serializeable;
+
     use super::*;
     use crate::grant::DEFAULT_GRANT_TTL;
     use crate::ident::Ident;
@@ -374,6 +395,7 @@ mod tests {
             projection,
             key: key.map(str::to_string),
             ranges,
+            filters: Vec::new(),
             limit: Some(10),
             data_bytes: 0,
         }
@@ -391,6 +413,27 @@ mod tests {
             "/* kalla-executor * / x */ SELECT `id`, CAST(`ip``` AS CHAR) FROM `shop`.`orders` \
              WHERE `id` >= 5 AND `id` < 9 LIMIT 10"
         );
+    }
+
+    #[test]
+    fn pushed_filters_join_the_key_range() {
+        let range = KeyRange {
+            start: Some(5),
+            end: None,
+        };
+        let mut scan = spec(vec![0], Some("id"), vec![range]);
+        let table_columns = scan.table_columns.clone();
+        scan.filters = vec![pushdown::encode(&scan.table, &col("id").lt(lit(8i64)), &table_columns).unwrap()];
+        let query = SelectQuery::render(&scan).unwrap();
+        assert_eq!(
+            query.statement(range, "kalla"),
+            "/* kalla */ SELECT `id` FROM `shop`.`orders` WHERE `id` >= 5 AND (`id` < 8) LIMIT 10"
+        );
+        // A filter on a column the renderer does not compare (a forged plan's) refuses the scan.
+        let forged = col("ip`").eq(lit("x"));
+        scan.filters = vec![BASE64.encode(forged.to_bytes().unwrap())];
+        let refused = SelectQuery::render(&scan).unwrap_err().to_string();
+        assert!(refused.contains("not one Kalla pushes down"), "{refused}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod decode;
 pub mod engine;
 pub mod exec;
+pub mod filter;
 pub mod location;
 pub mod partition;
 pub mod pool;

@@ -3,7 +3,8 @@
 //! Built where the query is submitted: it reads `information_schema` once, splits the table by
 //! its key's range (`MIN`/`MAX` through the key's index) and issues a scan grant. What it carries
 //! travels through the logical plan to the scheduler, which never connects to the source.
-//! Filters are evaluated by DataFusion above the scan, none pushed down to MariaDB (yet).
+//! Filters MariaDB answers exactly as DataFusion would are pushed down (see [`super::filter`]);
+//! the rest are evaluated by DataFusion above the scan.
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use crate::grant::ScanGrant;
 use crate::ident::{QualifiedName, backquote_ident};
 use crate::pool::{PoolError, PoolRegistry};
 use crate::postgres::ScanOptions;
+use crate::pushdown;
 use crate::seal::ClusterKey;
 
 #[derive(Debug, Error)]
@@ -168,14 +170,14 @@ impl TableProvider for MariaTableProvider {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+        Ok(pushdown::support(filters, &self.spec.columns))
     }
 
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let projection = match projection {
@@ -189,6 +191,10 @@ impl TableProvider for MariaTableProvider {
             projection,
             key: self.spec.key.clone(),
             ranges: self.spec.ranges.clone(),
+            filters: filters
+                .iter()
+                .map(|f| pushdown::encode(&self.spec.table, f, &self.spec.columns))
+                .collect::<Result<_>>()?,
             limit,
             data_bytes: self.spec.data_bytes,
         };

@@ -4,27 +4,23 @@
 use std::fmt;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion_proto::bytes::Serializeable;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::PgColumn;
 use super::copy::{BatchLimits, CopyDecoder};
-use super::filter;
 use super::partition::BlockRange;
 use super::types::PgType;
 use crate::grant::ScanGrant;
 use crate::ident::{QualifiedName, quote_ident};
 use crate::pool::PoolRegistry;
+use crate::pushdown;
 use crate::scan::{
     DescriptorScanExec, PartitionReader, StreamingConnection, descriptor_scan, external, open_grant,
     plan_refused, projected_bytes,
@@ -41,17 +37,13 @@ pub struct PgScanSpec {
     pub table_columns: Vec<PgColumn>,
     /// The output columns: indices into `table_columns`, in order.
     pub projection: Vec<usize>,
-    /// Pushed-down filters, each a datafusion-proto expression in base64 (see [`encode_filter`]).
+    /// Pushed-down filters, each a datafusion-proto expression in base64 (see
+    /// [`pushdown::encode`]).
     pub filters: Vec<String>,
     pub limit: Option<usize>,
     /// The relation's heap size when it was planned: the scan's statistics report its share.
     #[serde(default)]
     pub heap_bytes: u64,
-}
-
-/// A filter as it travels in a [`PgScanSpec`].
-pub fn encode_filter(filter: &Expr) -> Result<String> {
-    Ok(BASE64.encode(filter.to_bytes()?))
 }
 
 /// The `COPY` a scan runs, rendered where the scan runs and checked before anything is read.
@@ -79,7 +71,7 @@ impl CopyQuery {
         let predicates = spec
             .filters
             .iter()
-            .map(|encoded| render_filter(spec, encoded))
+            .map(|encoded| pushdown::render(&spec.table, encoded, &spec.table_columns))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             table: spec.table.clone(),
@@ -123,22 +115,6 @@ impl CopyQuery {
         sql.push_str(") TO STDOUT (FORMAT binary)");
         sql
     }
-}
-
-/// One filter of `spec` as SQL. Decoding uses no function registry, so a filter calling any
-/// function is refused as well.
-fn render_filter(spec: &PgScanSpec, encoded: &str) -> Result<String> {
-    let refused = |reason: String| plan_refused(&spec.table, reason);
-    let bytes = BASE64
-        .decode(encoded)
-        .map_err(|e| refused(format!("a filter is not base64 ({e})")))?;
-    let filter =
-        Expr::from_bytes(&bytes).map_err(|e| refused(format!("a filter is not an expression ({e})")))?;
-    filter::to_sql(&filter, &spec.table_columns).ok_or_else(|| {
-        refused(format!(
-            "the filter `{filter}` is not one Kalla pushes down to Postgres"
-        ))
-    })
 }
 
 /// Arrow fields for `columns`, in order.
@@ -340,7 +316,11 @@ fn source_error(table: &QualifiedName, range: BlockRange, error: sqlx::Error) ->
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use datafusion::logical_expr::Expr;
     use datafusion::prelude::{col, lit};
+    use datafusion_proto::bytes::Serializeable;
 
     use super::*;
     use crate::grant::DEFAULT_GRANT_TTL;
@@ -367,6 +347,11 @@ mod tests {
 
     fn refusal(spec: &PgScanSpec) -> String {
         CopyQuery::render(spec).unwrap_err().to_string()
+    }
+
+    /// A filter encoded as a forged plan would carry it: unchecked.
+    fn encode_filter(filter: &Expr) -> Result<String> {
+        Ok(BASE64.encode(filter.to_bytes()?))
     }
 
     #[test]

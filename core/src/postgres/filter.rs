@@ -1,4 +1,5 @@
-//! Translation of DataFusion filters into Postgres SQL, only where both give the same answer.
+//! How Postgres columns take part in filter pushdown ([`crate::pushdown`]): which compare
+//! exactly as DataFusion does, and their literals.
 //!
 //! `COPY (SELECT …)` cannot take bind parameters, so literals are rendered from their typed
 //! values: numbers and dates are formatted by Rust, strings are single-quoted with quotes
@@ -7,164 +8,57 @@
 
 use chrono::{DateTime, NaiveDate};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, expr::InList};
 
 use super::catalog::{FilterSupport, PgColumn};
 use crate::ident::quote_ident;
+use crate::pushdown::{FilterColumn, integer, number};
 
-/// The SQL for `expr` when Postgres evaluates it exactly as DataFusion would, else `None`.
-pub fn to_sql(expr: &Expr, columns: &[PgColumn]) -> Option<String> {
-    match expr {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: op @ (Operator::And | Operator::Or),
-            right,
-        }) => Some(format!(
-            "({} {op} {})",
-            to_sql(left, columns)?,
-            to_sql(right, columns)?
-        )),
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => comparison(left, *op, right, columns),
-        Expr::Not(inner) => Some(format!("(NOT {})", to_sql(inner, columns)?)),
-        Expr::IsNull(inner) => Some(format!("({} IS NULL)", any_column(inner, columns)?)),
-        Expr::IsNotNull(inner) => Some(format!("({} IS NOT NULL)", any_column(inner, columns)?)),
-        // `IN ()` is no SQL; DataFusion answers an empty list itself.
-        Expr::InList(InList { list, .. }) if list.is_empty() => None,
-        Expr::InList(InList { expr, list, negated }) => {
-            let column = filterable_column(expr, columns)?;
-            let values: Option<Vec<String>> = list.iter().map(|v| literal(v, column)).collect();
-            let not = if *negated { "NOT " } else { "" };
-            Some(format!("({} {not}IN ({}))", quoted(column), values?.join(", ")))
+impl FilterColumn for PgColumn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn quoted(&self) -> String {
+        quote_ident(&self.name)
+    }
+
+    fn comparable(&self) -> bool {
+        self.filter != FilterSupport::None
+    }
+
+    /// Byte-wise ordering, as DataFusion compares strings.
+    fn ordering(&self) -> &'static str {
+        if self.filter == FilterSupport::Text {
+            " COLLATE \"C\""
+        } else {
+            ""
         }
-        Expr::Between(between) => {
-            let column = filterable_column(&between.expr, columns)?;
-            let not = if between.negated { "NOT " } else { "" };
-            Some(format!(
-                "({}{} {not}BETWEEN {} AND {})",
-                quoted(column),
-                collation(column),
-                literal(&between.low, column)?,
-                literal(&between.high, column)?
-            ))
+    }
+
+    fn literal(&self, value: &ScalarValue) -> Option<String> {
+        use super::types::PgType as T;
+        match (&self.pg_type, value) {
+            (T::Int2 | T::Int4 | T::Int8, v) => integer(v),
+            (T::Numeric { .. }, v) => number(v),
+            (T::Bool, ScalarValue::Boolean(Some(b))) => Some(if *b { "TRUE" } else { "FALSE" }.into()),
+            (T::Date, ScalarValue::Date32(Some(days))) => {
+                let date = NaiveDate::from_ymd_opt(1970, 1, 1)?
+                    .checked_add_signed(chrono::Duration::days(*days as i64))?;
+                Some(format!("'{}'::date", date.format("%Y-%m-%d")))
+            }
+            (T::Timestamp, ScalarValue::TimestampMicrosecond(Some(micros), None)) => {
+                Some(format!("'{}'::timestamp", timestamp(*micros)?))
+            }
+            (T::TimestampTz, ScalarValue::TimestampMicrosecond(Some(micros), Some(_))) => {
+                Some(format!("'{}+00'::timestamptz", timestamp(*micros)?))
+            }
+            (
+                T::Text,
+                ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            ) => (!s.contains('\0')).then(|| format!("'{}'", s.replace('\'', "''"))),
+            _ => None,
         }
-        _ => None,
     }
-}
-
-fn comparison(left: &Expr, op: Operator, right: &Expr, columns: &[PgColumn]) -> Option<String> {
-    let (column_expr, op, value) = match (left, right) {
-        (Expr::Column(_), _) => (left, op, right),
-        (_, Expr::Column(_)) => (right, op.swap()?, left),
-        _ => return None,
-    };
-    let column = filterable_column(column_expr, columns)?;
-    let (sql_op, ordering) = match op {
-        Operator::Eq => ("=", false),
-        Operator::NotEq => ("<>", false),
-        Operator::Lt => ("<", true),
-        Operator::LtEq => ("<=", true),
-        Operator::Gt => (">", true),
-        Operator::GtEq => (">=", true),
-        _ => return None,
-    };
-    let collate = if ordering { collation(column) } else { "" };
-    Some(format!(
-        "({}{collate} {sql_op} {})",
-        quoted(column),
-        literal(value, column)?
-    ))
-}
-
-/// Byte-wise ordering, as DataFusion compares strings.
-fn collation(column: &PgColumn) -> &'static str {
-    if column.filter == FilterSupport::Text {
-        " COLLATE \"C\""
-    } else {
-        ""
-    }
-}
-
-fn column_of<'a>(expr: &Expr, columns: &'a [PgColumn]) -> Option<&'a PgColumn> {
-    let Expr::Column(column) = expr else { return None };
-    columns.iter().find(|c| c.name == column.name)
-}
-
-fn filterable_column<'a>(expr: &Expr, columns: &'a [PgColumn]) -> Option<&'a PgColumn> {
-    column_of(expr, columns).filter(|c| c.filter != FilterSupport::None)
-}
-
-/// `IS [NOT] NULL` means the same for every type.
-fn any_column(expr: &Expr, columns: &[PgColumn]) -> Option<String> {
-    column_of(expr, columns).map(quoted)
-}
-
-fn quoted(column: &PgColumn) -> String {
-    quote_ident(&column.name)
-}
-
-/// A literal rendered for comparison with `column`, when its type class matches exactly.
-fn literal(expr: &Expr, column: &PgColumn) -> Option<String> {
-    use super::types::PgType as T;
-    let Expr::Literal(value, _) = expr else {
-        return None;
-    };
-    if value.is_null() {
-        return None;
-    }
-    match (&column.pg_type, value) {
-        (T::Int2 | T::Int4 | T::Int8 | T::Numeric { .. }, v) if integer(v).is_some() => integer(v),
-        (T::Numeric { .. }, ScalarValue::Decimal128(Some(v), _, scale)) => decimal(*v, *scale),
-        (T::Bool, ScalarValue::Boolean(Some(b))) => Some(if *b { "TRUE" } else { "FALSE" }.into()),
-        (T::Date, ScalarValue::Date32(Some(days))) => {
-            let date = NaiveDate::from_ymd_opt(1970, 1, 1)?
-                .checked_add_signed(chrono::Duration::days(*days as i64))?;
-            Some(format!("'{}'::date", date.format("%Y-%m-%d")))
-        }
-        (T::Timestamp, ScalarValue::TimestampMicrosecond(Some(micros), None)) => {
-            Some(format!("'{}'::timestamp", timestamp(*micros)?))
-        }
-        (T::TimestampTz, ScalarValue::TimestampMicrosecond(Some(micros), Some(_))) => {
-            Some(format!("'{}+00'::timestamptz", timestamp(*micros)?))
-        }
-        (
-            T::Text,
-            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
-        ) => (!s.contains('\0')).then(|| format!("'{}'", s.replace('\'', "''"))),
-        _ => None,
-    }
-}
-
-fn integer(value: &ScalarValue) -> Option<String> {
-    Some(match value {
-        ScalarValue::Int8(Some(v)) => v.to_string(),
-        ScalarValue::Int16(Some(v)) => v.to_string(),
-        ScalarValue::Int32(Some(v)) => v.to_string(),
-        ScalarValue::Int64(Some(v)) => v.to_string(),
-        ScalarValue::UInt8(Some(v)) => v.to_string(),
-        ScalarValue::UInt16(Some(v)) => v.to_string(),
-        ScalarValue::UInt32(Some(v)) => v.to_string(),
-        ScalarValue::UInt64(Some(v)) => v.to_string(),
-        _ => return None,
-    })
-}
-
-/// A Decimal128 as SQL text; `None` for a scale no Decimal128 has (a forged plan's).
-fn decimal(unscaled: i128, scale: i8) -> Option<String> {
-    if scale.unsigned_abs() > 38 {
-        return None;
-    }
-    if scale <= 0 {
-        return Some(format!(
-            "{unscaled}{}",
-            "0".repeat(usize::from(scale.unsigned_abs()))
-        ));
-    }
-    let digits = unscaled.unsigned_abs().to_string();
-    let scale = usize::from(scale.unsigned_abs());
-    let padded = format!("{digits:0>width$}", width = scale + 1);
-    let (int, frac) = padded.split_at(padded.len() - scale);
-    let sign = if unscaled < 0 { "-" } else { "" };
-    Some(format!("{sign}{int}.{frac}"))
 }
 
 fn timestamp(micros: i64) -> Option<String> {
@@ -178,6 +72,8 @@ fn timestamp(micros: i64) -> Option<String> {
 pub(super) mod tests {
     use super::*;
     use crate::postgres::types::PgType;
+    use crate::pushdown::to_sql;
+    use datafusion::logical_expr::Expr;
     use datafusion::prelude::{col, lit};
 
     /// Columns of every filter class, for tests of what renders.
@@ -285,17 +181,6 @@ pub(super) mod tests {
         assert_eq!(sql(col("missing").eq(lit(1i64))), None);
         assert_eq!(sql(col("code").is_null()).unwrap(), r#"("code" IS NULL)"#);
     }
-
-    #[test]
-    fn decimal_rendering() {
-        let rendered = |unscaled, scale| decimal(unscaled, scale).unwrap();
-        assert_eq!(rendered(12345, 2), "123.45");
-        assert_eq!(rendered(5, 3), "0.005");
-        assert_eq!(rendered(-12, 0), "-12");
-        assert_eq!(rendered(7, -2), "700");
-        assert_eq!(decimal(7, i8::MIN), None, "no Decimal128 has that scale");
-        assert_eq!(decimal(7, 39), None);
-    }
 }
 
 #[cfg(test)]
@@ -308,6 +193,8 @@ mod properties {
 
     use super::tests::columns;
     use super::*;
+    use crate::pushdown::to_sql;
+    use datafusion::logical_expr::{Expr, Operator};
 
     fn operator() -> impl Strategy<Value = Operator> {
         prop::sample::select(vec![
@@ -406,21 +293,6 @@ mod properties {
             let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &statement).unwrap();
             let literal = format!("SingleQuotedString({value:?})");
             prop_assert!(format!("{parsed:?}").contains(&literal), "{statement}");
-        }
-
-        #[test]
-        fn decimals_render_their_exact_digits(unscaled in any::<i128>(), scale in -5i8..39) {
-            let text = decimal(unscaled, scale).unwrap();
-            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
-            let expected = match scale {
-                s if s <= 0 => format!("{}{}", unscaled.unsigned_abs(), "0".repeat((-s) as usize)),
-                _ => unscaled.unsigned_abs().to_string(),
-            };
-            prop_assert_eq!(digits.trim_start_matches('0'), expected.trim_start_matches('0'));
-            prop_assert_eq!(text.starts_with('-'), unscaled < 0);
-            if scale > 0 {
-                prop_assert_eq!(text.split_once('.').map(|(_, f)| f.len()), Some(scale as usize));
-            }
         }
     }
 }

@@ -18,13 +18,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::catalog::{self, CatalogError, PgColumn, RelationKind};
-use super::exec::{PgScanExec, PgScanSpec, columns_schema, encode_filter, partition_descriptors};
-use super::filter;
+use super::exec::{PgScanExec, PgScanSpec, columns_schema, partition_descriptors};
 use super::partition::{self, BlockRange, PartitionOptions};
 use crate::grant::{DEFAULT_GRANT_TTL, ScanGrant};
 use crate::ident::QualifiedName;
 use crate::pool::{PoolError, PoolRegistry};
-use crate::scan::plan_refused;
+use crate::pushdown;
 use crate::seal::ClusterKey;
 use crate::uri::SourceUri;
 
@@ -132,19 +131,6 @@ impl PgTableProvider {
     pub fn spec(&self) -> &PgTableSpec {
         &self.spec
     }
-
-    /// `filter` encoded for the executors. DataFusion hands `scan` only filters this provider
-    /// said it renders, unless the plan was forged: then the scan is refused, not the filter
-    /// silently dropped.
-    fn pushed_filter(&self, filter: &Expr) -> Result<String> {
-        if filter::to_sql(filter, &self.spec.columns).is_none() {
-            return Err(plan_refused(
-                &self.spec.table,
-                format!("the filter `{filter}` is not one Kalla pushes down to Postgres"),
-            ));
-        }
-        encode_filter(filter)
-    }
 }
 
 #[async_trait]
@@ -161,13 +147,7 @@ impl TableProvider for PgTableProvider {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| match filter::to_sql(f, &self.spec.columns) {
-                Some(_) => TableProviderFilterPushDown::Exact,
-                None => TableProviderFilterPushDown::Unsupported,
-            })
-            .collect())
+        Ok(pushdown::support(filters, &self.spec.columns))
     }
 
     async fn scan(
@@ -188,7 +168,7 @@ impl TableProvider for PgTableProvider {
             projection,
             filters: filters
                 .iter()
-                .map(|f| self.pushed_filter(f))
+                .map(|f| pushdown::encode(&self.spec.table, f, &self.spec.columns))
                 .collect::<Result<_>>()?,
             limit,
             heap_bytes: self.spec.heap_bytes,

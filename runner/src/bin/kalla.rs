@@ -139,7 +139,8 @@ struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// Split each Postgres table into exactly this many partitions (default: by size).
+    /// Split each database table (Postgres, MariaDB) into exactly this many partitions (default: by
+    /// size).
     #[arg(long)]
     partitions: Option<usize>,
     #[command(flatten)]
