@@ -10,9 +10,9 @@
 source "$(dirname "$0")/common.sh"
 RUNS=${RUNS:-3}
 MARIA_URL=${KALLA_BENCH_MARIADB_URL:-mysql://root@127.0.0.1:3306}
-MARIA_HOST=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlparse(sys.argv[1]).hostname)' "$MARIA_URL")
-MARIA_PORT=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlparse(sys.argv[1]).port or 3306)' "$MARIA_URL")
-MARIA_USER=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlparse(sys.argv[1]).username or "root")' "$MARIA_URL")
+read -r MARIA_HOST MARIA_PORT MARIA_USER < <(python3 -c 'import sys, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+print(u.hostname, u.port or 3306, u.username or "root")' "$MARIA_URL")
 maria() { mariadb --protocol=tcp -h "$MARIA_HOST" -P "$MARIA_PORT" -u "$MARIA_USER" "$@"; }
 MARIA_TABLE="$MARIA_URL/$DB?table=lineitem"
 VERSION=kalla-bench:lineitem:v1

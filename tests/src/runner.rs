@@ -149,6 +149,18 @@ impl Runner {
         body
     }
 
+    /// Registers `uri` as `alias` and asserts that previewing it fails with 502 Bad Gateway and a
+    /// message containing `says` (what the database or TLS refused); returns the message.
+    pub async fn assert_preview_refused(&self, alias: &str, uri: &str, says: &str) -> String {
+        self.register_source(alias, uri).await;
+        let path = format!("/api/sources/{alias}/load-scoped");
+        let (status, answer) = self.call(Method::POST, &path, Some(serde_json::json!({}))).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{alias}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{alias} must say {says:?}: {answer}");
+        message.to_string()
+    }
+
     /// Registers a Postgres connection to the database at `uri`; panics unless it is 201 Created.
     /// Returns the runner's answer.
     pub async fn create_connection(&self, name: &str, uri: &str) -> Value {

@@ -880,13 +880,8 @@ async fn tls_from_the_runner_and_every_executor_and_no_password_on_the_scheduler
         ),
         ("plaintext", uri("127.0.0.1", "sslmode=disable"), "kalla"),
     ] {
-        runner.register_source(alias, &uri).await;
-        let path = format!("/api/sources/{alias}/load-scoped");
-        let (status, answer) = runner.call(Method::POST, &path, Some(json!({}))).await;
-        assert_eq!(status, StatusCode::BAD_GATEWAY, "{alias}: {answer}");
-        let message = answer["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(says), "{alias} must say {says:?}: {answer}");
-        assert!(!message.contains(CANARY), "{alias}: {answer}");
+        let message = runner.assert_preview_refused(alias, &uri, says).await;
+        assert!(!message.contains(CANARY), "{alias}: {message}");
     }
 
     // A connection over TLS: healthy and encrypted, queried live on the executors.

@@ -167,6 +167,5 @@ pub async fn fire(
     } else {
         StatusCode::OK
     };
-    let job = fired.tick.job_id.clone().unwrap_or_default();
-    Ok(created(status, format!("/api/jobs/{job}"), fired.tick))
+    Ok(created(status, format!("/api/jobs/{}", fired.job_id), fired.tick))
 }

@@ -99,6 +99,8 @@ pub struct FireRequest {
 /// A tick fired by hand, and whether this request made its job.
 pub struct Fired {
     pub tick: TickRecord,
+    /// The tick's job (the one `tick` records).
+    pub job_id: String,
     pub made: bool,
 }
 
@@ -263,13 +265,13 @@ impl Schedules {
         };
         let tick = TickRecord {
             tick_at: timestamp(tick),
-            job_id: Some(job_id),
+            job_id: Some(job_id.clone()),
             missed: 0,
             error: None,
         };
         self.db.record_tick(&schedule.id, &tick).await?;
         tracing::info!(schedule = %schedule.id, tick = %tick.tick_at, made, "a schedule's tick fired by hand");
-        Ok(Fired { tick, made })
+        Ok(Fired { tick, job_id, made })
     }
 
     /// Every second until the runner stops: runs each schedule's due tick.
