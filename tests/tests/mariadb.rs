@@ -7,7 +7,7 @@
 //! plaintext, from the runner and the executors, with the source's password nowhere on the
 //! scheduler.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -541,9 +541,11 @@ const CHECKS: &[(&str, &str, &str)] = &[
     ("c_uuid", "COUNT(DISTINCT c_uuid)", "count(DISTINCT c_uuid)"),
 ];
 
-/// Established TCP connections from process `pid` to `port` on loopback, from `/proc`.
-fn connections_to(pid: u32, port: u16) -> usize {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// The local ports of process `pid`'s established TCP connections to `port`, from `/proc`.
+/// Each socket once: `/proc/net/tcp` is read a page at a time while sockets come and go, so one
+/// line can be read twice.
+fn connections_to(pid: u32, port: u16) -> Vec<u16> {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|fds| {
             fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
                 .filter_map(|link| {
@@ -554,35 +556,57 @@ fn connections_to(pid: u32, port: u16) -> usize {
         })
         .unwrap_or_default();
     let remote = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"]
+    let sockets: BTreeMap<String, u16> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|table| std::fs::read_to_string(table).ok())
         .flat_map(|table| table.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
-        .filter(|line| {
+        .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() > 9
+            let established = fields.len() > 9
                 && fields[2].ends_with(&remote)
                 && fields[3] == "01"
-                && inodes.iter().any(|i| i == fields[9])
+                && inodes.contains(fields[9]);
+            let (_, local_port) = fields.get(1)?.rsplit_once(':')?;
+            let local_port = u16::from_str_radix(local_port, 16).ok()?;
+            established.then(|| (fields[9].to_string(), local_port))
         })
-        .count()
+        .collect();
+    sockets.into_values().collect()
 }
 
-/// The most connections each executor held to MariaDB while `stop` was unset.
+/// The most connections each executor held to MariaDB while `stop` was unset, and, for one that
+/// held more than [`POOL_CAP`], what it held then: its sockets' local ports and the server's
+/// processlist of the test's database (each connection's client port, state and statement,
+/// whose `/* kalla-executor-N */` comment names the process).
 fn watch_connections(
+    db: &TestMariaDb,
     executors: Vec<(String, u32)>,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<HashMap<String, usize>> {
+) -> tokio::task::JoinHandle<(HashMap<String, usize>, Vec<String>)> {
+    let (pool, name) = (db.pool.clone(), db.name.clone());
     tokio::spawn(async move {
         let mut peaks: HashMap<String, usize> = HashMap::new();
+        let mut evidence = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            for (name, pid) in &executors {
-                let peak = peaks.entry(name.clone()).or_default();
-                *peak = (*peak).max(connections_to(*pid, 3306));
+            for (executor, pid) in &executors {
+                let ports = connections_to(*pid, 3306);
+                let peak = peaks.entry(executor.clone()).or_default();
+                if ports.len() > (*peak).max(POOL_CAP as usize) {
+                    let processlist: Vec<(String, String, i64, String, String)> = sqlx::query_as(
+                        "SELECT HOST, COMMAND, TIME, COALESCE(STATE, ''), COALESCE(LEFT(INFO, 60), '') \
+                         FROM information_schema.PROCESSLIST WHERE DB = ?",
+                    )
+                    .bind(&name)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_default();
+                    evidence.push(format!("{executor} ports {ports:?}; processlist {processlist:?}"));
+                }
+                *peak = (*peak).max(ports.len());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        peaks
+        (peaks, evidence)
     })
 }
 
@@ -608,10 +632,10 @@ async fn every_row_exactly_once_through_two_executors() {
             .session_with_table("t", &uri, &ScanOptions::in_partitions(partitions))
             .await;
         let stop = Arc::new(AtomicBool::new(false));
-        let watcher = watch_connections(executors.clone(), stop.clone());
+        let watcher = watch_connections(&db, executors.clone(), stop.clone());
         let counts = df_row(&ctx, "SELECT count(*), count(DISTINCT id), sum(id) FROM t").await;
         stop.store(true, Ordering::Relaxed);
-        let peaks = watcher.await.unwrap();
+        let (peaks, evidence) = watcher.await.unwrap();
         let expected = db
             .text_row("SELECT COUNT(*), COUNT(DISTINCT id), SUM(id) FROM all_types")
             .await;
@@ -622,7 +646,8 @@ async fn every_row_exactly_once_through_two_executors() {
         );
         assert!(
             peaks.values().all(|&peak| peak <= POOL_CAP as usize),
-            "an executor exceeded its pool cap of {POOL_CAP} with {partitions} partitions: {peaks:?}"
+            "an executor exceeded its pool cap of {POOL_CAP} with {partitions} partitions: {peaks:?}\n{}",
+            evidence.join("\n")
         );
         for (name, peak) in peaks {
             *used.entry(name).or_insert(0) += peak;
@@ -909,7 +934,7 @@ async fn tls_from_the_runner_and_every_executor_and_no_password_on_the_scheduler
     let executor_sessions: usize = cluster
         .pids("executor-")
         .iter()
-        .map(|(_, pid)| connections_to(*pid, server.port))
+        .map(|(_, pid)| connections_to(*pid, server.port).len())
         .sum();
     assert!(
         executor_sessions > 0,
