@@ -31,6 +31,7 @@ pub mod demo;
 pub mod files;
 pub mod grant;
 pub mod ident;
+pub mod json_rows;
 pub mod mariadb;
 pub mod plan_check;
 pub mod pool;

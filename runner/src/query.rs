@@ -1,9 +1,10 @@
 //! `/api/query`'s SQL: one statement over the tables the [`Catalog`] resolves, its first rows
-//! returned as text.
+//! returned as JSON (text, or typed on request).
 
 use std::time::Instant;
 
-use kalla_core::preview::{PreviewColumn, text_rows};
+use kalla_core::json_rows::{ValueStyle, json_rows};
+use kalla_core::preview::PreviewColumn;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -30,13 +31,18 @@ pub struct QueryRequest {
     /// Read uncached connection tables straight from their database instead of caching them first.
     #[serde(default)]
     pub live: bool,
+    /// Numbers and booleans as JSON's own, dates and timestamps as ISO 8601, 64-bit integers beyond
+    /// ±2^53 and decimals as exact strings (README, "Typed results"); every value as text if false.
+    #[serde(default)]
+    pub typed: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueryResult {
     pub columns: Vec<PreviewColumn>,
-    /// Values in their text form; `null` is SQL NULL.
-    pub rows: Vec<Vec<Option<String>>>,
+    /// Values in their text form, or typed if asked; `null` is SQL NULL.
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<serde_json::Value>>,
     pub row_count: usize,
     /// More rows matched than `limit`; only the first `limit` are here.
     pub truncated: bool,
@@ -72,7 +78,7 @@ impl Queries {
             .collect()
             .await
             .map_err(|e| failed(&e))?;
-        let mut rows = text_rows(&batches).map_err(|e| failed(&e))?;
+        let mut rows = json_rows(&batches, ValueStyle::typed(request.typed)).map_err(|e| failed(&e))?;
         let truncated = rows.len() > limit;
         rows.truncate(limit);
         Ok(QueryResult {

@@ -1,4 +1,5 @@
-//! Reading a finished job's outputs back: pages as text rows, or whole outputs as CSV or parquet.
+//! Reading a finished job's outputs back: pages as JSON rows (text or typed), or whole outputs as
+//! CSV or parquet.
 //!
 //! Outputs are read in file order with one partition, so pages are stable; downloads are
 //! encoded as they are sent, a batch or a row group at a time, so the runner's memory stays
@@ -13,8 +14,8 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use kalla_core::cache::CacheDir;
+use kalla_core::json_rows::{ValueStyle, json_rows};
 use kalla_core::preview::PreviewColumn;
-use kalla_core::preview::text_rows;
 use kalla_core::storage::{self, S3Settings};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -47,8 +48,9 @@ pub enum ResultFormat {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub columns: Vec<PreviewColumn>,
-    /// Values in their text form; `null` is SQL NULL.
-    pub rows: Vec<Vec<Option<String>>>,
+    /// Values in their text form, or typed if asked; `null` is SQL NULL.
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<serde_json::Value>>,
     pub offset: usize,
     pub limit: usize,
 }
@@ -65,6 +67,7 @@ pub async fn page(
     s3: &S3Settings,
     offset: usize,
     limit: Option<usize>,
+    style: ValueStyle,
 ) -> Result<Page, ResultsError> {
     let limit = match limit {
         None => DEFAULT_PAGE_ROWS,
@@ -86,7 +89,7 @@ pub async fn page(
         .map_err(read_error)?;
     Ok(Page {
         columns,
-        rows: text_rows(&batches).map_err(read_error)?,
+        rows: json_rows(&batches, style).map_err(read_error)?,
         offset,
         limit,
     })

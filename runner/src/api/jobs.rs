@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kalla_core::json_rows::ValueStyle;
 use serde::Deserialize;
 
 use super::error::{ApiPath, ApiQuery, ErrorCode, Errors, checked_limit, codes};
@@ -181,6 +182,10 @@ pub struct ResultsQuery {
     #[serde(default)]
     offset: usize,
     limit: Option<usize>,
+    /// JSON pages only: numbers and booleans as JSON's own, dates and timestamps as ISO 8601,
+    /// 64-bit integers beyond ±2^53 and decimals as exact strings (README, "Typed results").
+    #[serde(default)]
+    typed: bool,
 }
 
 #[utoipa::path(
@@ -196,6 +201,7 @@ pub struct ResultsQuery {
         )),
         Errors<(
             codes::InvalidLimit,
+            codes::InvalidRequest,
             codes::NotFound,
             codes::UnknownOutput,
             codes::NoResults,
@@ -209,11 +215,19 @@ pub async fn output(
     ApiPath((id, output)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<ResultsQuery>,
 ) -> Result<Response, ApiError> {
+    if query.typed && query.format != ResultFormat::Json {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "typed: applies to JSON pages only; CSV and parquet downloads keep their own types",
+        ));
+    }
     let dir = state.jobs.output_dir(&id, &output).await?;
     let s3 = state.jobs.s3();
     if query.format == ResultFormat::Json {
-        let mut page = serde_json::to_value(results::page(&dir, s3, query.offset, query.limit).await?)
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let style = ValueStyle::typed(query.typed);
+        let page = results::page(&dir, s3, query.offset, query.limit, style).await?;
+        let mut page =
+            serde_json::to_value(page).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         page["job_id"] = id.into();
         page["output"] = output.into();
         return Ok(Json(page).into_response());
