@@ -374,7 +374,11 @@ async fn jobs_are_cancelled_and_survive_a_lost_executor_and_a_runner_restart() {
     let reason = tokio::time::timeout(Duration::from_secs(30), watch.stalled(&ballista, before))
         .await
         .expect("a stall is noticed");
-    assert!(reason.contains("executor gone"), "{reason}");
+    // On a loaded machine a real executor's heartbeat may be late too, and be listed beside it.
+    assert!(
+        reason.starts_with("the cluster lost executor") && reason.contains("gone"),
+        "{reason}"
+    );
 
     // An executor killed mid-run: Ballista reruns its tasks, or, where it cannot, the runner
     // notices the stall, cancels the Ballista job and runs the job again on the executor left.
