@@ -278,6 +278,35 @@ impl Catalog {
     }
 
     /// A local session whose `information_schema` lists every connection's discovered tables.
+    /// Every discovered table as `(connection, schema, table, columns)`, sorted.
+    pub async fn tables(&self) -> Result<Vec<(String, String, String, Schema)>, CatalogError> {
+        let session = self.information_schema().await?;
+        let mut tables = Vec::new();
+        for catalog_name in session.catalog_names() {
+            let Some(catalog) = session.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                let Some(schema) = catalog
+                    .schema(&schema_name)
+                    .filter(|_| schema_name != "information_schema")
+                else {
+                    continue;
+                };
+                for table_name in schema.table_names() {
+                    let Ok(Some(table)) = schema.table(&table_name).await else {
+                        continue;
+                    };
+                    let columns = table.schema().as_ref().clone();
+                    tables.push((catalog_name.clone(), schema_name.clone(), table_name, columns));
+                }
+            }
+        }
+        tables.retain(|(catalog, ..)| catalog != "datafusion");
+        tables.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+        Ok(tables)
+    }
+
     async fn information_schema(&self) -> Result<SessionContext, CatalogError> {
         let session = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
         let connections: HashMap<String, String> = self

@@ -82,6 +82,10 @@ pub struct RunnerConfig {
     /// The private key (PEM) of `--tls-cert`.
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// Serve Arrow Flight SQL on this address too (off unless set); over TLS when the API is, with
+    /// its certificate, and with its tokens.
+    #[arg(long)]
+    pub flight_bind: Option<SocketAddr>,
     /// Where the runner keeps its SQLite metadata, generated token and key.
     #[arg(long, default_value = crate::cli::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,

@@ -35,6 +35,7 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod demo;
+pub mod flight;
 pub mod https;
 pub mod jobs;
 pub mod local_ca;

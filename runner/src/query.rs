@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use datafusion::arrow::datatypes::Schema;
+use datafusion::prelude::DataFrame;
 use kalla_core::json_rows::{ValueStyle, json_rows};
 use kalla_core::preview::PreviewColumn;
 use serde::{Deserialize, Serialize};
@@ -60,6 +62,16 @@ pub struct Queries {
 impl Queries {
     pub fn new(catalog: Catalog) -> Self {
         Self { catalog }
+    }
+
+    /// `sql` planned on the cluster, its tables resolved as for [`Queries::run`].
+    pub async fn plan(&self, sql: &str) -> Result<DataFrame, QueryError> {
+        Ok(self.catalog.plan(sql, false).await?.0)
+    }
+
+    /// Every discovered table as `(connection, schema, table, columns)`, sorted.
+    pub async fn tables(&self) -> Result<Vec<(String, String, String, Schema)>, QueryError> {
+        Ok(self.catalog.tables().await?)
     }
 
     pub async fn run(&self, request: &QueryRequest) -> Result<QueryResult, QueryError> {

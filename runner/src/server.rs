@@ -157,6 +157,22 @@ async fn listen(config: &RunnerConfig, state: AppState) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let address = listener.local_addr()?;
+    if let Some(bind) = config.flight_bind {
+        let flight = TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind} (--flight-bind)"))?;
+        crate::flight::announce(flight.local_addr()?, config.https().is_some());
+        let (https, state) = (
+            config.https().map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+            state.clone(),
+        );
+        tokio::spawn(async move {
+            let https = https.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+            if let Err(error) = crate::flight::serve(flight, https, state).await {
+                tracing::error!(error = format!("{error:#}"), "Flight SQL stopped");
+            }
+        });
+    }
     let app = api::router(state, &config.cors_allowed_origins);
     match config.https() {
         Some((cert, key)) => {

@@ -35,7 +35,7 @@ use crate::schedules::Schedules;
 use crate::secrets::Secrets;
 use crate::sources::Sources;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use metrics::install_recorder;
 
 /// A `201` or `202` with the `Location` of what the request made (which the audit log records).
