@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Expr, cast, lit};
 use datafusion::prelude::DataFrame;
+use serde_json::Value;
 
 use super::files::read_error;
 use super::{Condition, Op, Operand, Preview, PreviewColumn, PreviewError, find_column};
+use crate::json_rows::{ValueStyle, json_rows};
 
 /// The first `limit` rows of `frame` matching `conditions`, and how many match: all of them, or
 /// at most `count_cap` (the total then a lower bound) where counting means reading a database.
@@ -97,25 +98,13 @@ fn typed_literal(value: String, field: &Field) -> Result<Expr, PreviewError> {
 
 /// Every value of `batches` in its text form, `None` for null, row by row.
 pub fn text_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Option<String>>>, PreviewError> {
-    let options = FormatOptions::default();
-    let mut rows = Vec::new();
-    for batch in batches {
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|array| ArrayFormatter::try_new(array.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PreviewError::Internal(e.to_string()))?;
-        for row in 0..batch.num_rows() {
-            rows.push(
-                batch
-                    .columns()
-                    .iter()
-                    .zip(&formatters)
-                    .map(|(array, formatter)| array.is_valid(row).then(|| formatter.value(row).to_string()))
-                    .collect(),
-            );
-        }
-    }
-    Ok(rows)
+    let rows = json_rows(batches, ValueStyle::Text).map_err(|e| PreviewError::Internal(e.to_string()))?;
+    let text = |value: Value| match value {
+        Value::String(text) => Some(text),
+        _ => None,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|row| row.into_iter().map(text).collect())
+        .collect())
 }
