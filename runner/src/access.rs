@@ -169,6 +169,11 @@ impl Tokens {
     }
 }
 
+/// The token of an `authorization` header's value `Bearer <token>`.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    authorization.strip_prefix("Bearer ").map(str::trim)
+}
+
 /// The configured token. `Debug` never shows it.
 struct BootstrapToken(String);
 

@@ -1,9 +1,11 @@
-//! Names to tables: a source's alias or a connection's `connection.schema.table` resolved to a
-//! table of a cluster session, and `information_schema` over every discovered table.
+//! Names to tables: a source's alias, a connection's `connection.schema.table` or a job's output
+//! `results.<job_id>.<output>` (`results.latest_<recipe>.<output>`: the recipe's newest succeeded
+//! run) resolved to a table of a cluster session, and `information_schema` over every discovered
+//! table and every recipe's latest outputs.
 //!
 //! Only the tables a statement names are resolved: a connection table is read from its current
 //! cache version (cached first if it has none) or, with `live`, by its engine's scan; a source is
-//! read by its engine.
+//! read by its engine; a job output from its parquet files.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use thiserror::Error;
 use crate::cache::{Cache, CacheError};
 use crate::cluster::ClusterEndpoint;
 use crate::connections::ColumnInfo;
+use crate::job_outputs::{JobOutputs, LATEST_PREFIX, OutputError, outputs_of};
 use crate::metadata::{By, Kind, MetadataDb, MetadataError};
 use crate::registry::{Registry, RegistryError, shown_location};
 
@@ -51,7 +54,21 @@ pub enum CatalogError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
     Metadata(#[from] MetadataError),
+}
+
+/// The catalog of job outputs; no connection may take its name.
+pub const RESULTS_CATALOG: &str = "results";
+
+/// A table the catalog lists: a connection's discovered table, or a recipe's latest output.
+#[derive(Debug, Clone)]
+pub struct CatalogTable {
+    pub catalog: String,
+    pub schema: String,
+    pub table: String,
+    pub columns: Schema,
 }
 
 /// A parameter error in the location of the source `alias`.
@@ -74,7 +91,8 @@ impl From<EngineError> for CatalogError {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TableRead {
     pub name: String,
-    /// `cache`, `live` (read from the database by its engine), `source` or `catalog`.
+    /// `cache`, `live` (read from the database by its engine), `source`, `results` (a job's
+    /// output) or `catalog`.
     pub read: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -86,15 +104,23 @@ pub struct Catalog {
     db: MetadataDb,
     registry: Registry,
     cache: Cache,
+    outputs: JobOutputs,
     cluster: ClusterEndpoint,
 }
 
 impl Catalog {
-    pub fn new(db: MetadataDb, registry: Registry, cache: Cache, cluster: ClusterEndpoint) -> Self {
+    pub fn new(
+        db: MetadataDb,
+        registry: Registry,
+        cache: Cache,
+        outputs: JobOutputs,
+        cluster: ClusterEndpoint,
+    ) -> Self {
         Self {
             db,
             registry,
             cache,
+            outputs,
             cluster,
         }
     }
@@ -177,6 +203,14 @@ impl Catalog {
                 catalog,
                 schema,
                 table,
+            } if catalog.as_ref() == RESULTS_CATALOG => {
+                self.resolve_job_output(session, reference.to_string(), schema, table)
+                    .await
+            }
+            TableReference::Full {
+                catalog,
+                schema,
+                table,
             } => {
                 let parts = [catalog.as_ref(), schema.as_ref(), table.as_ref()];
                 self.resolve_connection_table(session, reference.to_string(), parts, live)
@@ -187,6 +221,7 @@ impl Catalog {
         };
         match resolved {
             Err(CatalogError::Metadata(MetadataError::NotFound { .. }))
+            | Err(CatalogError::Output(OutputError::Metadata(MetadataError::NotFound { .. })))
             | Err(CatalogError::Registry(RegistryError::Metadata(MetadataError::NotFound { .. }))) => {
                 Err(unknown())
             }
@@ -237,6 +272,27 @@ impl Catalog {
         Ok(read)
     }
 
+    /// `results.<job>.<output>` from the parquet files of the job's output, `<job>` a job id or
+    /// `latest_<recipe>`.
+    async fn resolve_job_output(
+        &self,
+        session: &SessionContext,
+        name: String,
+        job: &str,
+        output: &str,
+    ) -> Result<TableRead, CatalogError> {
+        let (job_id, dir) = self.outputs.named_output(job, output).await?;
+        let provider = version_table(session, dir.as_str())
+            .await
+            .map_err(|e| CatalogError::Failed(e.to_string()))?;
+        register_full(session, RESULTS_CATALOG, job, output, provider)?;
+        Ok(TableRead {
+            name,
+            read: "results",
+            version: Some(job_id),
+        })
+    }
+
     /// A source by its alias, read by its engine.
     async fn resolve_source(
         &self,
@@ -277,38 +333,16 @@ impl Catalog {
         Ok(Some(location))
     }
 
-    /// A local session whose `information_schema` lists every connection's discovered tables.
-    /// Every discovered table as `(connection, schema, table, columns)`, sorted.
-    pub async fn tables(&self) -> Result<Vec<(String, String, String, Schema)>, CatalogError> {
-        let session = self.information_schema().await?;
-        let mut tables = Vec::new();
-        for catalog_name in session.catalog_names() {
-            let Some(catalog) = session.catalog(&catalog_name) else {
-                continue;
-            };
-            for schema_name in catalog.schema_names() {
-                let Some(schema) = catalog
-                    .schema(&schema_name)
-                    .filter(|_| schema_name != "information_schema")
-                else {
-                    continue;
-                };
-                for table_name in schema.table_names() {
-                    let Ok(Some(table)) = schema.table(&table_name).await else {
-                        continue;
-                    };
-                    let columns = table.schema().as_ref().clone();
-                    tables.push((catalog_name.clone(), schema_name.clone(), table_name, columns));
-                }
-            }
-        }
-        tables.retain(|(catalog, ..)| catalog != "datafusion");
-        tables.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+    /// Every table the catalog lists, sorted: each connection's discovered tables, then each
+    /// recipe's latest outputs as `results.latest_<recipe>.<output>`.
+    pub async fn tables(&self) -> Result<Vec<CatalogTable>, CatalogError> {
+        let mut tables = self.connection_tables().await?;
+        tables.sort_by(|a, b| (&a.catalog, &a.schema, &a.table).cmp(&(&b.catalog, &b.schema, &b.table)));
+        tables.extend(self.latest_outputs().await?);
         Ok(tables)
     }
 
-    async fn information_schema(&self) -> Result<SessionContext, CatalogError> {
-        let session = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    async fn connection_tables(&self) -> Result<Vec<CatalogTable>, CatalogError> {
         let connections: HashMap<String, String> = self
             .registry
             .list(Kind::Connection)
@@ -316,6 +350,7 @@ impl Catalog {
             .into_iter()
             .map(|c| (c.id, c.name))
             .collect();
+        let mut tables = Vec::new();
         for table in self.db.list_tables(None).await? {
             let Some(connection) = connections.get(&table.connection_id) else {
                 continue;
@@ -325,14 +360,44 @@ impl Catalog {
                 .iter()
                 .map(|c| Field::new(&c.name, c.data_type.parse().unwrap_or(DataType::Utf8), c.nullable))
                 .collect();
-            let provider = Arc::new(EmptyTable::new(Arc::new(Schema::new(fields))));
-            register_full(
-                &session,
-                connection,
-                &table.schema_name,
-                &table.table_name,
-                provider,
-            )?;
+            tables.push(CatalogTable {
+                catalog: connection.clone(),
+                schema: table.schema_name,
+                table: table.table_name,
+                columns: Schema::new(fields),
+            });
+        }
+        Ok(tables)
+    }
+
+    /// Each recipe's latest succeeded run's outputs, their columns read from the files.
+    async fn latest_outputs(&self) -> Result<Vec<CatalogTable>, CatalogError> {
+        let session = self.cluster.session();
+        let mut tables = Vec::new();
+        for (recipe, job) in self.outputs.latest_runs().await? {
+            let schema = format!("{LATEST_PREFIX}{recipe}");
+            for output in outputs_of(&job.job_type) {
+                let dir = self.outputs.results_dir(&job.id).join(&[output]);
+                let provider = version_table(&session, dir.as_str())
+                    .await
+                    .map_err(|e| CatalogError::Failed(e.to_string()))?;
+                tables.push(CatalogTable {
+                    catalog: RESULTS_CATALOG.to_string(),
+                    schema: schema.clone(),
+                    table: output.to_string(),
+                    columns: provider.schema().as_ref().clone(),
+                });
+            }
+        }
+        Ok(tables)
+    }
+
+    /// A local session whose `information_schema` lists every table of [`Self::tables`].
+    async fn information_schema(&self) -> Result<SessionContext, CatalogError> {
+        let session = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+        for listed in self.tables().await? {
+            let provider = Arc::new(EmptyTable::new(Arc::new(listed.columns)));
+            register_full(&session, &listed.catalog, &listed.schema, &listed.table, provider)?;
         }
         Ok(session)
     }

@@ -19,11 +19,21 @@ const API_FLAGS: PairFlags = PairFlags {
 pub struct TlsListener(server::TlsListener);
 
 impl TlsListener {
-    /// Serves the certificate chain at `cert` with the key at `key` (PEM files), checked now.
+    /// Serves HTTP/1.1 with the certificate chain at `cert` and the key at `key` (PEM files),
+    /// checked now.
     pub fn new(tcp: TcpListener, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        Self::offering(tcp, cert, key, server::HTTP1)
+    }
+
+    /// As [`TlsListener::new`], for gRPC (Flight SQL), which negotiates HTTP/2.
+    pub fn grpc(tcp: TcpListener, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        Self::offering(tcp, cert, key, server::GRPC)
+    }
+
+    fn offering(tcp: TcpListener, cert: &Path, key: &Path, alpn: &[&[u8]]) -> anyhow::Result<Self> {
         Ok(Self(server::TlsListener::new(
             tcp,
-            server::acceptor(cert, key, API_FLAGS)?,
+            server::acceptor(cert, key, API_FLAGS, alpn)?,
         )))
     }
 }

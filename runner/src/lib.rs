@@ -12,7 +12,8 @@
 //! - [`catalog`]: the names statements and recipes use, resolved to tables on the cluster;
 //! - [`query`]: `/api/query`'s SQL over the catalog;
 //! - [`recipes`] and [`jobs`]: reconciliation recipes, and the job queue that runs them (and large
-//!   queries) on the cluster; [`results`] reads their outputs back; [`stall`] notices a job that
+//!   queries) on the cluster; [`job_outputs`] finds a job's outputs (by id, or a recipe's latest
+//!   run) and [`results`] reads them back; [`stall`] notices a job that
 //!   a lost executor left hanging; [`reattach`] follows a job an earlier runner submitted;
 //!   [`schedules`] run stored recipes on a timetable; [`open_items`] shows what `carry_forward`
 //!   recipes' runs left unmatched, and resolves it by hand;
@@ -37,6 +38,7 @@ pub mod connections;
 pub mod demo;
 pub mod flight;
 pub mod https;
+pub mod job_outputs;
 pub mod jobs;
 pub mod local_ca;
 pub mod local_cluster;

@@ -3,14 +3,13 @@
 
 use std::time::Instant;
 
-use datafusion::arrow::datatypes::Schema;
 use datafusion::prelude::DataFrame;
 use kalla_core::json_rows::{ValueStyle, json_rows};
 use kalla_core::preview::PreviewColumn;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::catalog::{Catalog, CatalogError, TableRead};
+use crate::catalog::{Catalog, CatalogError, CatalogTable, TableRead};
 
 /// Rows a query returns when the request names no limit.
 pub const DEFAULT_QUERY_ROWS: usize = 1000;
@@ -64,13 +63,14 @@ impl Queries {
         Self { catalog }
     }
 
-    /// `sql` planned on the cluster, its tables resolved as for [`Queries::run`].
-    pub async fn plan(&self, sql: &str) -> Result<DataFrame, QueryError> {
-        Ok(self.catalog.plan(sql, false).await?.0)
+    /// `sql` planned on the cluster, its tables resolved as for [`Queries::run`], and how each
+    /// is read.
+    pub async fn plan(&self, sql: &str) -> Result<(DataFrame, Vec<TableRead>), QueryError> {
+        Ok(self.catalog.plan(sql, false).await?)
     }
 
-    /// Every discovered table as `(connection, schema, table, columns)`, sorted.
-    pub async fn tables(&self) -> Result<Vec<(String, String, String, Schema)>, QueryError> {
+    /// Every table the catalog lists (see [`Catalog::tables`]).
+    pub async fn tables(&self) -> Result<Vec<CatalogTable>, QueryError> {
         Ok(self.catalog.tables().await?)
     }
 

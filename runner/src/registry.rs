@@ -15,6 +15,7 @@ use kalla_core::source::{Engine, EngineError, Engines, Fit, SourceContext};
 use thiserror::Error;
 use url::Url;
 
+use crate::catalog::RESULTS_CATALOG;
 use crate::metadata::{By, Kind, MetadataDb, MetadataError, NewRegistration, Registration, SecretRef};
 use crate::secrets::{SecretError, Secrets, take_password};
 
@@ -29,6 +30,11 @@ pub enum RegistryError {
         name_word(*kind)
     )]
     InvalidName { kind: Kind, name: String },
+    #[error(
+        "connection name {RESULTS_CATALOG:?} is reserved: results.<job_id>.<output> names a job's \
+         outputs; choose another name"
+    )]
+    ReservedName,
     #[error("unknown source_type {given:?}: {}s support {expected}", kind.label())]
     UnknownEngine {
         kind: Kind,
@@ -222,6 +228,9 @@ impl Registry {
                 kind,
                 name: name.to_string(),
             });
+        }
+        if kind == Kind::Connection && name == RESULTS_CATALOG {
+            return Err(RegistryError::ReservedName);
         }
         let secret = match (take_password(&mut url), secret) {
             (Some(_), Some(_)) => return Err(RegistryError::TwoPasswords),

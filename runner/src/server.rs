@@ -19,6 +19,7 @@ use crate::cluster::ClusterEndpoint;
 use crate::config::RunnerConfig;
 use crate::connections::Connections;
 use crate::https::TlsListener;
+use crate::job_outputs::JobOutputs;
 use crate::jobs::{CallbackSettings, JobSettings, Jobs};
 use crate::local_state::{self, Origin};
 use crate::metadata::MetadataDb;
@@ -103,7 +104,14 @@ async fn services(
             .clone()
             .run_deletions(Duration::from_secs(config.cache_sweep_interval_secs.max(1))),
     );
-    let catalog = Catalog::new(metadata.clone(), registry.clone(), cache.clone(), cluster.clone());
+    let outputs = JobOutputs::new(metadata.clone(), config.cache_root()?);
+    let catalog = Catalog::new(
+        metadata.clone(),
+        registry.clone(),
+        cache.clone(),
+        outputs,
+        cluster.clone(),
+    );
     let queries = Queries::new(catalog.clone());
     let recipes = Recipes::new(metadata.clone(), catalog.clone(), cluster.clone());
     let jobs = Jobs::start(
@@ -162,13 +170,10 @@ async fn listen(config: &RunnerConfig, state: AppState) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {bind} (--flight-bind)"))?;
         crate::flight::announce(flight.local_addr()?, config.https().is_some());
-        let (https, state) = (
-            config.https().map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
-            state.clone(),
-        );
+        let https = config.https().map(|(c, k)| (c.to_path_buf(), k.to_path_buf()));
+        let served = crate::flight::serve(flight, https, state.clone(), shutdown_signal());
         tokio::spawn(async move {
-            let https = https.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-            if let Err(error) = crate::flight::serve(flight, https, state).await {
+            if let Err(error) = served.await {
                 tracing::error!(error = format!("{error:#}"), "Flight SQL stopped");
             }
         });

@@ -2,7 +2,7 @@
 
 Connects with ADBC (adbc-driver-flightsql) and pyarrow.flight, runs what the test asks and prints
 one JSON object of what it saw: the test compares it with Postgres's own answers.
-Usage: flight_sql_client.py URL OPERATOR_TOKEN VIEWER_TOKEN REVOKED_TOKEN
+Usage: flight_sql_client.py URL OPERATOR_TOKEN VIEWER_TOKEN REVOKED_TOKEN QUERY_JOB_ID
 """
 
 import json
@@ -14,7 +14,7 @@ import adbc_driver_flightsql.dbapi as dbapi
 import pyarrow.flight as flight
 
 warnings.simplefilter("ignore")
-url, operator, viewer, revoked = sys.argv[1:5]
+url, operator, viewer, revoked, query_job = sys.argv[1:6]
 seen = {}
 
 
@@ -23,14 +23,21 @@ def connect(token):
     return dbapi.connect(url, db_kwargs={header: f"Bearer {token}"})
 
 
-def refusal(token, sql):
+def refusal(token, sql, parameters=None):
     try:
         with connect(token) as conn, conn.cursor() as cursor:
-            cursor.execute(sql)
+            cursor.execute(sql, parameters)
             cursor.fetchall()
         return None
     except Exception as error:  # the driver's errors carry the Flight status and message
         return str(error)
+
+
+def texts(rows):
+    return [[str(v) if v is not None else None for v in row] for row in rows]
+
+
+LATEST = "results.latest_invoices_vs_payments"
 
 
 with connect(operator) as conn:
@@ -38,7 +45,19 @@ with connect(operator) as conn:
         cursor.execute("SELECT id, amount, note FROM shop.public.invoices ORDER BY id")
         table = cursor.fetch_arrow_table()
         seen["types"] = [str(field.type) for field in table.schema]
-        seen["rows"] = [[str(v) if v is not None else None for v in row.values()] for row in table.to_pylist()]
+        seen["rows"] = texts(row.values() for row in table.to_pylist())
+        # A connection's table joined with a query job's output, on the cluster.
+        cursor.execute(
+            "SELECT i.id, i.note, r.doubled FROM shop.public.invoices i "
+            f"JOIN results.{query_job}.result r ON i.id = r.id ORDER BY i.id"
+        )
+        seen["joined"] = texts(cursor.fetchall())
+        # A prepared statement: ADBC creates it, binds the row of values, then executes it.
+        cursor.execute(
+            "SELECT id, amount FROM shop.public.invoices WHERE id BETWEEN $1 AND $2 ORDER BY id",
+            (7, 11),
+        )
+        seen["prepared"] = texts(cursor.fetchall())
     objects = conn.adbc_get_objects(depth="columns").read_all().to_pylist()
     seen["catalog"] = [
         {
@@ -78,7 +97,14 @@ descriptor = flight.FlightDescriptor.for_command(statement("SELECT count(*) AS n
 info = client.get_flight_info(descriptor, options)
 seen["pyarrow_count"] = client.do_get(info.endpoints[0].ticket, options).read_all().to_pylist()
 
+with connect(viewer) as conn, conn.cursor() as cursor:
+    cursor.execute(f"SELECT count(*) FROM {LATEST}.matched")
+    seen["viewer_results"] = cursor.fetchall()
+    cursor.execute(f"SELECT count(*) FROM {LATEST}.mismatched WHERE left_amount < $1", (0,))
+    seen["viewer_prepared"] = cursor.fetchall()
+
 seen["viewer_sql"] = refusal(viewer, "SELECT count(*) FROM shop.public.invoices")
+seen["bad_parameter"] = refusal(operator, "SELECT id FROM shop.public.invoices WHERE id = $1", ("seven",))
 seen["revoked"] = refusal(revoked, "SELECT 1")
 seen["wrong"] = refusal("kalla_not_a_token", "SELECT 1")
 seen["unknown_table"] = refusal(operator, "SELECT * FROM shop.public.nothing")

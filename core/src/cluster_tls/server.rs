@@ -107,14 +107,26 @@ impl From<FlagNames> for PairFlags {
     }
 }
 
-/// TLS with this certificate (re-read when its files change) and no client certificate.
-pub fn acceptor(cert: &Path, key: &Path, flags: PairFlags) -> Result<TlsAcceptor, ClusterTlsError> {
+/// The protocol an HTTP/1.1 server offers in ALPN.
+pub const HTTP1: &[&[u8]] = &[b"http/1.1"];
+/// The protocol a gRPC server offers: clients insist on negotiating HTTP/2.
+pub const GRPC: &[&[u8]] = &[b"h2"];
+
+/// TLS with this certificate (re-read when its files change) and no client certificate, offering
+/// the protocols `alpn` (by ALPN).
+pub fn acceptor(
+    cert: &Path,
+    key: &Path,
+    flags: PairFlags,
+    alpn: &[&[u8]],
+) -> Result<TlsAcceptor, ClusterTlsError> {
     let certificate = ReloadingCertificate::load(cert, key, flags)?;
-    let config = ServerConfig::builder_with_provider(crypto())
+    let mut config = ServerConfig::builder_with_provider(crypto())
         .with_safe_default_protocol_versions()
         .map_err(protocol_error)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(certificate));
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

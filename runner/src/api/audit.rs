@@ -70,7 +70,8 @@ fn is_recorded(method: &Method, route: &str, status: StatusCode) -> bool {
     }
 }
 
-fn outcome(status: StatusCode) -> &'static str {
+/// What the audit log calls an answer of `status`.
+pub fn outcome(status: StatusCode) -> &'static str {
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "refused",
         status if status.is_success() => "succeeded",

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ErrorCode;
 use super::{ApiError, AppState};
-use crate::access::{AccessError, Principal, Role};
+use crate::access::{AccessError, Principal, Role, bearer_token};
 
 /// Puts the token's [`Principal`] in the request (for the route) and in the response (for the
 /// audit log), or answers 401.
@@ -45,12 +45,7 @@ pub async fn require_role(State(required): State<Role>, request: Request, next: 
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 fn unauthorized(message: &str) -> Response {

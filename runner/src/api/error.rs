@@ -20,6 +20,7 @@ use crate::access::AccessError;
 use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::connections::ConnectionError;
+use crate::job_outputs::OutputError;
 use crate::jobs::JobError;
 use crate::metadata::Kind;
 use crate::metadata::MetadataError;
@@ -336,7 +337,8 @@ impl HasCode for RegistryError {
             Self::InvalidName {
                 kind: Kind::Connection,
                 ..
-            } => ErrorCode::InvalidName,
+            }
+            | Self::ReservedName => ErrorCode::InvalidName,
             Self::UnknownEngine {
                 kind: Kind::Connection,
                 ..
@@ -408,6 +410,7 @@ impl HasCode for CatalogError {
         match self {
             Self::Cache(error) => error.code(),
             Self::Registry(error) => error.code(),
+            Self::Output(error) => error.code(),
             Self::Metadata(error) => error.code(),
             Self::InvalidSql(_) => ErrorCode::InvalidSql,
             Self::UnknownTable(_) => ErrorCode::UnknownTable,
@@ -483,10 +486,20 @@ impl HasCode for JobError {
             Self::QueueFull(_) => ErrorCode::QueueFull,
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
             Self::Finished { .. } => ErrorCode::JobFinished,
-            Self::UnknownOutput { .. } => ErrorCode::UnknownOutput,
-            Self::NoResults(_) => ErrorCode::NoResults,
-            Self::ResultsDeleted { .. } => ErrorCode::ResultsDeleted,
+            Self::Output(error) => error.code(),
             Self::Failed(_) | Self::Stalled(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl HasCode for OutputError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Metadata(error) => error.code(),
+            Self::UnknownOutput { .. } => ErrorCode::UnknownOutput,
+            Self::Ambiguous(_) => ErrorCode::InvalidSql,
+            Self::NoResults(_) | Self::NoRun(_) => ErrorCode::NoResults,
+            Self::ResultsDeleted { .. } => ErrorCode::ResultsDeleted,
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::schedules::Schedules;
 use crate::secrets::Secrets;
 use crate::sources::Sources;
 
+pub use audit::outcome;
 pub use error::{ApiError, ErrorCode};
 pub use metrics::install_recorder;
 

@@ -48,13 +48,14 @@ use tokio::task::AbortHandle;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::cluster::ClusterEndpoint;
+use crate::job_outputs::{JobOutputs, OutputError};
 use crate::metadata::{Backend, JobEnd, JobFilter, JobStatus, MetadataDb, MetadataError, new_id};
 use crate::recipes::{RecipeError, Recipes};
 use crate::stall::StallWatch;
 
 pub use callbacks::{CallbackSettings, SIGNATURE_HEADER, signature};
+pub use views::JobView;
 use views::view;
-pub use views::{JobView, QUERY_OUTPUT, outputs_of};
 
 /// A job interrupted this many times (runner restarts, lost executors) is failed instead of run again.
 const MAX_ATTEMPTS: i64 = 3;
@@ -67,12 +68,8 @@ pub enum JobError {
     InvalidRequest(String),
     #[error("job {id} is already {status}")]
     Finished { id: String, status: &'static str },
-    #[error("output {output:?} does not exist; this job has: {}", available.join(", "))]
-    UnknownOutput { output: String, available: Vec<String> },
-    #[error("job {0} has no results: it has not succeeded")]
-    NoResults(String),
-    #[error("the results of job {id} were deleted at {at}")]
-    ResultsDeleted { id: String, at: String },
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error(transparent)]
     Recipe(#[from] RecipeError),
     #[error(transparent)]
@@ -143,6 +140,7 @@ struct Inner {
     recipes: Recipes,
     cluster: ClusterEndpoint,
     settings: JobSettings,
+    outputs: JobOutputs,
     queue: mpsc::Sender<String>,
     waiting: tokio::sync::Mutex<mpsc::Receiver<String>>,
     /// Jobs running in this runner, to abort on cancel.
@@ -176,9 +174,11 @@ impl Jobs {
             .map(|scheduler| StallWatch::new(scheduler, settings.stall_timeout));
         let runner_id = new_id("runner");
         tracing::info!(runner = %runner_id, lease_secs = settings.lease.as_secs_f64(), "holding jobs under leases");
+        let outputs = JobOutputs::new(db.clone(), settings.root.clone());
         let jobs = Self {
             inner: Arc::new(Inner {
                 db,
+                outputs,
                 catalog,
                 recipes,
                 cluster,
@@ -269,29 +269,12 @@ impl Jobs {
 
     /// The directory of a job's results.
     pub fn results_dir(&self, id: &str) -> CacheDir {
-        self.inner.settings.root.join(&["results", id])
+        self.inner.outputs.results_dir(id)
     }
 
     /// A succeeded job's output directory, checked against the outputs the job has.
     pub async fn output_dir(&self, id: &str, output: &str) -> Result<CacheDir, JobError> {
-        let job = self.inner.db.job(id).await?;
-        let available = outputs_of(&job.job_type);
-        if !available.contains(&output) {
-            return Err(JobError::UnknownOutput {
-                output: output.to_string(),
-                available: available.iter().map(|o| o.to_string()).collect(),
-            });
-        }
-        if job.status != JobStatus::Succeeded {
-            return Err(JobError::NoResults(id.to_string()));
-        }
-        if let Some(at) = job.results_deleted_at {
-            return Err(JobError::ResultsDeleted {
-                id: id.to_string(),
-                at,
-            });
-        }
-        Ok(self.results_dir(id).join(&[output]))
+        Ok(self.inner.outputs.output_dir(id, output).await?)
     }
 
     pub fn s3(&self) -> &S3Settings {

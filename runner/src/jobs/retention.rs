@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::views::view;
 use super::{JobError, JobView, Jobs};
+use crate::job_outputs::OutputError;
 use crate::metadata::{JobStatus, ago};
 
 /// Jobs whose results a sweep deletes per query of the metadata DB.
@@ -16,7 +17,7 @@ impl Jobs {
     pub async fn delete_results(&self, id: &str) -> Result<JobView, JobError> {
         let job = self.inner.db.job(id).await?;
         if job.status != JobStatus::Succeeded {
-            return Err(JobError::NoResults(id.to_string()));
+            return Err(OutputError::NoResults(id.to_string()).into());
         }
         self.remove_results(id).await?;
         Ok(view(self.inner.db.job(id).await?))

@@ -1,16 +1,13 @@
 //! Jobs as the API shows them: their outputs, summary and, while one runs, its phase and (on a
 //! remote cluster) its Ballista job's stages and tasks.
 
-use kalla_core::recon::plan::OUTPUTS;
 use serde::Serialize;
 use serde_json::json;
 
 use super::Jobs;
 use super::submit::RunInputs;
+use crate::job_outputs::outputs_of;
 use crate::metadata::{JobRecord, JobStatus};
-
-/// The output of a query job.
-pub const QUERY_OUTPUT: &str = "result";
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -151,17 +148,12 @@ pub(super) fn view(record: JobRecord) -> JobView {
     }
 }
 
-/// The outputs a job of this type has.
-pub fn outputs_of(job_type: &str) -> &'static [&'static str] {
-    match job_type {
-        "recon" => &OUTPUTS,
-        _ => &[QUERY_OUTPUT],
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use kalla_core::recon::plan::OUTPUTS;
+
     use super::*;
+    use crate::job_outputs::QUERY_OUTPUT;
     use crate::jobs::test_job;
 
     #[test]

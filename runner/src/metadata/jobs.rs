@@ -193,7 +193,17 @@ impl MetadataDb {
             .ok_or_else(|| not_found(id))
     }
 
-    /// Newest first; `status` filters.
+    /// The jobs whose id is `id` but for case (SQL folds unquoted names to lower case), at most
+    /// two: more than one leaves the name ambiguous.
+    pub async fn jobs_ignoring_case(&self, id: &str) -> Result<Vec<JobRecord>, MetadataError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE lower(id) = lower($1) LIMIT 2"
+        ))
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Jobs newest first, those `filter` names.
     pub async fn list_jobs(
         &self,
