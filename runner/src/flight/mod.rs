@@ -654,6 +654,27 @@ mod tests {
     }
 
     #[test]
+    fn viewers_may_read_job_outputs_and_nothing_else() {
+        for allowed in [
+            "SELECT * FROM results.job_x.matched",
+            "WITH m AS (SELECT * FROM results.latest_r.matched) SELECT count(*) FROM m",
+            "SELECT * FROM results.job_x.matched JOIN results.job_y.result USING (id)",
+        ] {
+            assert!(reads_only_results(allowed), "{allowed}");
+        }
+        for refused in [
+            "SELECT 1",
+            "SELECT * FROM shop.public.orders",
+            "SELECT * FROM results.job_x.matched JOIN invoices USING (id)",
+            "SELECT * FROM information_schema.tables",
+            "SELECT * FROM results.job_x.matched; SELECT * FROM invoices",
+            "not sql",
+        ] {
+            assert!(!reads_only_results(refused), "{refused}");
+        }
+    }
+
+    #[test]
     fn api_errors_keep_their_messages_as_flight_statuses() {
         let status = api_status(ApiError::new(crate::api::ErrorCode::NotFound, "no job job_x"));
         assert_eq!(
