@@ -6,7 +6,7 @@ use kalla_core::cache::CacheDir;
 use kalla_core::recon::plan::OUTPUTS;
 use thiserror::Error;
 
-use crate::metadata::{JobFilter, JobRecord, JobStatus, MetadataDb, MetadataError};
+use crate::metadata::{JobFilter, JobRecord, JobStatus, MetadataDb, MetadataError, RecipeRecord};
 
 /// The output of a query job.
 pub const QUERY_OUTPUT: &str = "result";
@@ -66,7 +66,7 @@ impl JobOutputs {
     /// id is matched ignoring case where it is unambiguous, so SQL may name it unquoted.
     pub async fn named_output(&self, name: &str, output: &str) -> Result<(String, CacheDir), OutputError> {
         let job = match name.strip_prefix(LATEST_PREFIX) {
-            Some(recipe) => self.latest_run(recipe).await?,
+            Some(recipe) => self.latest_run(&self.db.recipe(recipe).await?).await?,
             None => self.job_named(name).await?,
         };
         readable(&job, output)?;
@@ -90,7 +90,7 @@ impl JobOutputs {
     pub async fn latest_runs(&self) -> Result<Vec<(String, JobRecord)>, OutputError> {
         let mut runs = Vec::new();
         for recipe in self.db.list_recipes().await? {
-            match self.latest_run(&recipe.name).await {
+            match self.latest_run(&recipe).await {
                 Ok(job) if job.results_deleted_at.is_none() => runs.push((recipe.name, job)),
                 Ok(_) | Err(OutputError::NoRun(_)) => {}
                 Err(error) => return Err(error),
@@ -99,9 +99,8 @@ impl JobOutputs {
         Ok(runs)
     }
 
-    /// The newest succeeded job of the recipe `name`.
-    async fn latest_run(&self, name: &str) -> Result<JobRecord, OutputError> {
-        let recipe = self.db.recipe(name).await?;
+    /// The newest succeeded job of `recipe`.
+    async fn latest_run(&self, recipe: &RecipeRecord) -> Result<JobRecord, OutputError> {
         let filter = JobFilter {
             status: Some(JobStatus::Succeeded),
             recipe_id: Some(&recipe.id),
@@ -112,7 +111,7 @@ impl JobOutputs {
         newest
             .into_iter()
             .next()
-            .ok_or_else(|| OutputError::NoRun(recipe.name))
+            .ok_or_else(|| OutputError::NoRun(recipe.name.clone()))
     }
 }
 

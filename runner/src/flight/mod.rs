@@ -54,7 +54,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
-use self::prepared::{Handle, parameter_schema, parameter_values};
+use self::prepared::{Handle, TOO_MANY_ROWS, parameter_schema, parameter_values};
 use crate::access::{Principal, Role, bearer_token};
 use crate::api::{ApiError, AppState};
 use crate::catalog::{CatalogTable, RESULTS_CATALOG, TableRead, table_references};
@@ -357,17 +357,10 @@ impl FlightSqlService for KallaFlightSql {
         let handle = Handle::from_bytes(&query.prepared_statement_handle)?;
         let mut batches =
             FlightRecordBatchStream::new_from_flight_data(request.into_inner().map_err(FlightError::from));
-        let mut bound = None;
-        while let Some(batch) = batches.try_next().await? {
-            if bound.is_some() || batch.num_rows() > 1 {
-                return Err(Status::invalid_argument(
-                    "bind exactly one row of parameter values; run the statement once per row",
-                ));
-            }
-            bound = Some(batch);
-        }
-        let handle = match bound {
-            Some(row) => handle.bind(&row)?,
+        // One row, one batch: `Handle::bind` refuses a batch of any other size.
+        let handle = match batches.try_next().await? {
+            Some(row) if batches.try_next().await?.is_none() => handle.bind(&row)?,
+            Some(_) => return Err(Status::invalid_argument(TOO_MANY_ROWS)),
             None => handle,
         };
         Ok(DoPutPreparedStatementResult {

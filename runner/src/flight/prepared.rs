@@ -14,6 +14,9 @@ use datafusion::common::ScalarValue;
 use prost::Message;
 use tonic::Status;
 
+/// Why a bind of other than one row of values is refused.
+pub const TOO_MANY_ROWS: &str = "bind exactly one row of parameter values; run the statement once per row";
+
 /// What a prepared statement's handle holds.
 #[derive(Clone, PartialEq, Message)]
 pub struct Handle {
@@ -43,10 +46,7 @@ impl Handle {
     /// This statement with `values` (one row, a column per parameter) bound.
     pub fn bind(self, values: &RecordBatch) -> Result<Self, Status> {
         if values.num_rows() != 1 {
-            return Err(Status::invalid_argument(format!(
-                "bind exactly one row of parameter values; got {}",
-                values.num_rows()
-            )));
+            return Err(Status::invalid_argument(TOO_MANY_ROWS));
         }
         let mut parameters = Vec::new();
         let mut writer = StreamWriter::try_new(&mut parameters, &values.schema()).map_err(internal)?;
