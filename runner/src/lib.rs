@@ -46,6 +46,7 @@ pub mod local_state;
 pub mod metadata;
 pub mod open_items;
 pub mod output;
+pub mod output_reads;
 pub mod ports;
 pub mod query;
 pub mod reattach;

@@ -4,12 +4,14 @@
 use std::time::Instant;
 
 use datafusion::prelude::DataFrame;
+use futures::TryStreamExt;
 use kalla_core::json_rows::{ValueStyle, json_rows};
 use kalla_core::preview::PreviewColumn;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::catalog::{Catalog, CatalogError, CatalogTable, TableRead};
+use crate::output_reads;
 
 /// Rows a query returns when the request names no limit.
 pub const DEFAULT_QUERY_ROWS: usize = 1000;
@@ -84,10 +86,13 @@ impl Queries {
         let (frame, tables) = self.catalog.plan(&request.sql, request.live).await?;
         let schema = frame.schema().as_arrow().clone();
         let failed = |e: &dyn std::fmt::Display| CatalogError::Failed(e.to_string());
-        let batches = frame
+        let frame = frame
             .limit(0, Some(limit + 1))
-            .map_err(|e| CatalogError::InvalidSql(e.to_string()))?
-            .collect()
+            .map_err(|e| CatalogError::InvalidSql(e.to_string()))?;
+        let batches: Vec<_> = output_reads::execute(frame)
+            .await
+            .map_err(|e| failed(&e))?
+            .try_collect()
             .await
             .map_err(|e| failed(&e))?;
         let mut rows = json_rows(&batches, ValueStyle::typed(request.typed)).map_err(|e| failed(&e))?;

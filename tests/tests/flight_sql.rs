@@ -50,6 +50,12 @@ async fn token(runner: &Runner, name: &str, role: &str) -> String {
     answer["token"].as_str().unwrap().to_string()
 }
 
+/// How many jobs the cluster's scheduler has seen.
+async fn scheduler_jobs(cluster: &Cluster) -> usize {
+    let jobs: Value = serde_json::from_str(&cluster.rest_get("/api/jobs").await).unwrap();
+    jobs.as_array().unwrap_or_else(|| panic!("{jobs}")).len()
+}
+
 /// What the client script `script` (in `tests/python`) saw, as JSON.
 fn client(script: &str, args: &[&str]) -> Value {
     let python = std::env::var_os(PYTHON_ENV).unwrap_or_else(|| {
@@ -104,13 +110,33 @@ async fn real_clients_query_list_and_are_refused_as_the_api_refuses() {
     let recon_job = finished_job(&runner, recon).await;
 
     // Job outputs are tables for /api/query too; an unknown job's is an unknown table, and no
-    // connection may take the catalog's name.
+    // connection may take the catalog's name. A statement that only filters one output is read
+    // by the runner from its files, so the cluster gets no job for it; an aggregate runs there.
+    let jobs_before = scheduler_jobs(&cluster).await;
+    let filtered =
+        json!({"sql": format!("SELECT id, doubled FROM results.{query_job}.result WHERE id > 18")});
+    let (status, answer) = runner.call(Method::POST, "/api/query", Some(filtered)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mut rows = answer["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|row| row[0].as_str().unwrap().to_string());
+    let doubled = text_rows(
+        &db,
+        "SELECT ARRAY[id::text, (amount * 2)::text] FROM invoices WHERE id IN (19, 20) ORDER BY id",
+    )
+    .await;
+    assert_eq!(Value::from(rows), doubled, "{answer}");
+    assert_eq!(scheduler_jobs(&cluster).await, jobs_before, "read by the runner");
     let count = json!({"sql": format!("SELECT count(*) AS n FROM results.{query_job}.result")});
     let (status, answer) = runner.call(Method::POST, "/api/query", Some(count)).await;
     assert_eq!(
         (status, &answer["rows"]),
         (StatusCode::OK, &json!([["20"]])),
         "{answer}"
+    );
+    assert_eq!(
+        scheduler_jobs(&cluster).await,
+        jobs_before + 1,
+        "run on the cluster"
     );
     let unknown = json!({"sql": "SELECT * FROM results.job_nope.result"});
     let (status, answer) = runner.call(Method::POST, "/api/query", Some(unknown)).await;

@@ -1,7 +1,7 @@
 //! Arrow Flight SQL on the runner (`--flight-bind`): the API's tokens and roles, SQL over Kalla's
-//! catalog planned as `/api/query` plans it and run on the cluster, results relayed to the client
-//! batch by batch as the cluster sends them (clients never reach executors, and no result is
-//! collected whole).
+//! catalog planned as `/api/query` plans it and run on the cluster (or, reading one job output,
+//! on the runner: [`output_reads`]), results relayed to the client batch by batch as they come
+//! (clients never reach executors, and no result is collected whole).
 //!
 //! A token goes in each call's `authorization: Bearer <token>` header, or through the handshake
 //! as HTTP Basic with the token as the password (the user name is ignored); the handshake answers
@@ -59,6 +59,7 @@ use crate::access::{Principal, Role, bearer_token};
 use crate::api::{ApiError, AppState};
 use crate::catalog::{CatalogTable, RESULTS_CATALOG, TableRead, table_references};
 use crate::metadata::NewAuditEntry;
+use crate::output_reads;
 
 /// The audit log's route for Flight SQL calls (the method column names the call).
 const AUDIT_ROUTE: &str = "flight:sql";
@@ -208,7 +209,7 @@ impl KallaFlightSql {
         outcome.map(Response::new)
     }
 
-    /// `frame` with `handle`'s values in its placeholders, executed on the cluster.
+    /// `frame` with `handle`'s values in its placeholders, executed where [`output_reads`] says.
     async fn stream(
         &self,
         frame: DataFrame,
@@ -222,8 +223,7 @@ impl KallaFlightSql {
             }
             None => frame,
         };
-        let batches = frame
-            .execute_stream()
+        let batches = output_reads::execute(frame)
             .await
             .map_err(|e| Status::internal(format!("the query failed: {e}")))?
             .map_err(|e| FlightError::ExternalError(Box::new(e)));
