@@ -56,7 +56,7 @@ pub struct Preview {
 
 #[derive(Debug, Error)]
 pub enum PreviewError {
-    #[error("unknown column {column:?}; the source has: {}", available.join(", "))]
+    #[error("unknown column {column:?}; the columns are: {}", available.join(", "))]
     UnknownColumn { column: String, available: Vec<String> },
     #[error("condition on {column:?}: {reason}")]
     InvalidCondition { column: String, reason: String },
@@ -136,7 +136,7 @@ mod tests {
         let error = find_column(&columns, "ID", |c| c).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "unknown column \"ID\"; the source has: id, amount"
+            "unknown column \"ID\"; the columns are: id, amount"
         );
         assert!(error.is_user_error());
     }

@@ -94,6 +94,7 @@ error_codes! {
     InvalidConnection = (BAD_REQUEST, "invalid_connection", "the source type or settings are not usable"),
     UnknownColumn = (BAD_REQUEST, "unknown_column", "a condition names a column the source does not have"),
     InvalidCondition = (BAD_REQUEST, "invalid_condition", "a condition's operator or value does not fit its column"),
+    InvalidOrder = (BAD_REQUEST, "invalid_order", "`order_by` names an unknown column or direction, or sorts deeper than a sorted read reaches"),
     InvalidSql = (BAD_REQUEST, "invalid_sql", "the SQL does not parse, is not one query, or names unknown columns"),
     InvalidRecipe = (BAD_REQUEST, "invalid_recipe", "the recipe does not fit its sources; the message names the field"),
     InvalidSchedule = (BAD_REQUEST, "invalid_schedule", "the schedule's name, cron, every or timezone is not usable; the message names which"),
@@ -508,6 +509,9 @@ impl HasCode for ResultsError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidLimit(_) => ErrorCode::InvalidLimit,
+            Self::InvalidFilter(_) => ErrorCode::InvalidCondition,
+            Self::Filter(error) => error.code(),
+            Self::InvalidOrder(_) => ErrorCode::InvalidOrder,
             Self::Read(_) => ErrorCode::ResultsUnavailable,
         }
     }

@@ -14,7 +14,7 @@ use super::idempotency::{IdempotentJson, Once, once};
 use super::{ApiError, AppState, Created, created};
 use crate::jobs::{JobRequest, JobView};
 use crate::metadata::{JobFilter, JobStatus, timestamp};
-use crate::results::{self, Page, ResultFormat};
+use crate::results::{self, Page, ResultFormat, Selection};
 
 /// Most jobs one list page returns.
 const MAX_LIST: i64 = 1000;
@@ -182,6 +182,16 @@ pub struct ResultsQuery {
     #[serde(default)]
     offset: usize,
     limit: Option<usize>,
+    /// Only rows matching these conditions, as JSON: the preview's `[{"column", "op", "value"}]`
+    /// (`eq`, `neq`, `gt`, `gte`, `lt`, `lte`, `between`, `in`, `like`, `is_null`, `is_not_null`).
+    filter: Option<String>,
+    /// Sorted over the whole output: comma-separated `column`, `column:asc` or `column:desc`
+    /// (nulls last); ties broken by the other columns. Reaches at most 100,000 rows deep
+    /// (`offset + limit`; a sorted download needs a `limit`).
+    order_by: Option<String>,
+    /// JSON pages only: also count the rows the filter matches in the whole output (`total_rows`).
+    #[serde(default)]
+    count: bool,
     /// JSON pages only: numbers and booleans as JSON's own, dates and timestamps as ISO 8601,
     /// 64-bit integers beyond ±2^53 and decimals as exact strings (README, "Typed results").
     #[serde(default)]
@@ -202,6 +212,9 @@ pub struct ResultsQuery {
         Errors<(
             codes::InvalidLimit,
             codes::InvalidRequest,
+            codes::InvalidCondition,
+            codes::UnknownColumn,
+            codes::InvalidOrder,
             codes::NotFound,
             codes::UnknownOutput,
             codes::NoResults,
@@ -221,18 +234,30 @@ pub async fn output(
             "typed: applies to JSON pages only; CSV and parquet downloads keep their own types",
         ));
     }
+    if query.count && query.format != ResultFormat::Json {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "count: applies to JSON pages only",
+        ));
+    }
+    let selection = Selection::parse(
+        query.filter.as_deref(),
+        query.order_by.as_deref(),
+        query.offset,
+        query.limit,
+    )?;
     let dir = state.jobs.output_dir(&id, &output).await?;
     let s3 = state.jobs.s3();
     if query.format == ResultFormat::Json {
         let style = ValueStyle::typed(query.typed);
-        let page = results::page(&dir, s3, query.offset, query.limit, style).await?;
+        let page = results::page(&dir, s3, &selection, query.count, style).await?;
         let mut page =
             serde_json::to_value(page).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         page["job_id"] = id.into();
         page["output"] = output.into();
         return Ok(Json(page).into_response());
     }
-    let chunks = results::export(&dir, s3, query.format, query.offset, query.limit).await?;
+    let chunks = results::export(&dir, s3, query.format, &selection).await?;
     let (content_type, extension) = match query.format {
         ResultFormat::Parquet => ("application/vnd.apache.parquet", "parquet"),
         _ => ("text/csv; charset=utf-8", "csv"),
