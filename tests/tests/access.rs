@@ -35,6 +35,7 @@ const ROUTES: &[(&str, &str, u8)] = &[
     ("GET", "/api/jobs/{id}/results/{output}", VIEWER),
     ("GET", "/api/schedules", VIEWER),
     ("GET", "/api/schedules/{id}", VIEWER),
+    ("GET", "/api/whoami", VIEWER),
     ("POST", "/api/connections/{id}/refresh", OPERATOR),
     ("DELETE", "/api/connections/{id}/cache", OPERATOR),
     (
@@ -170,6 +171,14 @@ async fn each_role_gets_exactly_its_routes() {
                 assert!(message.contains(&format!("{role}_user")), "{message}");
             }
         }
+    }
+
+    for (token, role, _) in &tokens {
+        let (status, caller) = runner
+            .call_as(Some(token), Method::GET, "/api/whoami", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{caller}");
+        assert_eq!(caller, json!({"name": format!("{role}_user"), "role": role}));
     }
 
     let (status, listed) = runner.call(Method::GET, "/api/tokens", None).await;

@@ -132,6 +132,11 @@ async fn generated_and_hostile_requests_get_no_server_error() {
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
         ])
         .args(["--max-examples", "30", "--seed", "20261124", "--workers", "2"])
+        // Not the stateful phase: the document declares no links, and the links schemathesis
+        // infers from Location headers can be invalid (seen: POST /api/secrets linked to
+        // GET /api/sources/{alias} with a `name` parameter), which fails the run before any
+        // request is sent.
+        .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--request-timeout", "30", "--no-color"])
         .arg("--report-dir")
         .arg(report.path())

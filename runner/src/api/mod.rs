@@ -110,6 +110,7 @@ openapi::documented_api! {
         jobs::output,
         schedules::list,
         schedules::show,
+        tokens::whoami,
     ],
     Operator: [
         connections::refresh,

@@ -86,3 +86,25 @@ pub async fn revoke(
 ) -> Result<Json<TokenRecord>, ApiError> {
     Ok(Json(state.tokens.revoke(&name).await?))
 }
+
+/// Who the calling token acts as: what a client (the console) needs to offer only what the
+/// token may do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Caller {
+    /// The token's name (`bootstrap` for the configured token).
+    name: String,
+    role: Role,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/whoami",
+    tag = "tokens",
+    responses((status = 200, description = "The calling token's name and role", body = Caller))
+)]
+pub async fn whoami(Extension(principal): Extension<Principal>) -> Json<Caller> {
+    Json(Caller {
+        name: principal.name,
+        role: principal.role,
+    })
+}
