@@ -30,10 +30,16 @@ const DEFAULT_PAGE_ROWS: usize = 100;
 /// that many rows in memory.
 pub const MAX_SORTED_ROWS: usize = 100_000;
 
+/// The largest `offset`: past every row of any real output, and small enough for DataFusion,
+/// which counts rows as signed 64-bit integers.
+const MAX_OFFSET: usize = 1 << 53;
+
 #[derive(Debug, Error)]
 pub enum ResultsError {
     #[error("limit must be between 1 and {MAX_PAGE_ROWS}, got {0}")]
     InvalidLimit(usize),
+    #[error("offset must be at most {MAX_OFFSET}, got {0}")]
+    InvalidOffset(usize),
     #[error("filter: {0}")]
     InvalidFilter(String),
     #[error(transparent)]
@@ -70,6 +76,9 @@ impl Selection {
         offset: usize,
         limit: Option<usize>,
     ) -> Result<Self, ResultsError> {
+        if offset > MAX_OFFSET {
+            return Err(ResultsError::InvalidOffset(offset));
+        }
         let filter = match filter {
             None => Vec::new(),
             Some(json) => serde_json::from_str(json).map_err(|e| {
@@ -105,7 +114,7 @@ impl Selection {
         }
         let Some(end) = self
             .limit
-            .map(|limit| self.offset + limit)
+            .map(|limit| self.offset.saturating_add(limit))
             .filter(|end| *end <= MAX_SORTED_ROWS)
         else {
             return Err(ResultsError::InvalidOrder(format!(

@@ -104,6 +104,8 @@ async fn pages_are_filtered_and_sorted_over_the_whole_output() {
     assert_eq!(all["total_rows"], json!(2500), "{all}");
     let uncounted = page(&runner, &job, &[("order_by", "id:desc"), ("limit", "2")]).await;
     assert_eq!(uncounted.get("total_rows"), None, "{uncounted}");
+    let beyond = page(&runner, &job, &[("offset", "9007199254740992"), ("limit", "5")]).await;
+    assert_eq!(beyond["rows"], json!([]), "past the end, no rows: {beyond}");
     let last_two =
         "SELECT ARRAY[id::text, account, amount::text, booked::text] FROM ledger ORDER BY id DESC LIMIT 2";
     assert_eq!(uncounted["rows"], json!(postgres_rows(&db, last_two).await));
@@ -139,7 +141,7 @@ async fn pages_are_filtered_and_sorted_over_the_whole_output() {
     assert_eq!(downloaded, expected[50..150], "the download equals the pages");
 
     // Bad requests say what is wrong.
-    let cases: [(Params, &str, &str); 6] = [
+    let cases: [(Params, &str, &str); 8] = [
         (
             &[("filter", "amount > 3")],
             "invalid_condition",
@@ -165,6 +167,20 @@ async fn pages_are_filtered_and_sorted_over_the_whole_output() {
             &[("order_by", "amount"), ("offset", "99990"), ("limit", "100")],
             "invalid_order",
             "100000",
+        ),
+        (
+            &[
+                ("order_by", "amount"),
+                ("offset", "9007199254740992"),
+                ("limit", "100"),
+            ],
+            "invalid_order",
+            "100000",
+        ),
+        (
+            &[("offset", "18446744073709551615")],
+            "invalid_request",
+            "offset must be at most 9007199254740992",
         ),
     ];
     for (params, code, says) in cases {

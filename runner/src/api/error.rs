@@ -509,6 +509,7 @@ impl HasCode for ResultsError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidLimit(_) => ErrorCode::InvalidLimit,
+            Self::InvalidOffset(_) => ErrorCode::InvalidRequest,
             Self::InvalidFilter(_) => ErrorCode::InvalidCondition,
             Self::Filter(error) => error.code(),
             Self::InvalidOrder(_) => ErrorCode::InvalidOrder,
