@@ -126,12 +126,32 @@ pub async fn listing_table(
     url: &str,
     format: FileFormat,
 ) -> Result<Arc<dyn TableProvider>, DataFusionError> {
-    let table_url = ListingTableUrl::parse(url)?;
     let options = match format {
         FileFormat::Parquet => ListingOptions::new(Arc::new(ParquetFormat::default())),
         FileFormat::Csv => ListingOptions::new(Arc::new(CsvFormat::default())),
     }
     .with_file_extension(format.extension_in(url));
+    listing_table_with(session, url, options).await
+}
+
+/// The parquet files at `url` as one table whose strings and binaries are plain (`Utf8`,
+/// `Binary`), not views: decoded straight into the types clients are sent.
+pub async fn plain_parquet_table(
+    session: &SessionContext,
+    url: &str,
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    let format = ParquetFormat::default().with_force_view_types(false);
+    let options =
+        ListingOptions::new(Arc::new(format)).with_file_extension(FileFormat::Parquet.extension_in(url));
+    listing_table_with(session, url, options).await
+}
+
+async fn listing_table_with(
+    session: &SessionContext,
+    url: &str,
+    options: ListingOptions,
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    let table_url = ListingTableUrl::parse(url)?;
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .infer_schema(&session.state())

@@ -21,6 +21,7 @@ use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::Statement;
 use kalla_core::cache::version_table;
+use kalla_core::files::plain_parquet_table;
 use kalla_core::ident::{Ident, QualifiedName};
 use kalla_core::recon::ParamValues;
 use kalla_core::recon::params::{ParamError, substitute_location};
@@ -273,7 +274,7 @@ impl Catalog {
     }
 
     /// `results.<job>.<output>` from the parquet files of the job's output, `<job>` a job id or
-    /// `latest_<recipe>`.
+    /// `latest_<recipe>`; strings as plain strings, the type Flight SQL sends.
     async fn resolve_job_output(
         &self,
         session: &SessionContext,
@@ -282,7 +283,7 @@ impl Catalog {
         output: &str,
     ) -> Result<TableRead, CatalogError> {
         let (job_id, dir) = self.outputs.named_output(job, output).await?;
-        let provider = version_table(session, dir.as_str())
+        let provider = plain_parquet_table(session, dir.as_str())
             .await
             .map_err(|e| CatalogError::Failed(e.to_string()))?;
         register_full(session, RESULTS_CATALOG, job, output, provider)?;
@@ -378,7 +379,7 @@ impl Catalog {
             let schema = format!("{LATEST_PREFIX}{recipe}");
             for output in outputs_of(&job.job_type) {
                 let dir = self.outputs.results_dir(&job.id).join(&[output]);
-                let provider = version_table(&session, dir.as_str())
+                let provider = plain_parquet_table(&session, dir.as_str())
                     .await
                     .map_err(|e| CatalogError::Failed(e.to_string()))?;
                 tables.push(CatalogTable {
