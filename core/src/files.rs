@@ -134,19 +134,8 @@ pub async fn listing_table(
     listing_table_with(session, url, options).await
 }
 
-/// The parquet files at `url` as one table whose strings and binaries are plain (`Utf8`,
-/// `Binary`), not views: decoded straight into the types clients are sent.
-pub async fn plain_parquet_table(
-    session: &SessionContext,
-    url: &str,
-) -> Result<Arc<dyn TableProvider>, DataFusionError> {
-    let format = ParquetFormat::default().with_force_view_types(false);
-    let options =
-        ListingOptions::new(Arc::new(format)).with_file_extension(FileFormat::Parquet.extension_in(url));
-    listing_table_with(session, url, options).await
-}
-
-async fn listing_table_with(
+/// The files at `url` read as `options` says, as one table whose schema is inferred from them.
+pub(crate) async fn listing_table_with(
     session: &SessionContext,
     url: &str,
     options: ListingOptions,

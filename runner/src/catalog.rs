@@ -20,8 +20,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::Statement;
-use kalla_core::cache::version_table;
-use kalla_core::files::plain_parquet_table;
+use kalla_core::cache::{output_table, version_table};
 use kalla_core::ident::{Ident, QualifiedName};
 use kalla_core::recon::ParamValues;
 use kalla_core::recon::params::{ParamError, substitute_location};
@@ -283,7 +282,7 @@ impl Catalog {
         output: &str,
     ) -> Result<TableRead, CatalogError> {
         let (job_id, dir) = self.outputs.named_output(job, output).await?;
-        let provider = plain_parquet_table(session, dir.as_str())
+        let provider = output_table(session, dir.as_str())
             .await
             .map_err(|e| CatalogError::Failed(e.to_string()))?;
         register_full(session, RESULTS_CATALOG, job, output, provider)?;
@@ -379,7 +378,7 @@ impl Catalog {
             let schema = format!("{LATEST_PREFIX}{recipe}");
             for output in outputs_of(&job.job_type) {
                 let dir = self.outputs.results_dir(&job.id).join(&[output]);
-                let provider = plain_parquet_table(&session, dir.as_str())
+                let provider = output_table(&session, dir.as_str())
                     .await
                     .map_err(|e| CatalogError::Failed(e.to_string()))?;
                 tables.push(CatalogTable {

@@ -58,6 +58,7 @@ const CREATE_TOKEN: Route = (Method::POST, "/api/tokens");
 const TOKENS: Route = (Method::GET, "/api/tokens");
 const REVOKE_TOKEN: Route = (Method::DELETE, "/api/tokens/{name}");
 const AUDIT: Route = (Method::GET, "/api/audit");
+const WHOAMI: Route = (Method::GET, "/api/whoami");
 const UPDATE_SOURCE: Route = (Method::PATCH, "/api/sources/{alias}");
 const UPDATE_CONNECTION: Route = (Method::PATCH, "/api/connections/{id}");
 const CREATE_SECRET: Route = (Method::POST, "/api/secrets");
@@ -249,6 +250,7 @@ fn protected_routes(ids: &Ids) -> Vec<(Route, Vec<&str>, Option<Value>)> {
         ),
         (TOKENS, vec![], None),
         (REVOKE_TOKEN, vec!["t1"], None),
+        (WHOAMI, vec![], None),
         (AUDIT, vec![], None),
         (UPDATE_SOURCE, vec!["items"], Some(json!({"password": "another"}))),
         (
@@ -1380,14 +1382,20 @@ async fn every_documented_error_status_of_every_route_is_answered() {
 
     // 503: the metadata DB stopped. Every protected route answers 503 `metadata_unavailable`
     // (each waits for its pool's timeout, so they are asked all at once), and /ready says so.
+    // The configured token says who it is without the metadata DB; a named one needs it.
+    let body = json!({"name": "asks_whoami", "role": "viewer"});
+    let (status, named) = runner.call(Method::POST, "/api/tokens", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{named}");
+    let named = named["token"].as_str().expect("a token").to_string();
     metadata.stop_server("fast");
-    let answers = futures::future::join_all(protected_routes(&ids).into_iter().map(
-        |(route, parameters, body)| {
-            let target = path(&route, &parameters);
-            let call = runner.spawn_call(route.0.clone(), &target, body);
-            async move { (route, call.await.expect("the request task")) }
-        },
-    ))
+    let routes = protected_routes(&ids)
+        .into_iter()
+        .filter(|(route, ..)| route != &WHOAMI);
+    let answers = futures::future::join_all(routes.map(|(route, parameters, body)| {
+        let target = path(&route, &parameters);
+        let call = runner.spawn_call(route.0.clone(), &target, body);
+        async move { (route, call.await.expect("the request task")) }
+    }))
     .await;
     for (route, (status, answer)) in answers {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{route:?}: {answer}");
@@ -1397,6 +1405,10 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         );
         driven.record(&route, status, Some("metadata_unavailable"));
     }
+    let (status, answer) = runner.call_as(Some(&named), Method::GET, WHOAMI.1, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "whoami: {answer}");
+    assert_eq!(answer["error"]["code"], "metadata_unavailable", "{answer}");
+    driven.record(&WHOAMI, status, Some("metadata_unavailable"));
     let (status, answer) = runner.call(Method::GET, "/ready", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
     driven.record(&READY, status, None);

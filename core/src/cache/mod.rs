@@ -26,6 +26,20 @@ pub async fn version_table(
     crate::files::listing_table(session, url, crate::preview::files::FileFormat::Parquet).await
 }
 
+/// A job output's parquet files as one table whose strings and binaries are plain (`Utf8`,
+/// `Binary`), not views: decoded straight into the types clients are sent.
+pub async fn output_table(
+    session: &datafusion::prelude::SessionContext,
+    url: &str,
+) -> datafusion::common::Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::ListingOptions;
+    let format = ParquetFormat::default().with_force_view_types(false);
+    let extension = crate::preview::files::FileFormat::Parquet.extension_in(url);
+    let options = ListingOptions::new(Arc::new(format)).with_file_extension(extension);
+    crate::files::listing_table_with(session, url, options).await
+}
+
 /// A directory's parquet files as one table of `schema`, which holds whatever files it has when
 /// a scan is planned (none is an empty table); `session` must reach their store when scanning.
 pub fn parquet_dir_table(
