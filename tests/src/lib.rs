@@ -2,6 +2,7 @@
 //! `kalla-scheduler`, `kalla-executor`, `kalla-runner` and `kalla` binaries as separate processes.
 
 pub mod cluster;
+pub mod demo;
 pub mod mariadb;
 pub mod ports;
 pub mod postgres;

@@ -50,6 +50,7 @@ const ROUTES: &[(&str, &str, u8)] = &[
     ),
     ("POST", "/api/query", OPERATOR),
     ("POST", "/api/recipes", OPERATOR),
+    ("POST", "/api/dry-runs", OPERATOR),
     ("PUT", "/api/recipes/{id}", OPERATOR),
     ("DELETE", "/api/recipes/{id}", OPERATOR),
     ("POST", "/api/recipes/{id}/open-items/{item}/resolve", OPERATOR),

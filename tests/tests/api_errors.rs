@@ -45,6 +45,7 @@ const RECIPES: Route = (Method::GET, "/api/recipes");
 const CREATE_RECIPE: Route = (Method::POST, "/api/recipes");
 const RECIPE: Route = (Method::GET, "/api/recipes/{id}");
 const REPLACE_RECIPE: Route = (Method::PUT, "/api/recipes/{id}");
+const DRY_RUN: Route = (Method::POST, "/api/dry-runs");
 const DELETE_RECIPE: Route = (Method::DELETE, "/api/recipes/{id}");
 const OPEN_ITEMS: Route = (Method::GET, "/api/recipes/{id}/open-items");
 const RESOLVE_ITEM: Route = (Method::POST, "/api/recipes/{id}/open-items/{item}/resolve");
@@ -229,7 +230,8 @@ fn protected_routes(ids: &Ids) -> Vec<(Route, Vec<&str>, Option<Value>)> {
         (RECIPES, vec![], None),
         (CREATE_RECIPE, vec![], Some(recipe.clone())),
         (RECIPE, vec!["r1"], None),
-        (REPLACE_RECIPE, vec!["r1"], Some(recipe)),
+        (REPLACE_RECIPE, vec!["r1"], Some(recipe.clone())),
+        (DRY_RUN, vec![], Some(json!({"recipe": recipe}))),
         (DELETE_RECIPE, vec!["r1"], None),
         (OPEN_ITEMS, vec!["r_carry"], None),
         (
@@ -784,6 +786,28 @@ async fn every_documented_error_status_of_every_route_is_answered() {
     let sql = Some(json!({"sql": "SELEC nothing"}));
     expect(&mut driven, &runner, &QUERY, &[], sql, bad, "invalid_sql").await;
     let unknown_column = Some(recipe_body("r4", "items", "nobody"));
+    let dry_run = Some(json!({"recipe": recipe_body("r4", "items", "nobody")}));
+    expect(
+        &mut driven,
+        &runner,
+        &DRY_RUN,
+        &[],
+        dry_run,
+        bad,
+        "invalid_recipe",
+    )
+    .await;
+    let too_many = Some(json!({"recipe": recipe_body("r4", "items", "items"), "sample_rows": 1001}));
+    expect(
+        &mut driven,
+        &runner,
+        &DRY_RUN,
+        &[],
+        too_many,
+        bad,
+        "invalid_request",
+    )
+    .await;
     expect(
         &mut driven,
         &runner,
@@ -1142,6 +1166,17 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         "query_failed",
     )
     .await;
+    let dry_run = Some(json!({"recipe": unreachable.clone()}));
+    expect(
+        &mut driven,
+        &runner,
+        &DRY_RUN,
+        &[],
+        dry_run,
+        gateway,
+        "query_failed",
+    )
+    .await;
     let job = Some(json!({"type": "recon", "recipe": unreachable}));
     expect(&mut driven, &runner, &SUBMIT, &[], job, gateway, "query_failed").await;
     // A cached view that now fails when read (same columns, so discovery keeps it).
@@ -1366,6 +1401,8 @@ async fn every_documented_error_status_of_every_route_is_answered() {
         secret,
     )
     .await;
+    let dry_run = Some(json!({"recipe": recipe_body("r7", "items", "items")}));
+    expect(&mut driven, &runner, &DRY_RUN, &[], dry_run, unsealable, secret).await;
     let job = Some(json!({"type": "recon", "recipe_id": "r1"}));
     expect(&mut driven, &runner, &SUBMIT, &[], job, unsealable, secret).await;
     let tick = Some(json!({"at": "2024-01-01"}));

@@ -2,9 +2,11 @@
 //! classifies the rows of two sources into matched, mismatched, left only, right only,
 //! duplicates and exceptions ([`plan`]) with the operator that pairs or groups their rows by key
 //! ([`pair`], [`pairs_table`], [`spill`]) and the aggregates groups are compared by ([`group`]),
-//! the parameters a run puts in a recipe's filters and source locations ([`params`]), and the
-//! `tolerance_match` function every session registers ([`udf`]).
+//! the parameters a run puts in a recipe's filters and source locations ([`params`]), a recipe
+//! tried on samples in memory ([`dry_run`]), and the `tolerance_match` function every session
+//! registers ([`udf`]).
 
+pub mod dry_run;
 pub mod group;
 pub mod nearest;
 pub mod pair;

@@ -7,17 +7,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, AsArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray, UInt8Array,
+    Array, AsArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
-use datafusion::arrow::compute::{filter_record_batch, kernels::cmp::eq};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::display::array_value_to_string;
-use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use proptest::prelude::*;
 use serde_json::json;
 
-use super::plan::{self, OUTPUTS};
+use super::dry_run;
+use super::plan::OUTPUTS;
 use super::recipe::{CheckedRecipe, Recipe};
 
 /// A generated row: its id, two key parts that may be null, and an amount in cents.
@@ -105,48 +104,19 @@ fn cents_text(cents: i64) -> String {
 async fn kalla(left: &[Row], right: &[Row], partitions: usize) -> BTreeMap<String, Vec<String>> {
     let recipe = recipe();
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
-    let mut sides = (
+    let sides = (
         ctx.read_batch(batch(left)).unwrap(),
         ctx.read_batch(batch(right)).unwrap(),
     );
-    let mut outputs: BTreeMap<String, Vec<String>> =
-        OUTPUTS.iter().map(|o| (o.to_string(), Vec::new())).collect();
-    for index in 0..recipe.passes.len() {
-        let (frame, split) = plan::classify(sides.0, sides.1, &recipe, index, 4096).unwrap();
-        let schema = frame.schema().as_arrow().clone();
-        let batches = frame.collect().await.unwrap();
-        let mut remaining: Vec<MemTable> = Vec::new();
-        for (route, output) in split.outputs.iter().enumerate() {
-            let mut chosen = Vec::new();
-            for batch in &batches {
-                let routes = batch.column(split.route_column);
-                let here = eq(routes, &UInt8Array::new_scalar(route as u8)).unwrap();
-                chosen.push(filter_record_batch(&batch.project(&output.columns).unwrap(), &here).unwrap());
-            }
-            if output.name.starts_with("_remaining_") {
-                let schema = Arc::new(schema.project(&output.columns).unwrap());
-                remaining.push(MemTable::try_new(schema, vec![chosen]).unwrap());
-                continue;
-            }
-            outputs
-                .get_mut(&output.name)
-                .unwrap()
-                .extend(chosen.iter().flat_map(texts));
-        }
-        if index + 1 == recipe.passes.len() {
-            assert!(remaining.is_empty(), "the last pass passes nothing on");
-            break;
-        }
-        let Ok([left, right]) = <[MemTable; 2]>::try_from(remaining) else {
-            panic!("a pass before the last passes both sides on");
-        };
-        sides = (
-            plan::as_source(ctx.read_table(Arc::new(left)).unwrap(), &recipe, true).unwrap(),
-            plan::as_source(ctx.read_table(Arc::new(right)).unwrap(), &recipe, false).unwrap(),
-        );
-    }
-    outputs.values_mut().for_each(|rows| rows.sort());
+    let outputs = dry_run::run(&ctx, sides, &recipe, 4096).await.unwrap();
     outputs
+        .into_iter()
+        .map(|(name, batches)| {
+            let mut rows: Vec<String> = batches.iter().flat_map(texts).collect();
+            rows.sort();
+            (name, rows)
+        })
+        .collect()
 }
 
 /// The rows of one output batch as [`text`].

@@ -461,6 +461,7 @@ impl HasCode for RecipeError {
                 ..
             } => ErrorCode::InvalidRecipe,
             Self::Source { error, .. } => error.code(),
+            Self::Sample(_) => ErrorCode::QueryFailed,
             Self::Unreadable(..) => ErrorCode::Internal,
         }
     }

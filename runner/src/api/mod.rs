@@ -119,6 +119,7 @@ openapi::documented_api! {
         connections::purge_table,
         connections::query,
         recipes::create,
+        recipes::dry_run,
         recipes::replace,
         recipes::remove,
         recipes::resolve_open_item,

@@ -1,5 +1,5 @@
 //! `/api/recipes`: create (checked against the sources), list, show, replace and delete recipes;
-//! page and resolve a `carry_forward` recipe's open items.
+//! page and resolve a `carry_forward` recipe's open items; `/api/dry-runs`: try one on a sample.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,12 +8,13 @@ use kalla_core::recon::Recipe;
 use serde::Deserialize;
 
 use super::error::{ApiJson, ApiPath, ApiQuery, Errors, checked_limit, codes};
-use super::{ApiError, AppState, Created, created};
+use super::{ApiError, AppState, Created, ErrorCode, created};
 use crate::access::Principal;
 use crate::open_items::{
     self, ItemSide, ItemState, MAX_PAGE_ITEMS, OpenItemView, OpenItemsPage, PageRequest,
 };
 use crate::recipes::RecipeView;
+use crate::recipes::dry_run::{DEFAULT_SAMPLE_ROWS, DryRunRequest, DryRunView, MAX_SAMPLE_ROWS};
 
 #[utoipa::path(
     post,
@@ -101,6 +102,30 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     state.recipes.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/dry-runs",
+    tag = "recipes",
+    request_body = DryRunRequest,
+    responses(
+        (status = 200, description = "What the recipe makes of a sample of its sources: the first `sample_rows` rows of the left side, the right rows whose key equals one of theirs in some pass, every output's count and first rows. Nothing is stored or written", body = DryRunView),
+        Errors<(codes::InvalidRequest, codes::InvalidRecipe, codes::InvalidParams, codes::NotAllowed, codes::QueryFailed, codes::SecretUnreadable)>,
+    )
+)]
+pub async fn dry_run(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<DryRunRequest>,
+) -> Result<Json<DryRunView>, ApiError> {
+    let sample_rows = request.sample_rows.unwrap_or(DEFAULT_SAMPLE_ROWS as i64);
+    if !(1..=MAX_SAMPLE_ROWS as i64).contains(&sample_rows) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("sample_rows must be between 1 and {MAX_SAMPLE_ROWS}, got {sample_rows}"),
+        ));
+    }
+    Ok(Json(state.recipes.dry_run(request, sample_rows as usize).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -1,4 +1,7 @@
-//! Recipes: stored after they check against their sources' real schemas.
+//! Recipes: stored after they check against their sources' real schemas, and tried on samples
+//! ([`dry_run`]).
+
+pub mod dry_run;
 
 use datafusion::arrow::datatypes::Schema;
 use kalla_core::recon::params::{self, ParamError};
@@ -18,6 +21,8 @@ pub enum RecipeError {
     Params(#[from] ParamError),
     #[error("{side}.source: {error}")]
     Source { side: &'static str, error: CatalogError },
+    #[error("the sample cannot be read: {0}")]
+    Sample(String),
     #[error("stored recipe {0} cannot be read: {1}")]
     Unreadable(String, String),
     #[error(transparent)]
