@@ -169,6 +169,7 @@ if [ -n "${KEEP_RUNNING:-}" ]; then
   trap - EXIT
   echo
   echo "runner left running (pid $RUNNER) at $RUNNER_URL; token in $DATA_DIR/api-token; stop it with: kill $RUNNER"
+  echo "web console: $RUNNER_URL/console/ (sign in with that token)"
   if [ -n "$PG_DIR" ]; then
     echo "throwaway Postgres left running at $PG_URL; stop it and remove its files with:"
     echo "  ${AS_POSTGRES}$PG_CTL -D '$PG_DIR/data' -m fast stop && rm -rf '$PG_DIR'"

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the runner's settings (flags, `KALLA_*` variables, TOML file);
 //! - [`server`] and [`api`]: start-up and the HTTP API; [`https`]: serving it over TLS;
+//!   [`console`]: the web console's files, served beside the API;
 //! - [`access`]: roles, named tokens and who a request acts as;
 //! - [`metadata`]: the metadata DB (SQLite or Postgres) — only the runner touches it;
 //! - [`secrets`]: passwords sealed under the secrets key, put back only to connect;
@@ -35,6 +36,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod demo;
 pub mod flight;
 pub mod https;

@@ -1,6 +1,8 @@
 //! Harness for Kalla's end-to-end tests: a real Postgres database per test, and the real
-//! `kalla-scheduler`, `kalla-executor`, `kalla-runner` and `kalla` binaries as separate processes.
+//! `kalla-scheduler`, `kalla-executor`, `kalla-runner` and `kalla` binaries as separate processes;
+//! and a headless Chromium for the web console ([`browser`]).
 
+pub mod browser;
 pub mod cluster;
 pub mod demo;
 pub mod mariadb;

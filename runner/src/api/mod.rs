@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod connections;
 mod error;
+mod headers;
 mod health;
 mod idempotency;
 mod jobs;
@@ -168,7 +169,9 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(middleware::from_fn(openapi::check_documented))
         .layer(middleware::from_fn(metrics::track))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(crate::console::routes())
+        .layer(middleware::from_fn(headers::security_headers));
     let router = match cors(cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
