@@ -63,6 +63,32 @@ async fn a_dry_run_sorts_a_sample_as_the_full_run_sorts_the_same_rows() {
     let (_, jobs) = runner.call(Method::GET, "/api/jobs", None).await;
     assert_eq!((recipes, jobs), (json!([]), json!([])));
 
+    // The largest sample: 1000 left rows, and the right rows of their keys.
+    let (status, most) = runner
+        .call(
+            Method::POST,
+            "/api/dry-runs",
+            Some(json!({"recipe": demo::recipe(), "sample_rows": 1000})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{most}");
+    assert_eq!(most["left_rows"], 1000, "{most}");
+    let total = |name: &str| {
+        most["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap()["total_rows"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        most["right_rows"].as_u64(),
+        Some(total("matched") + total("mismatched")),
+        "{most}"
+    );
+
     // The full run puts each sampled invoice in the output the dry run did.
     let job = runner
         .submit_job(json!({"type": "recon", "recipe": demo::recipe()}))

@@ -13,7 +13,7 @@ use datafusion::logical_expr::{Expr, cast, lit};
 use datafusion::prelude::{DataFrame, SessionContext, col};
 
 use super::plan::{self, OUTPUTS};
-use super::recipe::CheckedRecipe;
+use super::recipe::{CheckedPass, CheckedRecipe, KeyPair};
 
 /// Most left rows a dry run samples.
 pub const MAX_SAMPLE_ROWS: usize = 1000;
@@ -23,29 +23,50 @@ pub const RIGHT_ROWS_PER_LEFT_ROW: usize = 10;
 
 /// A filter on the right side keeping the rows whose keys equal some sampled left row's in some
 /// pass, so a sample shows what would pair rather than two unrelated slices. `None` when no
-/// sampled left row has a whole key (nothing on the right could pair).
+/// sampled left row has a whole key (nothing on the right could pair). A one-column key is one
+/// `IN` list; the filter stays shallow however many rows are sampled (plans travel as nested
+/// protobuf, whose readers limit its depth).
 pub fn partners_of(left: &[RecordBatch], recipe: &CheckedRecipe) -> Result<Option<Expr>> {
-    let mut any: Option<Expr> = None;
+    let mut per_pass = Vec::new();
     for pass in &recipe.passes {
+        let mut rows = Vec::new();
         for batch in left {
             for row in 0..batch.num_rows() {
-                let Some(keys) = row_keys(batch, row, pass)? else {
-                    continue;
-                };
-                any = Some(match any {
-                    Some(other) => other.or(keys),
-                    None => keys,
-                });
+                if let Some(values) = key_values(batch, row, pass)? {
+                    rows.push(values);
+                }
             }
         }
+        if rows.is_empty() {
+            continue;
+        }
+        let columns: Vec<Expr> = pass.keys.iter().map(right_key).collect();
+        per_pass.push(match columns.as_slice() {
+            [column] => column
+                .clone()
+                .in_list(rows.into_iter().flatten().map(lit).collect(), false),
+            _ => any_of(
+                rows.into_iter()
+                    .map(|values| {
+                        all_of(
+                            columns
+                                .iter()
+                                .zip(values)
+                                .map(|(c, v)| c.clone().eq(lit(v)))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            ),
+        });
     }
-    Ok(any)
+    Ok((!per_pass.is_empty()).then(|| any_of(per_pass)))
 }
 
-/// `right key = left value` for each key of `pass`, in the keys' common type; `None` when a key
-/// part of the row is null (such a row pairs with nothing).
-fn row_keys(batch: &RecordBatch, row: usize, pass: &super::CheckedPass) -> Result<Option<Expr>> {
-    let mut all: Option<Expr> = None;
+/// A sampled left row's key values in the keys' common type; `None` when a key part is null
+/// (such a row pairs with nothing).
+fn key_values(batch: &RecordBatch, row: usize, pass: &CheckedPass) -> Result<Option<Vec<ScalarValue>>> {
+    let mut values = Vec::with_capacity(pass.keys.len());
     for key in &pass.keys {
         let Some(column) = batch.column_by_name(key.left.name()) else {
             return Ok(None);
@@ -54,18 +75,33 @@ fn row_keys(batch: &RecordBatch, row: usize, pass: &super::CheckedPass) -> Resul
         if value.is_null() {
             return Ok(None);
         }
-        let right = match key.right.data_type() == &key.common {
-            // Uncast, so a source that can filter pushes the comparison down.
-            true => col(quoted(key.right.name())),
-            false => cast(col(quoted(key.right.name())), key.common.clone()),
-        };
-        let equal = right.eq(lit(value.cast_to(&key.common)?));
-        all = Some(match all {
-            Some(other) => other.and(equal),
-            None => equal,
-        });
+        values.push(value.cast_to(&key.common)?);
     }
-    Ok(all)
+    Ok(Some(values))
+}
+
+/// A right key column in the keys' common type: uncast where it has it already, so a source that
+/// can filter pushes the comparison down.
+fn right_key(key: &KeyPair) -> Expr {
+    let column = col(quoted(key.right.name()));
+    match key.right.data_type() == &key.common {
+        true => column,
+        false => cast(column, key.common.clone()),
+    }
+}
+
+/// `a OR b OR …` as a balanced tree, `log2(n)` deep.
+fn any_of(mut exprs: Vec<Expr>) -> Expr {
+    if exprs.len() == 1 {
+        return exprs.pop().expect("one");
+    }
+    let right = exprs.split_off(exprs.len() / 2);
+    any_of(exprs).or(any_of(right))
+}
+
+/// `a AND b AND …` (a key has few columns).
+fn all_of(exprs: Vec<Expr>) -> Expr {
+    exprs.into_iter().reduce(Expr::and).expect("a key has a column")
 }
 
 /// A column name as `col` takes it: quoted, so a name with a dot or capitals is one column.
@@ -182,6 +218,55 @@ mod tests {
 
         let no_keys = batch(&[None], &["a"]);
         assert!(partners_of(&[no_keys], &recipe).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn partners_of_a_two_column_key_match_both_columns() {
+        let left = batch(&[Some(1), Some(2)], &["a", "b"]);
+        let right = batch(&[Some(1), Some(1), Some(2), Some(3)], &["a", "x", "b", "a"]);
+        let recipe: Recipe = serde_json::from_value(json!({
+            "name": "r",
+            "left": {"source": "a", "key": ["Id", "name"]},
+            "right": {"source": "b", "key": ["Id", "name"]},
+            "rules": [{"kind": "equal", "left": "name", "right": "name"}],
+        }))
+        .unwrap();
+        let recipe = recipe.check(&left.schema(), &right.schema()).unwrap();
+        let filter = partners_of(std::slice::from_ref(&left), &recipe)
+            .unwrap()
+            .unwrap();
+        let ctx = SessionContext::new();
+        let kept = ctx
+            .read_batch(right)
+            .unwrap()
+            .filter(filter)
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let names: Vec<&str> = kept
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap()
+                    .iter()
+                    .flatten()
+            })
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_one_column_key_is_one_in_list_however_many_rows() {
+        let ids: Vec<Option<i64>> = (0..1000).map(Some).collect();
+        let left = batch(&ids, &["a"; 1000]);
+        let recipe = recipe(&left, &left);
+        match partners_of(&[left], &recipe).unwrap() {
+            Some(Expr::InList(list)) => assert_eq!(list.list.len(), 1000),
+            other => panic!("not one IN list: {other:?}"),
+        }
     }
 
     #[tokio::test]
