@@ -320,9 +320,9 @@ export async function edit(page, ctx, id) {
       h(
         "div",
         { class: "actions" },
-        h("label", { class: "inline", for: "sample-rows" }, "Sample rows "),
-        sample,
-        actionButton("Dry run", () => dryRun(Number(sample.value)), { kind: "secondary", attributes: { id: "dry-run" } }),
+        // A dry run reads the sources on the cluster: an operator's, as saving is.
+        canSave ? [h("label", { class: "inline", for: "sample-rows" }, "Sample rows "), sample] : null,
+        canSave ? actionButton("Dry run", () => dryRun(Number(sample.value)), { kind: "secondary", attributes: { id: "dry-run" } }) : null,
         canSave ? actionButton(stored ? "Save changes" : "Save recipe", save, { kind: "primary", attributes: { id: "save-recipe" } }) : null,
         stored ? h("a", { href: `#/runs?recipe=${seg(stored.id)}`, class: "button-link" }, "Runs of this recipe") : null,
       ),
@@ -421,7 +421,7 @@ export async function edit(page, ctx, id) {
   fill(
     page,
     heading(stored ? `Recipe ${stored.name}` : "New recipe", stored ? h("p", { class: "lead" }, "Updated ", when(stored.updated_at), " ", badge(stored.id, "muted")) : null),
-    canSave ? null : h("p", { class: "notice info" }, "Your token may look but not save: an operator saves recipes."),
+    canSave ? null : h("p", { class: "notice info" }, "Your token may look but not change: an operator saves recipes and tries them on samples."),
     form,
   );
   draw();

@@ -131,6 +131,9 @@ async fn demo_flow(flow: &str, width: u32, input: Input) {
     };
     let (runner, db) = demo().await;
 
+    browser.goto(&format!("{}/", runner.base_url)).await;
+    browser.find("input[type=password]").await;
+    step(&mut browser, &runner, "sign-in").await;
     sign_in(&browser, &runner, &runner.token).await;
     step(&mut browser, &runner, "sources-empty").await;
 
@@ -196,6 +199,13 @@ async fn demo_flow(flow: &str, width: u32, input: Input) {
     browser
         .find("#left-source option[value=invoices_pg]:checked")
         .await;
+    // Saved too early: the runner's error is shown beside the field it names.
+    browser.press("#save-recipe").await;
+    let error = browser
+        .find("[data-path='right.source'] .field-error:not([hidden])")
+        .await;
+    let said = error.text().await.expect("the error's text");
+    assert!(said.contains("right.source"), "{said}");
     browser.press("[data-path='left.key'] > button").await;
     browser
         .choose("[data-path='left.key'] select", "invoice_id")
@@ -366,6 +376,10 @@ async fn demo_flow(flow: &str, width: u32, input: Input) {
         "a header and every row"
     );
     step(&mut browser, &runner, "downloaded").await;
+
+    browser.press("a[data-nav=schedules]").await;
+    browser.find("form[aria-labelledby=schedule-title]").await;
+    step(&mut browser, &runner, "schedules").await;
     browser.close().await;
 }
 
@@ -443,8 +457,14 @@ async fn a_viewer_is_offered_no_register_run_or_delete_and_the_api_refuses_them(
     assert!(!browser.has("a[href='#/recipes/new']").await, "no new recipe");
     assert!(!browser.has("button.danger").await, "no delete button");
     browser.press(&format!("a[href='#/recipes/{recipe_id}']")).await;
-    browser.find("#dry-run").await;
+    browser
+        .wait_for_text("may look but not change", Duration::from_secs(20))
+        .await;
     assert!(!browser.has("#save-recipe").await, "no save");
+    assert!(
+        !browser.has("#dry-run").await,
+        "no dry run (the API refuses a viewer's)"
+    );
     step(&mut browser, &runner, "viewer-recipe").await;
 
     browser.press("a[data-nav=runs]").await;
@@ -463,6 +483,33 @@ async fn a_viewer_is_offered_no_register_run_or_delete_and_the_api_refuses_them(
         "no run form"
     );
     step(&mut browser, &runner, "viewer-runs").await;
+
+    let connection = runner.create_connection("demo", &db.url).await;
+    let connection = connection["id"].as_str().expect("a connection id").to_string();
+    browser.press("a[data-nav=sources]").await;
+    browser
+        .press(&format!("a[href='#/connections/{connection}']"))
+        .await;
+    browser
+        .wait_for_text("Reachable in", Duration::from_secs(30))
+        .await;
+    browser.find("table").await;
+    assert!(!browser.has("button.danger").await, "no delete button");
+    assert!(
+        !browser.has("button.secondary").await,
+        "no refresh or rediscover button"
+    );
+    step(&mut browser, &runner, "viewer-connection").await;
+
+    browser.press("a[data-nav=schedules]").await;
+    browser
+        .wait_for_text("Recipes that run by themselves", Duration::from_secs(20))
+        .await;
+    assert!(
+        !browser.has("form[aria-labelledby=schedule-title]").await,
+        "no schedule form"
+    );
+    step(&mut browser, &runner, "viewer-schedules").await;
 
     // The API refuses what the console does not offer.
     let refused = [
